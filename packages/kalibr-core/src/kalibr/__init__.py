@@ -1,0 +1,1 @@
+"""Kalibr: outcome-aware LLM routing."""

@@ -1,0 +1,275 @@
+"""The values the whole suite speaks in: goals, paths, decisions, usage and outcomes.
+
+All are frozen. None of them holds prompt or completion text: that never leaves the caller's process
+except to the model provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kalibr._exceptions import UserError
+from kalibr._types import FailureCategory, OutcomeSource, check_failure_category
+
+__all__ = [
+    "Decision",
+    "Outcome",
+    "Path",
+    "Price",
+    "Usage",
+    "check_goal",
+    "new_trace_id",
+    "parse_paths",
+]
+
+_GOAL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+_TRACE_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def check_goal(goal: object) -> str:
+    """Return ``goal`` if it is a valid goal name, or raise ``UserError`` saying what a goal may be."""
+    if not isinstance(goal, str) or not _GOAL_PATTERN.fullmatch(goal):
+        raise UserError(
+            f"invalid goal {goal!r}: a goal is 1-128 characters of letters, digits and _ . : / -, "
+            "starting with a letter or digit (for example 'extract_company_v2' or 'billing/summarize')"
+        )
+    return goal
+
+
+def new_trace_id() -> str:
+    """A fresh 32-hex-character trace id (the wire format the official SDK parses with ``int(x, 16)``)."""
+    return secrets.token_hex(16)
+
+
+def check_trace_id(trace_id: object) -> str:
+    """Return ``trace_id`` if it is 32 lowercase hex characters, else raise ``UserError``."""
+    if not isinstance(trace_id, str) or not _TRACE_ID_PATTERN.fullmatch(trace_id):
+        raise UserError(f"invalid trace_id {trace_id!r}: a trace id is 32 lowercase hex characters")
+    return trace_id
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens; a path may carry one to override the price table."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """One way to reach a goal: a model, optionally with params and tools.
+
+    ``path_id`` derives from ``model``, ``params`` and ``tools`` only, so moving a model to another gateway
+    (``base_url``) keeps what was learned about it. ``client`` lets an adapter put a framework model object
+    (a LangChain chat model, say) on the path; it is not part of the id.
+
+    >>> Path("gpt-4o").path_id == Path.parse({"model": "gpt-4o"}).path_id
+    True
+    """
+
+    model: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tools: Sequence[Mapping[str, Any]] | None = None
+    provider: str | None = None
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    price: Price | None = None
+    client: object | None = field(default=None, compare=False, repr=False)
+    path_id: str = field(init=False, compare=False)
+
+    def __hash__(self) -> int:
+        return hash(self.path_id)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise UserError(f"invalid path model {self.model!r}: give the model name as a non-empty string")
+        if not isinstance(self.params, Mapping):
+            raise UserError(f"invalid params {self.params!r} for path {self.model!r}: params must be a dict")
+        if self.tools is not None and not isinstance(self.tools, Sequence):
+            raise UserError(f"invalid tools for path {self.model!r}: tools must be a list of tool definitions")
+        content = {"model": self.model, "params": dict(self.params), "tools": list(self.tools or [])}
+        digest = hashlib.sha256(_canonical(content).encode()).hexdigest()[:16]
+        object.__setattr__(self, "path_id", f"path_{digest}")
+
+    @classmethod
+    def parse(cls, spec: object) -> Path:
+        """Build a path from a model name, a dict (``model``, ``params``, ``tools``, ...) or a ``Path``."""
+        if isinstance(spec, Path):
+            return spec
+        if isinstance(spec, str):
+            return cls(spec)
+        if isinstance(spec, Mapping):
+            known = {"model", "params", "tools", "provider", "base_url", "api_key", "price", "client"}
+            unknown = sorted(set(spec) - known)
+            if unknown:
+                raise UserError(f"unknown path field(s) {unknown}: a path dict takes {sorted(known)}")
+            if "model" not in spec:
+                raise UserError(f"path {dict(spec)!r} has no 'model': add the model name, e.g. {{'model': 'gpt-4o'}}")
+            fields = dict(spec)
+            price = fields.get("price")
+            if isinstance(price, Mapping):
+                fields["price"] = Price(**price)
+            return cls(**fields)
+        raise UserError(
+            f"invalid path {spec!r}: pass a model name ('gpt-4o'), a dict "
+            "({'model': 'gpt-4o', 'params': {'temperature': 0.3}}) or a kalibr.Path"
+        )
+
+    @property
+    def label(self) -> str:
+        """A short human name: the model plus its params, for tables and logs."""
+        if not self.params:
+            return self.model
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.model}[{params}]"
+
+    def metadata(self) -> dict[str, Any]:
+        """What may be stored about the path (no key, no client)."""
+        return {
+            "path_id": self.path_id,
+            "model": self.model,
+            "params": dict(self.params),
+            "tools": [t.get("function", t).get("name", "?") if isinstance(t, Mapping) else "?" for t in self.tools or []],
+        }
+
+
+def parse_paths(specs: Sequence[object]) -> tuple[Path, ...]:
+    """Parse a router's path list: at least one path, no two alike."""
+    if isinstance(specs, str | bytes) or not isinstance(specs, Sequence) or not specs:
+        raise UserError("paths must be a non-empty list, e.g. paths=['gpt-4o-mini', 'claude-sonnet-4-5']")
+    paths = tuple(Path.parse(spec) for spec in specs)
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.path_id in seen:
+            raise UserError(f"path {path.label!r} is listed twice: each path must differ in model, params or tools")
+        seen[path.path_id] = path
+    return paths
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a call consumed. Tokens always; audio seconds and images where a call has them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    audio_seconds: float | None = None
+    image_count: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        def _add(a: float | None, b: float | None) -> Any:
+            return None if a is None and b is None else (a or 0) + (b or 0)
+
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            _add(self.audio_seconds, other.audio_seconds),
+            _add(self.image_count, other.image_count),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Which path a call takes, and why. Returned by ``Router.decide()`` and carried by every completion."""
+
+    trace_id: str
+    goal: str
+    path: Path
+    exploration: bool
+    reason: str
+    confidence: float
+    decided_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    success_rate: float | None = None
+    sample_count: int = 0
+    forced: bool = False
+    fallback: bool = False
+    """True when the intelligence was unavailable and the router fell back to the first path."""
+
+    @property
+    def path_id(self) -> str:
+        return self.path.path_id
+
+    @property
+    def model(self) -> str:
+        return self.path.model
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened on a decision: a score in [0, 1] (success is 1.0 or 0.0) plus the call's metadata.
+
+    A score counts fractionally: 0.85 is 0.85 of a success and 0.15 of a failure.
+    """
+
+    trace_id: str
+    goal: str
+    path_id: str
+    score: float
+    model: str | None = None
+    success: bool | None = None
+    failure_category: FailureCategory | None = None
+    reason: str | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    usage: Usage | None = None
+    source: OutcomeSource = "explicit"
+    reported_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.score, int | float) and math.isfinite(self.score) and 0.0 <= self.score <= 1.0):
+            raise UserError(f"invalid score {self.score!r}: a score is a number in [0, 1]")
+        check_failure_category(self.failure_category)
+        if self.reason is not None and len(self.reason) > 2000:
+            object.__setattr__(self, "reason", self.reason[:2000])
+
+    @classmethod
+    def build(
+        cls,
+        decision: Decision,
+        *,
+        success: bool | None = None,
+        score: float | None = None,
+        **fields: Any,
+    ) -> Outcome:
+        """An outcome for ``decision`` from ``success`` and/or ``score`` (a score wins when both are given)."""
+        return cls(
+            trace_id=decision.trace_id,
+            goal=decision.goal,
+            path_id=decision.path_id,
+            model=decision.model,
+            success=success if success is not None else (None if score is None else score >= 0.5),
+            score=resolve_score(success, score),
+            **fields,
+        )
+
+
+def resolve_score(success: bool | None, score: float | None) -> float:
+    """The score an outcome counts: ``score`` if given, else 1.0 or 0.0 from ``success``."""
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
+            raise UserError(f"invalid score {score!r}: a score is a number in [0, 1]")
+        return float(score)
+    if success is None:
+        raise UserError("an outcome needs success=True/False or a score in [0, 1]")
+    if not isinstance(success, bool):
+        raise UserError(f"invalid success {success!r}: success is True or False")
+    return 1.0 if success else 0.0

@@ -1,0 +1,115 @@
+"""Errors raised by Kalibr.
+
+The hierarchy::
+
+    KalibrError
+    ├── UserError                 a usage mistake: bad goal, bad path, bad outcome; the message says the fix
+    │   └── MissingExtraError     an optional package is needed: the message gives the pip command
+    ├── ProviderError             a model provider failed
+    │   ├── ProviderTimeout       the call timed out
+    │   ├── ProviderHTTPError     the provider answered with an error status (status_code, body)
+    │   └── RequestRejected       the provider refused the caller's own request (400, 404, 422): not the path's fault
+    ├── AllPathsFailed            every path was tried and failed (an ExceptionGroup of the ProviderErrors)
+    ├── IntelligenceUnavailable   the remote intelligence service did not answer
+    └── StoreError                the store could not read or write
+
+``UserError`` also subclasses ``ValueError`` so that bad input is a ``ValueError`` as users expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kalibr._types import FailureCategory
+
+__all__ = [
+    "AllPathsFailed",
+    "IntelligenceUnavailable",
+    "KalibrError",
+    "MissingExtraError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderTimeout",
+    "RequestRejected",
+    "StoreError",
+    "UserError",
+]
+
+
+class KalibrError(Exception):
+    """Base class of every error Kalibr raises."""
+
+
+class UserError(KalibrError, ValueError):
+    """A usage mistake by the caller; the message names the problem and the fix."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional dependency is missing."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs an optional package: pip install \"kalibr-core[{extra}]\"")
+        self.extra = extra
+
+
+class ProviderError(KalibrError):
+    """A model provider failed. ``failure_category`` says how, for the outcome reported against the path."""
+
+    failure_category: FailureCategory = "provider_error"
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer in time."""
+
+    failure_category: FailureCategory = "timeout"
+
+
+class ProviderHTTPError(ProviderError):
+    """The provider answered with an error status."""
+
+    def __init__(self, message: str, *, status_code: int, body: str = "", model: str | None = None) -> None:
+        super().__init__(message, model=model)
+        self.status_code = status_code
+        self.body = body
+        self.failure_category = _category_for_status(status_code, body)
+
+
+class RequestRejected(ProviderHTTPError):
+    """The provider rejected the caller's request itself (bad messages, unknown parameter).
+
+    Not blamed on the path and not retried on another path: the caller must fix the request.
+    """
+
+
+class AllPathsFailed(KalibrError, ExceptionGroup[ProviderError]):  # type: ignore[misc]
+    """Every path was tried and every one failed; ``exceptions`` holds each path's error in order."""
+
+    def __new__(cls, message: str, errors: Sequence[ProviderError]) -> AllPathsFailed:
+        return super().__new__(cls, message, list(errors))
+
+    def derive(self, excs: Sequence[ProviderError]) -> AllPathsFailed:  # type: ignore[override]
+        return AllPathsFailed(self.message, excs)
+
+
+class IntelligenceUnavailable(KalibrError):
+    """The intelligence service could not be reached or answered with an error."""
+
+
+class StoreError(KalibrError):
+    """The store failed to read or write."""
+
+
+def _category_for_status(status_code: int, body: str) -> FailureCategory:
+    if status_code == 429:
+        return "rate_limited"
+    if status_code in (401, 403):
+        return "auth_error"
+    if status_code in (408, 504):
+        return "timeout"
+    if status_code in (400, 413) and "context" in body.lower():
+        return "context_exceeded"
+    return "provider_error"

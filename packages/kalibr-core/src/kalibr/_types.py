@@ -1,0 +1,44 @@
+"""Type aliases and fixed vocabularies shared by every layer."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias, get_args
+
+FailureCategory: TypeAlias = Literal[
+    "timeout",
+    "context_exceeded",
+    "tool_error",
+    "rate_limited",
+    "validation_failed",
+    "hallucination_detected",
+    "user_unsatisfied",
+    "empty_response",
+    "malformed_output",
+    "auth_error",
+    "provider_error",
+    "unknown",
+]
+"""Why a call failed. The twelve categories of the Kalibr wire contract."""
+
+FAILURE_CATEGORIES: tuple[FailureCategory, ...] = get_args(FailureCategory)
+
+WIRE_ONLY_FAILURE_CATEGORIES: tuple[str, ...] = ("healed",)
+"""Categories the official SDK sends that we accept on the wire but never produce."""
+
+Message: TypeAlias = dict[str, Any]
+"""A chat message in the OpenAI chat-completions shape: ``{"role": "user", "content": "..."}``."""
+
+PathSpec: TypeAlias = "str | dict[str, Any] | Any"
+"""What a user may pass as a path: a model name, a dict with ``model``/``params``/``tools``, or a ``Path``."""
+
+OutcomeSource: TypeAlias = Literal["explicit", "success_when", "score_when", "error", "update"]
+"""Who produced an outcome: the caller, a callback, a provider failure, or a late update."""
+
+
+def check_failure_category(value: str | None) -> FailureCategory | None:
+    """Return ``value`` as a failure category, or raise ``ValueError`` listing the valid ones."""
+    if value is None:
+        return None
+    if value in FAILURE_CATEGORIES:
+        return value  # type: ignore[return-value]
+    raise ValueError(f"unknown failure_category {value!r}: use one of {', '.join(FAILURE_CATEGORIES)}")

@@ -1,0 +1,167 @@
+"""The store protocol: every store (memory, SQLite, PostgreSQL, a plugin's) implements it.
+
+A store holds metadata only: decisions, outcomes, per-arm aggregates, registered paths, routing config and
+hashed API keys. Never a prompt, never a completion. Every method is scoped by ``tenant``; the embedded
+engine uses ``DEFAULT_TENANT``.
+
+Writes that change aggregates are atomic: ``apply_outcome`` inserts the outcome (at most once per trace id)
+and replaces the arm state with ``step(current)`` in one transaction, so concurrent reporters from many
+threads or processes never lose an update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from kalibr._domain import Decision, Outcome, Path
+from kalibr.policies.base import ArmState, PolicyConfig
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "DecisionRecord",
+    "OutcomeChanges",
+    "OutcomeRecord",
+    "PathRecord",
+    "Store",
+]
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A decision as stored: enough to attribute a later outcome to its path."""
+
+    trace_id: str
+    goal: str
+    path_id: str
+    model: str
+    exploration: bool
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """An outcome as stored (the ``Outcome`` fields, flattened; usage as plain numbers)."""
+
+    trace_id: str
+    goal: str
+    path_id: str
+    model: str | None
+    score: float
+    success: bool | None
+    failure_category: str | None
+    reason: str | None
+    cost_usd: float | None
+    latency_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    source: str
+    reported_at: datetime
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """The path's params, joined from the registered path, for parameter-sensitivity insights."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeChanges:
+    """The fields a late ``update_outcome`` changes; ``None`` keeps the stored value."""
+
+    score: float | None = None
+    success: bool | None = None
+    failure_category: str | None = None
+    reason: str | None = None
+
+    def fields(self) -> list[str]:
+        return [name for name in ("success", "score", "failure_category", "reason") if getattr(self, name) is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class PathRecord:
+    """A path registered for a goal (the service's ``/routing/paths``; the embedded router registers its own)."""
+
+    goal: str
+    path: Path
+    enabled: bool
+    created_at: datetime
+    risk_level: str = "low"
+    tool_id: str | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence for the intelligence engine."""
+
+    # --- arms -----------------------------------------------------------------------------------------------
+    def load_arms(self, tenant: str, goal: str, paths: Sequence[Path]) -> list[ArmState]:
+        """The state of each path's arm for ``goal``, in the order given; a fresh ``ArmState`` where none."""
+        ...
+
+    def update_arm(self, tenant: str, goal: str, path: Path, step: Callable[[ArmState], ArmState]) -> ArmState:
+        """Set the arm of (goal, path) to ``step(current)`` atomically and return it (warm start uses this)."""
+        ...
+
+    def model_totals(self, tenant: str) -> Mapping[str, tuple[float, float]]:
+        """Per model, (successes, failures) summed over every goal of the tenant: evidence for priors."""
+        ...
+
+    # --- decisions and outcomes -----------------------------------------------------------------------------
+    def record_decision(self, tenant: str, decision: Decision) -> None:
+        """Remember a decision so a later outcome can be attributed to its path."""
+        ...
+
+    def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None: ...
+
+    def apply_outcome(self, tenant: str, outcome: Outcome, step: Callable[[ArmState], ArmState]) -> bool:
+        """Insert ``outcome`` and set its arm to ``step(current)`` atomically.
+
+        Returns False, changing nothing, when an outcome with the same trace id was already applied.
+        """
+        ...
+
+    def update_outcome(
+        self,
+        tenant: str,
+        trace_id: str,
+        changes: OutcomeChanges,
+        adjust: Callable[[ArmState, float, float], ArmState],
+    ) -> OutcomeRecord | None:
+        """Change a stored outcome; when the score changes, set its arm to ``adjust(arm, old, new)``.
+
+        Returns the updated record, or None when no outcome has that trace id.
+        """
+        ...
+
+    def outcomes(self, tenant: str, goal: str | None, since: datetime) -> list[OutcomeRecord]:
+        """Outcomes reported since ``since`` (for one goal, or every goal), oldest first."""
+        ...
+
+    def goals(self, tenant: str) -> list[str]:
+        """Every goal with a registered path or an outcome."""
+        ...
+
+    # --- paths and config -------------------------------------------------------------------------------
+    def register_path(self, tenant: str, record: PathRecord) -> PathRecord:
+        """Register a path for a goal (idempotent by goal and path id: returns the existing record)."""
+        ...
+
+    def list_paths(self, tenant: str, goal: str | None, *, include_disabled: bool = False) -> list[PathRecord]: ...
+
+    def set_path_enabled(self, tenant: str, path_id: str, enabled: bool) -> bool:
+        """Enable or disable a path wherever it is registered; False if the tenant has no such path."""
+        ...
+
+    def get_config(self, tenant: str, goal: str) -> PolicyConfig:
+        """The goal's routing config, else the tenant's ``"*"`` config, else the defaults."""
+        ...
+
+    def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None: ...
+
+    # --- tenants ----------------------------------------------------------------------------------------
+    def add_api_key(self, tenant: str, key_hash: str) -> None: ...
+
+    def tenant_for_key(self, key_hash: str) -> str | None: ...
+
+    def close(self) -> None: ...
