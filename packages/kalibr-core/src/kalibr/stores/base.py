@@ -4,7 +4,7 @@ A store holds metadata only: decisions, outcomes, per-arm aggregates, registered
 hashed API keys. Never a prompt, never a completion. Every method is scoped by ``tenant``; the embedded
 engine uses ``DEFAULT_TENANT``.
 
-Writes that change aggregates are atomic: ``apply_outcome`` inserts the outcome (at most once per trace id)
+Writes that change aggregates are atomic: ``apply_outcomes`` inserts the outcome (at most once per trace id)
 and replaces the arm state with ``step(current)`` in one transaction, so concurrent reporters from many
 threads or processes never lose an update.
 """
@@ -108,16 +108,19 @@ class Store(Protocol):
         ...
 
     # --- decisions and outcomes -----------------------------------------------------------------------------
-    def record_decision(self, tenant: str, decision: Decision) -> None:
-        """Remember a decision so a later outcome can be attributed to its path."""
+    def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
+        """Remember decisions so later outcomes can be attributed to their paths (one transaction)."""
         ...
 
     def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None: ...
 
-    def apply_outcome(self, tenant: str, outcome: Outcome, step: Callable[[ArmState], ArmState]) -> bool:
-        """Insert ``outcome`` and set its arm to ``step(current)`` atomically.
+    def apply_outcomes(
+        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+    ) -> list[bool]:
+        """For each (outcome, step): insert the outcome and set its arm to ``step(current)``, atomically.
 
-        Returns False, changing nothing, when an outcome with the same trace id was already applied.
+        One transaction for the batch; each item's ``step`` sees the arm as left by the items before it.
+        Returns, per item, False (changing nothing for it) when an outcome with that trace id already exists.
         """
         ...
 

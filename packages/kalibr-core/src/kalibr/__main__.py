@@ -1,0 +1,3 @@
+from kalibr.cli import main
+
+main()

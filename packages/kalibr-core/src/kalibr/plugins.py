@@ -1,0 +1,92 @@
+"""The plugin manager: built-in plugins plus every ``kalibr`` entry point.
+
+``KALIBR_LOAD_PLUGINS=a,b`` loads only the named entry points (empty: none). Registries are built lazily,
+once, and typed: the rest of the core never calls ``pm.hook`` directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from kalibr import hookspecs
+
+if TYPE_CHECKING:
+    from kalibr.hookspecs import AdapterFactory, ProviderFactory, StoreFactory
+
+__all__ = ["adapter_factories", "load_plugins", "pm", "provider_factories", "store_factories"]
+
+DEFAULT_PLUGINS = (
+    "kalibr.default_plugins.providers",
+    "kalibr.default_plugins.stores",
+)
+
+pm = pluggy.PluginManager("kalibr")
+pm.add_hookspecs(hookspecs)
+
+_lock = threading.Lock()
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Register the built-in plugins and the installed entry points, once."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        allow = os.environ.get("KALIBR_LOAD_PLUGINS")
+        if allow is None:
+            pm.load_setuptools_entrypoints("kalibr")
+        else:
+            for name in filter(None, (n.strip() for n in allow.split(","))):
+                pm.load_setuptools_entrypoints("kalibr", name=name)
+        for module_name in DEFAULT_PLUGINS:
+            if not pm.has_plugin(module_name):
+                pm.register(importlib.import_module(module_name), name=module_name)
+        pm.check_pending()
+        _loaded = True
+
+
+def _collect(hook_name: str) -> dict[str, Any]:
+    load_plugins()
+    found: dict[str, Any] = {}
+
+    def register(name: str, factory: Any) -> None:
+        # First registration wins; pluggy calls later-registered plugins first, so a third-party plugin
+        # can override a built-in of the same name.
+        found.setdefault(name, factory)
+
+    getattr(pm.hook, hook_name)(register=register)
+    return found
+
+
+def provider_factories() -> dict[str, ProviderFactory]:
+    """Provider name -> factory, from every plugin."""
+    return _collect("kalibr_register_providers")
+
+
+def store_factories() -> dict[str, StoreFactory]:
+    """URL scheme -> store factory, from every plugin."""
+    return _collect("kalibr_register_stores")
+
+
+def adapter_factories() -> dict[str, AdapterFactory]:
+    """Adapter name -> factory, from every plugin."""
+    return _collect("kalibr_register_adapters")
+
+
+def make_adapter(name: str, extra: str, router: Any, **options: Any) -> Any:
+    """Build the named adapter around ``router``, or say which extra to install."""
+    factory: Callable[..., Any] | None = adapter_factories().get(name)
+    if factory is None:
+        from kalibr._exceptions import MissingExtraError
+
+        raise MissingExtraError(f"router.as_{name}()", extra)
+    return factory(router, **options)
+
+
