@@ -1,0 +1,199 @@
+"""Thompson sampling over Beta posteriors, with a cold-start floor, staleness and change detection.
+
+Each arm's success rate has a Beta posterior: ``1 + successes`` and ``1 + failures`` (fractional scores count
+fractionally), plus optional prior pseudo-counts (the model's record on the tenant's other goals). ``choose``
+draws one sample per arm and takes the best; an exploration floor sends ``exploration_rate`` of the traffic to
+paths still under ``min_samples_before_exploit`` (or untried for ``staleness_days``). ``update`` folds an outcome
+in and runs a change detector (``kalibr.policies.drift``) that restarts an arm's evidence when it degrades.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from kalibr._exceptions import UserError
+from kalibr.policies.base import ArmState, Choice, PolicyConfig
+from kalibr.policies.drift import DropDetector
+
+__all__ = ["ThompsonPolicy"]
+
+_DAY_SECONDS = 86_400.0
+
+
+class ThompsonPolicy:
+    """The default policy. Stateless: everything it learns lives in the ``ArmState`` values it returns.
+
+    >>> import numpy as np
+    >>> from kalibr.policies.base import ArmState, PolicyConfig
+    >>> arms = [ArmState("a", successes=30, failures=10, samples=40, total_samples=40),
+    ...         ArmState("b", successes=5, failures=35, samples=40, total_samples=40)]
+    >>> ThompsonPolicy().choose(arms, config=PolicyConfig(), rng=np.random.default_rng(1), now=0.0).index
+    0
+    """
+
+    def __init__(self, *, detector: DropDetector | None = None) -> None:
+        self.detector = detector if detector is not None else DropDetector()
+
+    # --- choosing ----------------------------------------------------------------------------------------------
+    def choose(
+        self,
+        arms: Sequence[ArmState],
+        *,
+        config: PolicyConfig,
+        rng: np.random.Generator,
+        now: float,
+        priors: Sequence[tuple[float, float]] | None = None,
+    ) -> Choice:
+        count = len(arms)
+        if count == 0:
+            raise UserError("no paths to choose from: give the goal at least one enabled path")
+        if count == 1:
+            arm = arms[0]
+            return Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
+        forced = self._forced_exploration(arms, config, rng, now)
+        if forced is not None:
+            return forced
+        alpha, beta = _posterior(arms, priors)
+        means = alpha / (alpha + beta)
+        draws = rng.beta(alpha, beta)
+        if config.cost_weight > 0.0:
+            costs = _mean_costs(arms)
+            draws -= config.cost_weight * costs
+            means = means - config.cost_weight * costs
+        index = int(draws.argmax())
+        index = _break_tie(arms, means, index, config)
+        best_mean = int(means.argmax())
+        confidence = _probability_best(index, alpha, beta)
+        return Choice(
+            index,
+            index != best_mean,
+            _reason(arms, index, best_mean, means),
+            confidence,
+            arms[index].success_rate,
+            arms[index].samples,
+        )
+
+    def _forced_exploration(
+        self, arms: Sequence[ArmState], config: PolicyConfig, rng: np.random.Generator, now: float
+    ) -> Choice | None:
+        """With probability ``exploration_rate``, a path still under the sample floor or gone stale."""
+        if config.exploration_rate <= 0.0:
+            return None
+        floor = config.min_samples_before_exploit
+        stale_before = now - config.staleness_days * _DAY_SECONDS
+        candidates = [
+            i
+            for i, arm in enumerate(arms)
+            if arm.total_samples < floor or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
+        ]
+        if not candidates or rng.random() >= config.exploration_rate:
+            return None
+        index = candidates[int(rng.integers(len(candidates)))] if len(candidates) > 1 else candidates[0]
+        arm = arms[index]
+        if arm.total_samples < floor:
+            why = f"exploring {_name(arm)}: {arm.total_samples} of {floor} samples needed before exploiting"
+        else:
+            why = f"exploring {_name(arm)} again: untried for over {config.staleness_days:g} days"
+        return Choice(index, True, why, 0.0, arm.success_rate, arm.samples)
+
+    # --- learning ----------------------------------------------------------------------------------------------
+    def update(
+        self,
+        arm: ArmState,
+        *,
+        score: float,
+        cost_usd: float | None,
+        latency_ms: float | None,
+        now: float,
+    ) -> ArmState:
+        if not 0.0 <= score <= 1.0:
+            raise UserError(f"invalid score {score!r}: a score is a number in [0, 1]")
+        cost_known = cost_usd is not None
+        latency_known = latency_ms is not None
+        updated = replace(
+            arm,
+            successes=arm.successes + score,
+            failures=arm.failures + (1.0 - score),
+            samples=arm.samples + 1,
+            total_samples=arm.total_samples + 1,
+            cost_sum=arm.cost_sum + (cost_usd if cost_usd is not None else 0.0),
+            cost_count=arm.cost_count + cost_known,
+            latency_sum=arm.latency_sum + (latency_ms if latency_ms is not None else 0.0),
+            latency_count=arm.latency_count + latency_known,
+            last_outcome_at=now,
+        )
+        return self.detector.observe(arm, updated, score)
+
+    def adjust(self, arm: ArmState, *, old_score: float, new_score: float) -> ArmState:
+        """Move one outcome's weight from ``old_score`` to ``new_score`` (never below zero evidence)."""
+        delta = new_score - old_score
+        return replace(
+            arm,
+            successes=max(0.0, arm.successes + delta),
+            failures=max(0.0, arm.failures - delta),
+        )
+
+
+# --- helpers (vectorised: ``choose`` runs on every decide) ---------------------------------------------------------
+def _posterior(arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.array([(arm.successes, arm.failures) for arm in arms], dtype=np.float64)
+    counts += 1.0
+    if priors is not None:
+        if len(priors) != len(arms):
+            raise UserError(f"got {len(priors)} priors for {len(arms)} paths: give one (alpha, beta) per path")
+        counts += np.asarray(priors, dtype=np.float64)
+    return counts[:, 0], counts[:, 1]
+
+
+def _mean_costs(arms: Sequence[ArmState]) -> np.ndarray:
+    """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
+    return np.array([arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms])
+
+
+def _break_tie(arms: Sequence[ArmState], means: np.ndarray, index: int, config: PolicyConfig) -> int:
+    """Within ``tie_tolerance`` of the best mean, prefer the cheapest proven path, then the fastest."""
+    if config.tie_tolerance <= 0.0 or config.cost_weight > 0.0:
+        return index
+    floor = config.min_samples_before_exploit
+    threshold = float(means.max()) * (1.0 - config.tie_tolerance)
+    if means[index] < threshold or arms[index].samples < floor:
+        return index
+    tied = [int(i) for i in np.flatnonzero(means >= threshold) if arms[int(i)].samples >= floor]
+    if len(tied) < 2:
+        return index
+
+    def key(i: int) -> tuple[float, float]:
+        arm = arms[i]
+        return (arm.mean_cost if arm.mean_cost is not None else math.inf, arm.mean_latency_ms or math.inf)
+
+    cheapest = min(tied, key=key)
+    return int(cheapest) if key(cheapest) < key(index) else index
+
+
+def _probability_best(index: int, alpha: np.ndarray, beta: np.ndarray) -> float:
+    """Approximate P(chosen arm is best): product of pairwise normal-approximation win probabilities."""
+    total = alpha + beta
+    means = alpha / total
+    variances = means * (1.0 - means) / (total + 1.0)
+    z = (means[index] - means) / np.sqrt(variances[index] + variances)
+    wins = 1.0 / (1.0 + np.exp(-1.702 * z))  # logistic approximation of the normal CDF
+    wins[index] = 1.0
+    return float(np.prod(wins))
+
+
+def _reason(arms: Sequence[ArmState], index: int, best: int, means: np.ndarray) -> str:
+    arm = arms[index]
+    if index == best:
+        return f"{_name(arm)} has the best estimated success rate ({means[index]:.2f} over {arm.samples} samples)"
+    return (
+        f"exploring {_name(arm)} (estimated {means[index]:.2f} over {arm.samples} samples): its sample beat "
+        f"{_name(arms[best])} ({means[best]:.2f})"
+    )
+
+
+def _name(arm: ArmState) -> str:
+    return arm.model or arm.path_id

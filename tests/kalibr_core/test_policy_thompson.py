@@ -1,0 +1,139 @@
+"""The default policy: Thompson sampling with a cold-start floor, staleness, tie-breaking and drop detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kalibr._exceptions import UserError
+from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy, default_policy
+
+DAY = 86_400.0
+
+
+def arm(name: str, successes: float = 0.0, failures: float = 0.0, **fields: object) -> ArmState:
+    n = int(successes + failures)
+    base: dict[str, object] = {"samples": n, "total_samples": n}
+    base.update(fields)
+    return ArmState(name, model=name, successes=successes, failures=failures, **base)  # type: ignore[arg-type]
+
+
+def picks(arms: list[ArmState], config: PolicyConfig, n: int = 2000, seed: int = 0, **kw: object) -> np.ndarray:
+    policy, rng = default_policy(), np.random.default_rng(seed)
+    counts = np.zeros(len(arms), dtype=int)
+    for _ in range(n):
+        counts[policy.choose(arms, config=config, rng=rng, now=kw.get("now", 0.0), priors=kw.get("priors")).index] += 1  # type: ignore[arg-type]
+    return counts
+
+
+def test_exploits_the_clearly_better_arm() -> None:
+    counts = picks([arm("a", 80, 20), arm("b", 20, 80)], PolicyConfig())
+    assert counts[0] > 0.99 * counts.sum()
+
+
+def test_choice_explains_itself() -> None:
+    arms = [arm("good", 80, 20), arm("bad", 20, 80)]
+    choice = default_policy().choose(arms, config=PolicyConfig(), rng=np.random.default_rng(0), now=0.0)
+    assert choice.index == 0
+    assert not choice.exploration
+    assert "good" in choice.reason
+    assert 0.99 < choice.confidence <= 1.0
+    assert choice.sample_count == 100
+
+
+def test_same_seed_same_choices() -> None:
+    arms = [arm("a", 5, 5), arm("b", 6, 4), arm("c", 1, 1)]
+    first = picks(arms, PolicyConfig(), n=200, seed=7)
+    second = picks(arms, PolicyConfig(), n=200, seed=7)
+    assert (first == second).all()
+
+
+def test_exploration_floor_goes_to_paths_under_min_samples() -> None:
+    arms = [arm("proven", 90, 10), arm("new", 0, 0)]
+    share = picks(arms, PolicyConfig(exploration_rate=0.1), n=4000)[1] / 4000
+    without_floor = picks(arms, PolicyConfig(exploration_rate=0.0), n=4000)[1] / 4000
+    assert share > without_floor + 0.05
+    assert share < 0.2
+
+
+def test_no_floor_once_every_path_has_min_samples() -> None:
+    arms = [arm("proven", 90, 10), arm("weak", 2, 28)]
+    assert picks(arms, PolicyConfig(exploration_rate=0.5))[1] < 10
+
+
+def test_stale_path_is_explored_again() -> None:
+    now = 30 * DAY
+    arms = [arm("fresh", 90, 10, last_outcome_at=now), arm("stale", 2, 28, last_outcome_at=now - 8 * DAY)]
+    stale_share = picks(arms, PolicyConfig(exploration_rate=0.2), now=now)[1] / 2000
+    assert 0.15 < stale_share < 0.25
+    recent = [arms[0], arm("weak", 2, 28, last_outcome_at=now - 6 * DAY)]
+    assert picks(recent, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10
+
+
+def test_cheaper_path_wins_a_tie() -> None:
+    arms = [arm("dear", 90, 10, cost_sum=1.0, cost_count=100), arm("cheap", 89, 11, cost_sum=0.1, cost_count=100)]
+    assert picks(arms, PolicyConfig(tie_tolerance=0.05))[1] > 1900
+    assert picks(arms, PolicyConfig(tie_tolerance=0.0))[1] < 1500
+
+
+def test_cost_weight_trades_quality_for_cost() -> None:
+    arms = [arm("dear", 90, 10, cost_sum=100.0, cost_count=100), arm("cheap", 70, 30, cost_sum=0.0, cost_count=100)]
+    assert picks(arms, PolicyConfig(cost_weight=0.0))[0] > 1900
+    assert picks(arms, PolicyConfig(cost_weight=0.5))[1] > 1900
+
+
+def test_priors_move_a_cold_choice() -> None:
+    arms = [arm("a"), arm("b")]
+    config = PolicyConfig(exploration_rate=0.0)
+    assert picks(arms, config, priors=[(9.0, 1.0), (1.0, 9.0)])[0] > 1800
+
+
+def test_update_counts_fractional_scores_and_costs() -> None:
+    updated = ThompsonPolicy().update(arm("a"), score=0.75, cost_usd=0.002, latency_ms=120.0, now=5.0)
+    assert (updated.successes, updated.failures) == (0.75, 0.25)
+    assert (updated.samples, updated.total_samples) == (1, 1)
+    assert updated.mean_cost == pytest.approx(0.002)
+    assert updated.mean_latency_ms == pytest.approx(120.0)
+    assert updated.last_outcome_at == 5.0
+
+
+def test_adjust_moves_one_outcome() -> None:
+    adjusted = ThompsonPolicy().adjust(arm("a", 3, 1), old_score=0.0, new_score=1.0)
+    assert (adjusted.successes, adjusted.failures) == (4.0, 0.0)
+
+
+def test_a_path_that_starts_failing_loses_its_record_within_a_few_failures() -> None:
+    policy, state = ThompsonPolicy(), arm("a", 160, 40)
+    for step in range(6):
+        state = policy.update(state, score=0.0, cost_usd=None, latency_ms=None, now=float(step))
+        if state.samples < 100:
+            break
+    assert state.samples < 10
+    assert state.success_rate == 0.0
+    assert state.total_samples > 200
+    assert state.extra["resets"] == 1.0
+
+
+def test_ordinary_bad_luck_does_not_reset_a_path() -> None:
+    policy, state, rng = ThompsonPolicy(), arm("a", 80, 20), np.random.default_rng(3)
+    for step in range(2000):
+        state = policy.update(state, score=float(rng.random() < 0.8), cost_usd=None, latency_ms=None, now=step)
+    assert state.extra.get("resets", 0.0) <= 1.0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_bad_score_is_refused(bad: float) -> None:
+    with pytest.raises(UserError, match="score"):
+        ThompsonPolicy().update(arm("a"), score=bad, cost_usd=None, latency_ms=None, now=0.0)
+
+
+def test_no_paths_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="at least one"):
+        ThompsonPolicy().choose([], config=PolicyConfig(), rng=np.random.default_rng(0), now=0.0)
+
+
+def test_priors_must_match_paths() -> None:
+    with pytest.raises(UserError, match="priors"):
+        ThompsonPolicy().choose(
+            [arm("a"), arm("b")], config=PolicyConfig(), rng=np.random.default_rng(0), now=0.0, priors=[(1.0, 1.0)]
+        )
