@@ -1,0 +1,197 @@
+"""Conversions every store shares: datetimes, arms, paths, outcomes and config, to and from plain values.
+
+Stores keep metadata only. A path loses its API key, client and price on the way in; an outcome keeps a
+reason capped at ``MAX_REASON_CHARS``; nothing else free-form is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kalibr._domain import Decision, Outcome, Path
+from kalibr._exceptions import UserError
+from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores.base import DecisionRecord, OutcomeRecord, PathRecord
+
+__all__ = [
+    "ARM_FIELDS",
+    "MAX_REASON_CHARS",
+    "arm_from_values",
+    "arm_values",
+    "cap_reason",
+    "config_from_json",
+    "config_to_json",
+    "decision_record",
+    "from_micros",
+    "outcome_record",
+    "path_columns",
+    "path_from_values",
+    "storable_path",
+    "to_micros",
+    "utc",
+]
+
+MAX_REASON_CHARS = 1000
+"""A reason is a short label from the caller; anything longer is cut so no transcript can hide in it."""
+
+ARM_FIELDS = (
+    "successes",
+    "failures",
+    "samples",
+    "total_samples",
+    "cost_sum",
+    "cost_count",
+    "latency_sum",
+    "latency_count",
+    "last_outcome_at",
+    "extra",
+)
+"""The stored columns of an arm after (tenant, goal, path_id, model), in this order."""
+
+
+def utc(value: datetime, what: str = "datetime") -> datetime:
+    """``value`` in UTC; a naive datetime is refused since its zone is a guess."""
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise UserError(f"{what} {value!r} must be a timezone-aware datetime, e.g. datetime.now(UTC)")
+    return value.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(value: datetime, what: str = "datetime") -> int:
+    """Whole microseconds since the epoch: exact, sortable, and indexable as an integer."""
+    delta = utc(value, what) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+
+
+def cap_reason(reason: str | None) -> str | None:
+    return None if reason is None else reason[:MAX_REASON_CHARS]
+
+
+def storable_path(path: Path) -> Path:
+    """The path as a store keeps it: model, params, tools, provider and base URL; never a key or client."""
+    if path.api_key is None and path.client is None and path.price is None:
+        return path
+    return Path(
+        path.model,
+        params=dict(path.params),
+        tools=None if path.tools is None else [dict(tool) for tool in path.tools],
+        provider=path.provider,
+        base_url=path.base_url,
+    )
+
+
+def path_from_values(model: str, params: str, tools: str | None, provider: str | None, base_url: str | None) -> Path:
+    return Path(
+        model,
+        params=json.loads(params),
+        tools=None if tools is None else json.loads(tools),
+        provider=provider,
+        base_url=base_url,
+    )
+
+
+def path_columns(record: PathRecord) -> tuple[Any, ...]:
+    """(path_id, model, params, tools, provider, base_url, enabled, risk_level, tool_id) as stored values."""
+    path = record.path
+    tools = None if path.tools is None else json.dumps([dict(tool) for tool in path.tools], default=str)
+    return (
+        path.path_id,
+        path.model,
+        json.dumps(dict(path.params), sort_keys=True, default=str),
+        tools,
+        path.provider,
+        path.base_url,
+        record.enabled,
+        record.risk_level,
+        record.tool_id,
+    )
+
+
+def arm_values(arm: ArmState) -> tuple[Any, ...]:
+    """The arm's ``ARM_FIELDS`` as stored values (``extra`` as JSON)."""
+    return (
+        float(arm.successes),
+        float(arm.failures),
+        int(arm.samples),
+        int(arm.total_samples),
+        float(arm.cost_sum),
+        int(arm.cost_count),
+        float(arm.latency_sum),
+        int(arm.latency_count),
+        arm.last_outcome_at,
+        json.dumps(dict(arm.extra)) if arm.extra else "{}",
+    )
+
+
+def arm_from_values(path_id: str, model: str, values: Sequence[Any]) -> ArmState:
+    """An ``ArmState`` from ``ARM_FIELDS`` values as read back."""
+    extra = values[9]
+    return ArmState(
+        path_id,
+        model,
+        values[0],
+        values[1],
+        values[2],
+        values[3],
+        values[4],
+        values[5],
+        values[6],
+        values[7],
+        values[8],
+        {} if extra in ("{}", None) else (json.loads(extra) if isinstance(extra, str) else dict(extra)),
+    )
+
+
+def decision_record(decision: Decision) -> DecisionRecord:
+    return DecisionRecord(
+        trace_id=decision.trace_id,
+        goal=decision.goal,
+        path_id=decision.path_id,
+        model=decision.model,
+        exploration=decision.exploration,
+        decided_at=utc(decision.decided_at, "decided_at"),
+    )
+
+
+def outcome_record(outcome: Outcome, params: Mapping[str, Any] | None = None) -> OutcomeRecord:
+    usage = outcome.usage
+    return OutcomeRecord(
+        trace_id=outcome.trace_id,
+        goal=outcome.goal,
+        path_id=outcome.path_id,
+        model=outcome.model,
+        score=float(outcome.score),
+        success=outcome.success,
+        failure_category=outcome.failure_category,
+        reason=cap_reason(outcome.reason),
+        cost_usd=outcome.cost_usd,
+        latency_ms=outcome.latency_ms,
+        input_tokens=None if usage is None else usage.input_tokens,
+        output_tokens=None if usage is None else usage.output_tokens,
+        source=outcome.source,
+        reported_at=utc(outcome.reported_at, "reported_at"),
+        params=dict(params or {}),
+    )
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(PolicyConfig))
+
+
+def config_to_json(config: PolicyConfig) -> str:
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def config_from_json(text: str | Mapping[str, Any]) -> PolicyConfig:
+    """A config from stored fields; fields this version does not know (written by a newer one) are ignored."""
+    fields = json.loads(text) if isinstance(text, str) else dict(text)
+    return PolicyConfig(**{name: value for name, value in fields.items() if name in _CONFIG_FIELDS})

@@ -1,0 +1,194 @@
+"""An in-process store: dictionaries behind one lock. For tests, the sandbox and offline replay.
+
+It keeps exactly what the SQL stores keep (a path without its key, a capped reason), so a test that passes
+on it says something about them too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from kalibr._domain import Decision, Outcome, Path
+from kalibr._exceptions import UserError
+from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores._records import cap_reason, decision_record, outcome_record, storable_path, utc
+from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+
+__all__ = ["MemoryStore"]
+
+_ArmKey = tuple[str, str, str]
+
+
+class MemoryStore:
+    """A thread-safe store in memory; everything is lost when it is dropped.
+
+    Usage::
+
+        store = MemoryStore()
+        arms = store.load_arms("default", "summarize", [Path("gpt-4o")])
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._arms: dict[_ArmKey, ArmState] = {}
+        self._decisions: dict[tuple[str, str], DecisionRecord] = {}
+        self._outcomes: dict[tuple[str, str], OutcomeRecord] = {}
+        self._paths: dict[tuple[str, str, str], PathRecord] = {}
+        self._configs: dict[tuple[str, str], PolicyConfig] = {}
+        self._keys: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    # --- arms -----------------------------------------------------------------------------------------------
+    def load_arms(self, tenant: str, goal: str, paths: Sequence[Path]) -> list[ArmState]:
+        with self._lock:
+            return [self._arm(tenant, goal, path.path_id, path.model) for path in paths]
+
+    def update_arm(self, tenant: str, goal: str, path: Path, step: Callable[[ArmState], ArmState]) -> ArmState:
+        with self._lock:
+            arm = step(self._arm(tenant, goal, path.path_id, path.model))
+            self._arms[tenant, goal, path.path_id] = arm
+            return arm
+
+    def model_totals(self, tenant: str) -> Mapping[str, tuple[float, float]]:
+        totals: dict[str, tuple[float, float]] = {}
+        with self._lock:
+            for (arm_tenant, _, _), arm in self._arms.items():
+                if arm_tenant == tenant and arm.model:
+                    successes, failures = totals.get(arm.model, (0.0, 0.0))
+                    totals[arm.model] = (successes + arm.successes, failures + arm.failures)
+        return totals
+
+    def _arm(self, tenant: str, goal: str, path_id: str, model: str | None) -> ArmState:
+        return self._arms.get((tenant, goal, path_id)) or ArmState(path_id, model or "")
+
+    # --- decisions and outcomes -----------------------------------------------------------------------------
+    def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
+        records = [decision_record(decision) for decision in decisions]
+        with self._lock:
+            for record in records:
+                self._decisions.setdefault((tenant, record.trace_id), record)
+
+    def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None:
+        with self._lock:
+            return self._decisions.get((tenant, trace_id))
+
+    def apply_outcomes(
+        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+    ) -> list[bool]:
+        records = [(outcome_record(outcome), step) for outcome, step in items]
+        with self._lock:
+            # Stage the batch so a step that raises leaves the store as it was: one transaction per batch.
+            staged_arms: dict[_ArmKey, ArmState] = {}
+            staged_outcomes: dict[tuple[str, str], OutcomeRecord] = {}
+            applied: list[bool] = []
+            for record, step in records:
+                trace_key = (tenant, record.trace_id)
+                if trace_key in self._outcomes or trace_key in staged_outcomes:
+                    applied.append(False)
+                    continue
+                staged_outcomes[trace_key] = record
+                key = (tenant, record.goal, record.path_id)
+                current = staged_arms.get(key) or self._arm(*key, record.model)
+                staged_arms[key] = step(current)
+                applied.append(True)
+            self._arms.update(staged_arms)
+            self._outcomes.update(staged_outcomes)
+            return applied
+
+    def update_outcome(
+        self,
+        tenant: str,
+        trace_id: str,
+        changes: OutcomeChanges,
+        adjust: Callable[[ArmState, float, float], ArmState],
+    ) -> OutcomeRecord | None:
+        with self._lock:
+            old = self._outcomes.get((tenant, trace_id))
+            if old is None:
+                return None
+            new = dataclasses.replace(
+                old,
+                score=old.score if changes.score is None else float(changes.score),
+                success=old.success if changes.success is None else changes.success,
+                failure_category=old.failure_category if changes.failure_category is None else changes.failure_category,
+                reason=old.reason if changes.reason is None else cap_reason(changes.reason),
+            )
+            if new.score != old.score:
+                key = (tenant, old.goal, old.path_id)
+                self._arms[key] = adjust(self._arm(*key, old.model), old.score, new.score)
+            self._outcomes[tenant, trace_id] = new
+            return self._with_params(tenant, new)
+
+    def outcomes(self, tenant: str, goal: str | None, since: datetime) -> list[OutcomeRecord]:
+        since = utc(since, "since")
+        with self._lock:
+            found = [
+                self._with_params(tenant, record)
+                for (record_tenant, _), record in self._outcomes.items()
+                if record_tenant == tenant and (goal is None or record.goal == goal) and record.reported_at >= since
+            ]
+        return sorted(found, key=lambda record: record.reported_at)
+
+    def goals(self, tenant: str) -> list[str]:
+        with self._lock:
+            found = {goal for (path_tenant, goal, _) in self._paths if path_tenant == tenant}
+            found.update(
+                record.goal for (outcome_tenant, _), record in self._outcomes.items() if outcome_tenant == tenant
+            )
+        return sorted(found)
+
+    def _with_params(self, tenant: str, record: OutcomeRecord) -> OutcomeRecord:
+        path_record = self._paths.get((tenant, record.goal, record.path_id))
+        params = {} if path_record is None else dict(path_record.path.params)
+        return dataclasses.replace(record, params=params)
+
+    # --- paths and config -------------------------------------------------------------------------------
+    def register_path(self, tenant: str, record: PathRecord) -> PathRecord:
+        record = dataclasses.replace(record, path=storable_path(record.path), created_at=utc(record.created_at))
+        with self._lock:
+            return self._paths.setdefault((tenant, record.goal, record.path.path_id), record)
+
+    def list_paths(self, tenant: str, goal: str | None, *, include_disabled: bool = False) -> list[PathRecord]:
+        with self._lock:
+            found = [
+                record
+                for (path_tenant, path_goal, _), record in self._paths.items()
+                if path_tenant == tenant
+                and (goal is None or path_goal == goal)
+                and (record.enabled or include_disabled)
+            ]
+        return sorted(found, key=lambda record: record.created_at)
+
+    def set_path_enabled(self, tenant: str, path_id: str, enabled: bool) -> bool:
+        with self._lock:
+            keys = [key for key in self._paths if key[0] == tenant and key[2] == path_id]
+            for key in keys:
+                self._paths[key] = dataclasses.replace(self._paths[key], enabled=enabled)
+        return bool(keys)
+
+    def get_config(self, tenant: str, goal: str) -> PolicyConfig:
+        with self._lock:
+            return self._configs.get((tenant, goal)) or self._configs.get((tenant, "*")) or PolicyConfig()
+
+    def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None:
+        with self._lock:
+            self._configs[tenant, goal] = config
+
+    # --- tenants ----------------------------------------------------------------------------------------
+    def add_api_key(self, tenant: str, key_hash: str) -> None:
+        with self._lock:
+            owner = self._keys.setdefault(key_hash, tenant)
+        if owner != tenant:
+            raise UserError("that API key already belongs to another tenant: generate a new key")
+
+    def tenant_for_key(self, key_hash: str) -> str | None:
+        with self._lock:
+            return self._keys.get(key_hash)
+
+    def close(self) -> None:
+        """Nothing to release."""

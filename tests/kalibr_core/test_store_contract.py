@@ -1,0 +1,312 @@
+"""The Store contract, run against every built-in store: memory, SQLite and (when configured) PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kalibr._domain import Decision, Outcome, Path, Usage, new_trace_id
+from kalibr._exceptions import UserError
+from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import MemoryStore, OutcomeChanges, PathRecord, Store
+from kalibr.stores._records import MAX_REASON_CHARS
+
+PG_URL = os.environ.get("KALIBR_TEST_POSTGRES_URL")
+A, B = "tenant-a", "tenant-b"
+GOAL = "summarize"
+FAST = Path("gpt-4o-mini")
+SMART = Path("gpt-4o", params={"temperature": 0.2})
+
+
+def count(score: float) -> Callable[[ArmState], ArmState]:
+    def step(arm: ArmState) -> ArmState:
+        return dataclasses.replace(
+            arm,
+            successes=arm.successes + score,
+            failures=arm.failures + 1 - score,
+            samples=arm.samples + 1,
+            total_samples=arm.total_samples + 1,
+        )
+
+    return step
+
+
+def replace_score(arm: ArmState, old: float, new: float) -> ArmState:
+    return dataclasses.replace(arm, successes=arm.successes - old + new, failures=arm.failures + old - new)
+
+
+def outcome(path: Path = FAST, score: float = 1.0, goal: str = GOAL, **fields: object) -> Outcome:
+    fields.setdefault("trace_id", new_trace_id())
+    return Outcome(goal=goal, path_id=path.path_id, model=path.model, score=score, **fields)  # type: ignore[arg-type]
+
+
+def open_postgres(schema: str) -> Store:
+    from kalibr.stores.postgres import PostgresStore
+
+    assert PG_URL is not None
+    return PostgresStore(PG_URL, schema=schema)
+
+
+def drop_postgres_schema(schema: str) -> None:
+    import psycopg
+
+    assert PG_URL is not None
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "sqlite":
+        from kalibr.stores.sqlite import SQLiteStore
+
+        opened = SQLiteStore(f"{tmp_path}/kalibr.db")
+        yield opened
+        opened.close()
+    else:
+        if PG_URL is None:
+            pytest.skip("set KALIBR_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test) to run")
+        schema = f"kalibr_test_{uuid.uuid4().hex[:12]}"
+        opened = open_postgres(schema)
+        yield opened
+        opened.close()
+        drop_postgres_schema(schema)
+
+
+def test_load_arms_gives_fresh_arms_in_the_order_asked(store: Store) -> None:
+    arms = store.load_arms(A, GOAL, [SMART, FAST])
+    assert arms == [ArmState(SMART.path_id, "gpt-4o"), ArmState(FAST.path_id, "gpt-4o-mini")]
+
+
+def test_update_arm_persists_every_field(store: Store) -> None:
+    def warm(arm: ArmState) -> ArmState:
+        return dataclasses.replace(
+            arm, successes=3.5, failures=1.5, samples=5, total_samples=9, cost_sum=0.25, cost_count=5,
+            latency_sum=1200.0, latency_count=4, last_outcome_at=1_700_000_000.5, extra={"drift": 0.75},
+        )  # fmt: skip
+
+    returned = store.update_arm(A, GOAL, SMART, warm)
+    assert store.load_arms(A, GOAL, [FAST, SMART]) == [ArmState(FAST.path_id, "gpt-4o-mini"), returned]
+    assert returned.extra == {"drift": 0.75}
+    assert store.update_arm(A, GOAL, SMART, count(1.0)).samples == 6
+
+
+def test_apply_outcomes_counts_each_trace_once(store: Store) -> None:
+    first, second = outcome(score=1.0), outcome(score=0.25)
+    applied = store.apply_outcomes(A, [(first, count(1.0)), (second, count(0.25)), (first, count(1.0))])
+    assert applied == [True, True, False]
+    assert store.apply_outcomes(A, [(second, count(0.25))]) == [False]
+    (arm,) = store.load_arms(A, GOAL, [FAST])
+    assert (arm.successes, arm.failures, arm.samples, arm.total_samples) == (1.25, 0.75, 2, 2)
+
+
+def test_apply_outcomes_steps_see_the_arm_left_by_earlier_items(store: Store) -> None:
+    seen: list[int] = []
+
+    def spy(arm: ArmState) -> ArmState:
+        seen.append(arm.samples)
+        return count(1.0)(arm)
+
+    store.apply_outcomes(A, [(outcome(), spy) for _ in range(5)])
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_apply_outcomes_stores_metadata(store: Store) -> None:
+    store.register_path(A, PathRecord(GOAL, SMART, True, datetime.now(UTC)))
+    long_reason = "x" * (MAX_REASON_CHARS + 50)
+    reported = outcome(
+        SMART, score=0.0, success=False, failure_category="timeout", reason=long_reason, cost_usd=0.002,
+        latency_ms=812.5, usage=Usage(120, 30), source="error",
+    )  # fmt: skip
+    store.apply_outcomes(A, [(reported, count(0.0))])
+    (record,) = store.outcomes(A, GOAL, datetime.now(UTC) - timedelta(minutes=1))
+    assert (record.trace_id, record.path_id, record.model, record.score) == (
+        reported.trace_id,
+        SMART.path_id,
+        "gpt-4o",
+        0,
+    )
+    assert (record.success, record.failure_category, record.source) == (False, "timeout", "error")
+    assert (record.cost_usd, record.latency_ms, record.input_tokens, record.output_tokens) == (0.002, 812.5, 120, 30)
+    assert record.reason == "x" * MAX_REASON_CHARS
+    assert record.reported_at == reported.reported_at
+    assert record.reported_at.tzinfo is not None
+    assert record.params == {"temperature": 0.2}
+
+
+def test_update_outcome_changes_only_given_fields_and_adjusts_on_score(store: Store) -> None:
+    reported = outcome(score=0.0, success=False, failure_category="timeout", reason="slow")
+    store.apply_outcomes(A, [(reported, count(0.0))])
+    calls: list[tuple[float, float]] = []
+
+    def adjust(arm: ArmState, old: float, new: float) -> ArmState:
+        calls.append((old, new))
+        return replace_score(arm, old, new)
+
+    record = store.update_outcome(A, reported.trace_id, OutcomeChanges(reason="late"), adjust)
+    assert record is not None
+    assert (record.score, record.success, record.failure_category, record.reason) == (0.0, False, "timeout", "late")
+    assert calls == []
+    record = store.update_outcome(A, reported.trace_id, OutcomeChanges(score=1.0, success=True), adjust)
+    assert record is not None
+    assert (record.score, record.success, record.failure_category, record.reason) == (1.0, True, "timeout", "late")
+    assert calls == [(0.0, 1.0)]
+    (arm,) = store.load_arms(A, GOAL, [FAST])
+    assert (arm.successes, arm.failures) == (1.0, 0.0)
+    assert store.outcomes(A, GOAL, reported.reported_at)[0].score == 1.0
+
+
+def test_update_outcome_of_unknown_trace_is_none(store: Store) -> None:
+    assert store.update_outcome(A, new_trace_id(), OutcomeChanges(score=1.0), replace_score) is None
+
+
+def test_outcomes_window_goal_filter_and_order(store: Store) -> None:
+    now = datetime.now(UTC)
+    old = outcome(reported_at=now - timedelta(hours=5))
+    newer = outcome(reported_at=now - timedelta(hours=1))
+    newest = outcome(reported_at=now)
+    other_goal = outcome(goal="translate", reported_at=now - timedelta(minutes=30))
+    store.apply_outcomes(A, [(item, count(1.0)) for item in (newest, old, other_goal, newer)])
+    since = now - timedelta(hours=2)
+    assert [r.trace_id for r in store.outcomes(A, GOAL, since)] == [newer.trace_id, newest.trace_id]
+    everything = [r.trace_id for r in store.outcomes(A, None, since)]
+    assert everything == [newer.trace_id, other_goal.trace_id, newest.trace_id]
+    with pytest.raises(UserError, match="timezone-aware"):
+        store.outcomes(A, GOAL, datetime(2024, 1, 1))
+
+
+def test_goals_come_from_paths_and_outcomes(store: Store) -> None:
+    store.register_path(A, PathRecord("translate", FAST, True, datetime.now(UTC)))
+    store.apply_outcomes(A, [(outcome(goal="classify"), count(1.0))])
+    store.update_arm(A, "warm-only", FAST, count(1.0))
+    assert store.goals(A) == ["classify", "translate"]
+
+
+def test_register_path_is_idempotent_and_keeps_no_secret(store: Store) -> None:
+    keyed = Path("gpt-4o", params={"temperature": 0.2}, provider="openai", base_url="http://gw", api_key="sk-secret")
+    first = store.register_path(A, PathRecord(GOAL, keyed, True, datetime(2025, 1, 1, tzinfo=UTC), "high", "search"))
+    again = store.register_path(A, PathRecord(GOAL, keyed, True, datetime(2025, 6, 1, tzinfo=UTC)))
+    assert again == first
+    assert first.path.api_key is None
+    assert (first.path.provider, first.path.base_url, first.risk_level, first.tool_id) == (
+        "openai",
+        "http://gw",
+        "high",
+        "search",
+    )
+    assert first.path.path_id == keyed.path_id
+    assert store.list_paths(A, GOAL) == [first]
+
+
+def test_disabled_paths_are_listed_only_on_request(store: Store) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    with_tools = Path("gpt-4o", tools=tools)
+    store.register_path(A, PathRecord(GOAL, FAST, True, datetime(2025, 1, 1, tzinfo=UTC)))
+    store.register_path(A, PathRecord(GOAL, with_tools, True, datetime(2025, 1, 2, tzinfo=UTC)))
+    store.register_path(A, PathRecord("translate", with_tools, True, datetime(2025, 1, 3, tzinfo=UTC)))
+    assert store.set_path_enabled(A, with_tools.path_id, False)
+    assert not store.set_path_enabled(A, SMART.path_id, False)
+    assert [r.path for r in store.list_paths(A, GOAL)] == [FAST]
+    listed = store.list_paths(A, None, include_disabled=True)
+    assert [(r.goal, r.path.path_id, r.enabled) for r in listed] == [
+        (GOAL, FAST.path_id, True), (GOAL, with_tools.path_id, False), ("translate", with_tools.path_id, False),
+    ]  # fmt: skip
+    assert listed[1].path.tools == tools
+
+
+def test_config_falls_back_to_star_then_defaults(store: Store) -> None:
+    assert store.get_config(A, GOAL) == PolicyConfig()
+    store.set_config(A, "*", PolicyConfig(exploration_rate=0.3))
+    assert store.get_config(A, GOAL) == PolicyConfig(exploration_rate=0.3)
+    store.set_config(A, GOAL, PolicyConfig(min_samples_before_exploit=5))
+    store.set_config(A, GOAL, PolicyConfig(min_samples_before_exploit=7))
+    assert store.get_config(A, GOAL) == PolicyConfig(min_samples_before_exploit=7)
+    assert store.get_config(A, "other") == PolicyConfig(exploration_rate=0.3)
+
+
+def test_api_keys_map_to_one_tenant(store: Store) -> None:
+    store.add_api_key(A, "hash-a")
+    store.add_api_key(A, "hash-a")
+    assert store.tenant_for_key("hash-a") == A
+    assert store.tenant_for_key("hash-unknown") is None
+    with pytest.raises(UserError, match="another tenant"):
+        store.add_api_key(B, "hash-a")
+
+
+def test_decisions_are_recorded_once(store: Store) -> None:
+    decision = Decision(new_trace_id(), GOAL, SMART, exploration=True, reason="explore", confidence=0.5)
+    store.record_decisions(A, [decision, decision])
+    record = store.get_decision(A, decision.trace_id)
+    assert record is not None
+    assert (record.goal, record.path_id, record.model, record.exploration) == (GOAL, SMART.path_id, "gpt-4o", True)
+    assert record.decided_at == decision.decided_at
+    assert store.get_decision(A, new_trace_id()) is None
+
+
+def test_model_totals_sum_over_goals(store: Store) -> None:
+    store.apply_outcomes(A, [(outcome(FAST, 1.0), count(1.0)), (outcome(FAST, 0.0, goal="other"), count(0.0))])
+    store.apply_outcomes(A, [(outcome(SMART, 0.5), count(0.5))])
+    assert dict(store.model_totals(A)) == {"gpt-4o-mini": (1.0, 1.0), "gpt-4o": (0.5, 0.5)}
+
+
+def test_tenant_b_sees_nothing_of_tenant_a(store: Store) -> None:
+    reported = outcome()
+    decision = Decision(reported.trace_id, GOAL, FAST, exploration=False, reason="best", confidence=0.9)
+    store.record_decisions(A, [decision])
+    store.apply_outcomes(A, [(reported, count(1.0))])
+    store.register_path(A, PathRecord(GOAL, FAST, True, datetime.now(UTC)))
+    store.set_config(A, GOAL, PolicyConfig(exploration_rate=0.5))
+    store.add_api_key(A, "hash-a")
+    since = datetime.now(UTC) - timedelta(days=1)
+    assert store.load_arms(B, GOAL, [FAST]) == [ArmState(FAST.path_id, "gpt-4o-mini")]
+    assert store.get_decision(B, reported.trace_id) is None
+    assert store.outcomes(B, None, since) == []
+    assert store.goals(B) == []
+    assert store.list_paths(B, None, include_disabled=True) == []
+    assert not store.set_path_enabled(B, FAST.path_id, False)
+    assert store.get_config(B, GOAL) == PolicyConfig()
+    assert dict(store.model_totals(B)) == {}
+    assert store.update_outcome(B, reported.trace_id, OutcomeChanges(score=0.0), replace_score) is None
+    # The same trace id is a different outcome in another tenant.
+    assert store.apply_outcomes(B, [(reported, count(1.0))]) == [True]
+    assert store.list_paths(A, GOAL)[0].enabled
+
+
+def test_a_failing_step_leaves_the_batch_unapplied(store: Store) -> None:
+    def broken(arm: ArmState) -> ArmState:
+        raise RuntimeError("policy bug")
+
+    first = outcome()
+    with pytest.raises(RuntimeError, match="policy bug"):
+        store.apply_outcomes(A, [(first, count(1.0)), (outcome(), broken)])
+    assert store.load_arms(A, GOAL, [FAST])[0].samples == 0
+    assert store.apply_outcomes(A, [(first, count(1.0))]) == [True]
+
+
+def test_sixteen_threads_lose_no_update(store: Store) -> None:
+    per_thread = 200
+
+    def report(index: int) -> None:
+        for i in range(per_thread):
+            path = FAST if i % 2 else SMART
+            store.apply_outcomes(
+                A, [(outcome(path, score=1.0 if index % 4 else 0.0), count(1.0 if index % 4 else 0.0))]
+            )
+
+    threads = [threading.Thread(target=report, args=(index,)) for index in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    fast, smart = store.load_arms(A, GOAL, [FAST, SMART])
+    assert fast.samples == smart.samples == 16 * per_thread // 2
+    assert fast.successes + smart.successes == 12 * per_thread
+    assert len(store.outcomes(A, GOAL, datetime.now(UTC) - timedelta(hours=1))) == 16 * per_thread
