@@ -145,7 +145,9 @@ class Path:
             "path_id": self.path_id,
             "model": self.model,
             "params": dict(self.params),
-            "tools": [t.get("function", t).get("name", "?") if isinstance(t, Mapping) else "?" for t in self.tools or []],
+            "tools": [
+                t.get("function", t).get("name", "?") if isinstance(t, Mapping) else "?" for t in self.tools or []
+            ],
         }
 
 

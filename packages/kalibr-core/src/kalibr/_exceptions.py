@@ -48,7 +48,7 @@ class MissingExtraError(UserError, ImportError):
     """An optional dependency is missing."""
 
     def __init__(self, feature: str, extra: str) -> None:
-        super().__init__(f"{feature} needs an optional package: pip install \"kalibr-core[{extra}]\"")
+        super().__init__(f'{feature} needs an optional package: pip install "kalibr-core[{extra}]"')
         self.extra = extra
 
 
@@ -91,7 +91,7 @@ class AllPathsFailed(KalibrError, ExceptionGroup[ProviderError]):  # type: ignor
     def __new__(cls, message: str, errors: Sequence[ProviderError]) -> AllPathsFailed:
         return super().__new__(cls, message, list(errors))
 
-    def derive(self, excs: Sequence[ProviderError]) -> AllPathsFailed:  # type: ignore[override]
+    def derive(self, excs: Sequence[ProviderError]) -> AllPathsFailed:  # type: ignore[override,unused-ignore]
         return AllPathsFailed(self.message, excs)
 
 

@@ -40,5 +40,5 @@ def check_failure_category(value: str | None) -> FailureCategory | None:
     if value is None:
         return None
     if value in FAILURE_CATEGORIES:
-        return value  # type: ignore[return-value]
+        return value  # type: ignore[return-value,unused-ignore]
     raise ValueError(f"unknown failure_category {value!r}: use one of {', '.join(FAILURE_CATEGORIES)}")

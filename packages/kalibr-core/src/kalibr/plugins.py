@@ -7,6 +7,8 @@ once, and typed: the rest of the core never calls ``pm.hook`` directly.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -26,6 +28,8 @@ DEFAULT_PLUGINS = (
     "kalibr.default_plugins.stores",
 )
 
+logger = logging.getLogger("kalibr.plugins")
+
 pm = pluggy.PluginManager("kalibr")
 pm.add_hookspecs(hookspecs)
 
@@ -40,11 +44,14 @@ def load_plugins() -> None:
         if _loaded:
             return
         allow = os.environ.get("KALIBR_LOAD_PLUGINS")
-        if allow is None:
-            pm.load_setuptools_entrypoints("kalibr")
-        else:
-            for name in filter(None, (n.strip() for n in allow.split(","))):
-                pm.load_setuptools_entrypoints("kalibr", name=name)
+        allowed = None if allow is None else {name.strip() for name in allow.split(",") if name.strip()}
+        for entry_point in importlib.metadata.entry_points(group="kalibr"):
+            if (allowed is not None and entry_point.name not in allowed) or pm.has_plugin(entry_point.name):
+                continue
+            try:
+                pm.register(entry_point.load(), name=entry_point.name)
+            except Exception:  # a broken plugin must not take the router down with it
+                logger.warning("kalibr: could not load plugin %r", entry_point.value, exc_info=True)
         for module_name in DEFAULT_PLUGINS:
             if not pm.has_plugin(module_name):
                 pm.register(importlib.import_module(module_name), name=module_name)
@@ -88,5 +95,3 @@ def make_adapter(name: str, extra: str, router: Any, **options: Any) -> Any:
 
         raise MissingExtraError(f"router.as_{name}()", extra)
     return factory(router, **options)
-
-

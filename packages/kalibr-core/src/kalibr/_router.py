@@ -1,0 +1,593 @@
+"""The Router: decide a path, call it (falling back on provider failures), learn from outcomes.
+
+All per-call state lives in the returned ``Decision``/``Completion``; the instance holds only configuration,
+HTTP clients and a bounded map of recent calls, so one Router is safe to share between threads and asyncio
+tasks. ``report()`` without a trace id reports the last call made in the same thread or task (a ContextVar).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kalibr._completion import Attempt, Completion, StreamAccumulator
+from kalibr._domain import Decision, Outcome, Path, Usage, check_goal, new_trace_id, parse_paths, resolve_score
+from kalibr._exceptions import AllPathsFailed, ProviderError, RequestRejected, UserError
+from kalibr._pricing import cost_of
+from kalibr._types import FailureCategory, Message, check_failure_category
+from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
+from kalibr.providers import base as provider_io
+from kalibr.providers.base import DirectProvider, Provider, ProviderRequest, ProviderResponse, StreamChunk
+from kalibr.stores.base import OutcomeChanges
+
+__all__ = ["Router"]
+
+logger = logging.getLogger("kalibr")
+
+_RECENT_CALLS = 50_000
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _CallRecord:
+    """What the router keeps of a call until it is reported: never the prompt or the answer."""
+
+    decision: Decision
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    usage: Usage | None = None
+
+
+class Router:
+    """Routes calls for one goal among several paths and learns which path works.
+
+    Usage::
+
+        router = kalibr.Router(
+            goal="extract_company",
+            paths=["gpt-4o-mini", {"model": "claude-sonnet-4-5", "params": {"temperature": 0.2}}],
+            success_when=lambda text: text.strip() != "",
+        )
+        completion = router.completion([{"role": "user", "content": "..."}])
+        router.report(success=True)  # overrides what success_when said for that call
+
+    Args:
+        goal: the task's name; goals never share outcomes.
+        paths: model names, dicts with ``model``/``params``/``tools``, or ``kalibr.Path`` values. The first
+            path is the fallback when the intelligence is unavailable.
+        success_when: called with the answer's text; its bool is reported automatically.
+        score_when: like ``success_when`` but returns a score in [0, 1].
+        intelligence: an ``Intelligence``, a service URL, or None for the embedded engine (or
+            ``KALIBR_INTELLIGENCE_URL`` when set).
+        store: for the embedded engine, a store URL or ``Store``; None uses ``KALIBR_DB`` or the default file.
+        timeout: seconds for each provider call.
+    """
+
+    def __init__(
+        self,
+        goal: str,
+        paths: Sequence[Any],
+        success_when: Callable[[str], bool] | None = None,
+        *,
+        score_when: Callable[[str], float] | None = None,
+        intelligence: Intelligence | str | None = None,
+        store: Any = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.goal = check_goal(goal)
+        self.paths = parse_paths(paths)
+        if success_when is not None and score_when is not None:
+            raise UserError("pass success_when or score_when, not both")
+        for name, callback in (("success_when", success_when), ("score_when", score_when)):
+            if callback is not None and not callable(callback):
+                raise UserError(f"{name} must be a callable taking the answer's text, got {callback!r}")
+        self.success_when = success_when
+        self.score_when = score_when
+        self.timeout = timeout
+        from kalibr._intelligence_registry import resolve_intelligence
+
+        self.intelligence = resolve_intelligence(intelligence, store)
+        register = getattr(self.intelligence, "register_paths", None)
+        if callable(register):
+            register(self.goal, self.paths)
+        self._client = http_client
+        self._client_lock = threading.Lock()
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._calls: OrderedDict[str, _CallRecord] = OrderedDict()
+        self._calls_lock = threading.Lock()
+        self._last_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"kalibr_last_trace_{id(self)}", default=None
+        )
+
+    def __repr__(self) -> str:
+        return f"Router(goal={self.goal!r}, paths={[p.label for p in self.paths]!r})"
+
+    # --- deciding ---------------------------------------------------------------------------------------
+    def decide(self, force_model: str | Path | None = None) -> Decision:
+        """Choose a path for a call you make yourself; report it with ``report(trace_id=decision.trace_id)``."""
+        decision = (
+            self._forced(force_model) if force_model is not None else self.intelligence.decide(self.goal, self.paths)
+        )
+        self._remember(_CallRecord(decision))
+        return decision
+
+    async def adecide(self, force_model: str | Path | None = None) -> Decision:
+        if force_model is not None:
+            decision = self._forced(force_model)
+        else:
+            decision = await self.intelligence.adecide(self.goal, self.paths)
+        self._remember(_CallRecord(decision))
+        return decision
+
+    def _forced(self, force_model: str | Path) -> Decision:
+        path = self._path_for(force_model)
+        decision = Decision(
+            trace_id=new_trace_id(),
+            goal=self.goal,
+            path=path,
+            exploration=False,
+            reason=f"forced to {path.label!r} by the caller",
+            confidence=1.0,
+            forced=True,
+        )
+        self.intelligence.record_forced(decision)
+        return decision
+
+    def _path_for(self, model: str | Path) -> Path:
+        if isinstance(model, Path):
+            return model
+        for path in self.paths:
+            if model in (path.model, path.path_id, path.label):
+                return path
+        # A model outside the declared paths: call it like the first path would (same provider settings).
+        first = self.paths[0]
+        return Path(model, provider=first.provider, base_url=first.base_url, api_key=first.api_key)
+
+    def _fallbacks(self, decision: Decision) -> Iterator[Decision]:
+        """The chosen path, then every other path in declared order, each as its own decision."""
+        yield decision
+        previous = decision
+        for path in self.paths:
+            if path.path_id == decision.path_id:
+                continue
+            fallback = Decision(
+                trace_id=new_trace_id(),
+                goal=self.goal,
+                path=path,
+                exploration=False,
+                reason=f"fallback: {previous.path.label!r} failed",
+                confidence=0.0,
+                forced=True,
+            )
+            self.intelligence.record_forced(fallback)
+            previous = fallback
+            yield fallback
+
+    # --- calling ----------------------------------------------------------------------------------------
+    def completion(
+        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+    ) -> Completion:
+        """Call the chosen path (falling back to the others on provider failures) and return its answer.
+
+        ``params`` (temperature, max_tokens, tools, tool_choice, response_format, stop, ...) are sent to the
+        provider on top of the path's own params. Pass ``stream=True`` to get a stream instead.
+        """
+        if params.pop("stream", False):
+            raise UserError("for streaming call router.stream(messages) (or astream) instead of stream=True")
+        conversation = _check_messages(messages)
+        attempts: list[Attempt] = []
+        first = self.decide(force_model)
+        for decision in self._fallbacks(first):
+            request = self._request(decision, conversation, params, stream=False)
+            started = time.perf_counter()
+            try:
+                response = self._invoke(request)
+            except RequestRejected:
+                raise
+            except ProviderError as error:
+                attempts.append(self._report_failure(decision, error, started))
+                continue
+            return self._finish(decision, response, started, attempts)
+        raise _all_failed(self.goal, attempts)
+
+    async def acompletion(
+        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+    ) -> Completion:
+        """The async form of ``completion``."""
+        if params.pop("stream", False):
+            raise UserError("for streaming call router.astream(messages) instead of stream=True")
+        conversation = _check_messages(messages)
+        attempts: list[Attempt] = []
+        first = await self.adecide(force_model)
+        for decision in self._fallbacks(first):
+            request = self._request(decision, conversation, params, stream=False)
+            started = time.perf_counter()
+            try:
+                response = await self._ainvoke(request)
+            except RequestRejected:
+                raise
+            except ProviderError as error:
+                attempts.append(await self._areport_failure(decision, error, started))
+                continue
+            return self._finish(decision, response, started, attempts)
+        raise _all_failed(self.goal, attempts)
+
+    def stream(
+        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+    ) -> CompletionStream:
+        """Stream the answer. Falls back to another path if one fails before its first chunk."""
+        return CompletionStream(self, _check_messages(messages), force_model, params)
+
+    def astream(
+        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+    ) -> AsyncCompletionStream:
+        """The async form of ``stream``: ``async for chunk in router.astream(messages): ...``."""
+        return AsyncCompletionStream(self, _check_messages(messages), force_model, params)
+
+    def _request(
+        self, decision: Decision, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
+    ) -> ProviderRequest:
+        merged = {**decision.path.params, **params}
+        if decision.path.tools and "tools" not in merged:
+            merged["tools"] = list(decision.path.tools)
+        return ProviderRequest(decision.path, messages, merged, stream=stream)
+
+    def _invoke(self, request: ProviderRequest) -> ProviderResponse:
+        provider = _provider_for(request.path)
+        if isinstance(provider, DirectProvider):
+            return provider.invoke(request)
+        return provider_io.complete(provider, request, self._http())
+
+    async def _ainvoke(self, request: ProviderRequest) -> ProviderResponse:
+        provider = _provider_for(request.path)
+        if isinstance(provider, DirectProvider):
+            return await provider.ainvoke(request)
+        return await provider_io.acomplete(provider, request, self._ahttp())
+
+    def _open_stream(self, request: ProviderRequest) -> Iterator[StreamChunk]:
+        provider = _provider_for(request.path)
+        if isinstance(provider, DirectProvider):
+            return provider.stream(request)
+        return provider_io.stream(provider, request, self._http())
+
+    def _aopen_stream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]:
+        provider = _provider_for(request.path)
+        if isinstance(provider, DirectProvider):
+            return provider.astream(request)
+        return provider_io.astream(provider, request, self._ahttp())
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self.timeout)
+        return self._client
+
+    def _ahttp(self) -> httpx.AsyncClient:
+        # An AsyncClient belongs to one event loop; keep one per loop.
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = httpx.AsyncClient(timeout=self.timeout)
+        return client
+
+    # --- finishing a call -------------------------------------------------------------------------------
+    def _finish(
+        self, decision: Decision, response: ProviderResponse, started: float, attempts: Sequence[Attempt]
+    ) -> Completion:
+        latency_ms = (time.perf_counter() - started) * 1000
+        record = _CallRecord(decision, cost_of(decision.path, response.usage), latency_ms, response.usage)
+        self._remember(record)
+        completion = Completion(
+            text=response.text,
+            decision=decision,
+            usage=response.usage,
+            model=response.model,
+            latency_ms=latency_ms,
+            cost_usd=record.cost_usd,
+            tool_calls=response.tool_calls,
+            finish_reason=response.finish_reason,
+            attempts=tuple(attempts),
+            raw=response.raw,
+            _reporter=lambda **kw: self.report(trace_id=decision.trace_id, **kw),
+        )
+        self.evaluate(completion.trace_id, completion.text)
+        return completion
+
+    def evaluate(self, trace_id: str, output: Any) -> None:
+        """Run ``success_when``/``score_when`` on ``output`` and report the result for ``trace_id``.
+
+        The router calls this on every answer; adapters call it with a chain's or agent's final output.
+        A callback that raises counts as a failure (``validation_failed``), never as the caller's error.
+        """
+        callback = self.success_when or self.score_when
+        if callback is None:
+            return
+        source = "success_when" if self.success_when is not None else "score_when"
+        try:
+            value = callback(output)
+            score = resolve_score(bool(value), None) if self.success_when is not None else resolve_score(None, value)
+            self._report(trace_id, score=score, success=score >= 0.5, source=source)
+        except Exception as error:
+            logger.warning("kalibr: %s raised %r; counting the call as failed", source, error)
+            self._report(
+                trace_id,
+                score=0.0,
+                success=False,
+                source=source,
+                reason=f"{source} raised {error!r}",
+                failure_category="validation_failed",
+            )
+
+    def _report_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
+        self._remember(_CallRecord(decision, latency_ms=(time.perf_counter() - started) * 1000))
+        self._report(
+            decision.trace_id,
+            score=0.0,
+            success=False,
+            source="error",
+            reason=str(error)[:300],
+            failure_category=error.failure_category,
+        )
+        return Attempt(decision, str(error), error.failure_category)
+
+    async def _areport_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
+        return self._report_failure(decision, error, started)
+
+    # --- reporting --------------------------------------------------------------------------------------
+    def report(
+        self,
+        success: bool | None = None,
+        score: float | None = None,
+        reason: str | None = None,
+        failure_category: FailureCategory | None = None,
+        trace_id: str | None = None,
+        *,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        """Report how a call went: ``success`` and/or a ``score`` in [0, 1].
+
+        Without ``trace_id`` it reports the last call made in this thread or asyncio task. An explicit report
+        always wins over what ``success_when``/``score_when`` reported for the same call.
+        """
+        if trace_id is None:
+            trace_id = self._last_trace.get()
+            if trace_id is None:
+                raise UserError(
+                    "no call to report in this thread or task: call completion()/decide() first, "
+                    "or pass trace_id= (every Completion and Decision has one)"
+                )
+        value = resolve_score(success, score)
+        self._report(
+            trace_id,
+            score=value,
+            success=success if success is not None else value >= 0.5,
+            source="explicit",
+            reason=reason,
+            failure_category=check_failure_category(failure_category),
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            usage=usage,
+        )
+
+    def _report(self, trace_id: str, *, score: float, success: bool, source: str, **fields: Any) -> None:
+        with self._calls_lock:
+            record = self._calls.get(trace_id)
+        if record is None:
+            raise UserError(
+                f"trace_id {trace_id!r} is not a call of this router (or is too old): "
+                "use kalibr.update_outcome(trace_id, goal, ...) for calls made elsewhere"
+            )
+        outcome = Outcome(
+            trace_id=trace_id,
+            goal=self.goal,
+            path_id=record.decision.path_id,
+            model=record.decision.model,
+            score=score,
+            success=success,
+            source=source,  # type: ignore[arg-type]
+            failure_category=fields.get("failure_category"),
+            reason=fields.get("reason"),
+            cost_usd=fields.get("cost_usd") if fields.get("cost_usd") is not None else record.cost_usd,
+            latency_ms=fields.get("latency_ms") if fields.get("latency_ms") is not None else record.latency_ms,
+            usage=fields.get("usage") or record.usage,
+        )
+        self.intelligence.report(outcome)
+
+    def _remember(self, record: _CallRecord) -> None:
+        with self._calls_lock:
+            self._calls[record.decision.trace_id] = record
+            self._calls.move_to_end(record.decision.trace_id)
+            if len(self._calls) > _RECENT_CALLS:
+                self._calls.popitem(last=False)
+        self._last_trace.set(record.decision.trace_id)
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def update_outcome(self, trace_id: str, **changes: Any) -> list[str]:
+        """Change a reported outcome of this router's goal; see ``kalibr.update_outcome``."""
+        return self.intelligence.update_outcome(trace_id, self.goal, _changes(**changes))
+
+    def get_policy(self, window_hours: float = 168, constraints: Constraints | None = None) -> PolicyAnswer:
+        return self.intelligence.get_policy(self.goal, window_hours=window_hours, constraints=constraints)
+
+    def get_insights(self, window_hours: float = 168) -> dict[str, Any]:
+        return self.intelligence.get_insights(self.goal, window_hours=window_hours)
+
+    # --- adapters ---------------------------------------------------------------------------------------
+    def as_langchain(self, **options: Any) -> Any:
+        """This router as a LangChain chat model (``pip install "kalibr-core[langchain]"``)."""
+        from kalibr.plugins import make_adapter
+
+        return make_adapter("langchain", "langchain", self, **options)
+
+    def as_llamaindex(self, **options: Any) -> Any:
+        """This router as a LlamaIndex LLM (``pip install "kalibr-core[llamaindex]"``)."""
+        from kalibr.plugins import make_adapter
+
+        return make_adapter("llamaindex", "llamaindex", self, **options)
+
+    def as_dspy(self, **options: Any) -> Any:
+        """This router as a DSPy LM (``pip install "kalibr-core[dspy]"``)."""
+        from kalibr.plugins import make_adapter
+
+        return make_adapter("dspy", "dspy", self, **options)
+
+    def close(self) -> None:
+        """Close HTTP clients. The intelligence is shared and flushed at exit."""
+        if self._client is not None:
+            self._client.close()
+
+
+class CompletionStream:
+    """Iterate for chunks; afterwards ``completion`` holds the whole answer and its decision."""
+
+    def __init__(self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any]) -> None:
+        self._router = router
+        self._messages = messages
+        self._params = params
+        self.decision = router.decide(force_model)
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        router, attempts = self._router, []
+        for decision in router._fallbacks(self.decision):
+            request = router._request(decision, self._messages, self._params, stream=True)
+            started = time.perf_counter()
+            accumulator = StreamAccumulator()
+            chunks = router._open_stream(request)
+            try:
+                first = next(chunks, None)
+            except RequestRejected:
+                raise
+            except ProviderError as error:
+                attempts.append(router._report_failure(decision, error, started))
+                continue
+            self.decision = decision
+            try:
+                for chunk in _prepend(first, chunks):
+                    accumulator.add(chunk)
+                    yield chunk
+            except ProviderError as error:
+                router._report_failure(decision, error, started)  # mid-stream: too late to fall back
+                raise
+            self.completion = router._finish(decision, accumulator.response(decision.model), started, attempts)
+            return
+        raise _all_failed(router.goal, attempts)
+
+
+class AsyncCompletionStream:
+    """``async for`` chunks; afterwards ``completion`` holds the whole answer and its decision."""
+
+    def __init__(self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any]) -> None:
+        self._router = router
+        self._messages = messages
+        self._params = params
+        self._force_model = force_model
+        self.decision: Decision | None = None
+        self.completion: Completion | None = None
+
+    async def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        router, attempts = self._router, []
+        self.decision = await router.adecide(self._force_model)
+        for decision in router._fallbacks(self.decision):
+            request = router._request(decision, self._messages, self._params, stream=True)
+            started = time.perf_counter()
+            accumulator = StreamAccumulator()
+            chunks = router._aopen_stream(request)
+            try:
+                first = await anext(chunks, None)
+            except RequestRejected:
+                raise
+            except ProviderError as error:
+                attempts.append(await router._areport_failure(decision, error, started))
+                continue
+            self.decision = decision
+            try:
+                if first is not None:
+                    accumulator.add(first)
+                    yield first
+                async for chunk in chunks:
+                    accumulator.add(chunk)
+                    yield chunk
+            except ProviderError as error:
+                router._report_failure(decision, error, started)
+                raise
+            self.completion = router._finish(decision, accumulator.response(decision.model), started, attempts)
+            return
+        raise _all_failed(router.goal, attempts)
+
+
+def _prepend(first: StreamChunk | None, rest: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _all_failed(goal: str, attempts: Sequence[Attempt]) -> AllPathsFailed:
+    summary = "; ".join(f"{a.decision.path.label}: {a.failure_category}" for a in attempts)
+    errors = [ProviderError(a.error, model=a.decision.model) for a in attempts]
+    return AllPathsFailed(f"every path of goal {goal!r} failed ({summary})", errors)
+
+
+def _check_messages(messages: Sequence[Message] | str) -> list[Message]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if not isinstance(messages, Sequence) or not messages:
+        raise UserError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts, or a string")
+    checked: list[Message] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise UserError(f"messages[{index}] is {message!r}: each message is a dict with a 'role' and 'content'")
+        checked.append(dict(message))
+    return checked
+
+
+def _changes(
+    success: bool | None = None,
+    score: float | None = None,
+    failure_category: FailureCategory | None = None,
+    reason: str | None = None,
+) -> OutcomeChanges:
+    if score is not None:
+        resolve_score(None, score)
+    return OutcomeChanges(
+        score=score if score is not None else (None if success is None else float(success)),
+        success=success,
+        failure_category=check_failure_category(failure_category),
+        reason=reason,
+    )
+
+
+_providers: dict[str, Provider | DirectProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def _provider_for(path: Path) -> Provider | DirectProvider:
+    from kalibr.plugins import provider_factories
+
+    name = path.provider or ("anthropic" if path.model.startswith("claude") else "openai")
+    provider = _providers.get(name)
+    if provider is None:
+        with _providers_lock:
+            factories = provider_factories()
+            if name not in factories:
+                raise UserError(
+                    f"unknown provider {name!r} for path {path.label!r}: known providers are {sorted(factories)}"
+                )
+            provider = _providers[name] = factories[name]()
+    return provider

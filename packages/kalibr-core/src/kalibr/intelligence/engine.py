@@ -1,0 +1,315 @@
+"""The embedded intelligence: the policy and a store, in process.
+
+Decisions are computed from an in-memory cache of arm states (refreshed from the store every
+``refresh_interval`` seconds, so other processes' outcomes are seen). Writes go through a queue that a
+background thread flushes to the store in batches (``write_behind=True``, the default for the embedded
+router), or straight to the store (``write_behind=False``, what the service uses so replicas agree).
+
+What a crash can lose: with write-behind, outcomes and decisions queued in the last ``flush_interval``
+(50 ms by default) if the process is killed outright. A clean shutdown (``close()``, interpreter exit)
+flushes everything. A store failure never loses an outcome: the batch stays queued and is retried.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from kalibr._domain import Decision, Outcome, Path, check_goal, new_trace_id
+from kalibr.intelligence.base import Constraints, PolicyAnswer
+from kalibr.policies import default_policy
+from kalibr.policies.base import ArmState, Policy, PolicyConfig
+from kalibr.stores.base import DEFAULT_TENANT, OutcomeChanges, PathRecord, Store
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("kalibr.engine")
+
+_RECENT_OUTCOMES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """What the engine remembers of an outcome it applied: enough to let an explicit report override it."""
+
+    goal: str
+    path_id: str
+    score: float
+    source: str
+
+
+class Engine:
+    """Decides with the policy over cached arm state; learns by applying outcomes to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        policy: Policy | None = None,
+        seed: int | None = None,
+        write_behind: bool = True,
+        refresh_interval: float = 1.0,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.policy: Policy = policy if policy is not None else default_policy()
+        self._rng = np.random.default_rng(seed)
+        self._write_behind = write_behind
+        self._refresh_interval = refresh_interval
+        self._flush_interval = flush_interval
+        self._lock = threading.RLock()
+        self._arms: dict[tuple[str, str], ArmState] = {}
+        self._loaded_at: dict[str, float] = {}
+        self._configs: dict[str, tuple[float, PolicyConfig]] = {}
+        self._registered: set[tuple[str, str]] = set()
+        self._applied: OrderedDict[str, _Applied] = OrderedDict()
+        self._pending_decisions: list[Decision] = []
+        self._pending_outcomes: list[tuple[Outcome, Callable[[ArmState], ArmState]]] = []
+        self._pending_goals: set[str] = set()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._flusher: threading.Thread | None = None
+        if write_behind:
+            self._flusher = threading.Thread(target=self._flush_loop, name="kalibr-flush", daemon=True)
+            self._flusher.start()
+            _flush_at_exit.add(self)
+
+    # --- deciding ---------------------------------------------------------------------------------------
+    def decide(self, goal: str, paths: Sequence[Path]) -> Decision:
+        check_goal(goal)
+        now = time.time()
+        with self._lock:
+            arms = self._arms_for(goal, paths, now)
+            config = self._config(goal, now)
+            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now)
+        decision = Decision(
+            trace_id=new_trace_id(),
+            goal=goal,
+            path=paths[choice.index],
+            exploration=choice.exploration,
+            reason=choice.reason,
+            confidence=choice.confidence,
+            success_rate=choice.success_rate,
+            sample_count=choice.sample_count,
+        )
+        self._record(decision)
+        return decision
+
+    async def adecide(self, goal: str, paths: Sequence[Path]) -> Decision:
+        return self.decide(goal, paths)
+
+    def record_forced(self, decision: Decision) -> None:
+        self._record(decision)
+
+    def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
+        """Register the goal's paths in the store once (params feed insights; the service lists them)."""
+        for path in paths:
+            key = (goal, path.path_id)
+            if key in self._registered:
+                continue
+            self.store.register_path(self.tenant, PathRecord(goal, path, True, _utcnow()))
+            self._registered.add(key)
+
+    def _arms_for(self, goal: str, paths: Sequence[Path], now: float) -> list[ArmState]:
+        stale = now - self._loaded_at.get(goal, -1e18) > self._refresh_interval
+        if stale and goal not in self._pending_goals:
+            for arm in self.store.load_arms(self.tenant, goal, paths):
+                self._arms[(goal, arm.path_id)] = arm
+            self._loaded_at[goal] = now
+        arms = []
+        for path in paths:
+            key = (goal, path.path_id)
+            if key not in self._arms:
+                self._arms[key] = ArmState(path.path_id, path.model)
+            arms.append(self._arms[key])
+        return arms
+
+    def _config(self, goal: str, now: float) -> PolicyConfig:
+        cached = self._configs.get(goal)
+        if cached is None or now - cached[0] > self._refresh_interval:
+            cached = (now, self.store.get_config(self.tenant, goal))
+            self._configs[goal] = cached
+        return cached[1]
+
+    def get_config(self, goal: str) -> PolicyConfig:
+        return self.store.get_config(self.tenant, goal)
+
+    def set_config(self, goal: str, config: PolicyConfig) -> None:
+        self.store.set_config(self.tenant, goal, config)
+        with self._lock:
+            self._configs.clear()
+
+    # --- learning ---------------------------------------------------------------------------------------
+    def report(self, outcome: Outcome) -> None:
+        with self._lock:
+            previous = self._applied.get(outcome.trace_id)
+            if previous is not None:
+                if outcome.source == "explicit" and previous.source != "explicit":
+                    # An explicit report after an automatic one wins: correct the score already counted.
+                    self._override(outcome, previous)
+                return
+            self._remember(outcome)
+            step = partial(
+                self.policy.update,
+                score=outcome.score,
+                cost_usd=outcome.cost_usd,
+                latency_ms=outcome.latency_ms,
+                now=outcome.reported_at.timestamp(),
+            )
+            key = (outcome.goal, outcome.path_id)
+            if key in self._arms:
+                self._arms[key] = step(self._arms[key])
+            self._enqueue_outcome(outcome, step)
+
+    async def areport(self, outcome: Outcome) -> None:
+        self.report(outcome)
+
+    def _override(self, outcome: Outcome, previous: _Applied) -> None:
+        changes = OutcomeChanges(
+            score=outcome.score,
+            success=outcome.success,
+            failure_category=outcome.failure_category,
+            reason=outcome.reason,
+        )
+        self._applied[outcome.trace_id] = _Applied(previous.goal, previous.path_id, outcome.score, "explicit")
+        key = (previous.goal, previous.path_id)
+        if key in self._arms:
+            self._arms[key] = self.policy.adjust(self._arms[key], old_score=previous.score, new_score=outcome.score)
+        self.flush()
+        self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
+
+    def update_outcome(self, trace_id: str, goal: str, changes: OutcomeChanges) -> list[str]:
+        self.flush()
+        record = self.store.update_outcome(self.tenant, trace_id, changes, self._adjuster)
+        if record is None:
+            from kalibr._exceptions import UserError
+
+            raise UserError(f"no outcome with trace_id {trace_id!r} for goal {goal!r}: report it first")
+        with self._lock:
+            self._loaded_at.pop(record.goal, None)  # reload the corrected arm on the next decide
+            if trace_id in self._applied:
+                self._applied[trace_id] = _Applied(record.goal, record.path_id, record.score, "update")
+        return changes.fields()
+
+    def _adjuster(self, arm: ArmState, old_score: float, new_score: float) -> ArmState:
+        return self.policy.adjust(arm, old_score=old_score, new_score=new_score)
+
+    def _remember(self, outcome: Outcome) -> None:
+        self._applied[outcome.trace_id] = _Applied(outcome.goal, outcome.path_id, outcome.score, outcome.source)
+        if len(self._applied) > _RECENT_OUTCOMES:
+            self._applied.popitem(last=False)
+
+    # --- persistence ------------------------------------------------------------------------------------
+    def _record(self, decision: Decision) -> None:
+        if not self._write_behind:
+            self.store.record_decisions(self.tenant, [decision])
+            return
+        with self._lock:
+            self._pending_decisions.append(decision)
+
+    def _enqueue_outcome(self, outcome: Outcome, step: Callable[[ArmState], ArmState]) -> None:
+        if not self._write_behind:
+            self.store.apply_outcomes(self.tenant, [(outcome, step)])
+            return
+        self._pending_outcomes.append((outcome, step))
+        self._pending_goals.add(outcome.goal)
+        self._wake.notify()
+
+    def flush(self) -> None:
+        """Write every queued decision and outcome to the store now."""
+        with self._lock:
+            decisions, self._pending_decisions = self._pending_decisions, []
+            outcomes, self._pending_outcomes = self._pending_outcomes, []
+            goals = {outcome.goal for outcome, _ in outcomes}
+        if not decisions and not outcomes:
+            return
+        try:
+            if decisions:
+                self.store.record_decisions(self.tenant, decisions)
+            if outcomes:
+                self.store.apply_outcomes(self.tenant, outcomes)
+        except Exception:
+            with self._lock:  # keep everything for the next attempt: an outcome is never dropped
+                self._pending_decisions[:0] = decisions
+                self._pending_outcomes[:0] = outcomes
+            raise
+        with self._lock:
+            # Goals stay "pending" (no reload from the store) until their queued outcomes are written,
+            # so a decide never reloads an arm that is missing its in-flight updates.
+            self._pending_goals = {outcome.goal for outcome, _ in self._pending_outcomes}
+            for goal in goals:
+                self._loaded_at.pop(goal, None)
+
+    def _flush_loop(self) -> None:
+        backoff = self._flush_interval
+        while True:
+            with self._lock:
+                if not self._closed and not self._pending_outcomes:
+                    self._wake.wait(timeout=self._flush_interval)
+                closed = self._closed
+            time.sleep(self._flush_interval)  # gather a batch
+            try:
+                self.flush()
+                backoff = self._flush_interval
+            except Exception:
+                logger.exception("kalibr: store write failed; outcomes stay queued and will be retried")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            if closed:
+                return
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def get_policy(
+        self, goal: str, *, window_hours: float = 168, constraints: Constraints | None = None
+    ) -> PolicyAnswer:
+        from kalibr import insights
+
+        self.flush()
+        return insights.recommend(self.store, self.tenant, goal, window_hours=window_hours, constraints=constraints)
+
+    def get_insights(self, goal: str | None = None, *, window_hours: float = 168) -> dict[str, Any]:
+        from kalibr import insights
+
+        self.flush()
+        return insights.build_insights(self.store, self.tenant, goal, window_hours=window_hours)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wake.notify_all()
+        if self._flusher is not None:
+            self._flusher.join(timeout=10)
+        self.flush()
+        _flush_at_exit.discard(self)
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+_flush_at_exit: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for engine in list(_flush_at_exit):
+        try:
+            engine.flush()
+        except Exception:  # pragma: no cover - nothing left to do at exit but say so
+            logger.exception("kalibr: could not flush outcomes at exit")
