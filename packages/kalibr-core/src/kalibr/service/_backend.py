@@ -1,0 +1,390 @@
+"""What the service does, without HTTP: one engine per tenant over one shared store.
+
+Routes in ``app.py`` only parse, authenticate and call these methods; every failure here is a
+``ServiceError`` carrying its status, so the batch endpoint reuses the single-report logic unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kalibr._domain import Outcome, Path, Usage, resolve_score
+from kalibr._exceptions import UserError
+from kalibr._types import FailureCategory, check_failure_category
+from kalibr.intelligence.base import Constraints, Intelligence
+from kalibr.policies.base import PolicyConfig
+from kalibr.service import _schemas as s
+from kalibr.service._errors import Invalid, NotFound, ServiceError
+from kalibr.stores.base import OutcomeChanges, PathRecord, Store
+
+__all__ = ["Backend", "EngineFactory"]
+
+EngineFactory = Callable[[Store, str], Intelligence]
+"""Builds the engine of one tenant over the shared store."""
+
+_NUMERIC_METADATA = ("cost_usd", "latency_ms", "input_tokens", "output_tokens")
+_PROVIDER_PREFIXES = (
+    ("gpt-", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("claude", "anthropic"),
+    ("gemini", "google"),
+    ("deepseek", "deepseek"),
+    ("llama", "meta"),
+    ("mistral", "mistral"),
+)
+
+
+def default_engine_factory(refresh_interval: float) -> EngineFactory:
+    """Write-through engines (replicas see outcomes at once) that re-read arms every ``refresh_interval``."""
+
+    def build(store: Store, tenant: str) -> Intelligence:
+        from kalibr.intelligence.engine import Engine
+
+        return Engine(store, tenant=tenant, write_behind=False, refresh_interval=refresh_interval)
+
+    return build
+
+
+class _PathCache:
+    """A goal's registered paths, re-read from the store at most every ``ttl`` seconds (replicas converge)."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self._store, self._ttl = store, ttl
+        self._entries: dict[tuple[str, str], tuple[float, list[PathRecord]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str, goal: str) -> list[PathRecord]:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get((tenant, goal))
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        records = self._store.list_paths(tenant, goal, include_disabled=True)
+        with self._lock:
+            self._entries[(tenant, goal)] = (now + self._ttl, records)
+        return records
+
+    def forget(self, tenant: str, goal: str | None = None) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == tenant and goal in (None, k[1])]:
+                del self._entries[key]
+
+
+class Backend:
+    """The service's operations, each scoped to the tenant the caller authenticated as."""
+
+    def __init__(self, store: Store, engine_factory: EngineFactory, *, path_cache_seconds: float = 0.5) -> None:
+        self.store = store
+        self._engine_factory = engine_factory
+        self._engines: dict[str, Intelligence] = {}
+        self._engines_lock = threading.Lock()
+        self._paths = _PathCache(store, path_cache_seconds)
+
+    def engine(self, tenant: str) -> Intelligence:
+        engine = self._engines.get(tenant)
+        if engine is None:
+            with self._engines_lock:
+                engine = self._engines.get(tenant)
+                if engine is None:
+                    engine = self._engines[tenant] = self._engine_factory(self.store, tenant)
+        return engine
+
+    def close(self) -> None:
+        with self._engines_lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.flush()
+            engine.close()
+
+    # --- paths ----------------------------------------------------------------------------------------------
+    def register_path(self, tenant: str, request: s.PathRequest) -> s.PathResponse:
+        record = self._register(
+            tenant, request.goal, request.model_id, request.params, request.tool_id, request.risk_level
+        )
+        return _path_response(record)
+
+    def list_paths(self, tenant: str, goal: str | None, include_disabled: bool) -> s.PathsResponse:
+        records = self.store.list_paths(tenant, goal, include_disabled=include_disabled)
+        return s.PathsResponse(paths=[_path_response(r) for r in records])
+
+    def disable_path(self, tenant: str, path_id: str) -> s.DisableResponse:
+        if not self.store.set_path_enabled(tenant, path_id, False):
+            raise NotFound(f"no path {path_id!r}: list this tenant's paths with GET /api/v1/routing/paths")
+        self._paths.forget(tenant)
+        return s.DisableResponse(status="disabled", path_id=path_id)
+
+    def _register(
+        self,
+        tenant: str,
+        goal: str,
+        model: str,
+        params: Mapping[str, Any] | None,
+        tool_id: str | None,
+        risk_level: str = "low",
+    ) -> PathRecord:
+        try:
+            path = Path(model, params=dict(params or {}))
+        except UserError as exc:
+            raise Invalid(str(exc)) from exc
+        record = PathRecord(
+            goal=goal, path=path, enabled=True, created_at=datetime.now(UTC), risk_level=risk_level, tool_id=tool_id
+        )
+        stored = self.store.register_path(tenant, record)
+        self._paths.forget(tenant, goal)
+        return stored
+
+    # --- decide ---------------------------------------------------------------------------------------------
+    def decide(self, tenant: str, request: s.DecideRequest) -> s.DecideResponse:
+        candidates = self._candidates(tenant, request)
+        decision = self.engine(tenant).decide(request.goal, [record.path for record in candidates])
+        chosen = next((r for r in candidates if r.path.path_id == decision.path_id), candidates[0])
+        return s.DecideResponse(
+            trace_id=decision.trace_id,
+            path_id=decision.path_id,
+            model_id=decision.model,
+            tool_id=chosen.tool_id,
+            params=dict(decision.path.params),
+            goal=request.goal,
+            reason=decision.reason,
+            confidence=decision.confidence,
+            exploration=decision.exploration,
+            success_rate=decision.success_rate,
+            sample_count=decision.sample_count,
+            decided_at=decision.decided_at,
+            alternatives_considered=len(candidates),
+        )
+
+    def _candidates(self, tenant: str, request: s.DecideRequest) -> list[PathRecord]:
+        goal = request.goal
+        records = self._paths.get(tenant, goal)
+        if request.paths:
+            records = self._ensure_registered(tenant, goal, request.paths, records)
+        if not records:
+            raise NotFound(f"goal {goal!r} has no registered paths: register one with POST /api/v1/routing/paths")
+        enabled = [r for r in records if r.enabled]
+        if request.candidate_model_ids is not None:
+            wanted = set(request.candidate_model_ids)
+            enabled = [r for r in enabled if r.path.model in wanted]
+            if not enabled:
+                raise NotFound(
+                    f"none of candidate_model_ids {sorted(wanted)} is an enabled path of goal {goal!r}: "
+                    "register them with POST /api/v1/routing/paths"
+                )
+        if not enabled:
+            raise NotFound(f"every path of goal {goal!r} is disabled: register or re-enable one")
+        return enabled
+
+    def _ensure_registered(
+        self, tenant: str, goal: str, wanted: Sequence[s.CandidatePath], records: list[PathRecord]
+    ) -> list[PathRecord]:
+        by_id = {r.path.path_id: r for r in records}
+        chosen: list[PathRecord] = []
+        for candidate in wanted:
+            try:
+                path_id = Path(candidate.model_id, params=dict(candidate.params or {})).path_id
+            except UserError as exc:
+                raise Invalid(f"paths: {exc}") from exc
+            record = by_id.get(path_id)
+            if record is None:
+                record = self._register(tenant, goal, candidate.model_id, candidate.params, candidate.tool_id)
+            chosen.append(record)
+        return chosen
+
+    # --- outcomes -------------------------------------------------------------------------------------------
+    def report(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
+        path_id, model = self._attribute(tenant, request)
+        metadata = _numeric_metadata(request.metadata)
+        try:
+            outcome = Outcome(
+                trace_id=request.trace_id,
+                goal=request.goal,
+                path_id=path_id,
+                model=model,
+                score=resolve_score(request.success, request.score),
+                success=request.success,
+                failure_category=_category(request.failure_category),
+                reason=request.failure_reason,
+                cost_usd=metadata.get("cost_usd"),
+                latency_ms=metadata.get("latency_ms"),
+                usage=_usage(metadata),
+            )
+        except UserError as exc:
+            raise Invalid(str(exc)) from exc
+        self.engine(tenant).report(outcome)
+        return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
+
+    def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
+        results: list[s.BatchItemResult] = []
+        for item in request.outcomes:
+            try:
+                self.report(tenant, item)
+                results.append(s.BatchItemResult(trace_id=item.trace_id, status="accepted", status_code=200))
+            except ServiceError as exc:
+                results.append(
+                    s.BatchItemResult(
+                        trace_id=item.trace_id, status="rejected", status_code=exc.status_code, message=exc.message
+                    )
+                )
+        return s.ReportBatchResponse(results=results)
+
+    def _attribute(self, tenant: str, request: s.ReportRequest) -> tuple[str, str | None]:
+        """The path an outcome counts for: its decision's, else the registered path of its ``model_id``."""
+        decision = self.store.get_decision(tenant, request.trace_id)
+        if decision is not None:
+            if decision.goal != request.goal:
+                raise Invalid(
+                    f"goal: trace_id {request.trace_id!r} was decided for goal {decision.goal!r}, not {request.goal!r}"
+                )
+            return decision.path_id, decision.model
+        if request.model_id is None:
+            raise NotFound(
+                f"unknown trace_id {request.trace_id!r}: this service issued no such decision; "
+                "send model_id as well so the outcome can be counted for that model's path"
+            )
+        matches = [r for r in self._paths.get(tenant, request.goal) if r.path.model == request.model_id]
+        if request.execution_params and len(matches) > 1:
+            same = [r for r in matches if dict(r.path.params) == request.execution_params]
+            matches = same or matches
+        if not matches:
+            raise NotFound(
+                f"unknown trace_id {request.trace_id!r}, and model_id {request.model_id!r} is no registered path "
+                f"of goal {request.goal!r}: register it with POST /api/v1/routing/paths"
+            )
+        return matches[0].path.path_id, matches[0].path.model
+
+    def update_outcome(self, tenant: str, request: s.UpdateRequest) -> s.UpdateResponse:
+        score = request.score
+        if score is None and request.success is not None:
+            score = 1.0 if request.success else 0.0
+        changes = OutcomeChanges(
+            score=score,
+            success=request.success,
+            failure_category=_category(request.failure_category),
+            reason=request.failure_reason,
+        )
+        try:
+            fields = self.engine(tenant).update_outcome(request.trace_id, request.goal, changes)
+        except (LookupError, UserError) as exc:
+            # The engine says "no outcome with trace_id ..." for an unknown trace: that is a 404, not bad input.
+            if isinstance(exc, UserError) and not str(exc).startswith("no outcome"):
+                raise Invalid(str(exc)) from exc
+            raise NotFound(
+                f"no outcome with trace_id {request.trace_id!r} for goal {request.goal!r}: "
+                "report it first with POST /api/v1/intelligence/report-outcome"
+            ) from exc
+        wire_names = {"reason": "failure_reason"}
+        return s.UpdateResponse(
+            status="updated",
+            trace_id=request.trace_id,
+            goal=request.goal,
+            fields_updated=[wire_names.get(name, name) for name in fields],
+        )
+
+    # --- policy, insights, config ---------------------------------------------------------------------------
+    def policy(self, tenant: str, request: s.PolicyRequest) -> s.PolicyResponse:
+        limits = request.constraints or s.PolicyConstraints()
+        constraints = Constraints(
+            max_cost_usd=limits.max_cost_usd,
+            max_latency_ms=limits.max_latency_ms,
+            min_quality=limits.min_quality,
+            min_confidence=limits.min_confidence,
+        )
+        answer = self.engine(tenant).get_policy(
+            request.goal, window_hours=request.window_hours, constraints=constraints
+        )
+        return s.PolicyResponse(
+            goal=request.goal,
+            recommended_model=answer.recommended_model,
+            recommended_provider=_provider_of(answer.recommended_model),
+            outcome_success_rate=answer.success_rate,
+            outcome_sample_count=answer.sample_count,
+            confidence=answer.confidence,
+            risk_score=1.0 - answer.success_rate if answer.success_rate is not None else 1.0,
+            reasoning=answer.reasoning,
+            alternatives=[dict(alternative) for alternative in answer.alternatives],
+        )
+
+    def insights(self, tenant: str, goal: str | None, window_hours: float) -> dict[str, Any]:
+        report = dict(self.engine(tenant).get_insights(goal, window_hours=window_hours))
+        report["tenant_id"] = tenant
+        return report
+
+    def get_config(self, tenant: str, goal: str) -> s.ConfigBody:
+        return _config_body(goal, self.store.get_config(tenant, goal))
+
+    def set_config(self, tenant: str, body: s.ConfigBody) -> s.ConfigBody:
+        current = self.store.get_config(tenant, body.goal)
+        config = dataclasses.replace(
+            current,
+            exploration_rate=body.exploration_rate,
+            min_samples_before_exploit=body.min_samples_before_exploit,
+            rollback_threshold=body.rollback_threshold,
+            staleness_days=body.staleness_days,
+            exploration_on_high_risk=body.exploration_on_high_risk,
+        )
+        self.store.set_config(tenant, body.goal, config)
+        return _config_body(body.goal, config)
+
+
+def _path_response(record: PathRecord) -> s.PathResponse:
+    return s.PathResponse(
+        path_id=record.path.path_id,
+        goal=record.goal,
+        model_id=record.path.model,
+        tool_id=record.tool_id,
+        params=dict(record.path.params),
+        risk_level=record.risk_level,
+        created_at=record.created_at,
+        enabled=record.enabled,
+    )
+
+
+def _config_body(goal: str, config: PolicyConfig) -> s.ConfigBody:
+    return s.ConfigBody(
+        goal=goal,
+        exploration_rate=config.exploration_rate,
+        min_samples_before_exploit=config.min_samples_before_exploit,
+        rollback_threshold=config.rollback_threshold,
+        staleness_days=config.staleness_days,
+        exploration_on_high_risk=config.exploration_on_high_risk,
+    )
+
+
+def _category(wire: str | None) -> FailureCategory | None:
+    """``healed`` (sent by the official SDK) is a recovered call, not a failure mode: stored as none."""
+    return None if wire is None or wire == "healed" else check_failure_category(wire)
+
+
+def _numeric_metadata(metadata: Mapping[str, Any] | None) -> dict[str, float]:
+    """Only the known numeric fields of ``metadata`` are kept; anything else may be private and is dropped."""
+    if not metadata:
+        return {}
+    kept: dict[str, float] = {}
+    for name in _NUMERIC_METADATA:
+        value = metadata.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            kept[name] = float(value)
+    return kept
+
+
+def _usage(metadata: Mapping[str, float]) -> Usage | None:
+    if "input_tokens" not in metadata and "output_tokens" not in metadata:
+        return None
+    return Usage(int(metadata.get("input_tokens", 0)), int(metadata.get("output_tokens", 0)))
+
+
+def _provider_of(model: str | None) -> str | None:
+    if model is None:
+        return None
+    if "/" in model:
+        return model.split("/", 1)[0]
+    lowered = model.lower()
+    return next((provider for prefix, provider in _PROVIDER_PREFIXES if lowered.startswith(prefix)), None)
