@@ -75,9 +75,9 @@ def store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Store]:
         if PG_URL is None:
             pytest.skip("set KALIBR_TEST_POSTGRES_URL (e.g. postgresql://postgres@127.0.0.1:5432/test) to run")
         schema = f"kalibr_test_{uuid.uuid4().hex[:12]}"
-        opened = open_postgres(schema)
-        yield opened
-        opened.close()
+        pg_store = open_postgres(schema)
+        yield pg_store
+        pg_store.close()
         drop_postgres_schema(schema)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores.base import DecisionRecord, OutcomeRecord, PathRecord
+from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
 
 __all__ = [
     "ARM_FIELDS",
@@ -23,6 +23,7 @@ __all__ = [
     "arm_from_values",
     "arm_values",
     "cap_reason",
+    "changed_outcome",
     "config_from_json",
     "config_to_json",
     "decision_record",
@@ -181,6 +182,17 @@ def outcome_record(outcome: Outcome, params: Mapping[str, Any] | None = None) ->
         source=outcome.source,
         reported_at=utc(outcome.reported_at, "reported_at"),
         params=dict(params or {}),
+    )
+
+
+def changed_outcome(old: OutcomeRecord, changes: OutcomeChanges) -> OutcomeRecord:
+    """``old`` with the fields ``changes`` gives; the rest kept."""
+    return dataclasses.replace(
+        old,
+        score=old.score if changes.score is None else float(changes.score),
+        success=old.success if changes.success is None else changes.success,
+        failure_category=old.failure_category if changes.failure_category is None else changes.failure_category,
+        reason=old.reason if changes.reason is None else cap_reason(changes.reason),
     )
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores._records import cap_reason, decision_record, outcome_record, storable_path, utc
+from kalibr.stores._records import changed_outcome, decision_record, outcome_record, storable_path, utc
 from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
 
 __all__ = ["MemoryStore"]
@@ -111,13 +111,7 @@ class MemoryStore:
             old = self._outcomes.get((tenant, trace_id))
             if old is None:
                 return None
-            new = dataclasses.replace(
-                old,
-                score=old.score if changes.score is None else float(changes.score),
-                success=old.success if changes.success is None else changes.success,
-                failure_category=old.failure_category if changes.failure_category is None else changes.failure_category,
-                reason=old.reason if changes.reason is None else cap_reason(changes.reason),
-            )
+            new = changed_outcome(old, changes)
             if new.score != old.score:
                 key = (tenant, old.goal, old.path_id)
                 self._arms[key] = adjust(self._arm(*key, old.model), old.score, new.score)

@@ -1,0 +1,142 @@
+"""The SQLite store's statements and row conversions, kept apart from its transaction handling."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from kalibr.stores._records import ARM_FIELDS, from_micros, to_micros
+from kalibr.stores.base import OutcomeRecord
+
+_ARM_COLUMNS = ", ".join(ARM_FIELDS)
+
+
+@functools.lru_cache(maxsize=64)
+def select_arms(count: int) -> str:
+    """One indexed lookup for ``count`` path ids (the primary key is tenant, goal, path_id)."""
+    marks = ", ".join("?" * count)
+    return f"SELECT path_id, {_ARM_COLUMNS} FROM arms WHERE tenant = ? AND goal = ? AND path_id IN ({marks})"
+
+
+# A goal has an arm per path it was ever routed over: a handful. One range scan of the primary key reads them
+# all faster than a lookup per path id.
+GOAL_ARMS = f"SELECT path_id, {_ARM_COLUMNS} FROM arms WHERE tenant = ? AND goal = ?"
+
+UPSERT_ARM = (
+    f"INSERT INTO arms (tenant, goal, path_id, model, {_ARM_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (4 + len(ARM_FIELDS)))}) "
+    "ON CONFLICT (tenant, goal, path_id) DO UPDATE SET model = excluded.model, "
+    + ", ".join(f"{name} = excluded.{name}" for name in ARM_FIELDS)
+)
+
+MODEL_TOTALS = """
+    SELECT model, SUM(successes), SUM(failures) FROM arms
+    WHERE tenant = ? AND model != '' GROUP BY model ORDER BY model
+"""
+
+INSERT_DECISION = (
+    "INSERT INTO decisions (tenant, trace_id, goal, path_id, model, exploration, decided_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, trace_id) DO NOTHING"
+)
+SELECT_DECISION = (
+    "SELECT goal, path_id, model, exploration, decided_at FROM decisions WHERE tenant = ? AND trace_id = ?"
+)
+
+_OUTCOME_FIELDS = (
+    "trace_id, goal, path_id, model, score, success, failure_category, reason, cost_usd, latency_ms, "
+    "input_tokens, output_tokens, source, reported_at"
+)
+INSERT_OUTCOME = (
+    f"INSERT INTO outcomes (tenant, {_OUTCOME_FIELDS}) VALUES ({', '.join('?' * 15)}) "
+    "ON CONFLICT (tenant, trace_id) DO NOTHING"
+)
+# Outcomes come back with the registered path's params (for parameter-sensitivity insights).
+_SELECT_OUTCOMES = (
+    "SELECT " + ", ".join(f"o.{name.strip()}" for name in _OUTCOME_FIELDS.split(",")) + ", p.params "
+    "FROM outcomes o LEFT JOIN paths p ON p.tenant = o.tenant AND p.goal = o.goal AND p.path_id = o.path_id "
+)
+SELECT_OUTCOME = _SELECT_OUTCOMES + "WHERE o.tenant = ? AND o.trace_id = ?"
+OUTCOMES_SINCE = _SELECT_OUTCOMES + "WHERE o.tenant = ? AND o.reported_at >= ? ORDER BY o.reported_at, o.id"
+GOAL_OUTCOMES_SINCE = (
+    _SELECT_OUTCOMES + "WHERE o.tenant = ? AND o.goal = ? AND o.reported_at >= ? ORDER BY o.reported_at, o.id"
+)
+UPDATE_OUTCOME = (
+    "UPDATE outcomes SET score = ?, success = ?, failure_category = ?, reason = ? WHERE tenant = ? AND trace_id = ?"
+)
+GOALS = "SELECT goal FROM paths WHERE tenant = ? UNION SELECT goal FROM outcomes WHERE tenant = ? ORDER BY goal"
+
+_PATH_FIELDS = "goal, model, params, tools, provider, base_url, enabled, risk_level, tool_id, created_at"
+INSERT_PATH = (
+    "INSERT INTO paths (tenant, goal, path_id, model, params, tools, provider, base_url, enabled, risk_level, "
+    "tool_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, goal, path_id) DO NOTHING"
+)
+SELECT_PATH = f"SELECT {_PATH_FIELDS} FROM paths WHERE tenant = ? AND goal = ? AND path_id = ?"
+LIST_PATHS = (
+    f"SELECT {_PATH_FIELDS} FROM paths WHERE tenant = ? AND (? IS NULL OR goal = ?) AND (enabled OR ?) "
+    "ORDER BY created_at, rowid"
+)
+ENABLE_PATH = "UPDATE paths SET enabled = ? WHERE tenant = ? AND path_id = ?"
+
+SELECT_CONFIG = "SELECT goal, fields FROM config WHERE tenant = ? AND goal IN (?, '*')"
+UPSERT_CONFIG = (
+    "INSERT INTO config (tenant, goal, fields) VALUES (?, ?, ?) "
+    "ON CONFLICT (tenant, goal) DO UPDATE SET fields = excluded.fields"
+)
+
+INSERT_KEY = "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, ?, ?) ON CONFLICT (key_hash) DO NOTHING"
+SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = ?"
+
+
+def outcome_values(record: OutcomeRecord) -> tuple[Any, ...]:
+    """The record's columns in ``_OUTCOME_FIELDS`` order."""
+    success = None if record.success is None else int(record.success)
+    return (
+        record.trace_id,
+        record.goal,
+        record.path_id,
+        record.model,
+        record.score,
+        success,
+        record.failure_category,
+        record.reason,
+        record.cost_usd,
+        record.latency_ms,
+        record.input_tokens,
+        record.output_tokens,
+        record.source,
+        to_micros(record.reported_at, "reported_at"),
+    )
+
+
+def changeable_values(record: OutcomeRecord) -> tuple[Any, ...]:
+    """The columns ``update_outcome`` may change, in ``UPDATE_OUTCOME`` order."""
+    return (
+        record.score,
+        None if record.success is None else int(record.success),
+        record.failure_category,
+        record.reason,
+    )
+
+
+def outcome_from_row(row: Sequence[Any]) -> OutcomeRecord:
+    (trace_id, goal, path_id, model, score, success, category, reason, cost, latency, tokens_in, tokens_out) = row[:12]
+    source, reported_at, params = row[12:]
+    return OutcomeRecord(
+        trace_id=trace_id,
+        goal=goal,
+        path_id=path_id,
+        model=model,
+        score=score,
+        success=None if success is None else bool(success),
+        failure_category=category,
+        reason=reason,
+        cost_usd=cost,
+        latency_ms=latency,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        source=source,
+        reported_at=from_micros(reported_at),
+        params=json.loads(params) if params else {},
+    )

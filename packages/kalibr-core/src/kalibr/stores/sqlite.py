@@ -1,0 +1,342 @@
+"""The default store: one SQLite file, safe for many threads and several processes on one machine.
+
+Each thread gets its own connection (WAL lets readers run beside the writer). Every write is one
+``BEGIN IMMEDIATE`` transaction: it takes the write lock before reading, so a read-modify-write of an arm
+from another thread or process waits (``busy_timeout``) instead of losing an update.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from kalibr._domain import Decision, Outcome, Path
+from kalibr._exceptions import StoreError, UserError
+from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import _sqlite_queries as q
+from kalibr.stores._records import (
+    arm_from_values,
+    arm_values,
+    changed_outcome,
+    config_from_json,
+    config_to_json,
+    decision_record,
+    from_micros,
+    outcome_record,
+    path_columns,
+    path_from_values,
+    storable_path,
+    to_micros,
+)
+from kalibr.stores._sqlite_schema import migrate
+from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+
+__all__ = ["SQLiteStore", "sqlite_path_from_url"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """The file a ``sqlite:`` URL (``sqlite:///abs/path.db``, ``sqlite:relative.db``) or a plain path names."""
+    if url.lower().startswith("sqlite:"):
+        rest = url[len("sqlite:") :]
+        path = rest[2:] if rest.startswith("//") else rest
+    else:
+        path = url
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise UserError(
+            f"invalid SQLite location {url!r}: name a file (sqlite:///abs/kalibr.db); for memory use 'memory:'"
+        )
+    return path
+
+
+def _translated(method: Callable[Concatenate[SQLiteStore, _P], _R]) -> Callable[Concatenate[SQLiteStore, _P], _R]:
+    """Turn sqlite3 errors into ``StoreError`` naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.location!r}: {exc}") from exc
+
+    return wrapper
+
+
+_MAX_CACHED = 256
+
+
+class _ThreadConnection:
+    """One thread's connection, and the arm reads it may serve again while nobody has written since."""
+
+    __slots__ = ("arms", "loads", "sql", "writes")
+
+    def __init__(self, sql: sqlite3.Connection) -> None:
+        self.sql = sql
+        self.writes = 0
+        self.loads: dict[tuple[str, str, tuple[str, ...]], tuple[tuple[int, int], list[ArmState]]] = {}
+        self.arms: dict[tuple[str, str, str], tuple[tuple[Any, ...], ArmState]] = {}
+
+    def arm(self, tenant: str, goal: str, path: Path, row: tuple[Any, ...] | None) -> ArmState:
+        """The arm a row holds; building an ``ArmState`` costs more than the query, so unchanged rows reuse one."""
+        if row is None:
+            return ArmState(path.path_id, path.model)
+        key = (tenant, goal, path.path_id)
+        known = self.arms.get(key)
+        if known is not None and known[0] == row:
+            return known[1]
+        arm = arm_from_values(path.path_id, path.model, row[1:])
+        if len(self.arms) >= _MAX_CACHED * 16:
+            self.arms.clear()
+        self.arms[key] = (row, arm)
+        return arm
+
+    def stamp(self) -> tuple[int, int]:
+        """Changes whenever a write commits: from another connection (``data_version``) or from this one."""
+        row = self.sql.execute("PRAGMA data_version").fetchone()
+        return (int(row[0]), self.writes)
+
+
+class SQLiteStore:
+    """A store in one SQLite file, created (with its folder) if missing and migrated on open.
+
+    Usage::
+
+        store = SQLiteStore("/var/lib/kalibr/kalibr.db")
+    """
+
+    def __init__(self, location: str | os.PathLike[str], *, busy_timeout_s: float = 30.0) -> None:
+        self.location = os.fspath(location)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        FilePath(self.location).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.location!r})"
+
+    @_translated
+    def _open(self) -> None:
+        conn = self._conn()
+        conn.execute("PRAGMA journal_mode=WAL")
+        migrate(conn, self.location)
+
+    def _thread(self) -> _ThreadConnection:
+        thread: _ThreadConnection | None = getattr(self._local, "thread", None)
+        if thread is None:
+            if self._closed:
+                raise StoreError(f"SQLite store {self.location!r} is closed")
+            # check_same_thread=False only so close() can close every thread's connection; each is used by one.
+            conn = sqlite3.connect(
+                os.path.expanduser(self.location),
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with self._connections_lock:
+                self._connections.append(conn)
+            thread = self._local.thread = _ThreadConnection(conn)
+        return thread
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._thread().sql
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the file's write lock from its first statement."""
+        thread = self._thread()
+        conn = thread.sql
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        thread.writes += 1
+
+    # --- arms -----------------------------------------------------------------------------------------------
+    @_translated
+    def load_arms(self, tenant: str, goal: str, paths: Sequence[Path]) -> list[ArmState]:
+        thread = self._thread()
+        ids = tuple(path.path_id for path in paths)
+        key = (tenant, goal, ids)
+        stamp = thread.stamp()
+        cached = thread.loads.get(key)
+        if cached is not None and cached[0] == stamp:
+            return list(cached[1])
+        found = {row[0]: row for row in thread.sql.execute(q.GOAL_ARMS, (tenant, goal))}
+        arms = [thread.arm(tenant, goal, path, found.get(path.path_id)) for path in paths]
+        if len(thread.loads) >= _MAX_CACHED:
+            thread.loads.clear()
+        thread.loads[key] = (stamp, arms)
+        return list(arms)
+
+    @_translated
+    def update_arm(self, tenant: str, goal: str, path: Path, step: Callable[[ArmState], ArmState]) -> ArmState:
+        with self._write() as conn:
+            arm = step(self._read_arm(conn, tenant, goal, path.path_id, path.model))
+            self._save_arms(conn, tenant, [(goal, arm)])
+        return arm
+
+    @_translated
+    def model_totals(self, tenant: str) -> Mapping[str, tuple[float, float]]:
+        rows = self._conn().execute(q.MODEL_TOTALS, (tenant,))
+        return {model: (float(successes), float(failures)) for model, successes, failures in rows}
+
+    @staticmethod
+    def _read_arm(conn: sqlite3.Connection, tenant: str, goal: str, path_id: str, model: str | None) -> ArmState:
+        row = conn.execute(q.select_arms(1), (tenant, goal, path_id)).fetchone()
+        return ArmState(path_id, model or "") if row is None else arm_from_values(path_id, model or "", row[1:])
+
+    @staticmethod
+    def _save_arms(conn: sqlite3.Connection, tenant: str, arms: Iterable[tuple[str, ArmState]]) -> None:
+        rows = [(tenant, goal, arm.path_id, arm.model, *arm_values(arm)) for goal, arm in arms]
+        conn.executemany(q.UPSERT_ARM, rows)
+
+    # --- decisions and outcomes -----------------------------------------------------------------------------
+    @_translated
+    def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
+        rows = [
+            (tenant, r.trace_id, r.goal, r.path_id, r.model, int(r.exploration), to_micros(r.decided_at))
+            for r in map(decision_record, decisions)
+        ]
+        with self._write() as conn:
+            conn.executemany(q.INSERT_DECISION, rows)
+
+    @_translated
+    def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None:
+        row = self._conn().execute(q.SELECT_DECISION, (tenant, trace_id)).fetchone()
+        if row is None:
+            return None
+        goal, path_id, model, exploration, decided_at = row
+        return DecisionRecord(trace_id, goal, path_id, model, bool(exploration), from_micros(decided_at))
+
+    @_translated
+    def apply_outcomes(
+        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+    ) -> list[bool]:
+        records = [(outcome_record(outcome), step) for outcome, step in items]
+        applied: list[bool] = []
+        staged: dict[tuple[str, str], ArmState] = {}
+        with self._write() as conn:
+            for record, step in records:
+                inserted = conn.execute(q.INSERT_OUTCOME, (tenant, *q.outcome_values(record))).rowcount == 1
+                applied.append(inserted)
+                if inserted:
+                    key = (record.goal, record.path_id)
+                    arm = staged.get(key) or self._read_arm(conn, tenant, *key, record.model)
+                    staged[key] = step(arm)
+            self._save_arms(conn, tenant, [(goal, arm) for (goal, _), arm in staged.items()])
+        return applied
+
+    @_translated
+    def update_outcome(
+        self,
+        tenant: str,
+        trace_id: str,
+        changes: OutcomeChanges,
+        adjust: Callable[[ArmState, float, float], ArmState],
+    ) -> OutcomeRecord | None:
+        with self._write() as conn:
+            row = conn.execute(q.SELECT_OUTCOME, (tenant, trace_id)).fetchone()
+            if row is None:
+                return None
+            old = q.outcome_from_row(row)
+            new = changed_outcome(old, changes)
+            conn.execute(q.UPDATE_OUTCOME, (*q.changeable_values(new), tenant, trace_id))
+            if new.score != old.score:
+                arm = adjust(self._read_arm(conn, tenant, old.goal, old.path_id, old.model), old.score, new.score)
+                self._save_arms(conn, tenant, [(old.goal, arm)])
+        return new
+
+    @_translated
+    def outcomes(self, tenant: str, goal: str | None, since: datetime) -> list[OutcomeRecord]:
+        start = to_micros(since, "since")
+        if goal is None:
+            rows = self._conn().execute(q.OUTCOMES_SINCE, (tenant, start))
+        else:
+            rows = self._conn().execute(q.GOAL_OUTCOMES_SINCE, (tenant, goal, start))
+        return [q.outcome_from_row(row) for row in rows]
+
+    @_translated
+    def goals(self, tenant: str) -> list[str]:
+        return [goal for (goal,) in self._conn().execute(q.GOALS, (tenant, tenant))]
+
+    # --- paths and config -------------------------------------------------------------------------------
+    @_translated
+    def register_path(self, tenant: str, record: PathRecord) -> PathRecord:
+        record = PathRecord(
+            record.goal,
+            storable_path(record.path),
+            record.enabled,
+            record.created_at,
+            record.risk_level,
+            record.tool_id,
+        )
+        with self._write() as conn:
+            values = (tenant, record.goal, *path_columns(record), to_micros(record.created_at, "created_at"))
+            conn.execute(q.INSERT_PATH, values)
+            row = conn.execute(q.SELECT_PATH, (tenant, record.goal, record.path.path_id)).fetchone()
+        return _path_record(row)
+
+    @_translated
+    def list_paths(self, tenant: str, goal: str | None, *, include_disabled: bool = False) -> list[PathRecord]:
+        rows = self._conn().execute(q.LIST_PATHS, (tenant, goal, goal, int(include_disabled)))
+        return [_path_record(row) for row in rows]
+
+    @_translated
+    def set_path_enabled(self, tenant: str, path_id: str, enabled: bool) -> bool:
+        with self._write() as conn:
+            return conn.execute(q.ENABLE_PATH, (int(enabled), tenant, path_id)).rowcount > 0
+
+    @_translated
+    def get_config(self, tenant: str, goal: str) -> PolicyConfig:
+        found = dict(self._conn().execute(q.SELECT_CONFIG, (tenant, goal)).fetchall())
+        fields = found.get(goal, found.get("*"))
+        return PolicyConfig() if fields is None else config_from_json(fields)
+
+    @_translated
+    def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None:
+        with self._write() as conn:
+            conn.execute(q.UPSERT_CONFIG, (tenant, goal, config_to_json(config)))
+
+    # --- tenants ----------------------------------------------------------------------------------------
+    @_translated
+    def add_api_key(self, tenant: str, key_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute(q.INSERT_KEY, (key_hash, tenant, to_micros(datetime.now(UTC))))
+            (owner,) = conn.execute(q.SELECT_KEY, (key_hash,)).fetchone()
+        if owner != tenant:
+            raise UserError("that API key already belongs to another tenant: generate a new key")
+
+    @_translated
+    def tenant_for_key(self, key_hash: str) -> str | None:
+        row = self._conn().execute(q.SELECT_KEY, (key_hash,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        """Close every thread's connection; the store cannot be used afterwards."""
+        with self._connections_lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+
+def _path_record(row: Sequence[Any]) -> PathRecord:
+    goal, model, params, tools, provider, base_url, enabled, risk_level, tool_id, created_at = row
+    path = path_from_values(model, params, tools, provider, base_url)
+    return PathRecord(goal, path, bool(enabled), from_micros(created_at), risk_level, tool_id)

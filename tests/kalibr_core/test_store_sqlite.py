@@ -1,0 +1,150 @@
+"""What only the SQLite store promises: a file that persists, migrates, refuses the future and shares well."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+
+import pytest
+
+from kalibr._domain import Outcome, Path, new_trace_id
+from kalibr._exceptions import StoreError, UserError
+from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import PathRecord
+from kalibr.stores._sqlite_schema import LATEST_VERSION
+from kalibr.stores.sqlite import SQLiteStore, sqlite_path_from_url
+
+TENANT, GOAL = "default", "summarize"
+FAST = Path("gpt-4o-mini")
+
+
+def add_one(arm: ArmState) -> ArmState:
+    return dataclasses.replace(
+        arm, successes=arm.successes + 1, samples=arm.samples + 1, total_samples=arm.total_samples + 1
+    )
+
+
+def report(store: SQLiteStore) -> None:
+    store.apply_outcomes(TENANT, [(Outcome(new_trace_id(), GOAL, FAST.path_id, 1.0, model=FAST.model), add_one)])
+
+
+def test_everything_survives_reopening(tmp_path: FilePath) -> None:
+    location = tmp_path / "nested" / "kalibr.db"
+    store = SQLiteStore(location)
+    report(store)
+    store.register_path(TENANT, PathRecord(GOAL, FAST, True, datetime.now(UTC)))
+    store.set_config(TENANT, "*", PolicyConfig(exploration_rate=0.2))
+    store.close()
+    reopened = SQLiteStore(location)
+    assert reopened.load_arms(TENANT, GOAL, [FAST])[0].samples == 1
+    assert [record.path for record in reopened.list_paths(TENANT, GOAL)] == [FAST]
+    assert reopened.get_config(TENANT, GOAL).exploration_rate == 0.2
+    reopened.close()
+
+
+def test_the_file_uses_wal_and_records_its_schema_version(tmp_path: FilePath) -> None:
+    SQLiteStore(tmp_path / "kalibr.db").close()
+    with sqlite3.connect(tmp_path / "kalibr.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST_VERSION,)]
+    conn.close()
+
+
+def test_a_file_from_a_newer_kalibr_is_refused_clearly(tmp_path: FilePath) -> None:
+    SQLiteStore(tmp_path / "kalibr.db").close()
+    with sqlite3.connect(tmp_path / "kalibr.db") as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (LATEST_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreError, match=rf"schema version {LATEST_VERSION + 1}, newer .* upgrade kalibr-core"):
+        SQLiteStore(tmp_path / "kalibr.db")
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: FilePath) -> None:
+    (tmp_path / "notes.db").write_text("not a database, just notes " * 100)
+    with pytest.raises(StoreError, match=r"notes\.db"):
+        SQLiteStore(tmp_path / "notes.db")
+
+
+def test_a_closed_store_says_so(tmp_path: FilePath) -> None:
+    store = SQLiteStore(tmp_path / "kalibr.db")
+    store.close()
+    with pytest.raises(StoreError):
+        store.load_arms(TENANT, GOAL, [FAST])
+
+
+def test_reads_see_writes_from_another_connection(tmp_path: FilePath) -> None:
+    reader, writer = SQLiteStore(tmp_path / "kalibr.db"), SQLiteStore(tmp_path / "kalibr.db")
+    assert reader.load_arms(TENANT, GOAL, [FAST])[0].samples == 0
+    report(writer)
+    assert reader.load_arms(TENANT, GOAL, [FAST])[0].samples == 1
+    report(reader)
+    assert reader.load_arms(TENANT, GOAL, [FAST])[0].samples == 2
+    seen: list[int] = []
+    other_thread = threading.Thread(target=lambda: seen.append(reader.load_arms(TENANT, GOAL, [FAST])[0].samples))
+    other_thread.start()
+    other_thread.join()
+    assert seen == [2]
+    reader.close()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///abs/kalibr.db", "/abs/kalibr.db"),
+        ("sqlite:relative.db", "relative.db"),
+        ("sqlite://relative.db", "relative.db"),
+        ("data/kalibr.db", "data/kalibr.db"),
+    ],
+)
+def test_sqlite_urls_name_files(url: str, expected: str) -> None:
+    assert sqlite_path_from_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["sqlite:", "sqlite::memory:", "sqlite:file:x?mode=memory"])
+def test_sqlite_urls_without_a_file_are_refused(url: str) -> None:
+    with pytest.raises(UserError, match="name a file"):
+        sqlite_path_from_url(url)
+
+
+_WORKER = textwrap.dedent(
+    """
+    import dataclasses, sys
+    from kalibr._domain import Outcome, Path, new_trace_id
+    from kalibr.stores.sqlite import SQLiteStore
+
+    def add_one(arm):
+        return dataclasses.replace(arm, successes=arm.successes + 1, samples=arm.samples + 1)
+
+    store = SQLiteStore(sys.argv[1])
+    path = Path("gpt-4o-mini")
+    sys.stdin.readline()  # start together
+    for _ in range(int(sys.argv[2])):
+        outcome = Outcome(new_trace_id(), "summarize", path.path_id, 1.0, model=path.model)
+        store.apply_outcomes("default", [(outcome, add_one)])
+    store.close()
+    """
+)
+
+
+def test_four_processes_on_one_file_lose_no_update(tmp_path: FilePath) -> None:
+    location = str(tmp_path / "shared.db")
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, location, "50"], stdin=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.close()
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0, 0]
+    store = SQLiteStore(location)
+    (arm,) = store.load_arms(TENANT, GOAL, [FAST])
+    assert (arm.samples, arm.successes) == (200, 200.0)
+    store.close()
