@@ -7,12 +7,10 @@ tasks. ``report()`` without a trace id reports the last call made in the same th
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import httpx
 from kalibr._completion import Attempt, Completion, StreamAccumulator
 from kalibr._domain import Decision, Outcome, Path, Usage, check_goal, new_trace_id, parse_paths, resolve_score
 from kalibr._exceptions import AllPathsFailed, ProviderError, RequestRejected, UserError
+from kalibr._http import async_client, sync_client
 from kalibr._pricing import cost_of
 from kalibr._types import FailureCategory, Message, check_failure_category
 from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
@@ -71,6 +70,8 @@ class Router:
             ``KALIBR_INTELLIGENCE_URL`` when set).
         store: for the embedded engine, a store URL or ``Store``; None uses ``KALIBR_DB`` or the default file.
         timeout: seconds for each provider call.
+        http_client, async_http_client: your own httpx clients (proxies, custom transports); by default the
+            process-wide shared ones.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class Router:
         store: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
         http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.goal = check_goal(goal)
         self.paths = parse_paths(paths)
@@ -101,11 +103,8 @@ class Router:
         register = getattr(self.intelligence, "register_paths", None)
         if callable(register):
             register(self.goal, self.paths)
-        self._client = http_client
-        self._client_lock = threading.Lock()
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._http = http_client or sync_client()
+        self._ahttp = async_http_client
         self._calls: OrderedDict[str, _CallRecord] = OrderedDict()
         self._calls_lock = threading.Lock()
         self._last_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -249,40 +248,25 @@ class Router:
         provider = _provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return provider.invoke(request)
-        return provider_io.complete(provider, request, self._http())
+        return provider_io.complete(provider, request, self._http, self.timeout)
 
     async def _ainvoke(self, request: ProviderRequest) -> ProviderResponse:
         provider = _provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return await provider.ainvoke(request)
-        return await provider_io.acomplete(provider, request, self._ahttp())
+        return await provider_io.acomplete(provider, request, self._ahttp or await async_client(), self.timeout)
 
     def _open_stream(self, request: ProviderRequest) -> Iterator[StreamChunk]:
         provider = _provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return provider.stream(request)
-        return provider_io.stream(provider, request, self._http())
+        return provider_io.stream(provider, request, self._http, self.timeout)
 
     def _aopen_stream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]:
         provider = _provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return provider.astream(request)
-        return provider_io.astream(provider, request, self._ahttp())
-
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = httpx.Client(timeout=self.timeout)
-        return self._client
-
-    def _ahttp(self) -> httpx.AsyncClient:
-        # An AsyncClient belongs to one event loop; keep one per loop.
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = self._async_clients[loop] = httpx.AsyncClient(timeout=self.timeout)
-        return client
+        return provider_io.astream(provider, request, self._ahttp, self.timeout)
 
     # --- finishing a call -------------------------------------------------------------------------------
     def _finish(
@@ -446,11 +430,6 @@ class Router:
         from kalibr.plugins import make_adapter
 
         return make_adapter("dspy", "dspy", self, **options)
-
-    def close(self) -> None:
-        """Close HTTP clients. The intelligence is shared and flushed at exit."""
-        if self._client is not None:
-            self._client.close()
 
 
 class CompletionStream:

@@ -173,20 +173,22 @@ def _json(response_text: str, model: str) -> Mapping[str, Any]:
     return body
 
 
-def complete(provider: Provider, request: ProviderRequest, client: httpx.Client) -> ProviderResponse:
+def complete(provider: Provider, request: ProviderRequest, client: httpx.Client, timeout: float) -> ProviderResponse:
     call = provider.build(request)
     model = request.path.model
     with map_provider_errors(model):
-        response = client.post(call.url, headers=dict(call.headers), json=call.body)
+        response = client.post(call.url, headers=dict(call.headers), json=call.body, timeout=timeout)
     _check_status(provider, response, model, response.text)
     return provider.parse(_json(response.text, model), request)
 
 
-async def acomplete(provider: Provider, request: ProviderRequest, client: httpx.AsyncClient) -> ProviderResponse:
+async def acomplete(
+    provider: Provider, request: ProviderRequest, client: httpx.AsyncClient, timeout: float
+) -> ProviderResponse:
     call = provider.build(request)
     model = request.path.model
     with map_provider_errors(model):
-        response = await client.post(call.url, headers=dict(call.headers), json=call.body)
+        response = await client.post(call.url, headers=dict(call.headers), json=call.body, timeout=timeout)
     _check_status(provider, response, model, response.text)
     return provider.parse(_json(response.text, model), request)
 
@@ -217,11 +219,14 @@ class _SSEParser:
         return None
 
 
-def stream(provider: Provider, request: ProviderRequest, client: httpx.Client) -> Iterator[StreamChunk]:
+def stream(provider: Provider, request: ProviderRequest, client: httpx.Client, timeout: float) -> Iterator[StreamChunk]:
     call = provider.build(request)
     model = request.path.model
     parser = _SSEParser()
-    with map_provider_errors(model), client.stream("POST", call.url, headers=dict(call.headers), json=call.body) as r:
+    with (
+        map_provider_errors(model),
+        client.stream("POST", call.url, headers=dict(call.headers), json=call.body, timeout=timeout) as r,
+    ):
         if r.status_code >= 400:
             _check_status(provider, r, model, r.read().decode(errors="replace"))
         for line in r.iter_lines():
@@ -233,13 +238,17 @@ def stream(provider: Provider, request: ProviderRequest, client: httpx.Client) -
 
 
 async def astream(
-    provider: Provider, request: ProviderRequest, client: httpx.AsyncClient
+    provider: Provider, request: ProviderRequest, client: httpx.AsyncClient | None, timeout: float
 ) -> AsyncIterator[StreamChunk]:
     call = provider.build(request)
     model = request.path.model
     parser = _SSEParser()
     with map_provider_errors(model):
-        async with client.stream("POST", call.url, headers=dict(call.headers), json=call.body) as r:
+        if client is None:
+            from kalibr._http import async_client
+
+            client = await async_client()
+        async with client.stream("POST", call.url, headers=dict(call.headers), json=call.body, timeout=timeout) as r:
             if r.status_code >= 400:
                 _check_status(provider, r, model, (await r.aread()).decode(errors="replace"))
             async for line in r.aiter_lines():
