@@ -10,7 +10,8 @@ nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_venv = "yes"
 
-PYTHON = os.environ.get("KALIBR_NOX_PYTHON", "3.11")
+# The interpreter nox runs under, unless KALIBR_NOX_PYTHON names another (e.g. "3.12").
+PYTHON = os.environ.get("KALIBR_NOX_PYTHON") or None
 
 
 def _sync(session: nox.Session, *groups: str) -> None:
