@@ -1,0 +1,289 @@
+"""Insights and policy: what the outcomes say about each goal, in a shape a coding agent can act on.
+
+``recommend`` answers ``get_policy``; ``build_insights`` answers ``get_insights``. Both read the store only
+here, in the entry functions; the analysis itself is pure (``analyse_goal``: records in, dict out).
+
+The insights document (``schema_version`` 1; field names are stable, new fields may be added)::
+
+    schema_version      1
+    tenant_id           the tenant
+    generated_at        ISO 8601, UTC
+    window_hours        how far back the outcomes go
+    goals[]             one per goal, worst status first:
+      goal, status            healthy | degraded | failing | insufficient_data
+                              (insufficient_data: < 20 outcomes; failing: < 50% success;
+                               degraded: a drift, a declining trend or a high-severity signal)
+      success_rate            mean score over the window (a score of 0.85 counts 0.85 of a success)
+      sample_count            outcomes in the window
+      trend                   {direction: improving|stable|declining|unknown, earlier_success_rate,
+                               recent_success_rate, change, p_value}: later half vs earlier half of the outcomes
+      top_failure_modes[]     {category, count, share_of_failures, rate, paths}
+      paths[]                 {path_id, model, params, label, samples, traffic_share, success_rate, ci_low,
+                               ci_high (95% Wilson), mean_cost_usd, mean_latency_ms, p95_latency_ms,
+                               failure_modes, enabled, generated}
+      param_sensitivity[]     {model, param, fixed_params, values[{value, path_id, success_rate, samples, ci_low,
+                               ci_high}], best_value, worst_value, difference, p_value,
+                               probability_best_beats_worst, significant, best_at_boundary: highest|lowest|null}
+      recommendation          {path_id, model, params, success_rate, confidence, enough_data, reasoning}
+      actionable_signals[]    {type, severity: info|low|medium|high, message, data}; type is one of
+                              path_underperforming, failure_mode_dominant, param_sensitivity_detected,
+                              drift_detected, cost_inefficiency, low_confidence, goal_healthy
+      path_changes[]          {at, goal, kind: path_generated|path_retired, data}: automatic path generation
+    cross_goal_summary  {goal_count, total_samples, success_rate, status_counts, signal_counts,
+                         needs_attention[{goal, status, worst_severity, signals}]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kalibr._domain import check_goal
+from kalibr._exceptions import UserError
+from kalibr.insights import _signals as signals
+from kalibr.insights._changes import changes, record_change
+from kalibr.insights._goal import MIN_GOAL_SAMPLES, failure_modes, goal_status, param_sensitivity, trend
+from kalibr.insights._policy import answer_policy
+from kalibr.insights._stats import PathStats, find_changepoint, rounded, summarise_paths
+from kalibr.intelligence.base import Constraints, PolicyAnswer
+from kalibr.policies.base import PolicyConfig
+from kalibr.stores.base import OutcomeRecord, PathRecord, Store
+
+__all__ = [
+    "MAX_WINDOW_HOURS",
+    "SCHEMA_VERSION",
+    "analyse_goal",
+    "build_insights",
+    "changes",
+    "generated_path_ids",
+    "recommend",
+    "record_change",
+]
+
+SCHEMA_VERSION = 1
+MAX_WINDOW_HOURS = 90 * 24
+"""A low-traffic goal's policy looks back 4x, then 16x the window, but never further than 90 days."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def recommend(
+    store: Store,
+    tenant: str,
+    goal: str,
+    *,
+    window_hours: float = 168,
+    constraints: Constraints | None = None,
+    now: datetime | None = None,
+) -> PolicyAnswer:
+    """The best path for ``goal`` under ``constraints``, widening the window for low-traffic goals."""
+    check_goal(goal)
+    _check_window(window_hours)
+    _check_constraints(constraints)
+    now = now or datetime.now(UTC)
+    config = store.get_config(tenant, goal)
+    registered = store.list_paths(tenant, goal, include_disabled=True)
+    generated = generated_path_ids(store, tenant, goal)
+    answer: PolicyAnswer | None = None
+    for hours in _windows(window_hours):
+        records = store.outcomes(tenant, goal, now - timedelta(hours=hours))
+        answer = answer_policy(
+            goal,
+            summarise_paths(records, registered, generated),
+            window_hours=hours,
+            constraints=constraints,
+            min_samples=_min_samples(config),
+            tie_tolerance=config.tie_tolerance,
+        )
+        if answer.enough_data:
+            break
+    assert answer is not None
+    if answer.window_hours != window_hours:
+        note = f"low traffic: looked back {answer.window_hours:g} h instead of {window_hours:g} h; "
+        answer = dataclasses.replace(answer, reasoning=note + answer.reasoning)
+    return answer
+
+
+def build_insights(
+    store: Store, tenant: str, goal: str | None, *, window_hours: float = 168, now: datetime | None = None
+) -> dict[str, Any]:
+    """The insights document for one goal, or for every goal of the tenant when ``goal`` is None."""
+    if goal is not None:
+        check_goal(goal)
+    _check_window(window_hours)
+    now = now or datetime.now(UTC)
+    since = now - timedelta(hours=window_hours)
+    records = store.outcomes(tenant, goal, since)
+    by_goal: dict[str, list[OutcomeRecord]] = {}
+    for record in records:
+        by_goal.setdefault(record.goal, []).append(record)
+    names = [goal] if goal is not None else sorted(set(store.goals(tenant)) | set(by_goal))
+    all_changes = changes(store, tenant, goal, _EPOCH)
+    goals = [
+        analyse_goal(
+            name,
+            by_goal.get(name, []),
+            store.list_paths(tenant, name, include_disabled=True),
+            path_changes=[c for c in all_changes if c["goal"] == name],
+            window_hours=window_hours,
+            config=store.get_config(tenant, name),
+            since=since,
+        )
+        for name in names
+    ]
+    goals.sort(key=lambda item: (_STATUS_ORDER[item["status"]], item["goal"]))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tenant_id": tenant,
+        "generated_at": now.isoformat(),
+        "window_hours": window_hours,
+        "goals": goals,
+        "cross_goal_summary": _summary(goals),
+    }
+
+
+_STATUS_ORDER = {"failing": 0, "degraded": 1, "insufficient_data": 2, "healthy": 3}
+
+
+def analyse_goal(
+    goal: str,
+    records: Sequence[OutcomeRecord],
+    registered: Sequence[PathRecord],
+    *,
+    path_changes: Sequence[Mapping[str, Any]] = (),
+    window_hours: float = 168,
+    config: PolicyConfig | None = None,
+    since: datetime = _EPOCH,
+) -> dict[str, Any]:
+    """One goal's insights from its outcomes (oldest first), registered paths and change log. Pure."""
+    config = config or PolicyConfig()
+    stats = summarise_paths(records, registered, _generated_in(path_changes))
+    total = len(records)
+    rate = sum(r.score for r in records) / total if total else None
+    answer = answer_policy(
+        goal, stats, window_hours=window_hours, min_samples=_min_samples(config), tie_tolerance=config.tie_tolerance
+    )
+    effects = param_sensitivity(stats)
+    goal_trend = trend([r.score for r in records])
+    found = _signals_for(stats, effects, records, answer, total, config)
+    drifted = any(s["type"] == "drift_detected" and s["data"]["direction"] == "down" for s in found)
+    degraded = drifted or goal_trend["direction"] == "declining" or any(s["severity"] == "high" for s in found)
+    status = goal_status(rate, total, degraded=degraded)
+    found += signals.goal_healthy(status, found, rate)
+    found.sort(key=lambda s: (-signals.SEVERITY_ORDER[s["severity"]], signals.SIGNAL_TYPES.index(s["type"])))
+    return {
+        "goal": goal,
+        "status": status,
+        "success_rate": rounded(rate),
+        "sample_count": total,
+        "window_hours": window_hours,
+        "trend": goal_trend,
+        "top_failure_modes": failure_modes(stats),
+        "paths": [item.to_dict(total) for item in stats],
+        "param_sensitivity": [effect.to_dict() for effect in effects],
+        "recommendation": _recommendation(answer),
+        "actionable_signals": found,
+        "path_changes": [dict(c) for c in path_changes if datetime.fromisoformat(c["at"]) >= since],
+    }
+
+
+def _signals_for(
+    stats: Sequence[PathStats],
+    effects: Sequence[Any],
+    records: Sequence[OutcomeRecord],
+    answer: PolicyAnswer,
+    total: int,
+    config: PolicyConfig,
+) -> list[dict[str, Any]]:
+    per_path: dict[str, list[OutcomeRecord]] = {}
+    for record in records:
+        per_path.setdefault(record.path_id, []).append(record)
+    changepoints = {pid: cp for pid, items in per_path.items() if (cp := find_changepoint(items)) is not None}
+    return [
+        *signals.path_underperforming(stats, total),
+        *signals.failure_mode_dominant(stats),
+        *signals.param_sensitivity_detected(effects),
+        *signals.drift_detected(changepoints, stats),
+        *signals.cost_inefficiency(stats, total, config.tie_tolerance),
+        *signals.low_confidence(answer, total, MIN_GOAL_SAMPLES),
+    ]
+
+
+def _recommendation(answer: PolicyAnswer) -> dict[str, Any]:
+    return {
+        "path_id": answer.recommended_path_id,
+        "model": answer.recommended_model,
+        "params": dict(answer.params),
+        "success_rate": answer.success_rate,
+        "confidence": answer.confidence,
+        "enough_data": answer.enough_data,
+        "reasoning": answer.reasoning,
+    }
+
+
+def _summary(goals: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    total = sum(item["sample_count"] for item in goals)
+    weighted = sum((item["success_rate"] or 0.0) * item["sample_count"] for item in goals)
+    signal_counts: dict[str, int] = {}
+    attention = []
+    for item in goals:
+        kinds = [s["type"] for s in item["actionable_signals"]]
+        for kind in kinds:
+            signal_counts[kind] = signal_counts.get(kind, 0) + 1
+        worst = max((s["severity"] for s in item["actionable_signals"]), key=_severity_rank, default="info")
+        if item["status"] != "healthy" or _severity_rank(worst) >= _severity_rank("medium"):
+            row = {"goal": item["goal"], "status": item["status"], "worst_severity": worst, "signals": kinds}
+            attention.append(row)
+    attention.sort(key=lambda row: (-_severity_rank(row["worst_severity"]), row["goal"]))
+    return {
+        "goal_count": len(goals),
+        "total_samples": total,
+        "success_rate": rounded(weighted / total) if total else None,
+        "status_counts": {status: sum(1 for g in goals if g["status"] == status) for status in _STATUS_ORDER},
+        "signal_counts": dict(sorted(signal_counts.items())),
+        "needs_attention": attention,
+    }
+
+
+def _severity_rank(severity: str) -> int:
+    return signals.SEVERITY_ORDER[severity]
+
+
+def generated_path_ids(store: Store, tenant: str, goal: str | None) -> set[str]:
+    """The ids of paths that automatic path generation added (from the change log)."""
+    return _generated_in(changes(store, tenant, goal, _EPOCH))
+
+
+def _generated_in(path_changes: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {str(c["data"].get("path_id")) for c in path_changes if c["kind"] == "path_generated"}
+
+
+def _windows(window_hours: float) -> list[float]:
+    wider = [w for w in (window_hours * 4, window_hours * 16) if w <= MAX_WINDOW_HOURS]
+    if window_hours < MAX_WINDOW_HOURS and (not wider or wider[-1] < MAX_WINDOW_HOURS):
+        wider.append(MAX_WINDOW_HOURS)
+    return [window_hours, *wider]
+
+
+def _min_samples(config: PolicyConfig) -> int:
+    return max(1, config.min_samples_before_exploit)
+
+
+def _check_window(window_hours: float) -> None:
+    if isinstance(window_hours, bool) or not isinstance(window_hours, int | float) or not 0 < window_hours < math.inf:
+        raise UserError(f"invalid window_hours {window_hours!r}: give a positive number of hours, e.g. 168 (a week)")
+
+
+def _check_constraints(constraints: Constraints | None) -> None:
+    if constraints is None:
+        return
+    for name in ("max_cost_usd", "max_latency_ms"):
+        value = getattr(constraints, name)
+        if value is not None and value < 0:
+            raise UserError(f"invalid constraint {name}={value!r}: it must be >= 0 (or left out)")
+    for name in ("min_quality", "min_confidence"):
+        value = getattr(constraints, name)
+        if value is not None and not 0 <= value <= 1:
+            raise UserError(f"invalid constraint {name}={value!r}: it must be in [0, 1] (or left out)")

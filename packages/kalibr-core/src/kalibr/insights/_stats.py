@@ -1,0 +1,237 @@
+"""Per-path summaries and the few statistics insights rest on: Wilson intervals, two-proportion tests, scans.
+
+Scores count fractionally (0.85 is 0.85 of a success), so every "success count" here is a float sum of scores.
+Everything is pure: records in, frozen values out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kalibr.stores.base import OutcomeRecord, PathRecord
+
+__all__ = [
+    "Changepoint",
+    "PathStats",
+    "compare_rates",
+    "find_changepoint",
+    "normal_cdf",
+    "rounded",
+    "summarise_paths",
+    "wilson_interval",
+]
+
+Z_95 = 1.959964
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def wilson_interval(successes: float, samples: int, z: float = Z_95) -> tuple[float, float]:
+    """The 95% Wilson score interval of a success rate; (0, 1) when there is no sample."""
+    if samples <= 0:
+        return 0.0, 1.0
+    p = min(max(successes / samples, 0.0), 1.0)
+    denominator = 1.0 + z * z / samples
+    centre = (p + z * z / (2 * samples)) / denominator
+    half = z * math.sqrt(p * (1 - p) / samples + z * z / (4 * samples * samples)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True, slots=True)
+class RateComparison:
+    """How sure we are that rate ``a`` differs from rate ``b``."""
+
+    difference: float
+    z: float
+    p_value: float
+    """Two-sided p-value of the pooled two-proportion z-test."""
+    probability_a_better: float
+    """P(true rate of a > true rate of b) under Beta(1+s, 1+f) posteriors (normal approximation)."""
+
+
+def compare_rates(successes_a: float, samples_a: int, successes_b: float, samples_b: int) -> RateComparison:
+    """Compare two success rates (each given as a fractional success count over samples)."""
+    rate_a, rate_b = successes_a / samples_a, successes_b / samples_b
+    pooled = (successes_a + successes_b) / (samples_a + samples_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / samples_a + 1 / samples_b))
+    z = (rate_a - rate_b) / se if se > 0 else 0.0
+    p_value = 2 * (1 - normal_cdf(abs(z))) if se > 0 else 1.0
+    return RateComparison(
+        rate_a - rate_b, z, p_value, _probability_greater(successes_a, samples_a, successes_b, samples_b)
+    )
+
+
+def _probability_greater(successes_a: float, samples_a: int, successes_b: float, samples_b: int) -> float:
+    def moments(successes: float, samples: int) -> tuple[float, float]:
+        alpha, beta = 1 + successes, 1 + samples - successes
+        total = alpha + beta
+        return alpha / total, alpha * beta / (total * total * (total + 1))
+
+    mean_a, var_a = moments(successes_a, samples_a)
+    mean_b, var_b = moments(successes_b, samples_b)
+    return normal_cdf((mean_a - mean_b) / math.sqrt(var_a + var_b))
+
+
+@dataclass(frozen=True, slots=True)
+class Changepoint:
+    """The most likely moment a path's success rate changed, and by how much."""
+
+    index: int
+    """Outcomes before this index form the "before" segment."""
+    changed_at: datetime
+    before_rate: float
+    after_rate: float
+    before_samples: int
+    after_samples: int
+    z: float
+
+
+def find_changepoint(records: Sequence[OutcomeRecord], *, min_segment: int = 15) -> Changepoint | None:
+    """Scan every split of the (chronological) outcomes for the largest two-proportion z statistic."""
+    n = len(records)
+    if n < 2 * min_segment:
+        return None
+    prefix = [0.0]
+    for record in records:
+        prefix.append(prefix[-1] + record.score)
+    total = prefix[-1]
+    pooled = total / n
+    if pooled <= 0.0 or pooled >= 1.0:
+        return None
+    best: tuple[float, int] | None = None
+    for k in range(min_segment, n - min_segment + 1):
+        before, after = prefix[k] / k, (total - prefix[k]) / (n - k)
+        z = (before - after) / math.sqrt(pooled * (1 - pooled) * (1 / k + 1 / (n - k)))
+        if best is None or abs(z) > abs(best[0]):
+            best = (z, k)
+    assert best is not None
+    z, k = best
+    return Changepoint(k, records[k].reported_at, prefix[k] / k, (total - prefix[k]) / (n - k), k, n - k, z)
+
+
+@dataclass(frozen=True, slots=True)
+class PathStats:
+    """One path's results over the window."""
+
+    path_id: str
+    model: str
+    params: Mapping[str, Any]
+    samples: int
+    successes: float
+    cost_sum: float = 0.0
+    cost_count: int = 0
+    latencies: tuple[float, ...] = ()
+    failures: Mapping[str, int] = field(default_factory=dict)
+    registered: bool = False
+    enabled: bool = True
+    generated: bool = False
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.successes / self.samples if self.samples else None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.samples)
+
+    @property
+    def mean_cost_usd(self) -> float | None:
+        return self.cost_sum / self.cost_count if self.cost_count else None
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return sum(self.latencies) / len(self.latencies) if self.latencies else None
+
+    @property
+    def p95_latency_ms(self) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.model
+        return f"{self.model}[{','.join(f'{k}={v}' for k, v in sorted(self.params.items()))}]"
+
+    def to_dict(self, total_samples: int) -> dict[str, Any]:
+        """The wire shape of one row of ``paths`` (documented in ``kalibr.insights``)."""
+        low, high = self.interval
+        return {
+            "path_id": self.path_id,
+            "model": self.model,
+            "params": dict(self.params),
+            "label": self.label,
+            "samples": self.samples,
+            "traffic_share": rounded(self.samples / total_samples) if total_samples else 0.0,
+            "success_rate": rounded(self.success_rate),
+            "ci_low": rounded(low) if self.samples else None,
+            "ci_high": rounded(high) if self.samples else None,
+            "mean_cost_usd": rounded(self.mean_cost_usd, 8),
+            "mean_latency_ms": rounded(self.mean_latency_ms, 1),
+            "p95_latency_ms": rounded(self.p95_latency_ms, 1),
+            "failure_modes": dict(sorted(self.failures.items(), key=lambda item: (-item[1], item[0]))),
+            "enabled": self.enabled,
+            "generated": self.generated,
+        }
+
+
+def summarise_paths(
+    records: Iterable[OutcomeRecord], registered: Sequence[PathRecord], generated: Iterable[str] = ()
+) -> list[PathStats]:
+    """One ``PathStats`` per registered path (even without outcomes) and per path seen in the outcomes."""
+    generated_ids = set(generated)
+    grouped: dict[str, list[OutcomeRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.path_id, []).append(record)
+    stats = {item.path.path_id: _empty(item, generated_ids) for item in registered}
+    for path_id, items in grouped.items():
+        base = stats.get(path_id) or PathStats(path_id, items[-1].model or "?", dict(items[-1].params), 0, 0.0)
+        stats[path_id] = _with_outcomes(base, items)
+    return sorted(stats.values(), key=lambda item: (-item.samples, item.path_id))
+
+
+def _empty(record: PathRecord, generated: set[str]) -> PathStats:
+    path = record.path
+    return PathStats(
+        path.path_id,
+        path.model,
+        dict(path.params),
+        0,
+        0.0,
+        registered=True,
+        enabled=record.enabled,
+        generated=path.path_id in generated,
+    )
+
+
+def _with_outcomes(base: PathStats, records: Sequence[OutcomeRecord]) -> PathStats:
+    costs = [r.cost_usd for r in records if r.cost_usd is not None]
+    failures = Counter((r.failure_category or "unknown") for r in records if r.score < 0.5)
+    return PathStats(
+        base.path_id,
+        base.model,
+        base.params,
+        len(records),
+        sum(r.score for r in records),
+        cost_sum=sum(costs),
+        cost_count=len(costs),
+        latencies=tuple(r.latency_ms for r in records if r.latency_ms is not None),
+        failures=dict(failures),
+        registered=base.registered,
+        enabled=base.enabled,
+        generated=base.generated,
+    )
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    """Round for the wire (JSON readers want 0.9123, not 0.91234567891)."""
+    return None if value is None else round(float(value), digits)

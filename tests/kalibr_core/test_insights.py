@@ -1,0 +1,399 @@
+"""Insights and get_policy over a MemoryStore filled with synthetic outcomes: each signal on its own scenario."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kalibr._domain import Outcome, Path, new_trace_id
+from kalibr._exceptions import UserError
+from kalibr.insights import analyse_goal, build_insights, recommend
+from kalibr.intelligence.base import Constraints
+from kalibr.intelligence.engine import Engine
+from kalibr.stores import MemoryStore, PathRecord
+
+TENANT = "default"
+GOAL = "extract"
+NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
+CHEAP = Path("small-model")
+SMART = Path("big-model")
+
+
+def register(store: MemoryStore, *paths: Path, goal: str = GOAL) -> None:
+    for path in paths:
+        store.register_path(TENANT, PathRecord(goal, path, True, NOW - timedelta(days=30)))
+
+
+def feed(
+    store: MemoryStore,
+    path: Path,
+    rate: float,
+    n: int,
+    *,
+    goal: str = GOAL,
+    seed: int = 0,
+    hours_ago: float = 48.0,
+    span_hours: float = 24.0,
+    failure_category: str | None = None,
+    failure_mix: Sequence[tuple[str, float]] = (),
+    cost: float | None = None,
+    latency: float | None = None,
+) -> None:
+    """Report ``n`` outcomes of ``path`` succeeding with probability ``rate``, spread evenly over a span."""
+    rng = random.Random(seed)
+    start = NOW - timedelta(hours=hours_ago)
+    items = []
+    for i in range(n):
+        success = rng.random() < rate
+        category = None if success else _category(rng, failure_category, failure_mix)
+        outcome = Outcome(
+            trace_id=new_trace_id(),
+            goal=goal,
+            path_id=path.path_id,
+            model=path.model,
+            score=1.0 if success else 0.0,
+            success=success,
+            failure_category=category,  # type: ignore[arg-type]
+            cost_usd=cost,
+            latency_ms=latency,
+            reported_at=start + timedelta(hours=span_hours * i / n),
+        )
+        items.append((outcome, lambda arm: arm))
+    store.apply_outcomes(TENANT, items)
+
+
+def _category(rng: random.Random, default: str | None, mix: Sequence[tuple[str, float]]) -> str | None:
+    roll = rng.random()
+    for category, share in mix:
+        if roll < share:
+            return category
+        roll -= share
+    return default
+
+
+def insights_for(store: MemoryStore, goal: str = GOAL) -> dict[str, Any]:
+    document = build_insights(store, TENANT, goal, now=NOW)
+    json.dumps(document)  # the service sends it as JSON
+    [found] = document["goals"]
+    assert isinstance(found, dict)
+    return found
+
+
+def signal_types(goal: dict[str, Any]) -> set[str]:
+    return {signal["type"] for signal in goal["actionable_signals"]}
+
+
+def signals_of(goal: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [signal for signal in goal["actionable_signals"] if signal["type"] == kind]
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+# --- a healthy goal: only goal_healthy fires -------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_healthy_goal_fires_only_goal_healthy(store: MemoryStore, seed: int) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.95, 300, seed=seed, cost=0.001, latency=200)
+    feed(store, SMART, 0.95, 100, seed=seed + 10, cost=0.0012, latency=250)
+
+    goal = insights_for(store)
+
+    assert goal["status"] == "healthy"
+    assert signal_types(goal) == {"goal_healthy"}
+    assert goal["actionable_signals"][0]["severity"] == "info"
+    assert goal["trend"]["direction"] == "stable"
+
+
+# --- one scenario per signal -----------------------------------------------------------------------------------
+def test_path_underperforming_fires_on_a_clearly_worse_busy_path(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.5, 200, seed=1)
+    feed(store, SMART, 0.92, 200, seed=2)
+
+    goal = insights_for(store)
+
+    [signal] = signals_of(goal, "path_underperforming")
+    assert signal["data"]["path_id"] == CHEAP.path_id
+    assert signal["data"]["best_path_id"] == SMART.path_id
+    assert signal["severity"] == "high"  # half the traffic goes to it
+    assert "goal_healthy" not in signal_types(goal)
+
+
+def test_failure_mode_dominant_fires_on_a_path_timing_out_70_percent(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.3, 200, seed=3, failure_category="timeout")
+    feed(store, SMART, 0.95, 200, seed=4, failure_mix=[("malformed_output", 0.5)], failure_category="unknown")
+
+    goal = insights_for(store)
+
+    [signal] = signals_of(goal, "failure_mode_dominant")
+    assert signal["data"]["path_id"] == CHEAP.path_id
+    assert signal["data"]["failure_category"] == "timeout"
+    assert signal["data"]["rate"] == pytest.approx(0.7, abs=0.08)
+    assert signal["severity"] == "high"
+    assert goal["top_failure_modes"][0]["category"] == "timeout"
+
+
+def test_failure_mode_dominant_ignores_rare_failures_even_if_all_one_kind(store: MemoryStore) -> None:
+    register(store, CHEAP)
+    feed(store, CHEAP, 0.95, 300, seed=5, failure_category="timeout")
+
+    assert signals_of(insights_for(store), "failure_mode_dominant") == []
+
+
+@pytest.mark.parametrize(("high_rate", "significant"), [(0.6, True), (0.9, False)])
+def test_param_sensitivity_of_one_model(store: MemoryStore, high_rate: float, significant: bool) -> None:
+    low, high = Path("m", params={"temperature": 0.3}), Path("m", params={"temperature": 0.9})
+    register(store, low, high)
+    feed(store, low, 0.9, 150, seed=6)
+    feed(store, high, high_rate, 150, seed=7)
+
+    goal = insights_for(store)
+
+    [effect] = goal["param_sensitivity"]
+    assert (effect["param"], effect["significant"]) == ("temperature", significant)
+    signals = signals_of(goal, "param_sensitivity_detected")
+    if significant:
+        assert (effect["best_value"], effect["worst_value"], effect["best_at_boundary"]) == (0.3, 0.9, "lowest")
+        assert effect["probability_best_beats_worst"] > 0.99
+        assert [signal["severity"] for signal in signals] == ["medium"]
+    else:
+        assert signals == []
+
+
+def test_drift_detected_when_a_path_degrades_inside_the_window(store: MemoryStore) -> None:
+    register(store, CHEAP)
+    feed(store, CHEAP, 0.92, 200, seed=10, hours_ago=72, span_hours=24)
+    feed(store, CHEAP, 0.45, 200, seed=11, hours_ago=48, span_hours=24)
+
+    goal = insights_for(store)
+
+    [signal] = signals_of(goal, "drift_detected")
+    assert signal["data"]["direction"] == "down"
+    assert signal["data"]["before_success_rate"] > 0.85 > 0.55 > signal["data"]["after_success_rate"]
+    changed_at = datetime.fromisoformat(signal["data"]["changed_at"])
+    assert abs(changed_at - (NOW - timedelta(hours=48))) < timedelta(hours=3)
+    assert signal["severity"] == "high"
+    assert goal["status"] == "degraded"
+    assert goal["trend"]["direction"] == "declining"
+
+
+def test_cost_inefficiency_when_a_busy_path_costs_far_more_for_the_same_success(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.93, 100, seed=12, cost=0.001)
+    feed(store, SMART, 0.94, 300, seed=13, cost=0.01)
+
+    goal = insights_for(store)
+
+    [signal] = signals_of(goal, "cost_inefficiency")
+    assert signal["data"]["path_id"] == SMART.path_id
+    assert signal["data"]["cheaper_path_id"] == CHEAP.path_id
+    assert signal["data"]["cost_ratio"] == pytest.approx(10.0)
+    assert signal["data"]["savings_per_1k_calls_usd"] == pytest.approx(9.0)
+    assert signal["severity"] == "medium"
+
+
+def test_low_confidence_and_insufficient_data_on_a_new_goal(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 1.0, 6, seed=14)
+
+    goal = insights_for(store)
+
+    assert goal["status"] == "insufficient_data"
+    [signal] = signals_of(goal, "low_confidence")
+    assert signal["severity"] == "medium"
+    assert signal["data"]["samples"] == 6
+    assert goal["recommendation"]["path_id"] is None
+    assert "goal_healthy" not in signal_types(goal)
+
+
+def test_failing_goal_status(store: MemoryStore) -> None:
+    register(store, CHEAP)
+    feed(store, CHEAP, 0.2, 100, seed=15)
+
+    assert insights_for(store)["status"] == "failing"
+
+
+# --- the document ----------------------------------------------------------------------------------------------
+def test_document_shape_and_cross_goal_summary(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    register(store, CHEAP, goal="other")
+    feed(store, CHEAP, 0.95, 100, seed=16, cost=0.001, latency=120.0)
+    feed(store, SMART, 0.95, 100, seed=17)
+    feed(store, CHEAP, 0.2, 50, seed=18, goal="other")
+
+    document = build_insights(store, "default", None, window_hours=168, now=NOW)
+
+    keys = {"schema_version", "tenant_id", "generated_at", "window_hours", "goals", "cross_goal_summary"}
+    assert set(document) == keys
+    assert [g["goal"] for g in document["goals"]] == ["other", GOAL]  # worst status first
+    summary = document["cross_goal_summary"]
+    assert summary["goal_count"] == 2
+    assert summary["total_samples"] == 250
+    assert summary["status_counts"]["failing"] == 1
+    assert [row["goal"] for row in summary["needs_attention"]] == ["other"]
+    row = next(p for p in document["goals"][1]["paths"] if p["path_id"] == CHEAP.path_id)
+    assert row["samples"] == 100
+    assert row["traffic_share"] == 0.5
+    assert row["ci_low"] < row["success_rate"] < row["ci_high"]
+    assert row["mean_cost_usd"] == pytest.approx(0.001)
+    assert row["mean_latency_ms"] == 120.0
+
+
+def test_window_excludes_old_outcomes(store: MemoryStore) -> None:
+    register(store, CHEAP)
+    feed(store, CHEAP, 0.1, 100, seed=19, hours_ago=400)
+    feed(store, CHEAP, 0.95, 100, seed=20, hours_ago=30)
+
+    goal = insights_for(store)
+
+    assert goal["sample_count"] == 100
+    assert goal["success_rate"] > 0.85
+
+
+def test_analyse_goal_is_pure_and_lists_declared_paths_without_outcomes() -> None:
+    record = PathRecord(GOAL, SMART, True, NOW)
+
+    goal = analyse_goal(GOAL, [], [record])
+
+    assert goal["status"] == "insufficient_data"
+    assert [p["path_id"] for p in goal["paths"]] == [SMART.path_id]
+    assert goal["paths"][0]["samples"] == 0
+
+
+def test_bad_window_is_a_user_error(store: MemoryStore) -> None:
+    with pytest.raises(UserError, match="window_hours"):
+        build_insights(store, TENANT, GOAL, window_hours=0)
+    with pytest.raises(UserError, match="invalid goal"):
+        build_insights(store, TENANT, "not a goal!")
+
+
+# --- get_policy ------------------------------------------------------------------------------------------------
+def test_policy_recommends_the_best_path_with_its_evidence(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.6, 200, seed=21)
+    feed(store, SMART, 0.93, 200, seed=22)
+
+    answer = recommend(store, TENANT, GOAL, now=NOW)
+
+    assert answer.enough_data is True
+    assert answer.recommended_path_id == SMART.path_id
+    assert answer.recommended_model == "big-model"
+    assert answer.sample_count == 200
+    assert answer.success_rate is not None and answer.success_rate > 0.88
+    assert answer.confidence > 0.99
+    assert [alt["path_id"] for alt in answer.alternatives] == [CHEAP.path_id]
+
+
+def test_policy_breaks_ties_by_cost(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.92, 200, seed=23, cost=0.001)
+    feed(store, SMART, 0.94, 200, seed=24, cost=0.01)
+
+    answer = recommend(store, TENANT, GOAL, now=NOW)
+
+    assert answer.recommended_path_id == CHEAP.path_id
+    assert "tied" in answer.reasoning
+
+
+@pytest.mark.parametrize(
+    ("constraints", "expected"),
+    [
+        (Constraints(max_cost_usd=0.005), "cheap"),
+        (Constraints(max_latency_ms=500), "cheap"),
+        (Constraints(min_quality=0.9), "smart"),
+        (Constraints(min_quality=0.99), None),
+    ],
+)
+def test_policy_honours_constraints(store: MemoryStore, constraints: Constraints, expected: str | None) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.8, 200, seed=25, cost=0.001, latency=300)
+    feed(store, SMART, 0.95, 200, seed=26, cost=0.01, latency=900)
+
+    answer = recommend(store, TENANT, GOAL, constraints=constraints, now=NOW)
+
+    want = {"cheap": CHEAP.path_id, "smart": SMART.path_id, None: None}[expected]
+    assert answer.recommended_path_id == want
+    assert answer.enough_data is True
+    if expected is None:
+        assert "no path meets the constraints" in answer.reasoning
+
+
+def test_policy_never_guesses_a_cost_it_does_not_know(store: MemoryStore) -> None:
+    register(store, CHEAP)
+    feed(store, CHEAP, 0.9, 100, seed=27)  # no cost reported
+
+    answer = recommend(store, TENANT, GOAL, constraints=Constraints(max_cost_usd=1.0), now=NOW)
+
+    assert answer.recommended_path_id is None
+    assert "cost unknown" in answer.reasoning
+
+
+def test_policy_says_not_enough_data_instead_of_guessing(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 1.0, 8, seed=28)
+
+    answer = recommend(store, TENANT, GOAL, now=NOW)
+
+    assert (answer.enough_data, answer.recommended_path_id, answer.confidence) == (False, None, 0.0)
+    assert answer.reasoning.startswith("low traffic") and "not enough data" in answer.reasoning
+    assert answer.sample_count == 8
+
+
+def test_policy_widens_the_window_for_a_low_traffic_goal(store: MemoryStore) -> None:
+    register(store, CHEAP)
+    feed(store, CHEAP, 0.9, 40, seed=29, hours_ago=400, span_hours=10)
+
+    answer = recommend(store, TENANT, GOAL, window_hours=168, now=NOW)
+
+    assert answer.window_hours == 672
+    assert answer.recommended_path_id == CHEAP.path_id
+    assert "looked back 672 h instead of 168 h" in answer.reasoning
+
+
+def test_policy_skips_disabled_paths_and_min_confidence(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.8, 200, seed=30)
+    feed(store, SMART, 0.95, 200, seed=31)
+    store.set_path_enabled(TENANT, SMART.path_id, False)
+
+    answer = recommend(store, TENANT, GOAL, now=NOW)
+    assert answer.recommended_path_id == CHEAP.path_id
+    assert 0.5 < answer.confidence < 0.99
+    strict = recommend(store, TENANT, GOAL, constraints=Constraints(min_confidence=0.99), now=NOW)
+    assert strict.recommended_path_id is None
+    assert "below min_confidence" in strict.reasoning
+
+
+def test_policy_rejects_impossible_constraints(store: MemoryStore) -> None:
+    with pytest.raises(UserError, match="min_quality"):
+        recommend(store, TENANT, GOAL, constraints=Constraints(min_quality=1.5))
+    with pytest.raises(UserError, match="max_cost_usd"):
+        recommend(store, TENANT, GOAL, constraints=Constraints(max_cost_usd=-1))
+
+
+def test_engine_serves_policy_and_insights() -> None:
+    store = MemoryStore()
+    engine = Engine(store, write_behind=False, seed=0)
+    paths = [CHEAP, SMART]
+    engine.register_paths(GOAL, paths)
+    rng = random.Random(32)
+    for _ in range(300):
+        decision = engine.decide(GOAL, paths)
+        rate = 0.95 if decision.path == SMART else 0.5
+        engine.report(Outcome.build(decision, success=rng.random() < rate))
+
+    answer = engine.get_policy(GOAL)
+    document = engine.get_insights(GOAL)
+
+    assert answer.recommended_path_id == SMART.path_id
+    assert document["goals"][0]["recommendation"]["path_id"] == SMART.path_id
+    engine.close()
