@@ -9,14 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kalibr.sandbox import SandboxServer, builtin_scenario, serve
+from kalibr.sandbox import SandboxServer
 from kalibr.sandbox.tasks import TaskGenerator
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxServer]:
-    with serve(builtin_scenario("standard"), seed=0) as server:
-        yield server
 
 
 @pytest.fixture
