@@ -76,11 +76,11 @@ def run_server(options: ServeOptions, sock: socket.socket, *, workers: int = 1, 
 
 
 @contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve ``app`` from a background thread on a free loopback port; yields its base URL."""
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` from a background thread (on a free loopback port by default); yields its base URL."""
     import uvicorn
 
-    sock = bind(host, 0)
+    sock = bind(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="kalibr-service", daemon=True)
