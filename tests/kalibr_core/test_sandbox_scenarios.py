@@ -151,7 +151,7 @@ def test_demo_scenario_degrades_atlas_on_company_extraction() -> None:
     assert set(demo.models) == {"swift-mini", "nova-medium", "atlas-large"}
     [degradation] = demo.degradations
     assert (degradation.goal, degradation.model, degradation.from_request) == ("extract_company", "atlas-large", 300)
-    assert demo.goals["extract_company"].accuracy["atlas-large"] == 0.92
+    assert demo.goals["extract_company"].accuracy["atlas-large"] == 0.95
 
 
 def test_load_scenario_reads_json_and_toml(tmp_path: Path) -> None:

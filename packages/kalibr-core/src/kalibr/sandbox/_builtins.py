@@ -35,7 +35,7 @@ _DEMO: dict[str, Any] = {
     "goals": {
         "extract_company": {
             "task": "extraction",
-            "accuracy": {"swift-mini": 0.70, "nova-medium": 0.85, "atlas-large": 0.92},
+            "accuracy": {"swift-mini": 0.55, "nova-medium": 0.78, "atlas-large": 0.95},
         },
         "solve_arithmetic": {
             "task": "arithmetic",

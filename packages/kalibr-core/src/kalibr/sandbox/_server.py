@@ -62,6 +62,11 @@ class _Handler(BaseHTTPRequestHandler):
         except SandboxHTTPError as error:
             headers = {"retry-after-ms": "10", "retry-after": "0"} if error.status == 429 else {}
             self._send_json(error.status, render_error(error), headers)
+        except (ConnectionError, TimeoutError):
+            raise
+        except Exception as exc:  # a sandbox bug: answer 500 rather than drop the connection
+            error = SandboxHTTPError(500, "server_error", f"The sandbox failed: {type(exc).__name__}: {exc}")
+            self._send_json(500, render_error(error))
 
     def _openai(self, body: Any) -> None:
         request, stream, include_usage = _openai.parse_request(body, goal=self.headers.get(_GOAL_HEADER))
@@ -101,13 +106,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _send_events(self, events: Iterator[str]) -> None:
+        payload = list(events)  # rendered before the status line, so a failure can still be a 500
         self.close_connection = True  # the stream ends when the connection closes
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
-        for event in events:
+        for event in payload:
             self.wfile.write(event.encode())
             self.wfile.flush()
 
@@ -115,6 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 256  # many concurrent clients connect at once in tests and benchmarks
 
     def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
         super().__init__(address, _Handler)

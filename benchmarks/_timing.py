@@ -1,0 +1,30 @@
+"""Small timing helpers shared by benchmark sections."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def percentiles_us(samples_ns: list[int]) -> tuple[float, float]:
+    """p50 and p99 of nanosecond samples, in microseconds."""
+    array = np.asarray(samples_ns, dtype=float) / 1e3
+    return float(np.percentile(array, 50)), float(np.percentile(array, 99))
+
+
+def time_calls(call: Callable[[], object], repeat: int) -> list[int]:
+    """Wall time of each of ``repeat`` calls, in nanoseconds."""
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter_ns()
+        call()
+        samples.append(time.perf_counter_ns() - started)
+    return samples
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
