@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["ServeOptions", "app_from_env", "bind", "run_server", "serve_in_thread"]
+__all__ = ["ServeOptions", "ServiceProcess", "app_from_env", "bind", "run_server", "serve_in_thread"]
 
 _OPTIONS_ENV = "KALIBR_SERVE_OPTIONS"
 
@@ -95,3 +99,79 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterato
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+class ServiceProcess:
+    """``kalibr serve`` in a child process (tests and benchmarks): start, wait until ready, kill, restart.
+
+    Usage::
+
+        with ServiceProcess(["--store", "sqlite:///k.db", "--no-auth"]) as service:
+            httpx.get(service.url + "/healthz")
+    """
+
+    def __init__(
+        self, args: list[str], *, port: int = 0, log_path: str | None = None, env: dict[str, str] | None = None
+    ):
+        self._args = args
+        self.port = port
+        self._log_path = log_path
+        self._env = env
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServiceProcess:
+        command = [sys.executable, "-m", "kalibr", "serve", "--port", str(self.port), "--log-level", "warning"]
+        log = open(self._log_path, "a") if self._log_path else None  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(
+                [*command, *self._args],
+                stdout=subprocess.PIPE,
+                stderr=log if log is not None else subprocess.DEVNULL,
+                text=True,
+                env=self._env,
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child has its own copy
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        found = re.search(r"listening on http://[^:]+:(\d+)", line)
+        if found is None:
+            self.kill()
+            raise RuntimeError(f"kalibr serve did not start (said {line!r}); see {self._log_path or 'its stderr'}")
+        self.port = int(found.group(1))
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"kalibr serve on port {self.port} was not ready within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as in a crash."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start() if self._process is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()

@@ -1,0 +1,78 @@
+"""A service outage end to end: kill `kalibr serve`, report 1,000 outcomes, restart it, count them all once."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+
+import pytest
+
+from kalibr._domain import Outcome, Path
+from kalibr.intelligence._spool import OutcomeSpool
+from kalibr.intelligence.remote import RemoteIntelligence, Resilience
+from kalibr.service._server import ServiceProcess
+from kalibr.stores.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.slow
+
+GOAL = "triage_ticket"
+PATHS = (Path("gpt-4o-mini"), Path("claude-haiku-4-5"))
+SINCE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _wait_until_delivered(remote: RemoteIntelligence, deadline_seconds: float) -> int:
+    deadline = time.monotonic() + deadline_seconds
+    while (pending := remote.pending_outcomes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pending
+
+
+def test_outcomes_reported_while_the_service_is_down_arrive_once_after_restart(tmp_path: FilePath) -> None:
+    db = tmp_path / "kalibr.db"
+    service = ServiceProcess(["--store", f"sqlite:///{db}", "--no-auth"], log_path=str(tmp_path / "serve.log"))
+    remote = RemoteIntelligence(
+        service.start().url,
+        spool=tmp_path / "spool.db",
+        resilience=Resilience(timeout=1.0, breaker_after=3, cooldown=0.2),
+    )
+    try:
+        assert not remote.decide(GOAL, PATHS).fallback  # up, and the paths are registered
+        service.kill()
+
+        reported = []
+        for i in range(1000):
+            decision = remote.decide(GOAL, PATHS)
+            assert decision.fallback
+            remote.report(Outcome.build(decision, success=i % 4 != 0))
+            reported.append(decision.trace_id)
+        assert remote.pending_outcomes() == 1000
+
+        service.start()  # same port; the client's background thread notices and replays
+        assert _wait_until_delivered(remote, 60.0) == 0
+
+        # Replay some again, as a client that crashed between sending and deleting would.
+        spool = OutcomeSpool(tmp_path / "spool.db")
+        endpoint = f"{remote.url}|"
+        for trace_id in reported[:100]:
+            spool.add(
+                endpoint, trace_id, {"trace_id": trace_id, "goal": GOAL, "success": True, "model_id": "gpt-4o-mini"}
+            )
+        spool.close()
+        remote.flush()
+        assert remote.pending_outcomes() == 0
+    finally:
+        remote.close()
+        service.kill()
+
+    store = SQLiteStore(str(db))
+    try:
+        stored = store.outcomes("default", GOAL, SINCE)
+        assert len(stored) == 1000
+        assert {o.trace_id for o in stored} == set(reported)
+        assert sum(o.score for o in stored) == 750  # the replayed successes changed nothing
+        arms = store.load_arms("default", GOAL, PATHS)
+        assert sum(arm.total_samples for arm in arms) == 1000  # counted once each
+        assert arms[0].total_samples == 1000  # fallback outcomes count for the first path's model
+    finally:
+        store.close()
