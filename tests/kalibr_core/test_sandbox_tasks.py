@@ -130,3 +130,21 @@ def test_fill_schema_stops_on_recursive_schemas() -> None:
         value, depth = value["child"], depth + 1
     assert 0 < depth < 20
     assert "label" in value
+
+
+def test_dspy_chat_adapter_prompts_get_typed_field_sections() -> None:
+    from kalibr.sandbox._dspy_format import dspy_reply
+
+    prompt = (
+        "[[ ## question ## ]]\nWhat is 3 + 4?\n\n"
+        "Respond with the corresponding output fields, starting with the field `[[ ## reasoning ## ]]`, then "
+        "`[[ ## answer ## ]]` (must be formatted as a valid Python int), then `[[ ## sure ## ]]` (must be formatted "
+        "as a valid Python bool), then `[[ ## mood ## ]]` (must be formatted as a valid Python Literal['calm', 'sad'])"
+        ", and then ending with the marker for `[[ ## completed ## ]]`."
+    )
+    reply = dspy_reply(prompt, "7")
+    assert reply == (
+        "[[ ## reasoning ## ]]\nConsidering the input: What is 3 + 4?\n\n[[ ## answer ## ]]\n7\n\n"
+        "[[ ## sure ## ]]\nTrue\n\n[[ ## mood ## ]]\ncalm\n\n[[ ## completed ## ]]"
+    )
+    assert dspy_reply("What is 3 + 4?", "7") is None

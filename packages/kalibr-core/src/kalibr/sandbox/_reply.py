@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kalibr.sandbox._answers import SolvedTask
+from kalibr.sandbox._dspy_format import dspy_reply, strip_markers
 from kalibr.sandbox._fill import fill_schema
 from kalibr.sandbox._request import ChatRequest, ToolCall, ToolSpec
 
 __all__ = ["Reply", "compose_reply"]
 
 _ASKS_FOR_TOOL = re.compile(r"\b(?:use|call|using|invoke|run)\b.{0,40}\b(?:tools?|functions?)\b", re.IGNORECASE)
+_REPEAT = re.compile(r"\b(?:repeat|echo|say back)\b[^:\n]{0,30}:\s*(.+)", re.IGNORECASE | re.DOTALL)
 _GREETING = re.compile(r"^\W*(?:hello|hi|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
-_DSPY_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _NAME_PART = re.compile(r"[A-Z]?[a-z]+|\d+")
 _GENERIC_NAME_PARTS = frozenset(
     ["get", "set", "fetch", "tool", "function", "run", "call", "do", "make", "the", "and", "for", "with"]
@@ -86,39 +87,29 @@ def _tool_result_follows_user(request: ChatRequest) -> bool:
 
 def _text_reply(request: ChatRequest, answer: str | None) -> str:
     text = request.last_user_text()
-    fields = _dspy_output_fields(text)
-    if fields:
-        return _dspy_reply(fields, answer or _snippet(text))
+    formatted = dspy_reply(text, answer)
+    if formatted is not None:
+        return formatted
     if answer is not None:
         return answer
     if _tool_result_follows_user(request):
         results = [turn for turn in request.turns[_last_user_index(request) + 1 :] if turn.role == "tool"]
         summary = "; ".join(turn.text.strip() for turn in results if turn.text.strip()) or "no output"
         return f"The tool returned: {summary}"
+    repeat = _REPEAT.search(text)
+    if repeat:
+        return repeat.group(1).strip()
     if _GREETING.search(text):
         return "Hello! How can I help you today?"
     return f"Simulated reply from {request.model}: I read your message ({_snippet(text) or 'empty'})."
 
 
 def _snippet(text: str) -> str:
-    return " ".join(_DSPY_FIELD.sub(" ", text).split()[:12])
+    return " ".join(strip_markers(text).split()[:12])
 
 
 def _last_user_index(request: ChatRequest) -> int:
     return max((index for index, turn in enumerate(request.turns) if turn.role == "user"), default=-1)
-
-
-def _dspy_output_fields(text: str) -> list[str]:
-    """DSPy's ChatAdapter ends its prompt with "Respond with the corresponding output fields, starting with ..."."""
-    marker = text.rfind("Respond with the corresponding output fields")
-    if marker < 0:
-        return []
-    return list(dict.fromkeys(name for name in _DSPY_FIELD.findall(text[marker:]) if name != "completed"))
-
-
-def _dspy_reply(fields: list[str], value: str) -> str:
-    body = "\n\n".join(f"[[ ## {name} ## ]]\n{value}" for name in fields)
-    return f"{body}\n\n[[ ## completed ## ]]"
 
 
 def _truncate(text: str, request: ChatRequest) -> Reply:

@@ -65,8 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             raise
         except Exception as exc:  # a sandbox bug: answer 500 rather than drop the connection
-            error = SandboxHTTPError(500, "server_error", f"The sandbox failed: {type(exc).__name__}: {exc}")
-            self._send_json(500, render_error(error))
+            failure = SandboxHTTPError(500, "server_error", f"The sandbox failed: {type(exc).__name__}: {exc}")
+            self._send_json(500, render_error(failure))
 
     def _openai(self, body: Any) -> None:
         request, stream, include_usage = _openai.parse_request(body, goal=self.headers.get(_GOAL_HEADER))
