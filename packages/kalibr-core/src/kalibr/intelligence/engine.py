@@ -225,7 +225,6 @@ class Engine:
             return
         self._pending_outcomes.append((outcome, step))
         self._pending_goals.add(outcome.goal)
-        self._wake.notify()
 
     def flush(self) -> None:
         """Write every queued decision and outcome to the store now."""
@@ -253,20 +252,18 @@ class Engine:
                 self._loaded_at.pop(goal, None)
 
     def _flush_loop(self) -> None:
-        backoff = self._flush_interval
+        delay = self._flush_interval
         while True:
             with self._lock:
-                if not self._closed and not self._pending_outcomes:
-                    self._wake.wait(timeout=self._flush_interval)
+                if not self._closed:
+                    self._wake.wait(timeout=delay)  # close() wakes it early
                 closed = self._closed
-            time.sleep(self._flush_interval)  # gather a batch
             try:
                 self.flush()
-                backoff = self._flush_interval
+                delay = self._flush_interval
             except Exception:
                 logger.exception("kalibr: store write failed; outcomes stay queued and will be retried")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = min(max(delay, 0.05) * 2, 5.0)
             if closed:
                 return
 

@@ -1,0 +1,91 @@
+"""The embedded engine: write-behind without loss, explicit reports win, other processes' outcomes are seen."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kalibr import Outcome, Path
+from kalibr.intelligence.engine import Engine
+from kalibr.policies.base import ArmState
+from kalibr.stores import open_store
+from kalibr.stores.memory import MemoryStore
+
+PATHS = (Path("a"), Path("b"))
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose writes fail while ``broken`` is set."""
+
+    broken = False
+
+    def apply_outcomes(
+        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+    ) -> list[bool]:
+        if self.broken:
+            raise OSError("disk full")
+        return super().apply_outcomes(tenant, items)
+
+
+def _outcome(engine: Engine, score: float, source: Any = "explicit") -> Outcome:
+    decision = engine.decide("g", PATHS)
+    return Outcome(decision.trace_id, "g", decision.path_id, score, model=decision.model, source=source)
+
+
+def _stored(store: Any) -> list[Any]:
+    return list(store.outcomes("default", "g", datetime.now(UTC) - timedelta(hours=1)))
+
+
+def test_a_failing_store_loses_no_outcome(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    engine = Engine(store, seed=1, flush_interval=0.01)
+    store.broken = True
+    for _ in range(50):
+        engine.report(_outcome(engine, 1.0))
+    time.sleep(0.1)  # the flusher tries, fails, keeps the batch
+    assert _stored(store) == []
+    assert "stay queued" in caplog.text
+    store.broken = False
+    engine.close()
+    assert len(_stored(store)) == 50
+
+
+def test_close_flushes_everything_queued() -> None:
+    store = MemoryStore()
+    engine = Engine(store, seed=1, flush_interval=60)  # the flusher would not run for a minute
+    for _ in range(20):
+        engine.report(_outcome(engine, 0.5))
+    engine.close()
+    assert len(_stored(store)) == 20
+    assert sum(a.total_samples for a in store.load_arms("default", "g", PATHS)) == 20
+
+
+def test_an_explicit_report_replaces_an_automatic_one_and_not_the_reverse() -> None:
+    store = MemoryStore()
+    engine = Engine(store, seed=1, write_behind=False)
+    auto = _outcome(engine, 0.0, source="success_when")
+    engine.report(auto)
+    engine.report(Outcome(auto.trace_id, "g", auto.path_id, 1.0, source="explicit"))
+    engine.report(Outcome(auto.trace_id, "g", auto.path_id, 0.0, source="success_when"))  # ignored
+    (stored,) = _stored(store)
+    assert stored.score == 1.0
+    arm = next(a for a in store.load_arms("default", "g", PATHS) if a.path_id == auto.path_id)
+    assert (arm.successes, arm.failures) == (1.0, 0.0)
+
+
+def test_outcomes_written_by_another_process_change_decisions(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    reader = Engine(open_store(url), seed=1, refresh_interval=0.0)
+    writer = Engine(open_store(url), seed=2, write_behind=False)
+    for _ in range(60):
+        decision = writer.decide("g", PATHS)
+        score = 1.0 if decision.model == "b" else 0.0
+        writer.report(Outcome(decision.trace_id, "g", decision.path_id, score, model=decision.model))
+    chosen = [reader.decide("g", PATHS).model for _ in range(50)]
+    assert chosen.count("b") > 40
+    reader.close()
+    writer.close()

@@ -1,0 +1,81 @@
+"""Third-party plugins add providers and adapters through the same hooks as the built-ins."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import kalibr
+from kalibr import Path, Usage
+from kalibr.plugins import pm, provider_factories
+from kalibr.providers.base import ProviderRequest, ProviderResponse, StreamChunk
+
+
+class ReverseProvider:
+    """A DirectProvider that answers with the prompt reversed."""
+
+    name = "reverse"
+
+    def invoke(self, request: ProviderRequest) -> ProviderResponse:
+        text = str(request.messages[-1]["content"])[::-1]
+        return ProviderResponse(text=text, model=request.path.model, usage=Usage(1, 1))
+
+    async def ainvoke(self, request: ProviderRequest) -> ProviderResponse:
+        return self.invoke(request)
+
+    def stream(self, request: ProviderRequest) -> Iterator[StreamChunk]:
+        yield StreamChunk(text=self.invoke(request).text)
+
+    async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(text=self.invoke(request).text)
+
+
+class ReversePlugin:
+    @kalibr.hookimpl
+    def kalibr_register_providers(self, register: Any) -> None:
+        register("reverse", ReverseProvider)
+
+    @kalibr.hookimpl
+    def kalibr_register_adapters(self, register: Any) -> None:
+        register("langchain", lambda router, **options: ("wrapped", router.goal, options))
+
+
+@pytest.fixture
+def reverse_plugin() -> Iterator[None]:
+    pm.register(ReversePlugin(), name="undo-reverse")
+    try:
+        yield
+    finally:
+        pm.unregister(name="undo-reverse")
+        from kalibr import _router
+
+        _router._providers.pop("reverse", None)
+
+
+def test_a_plugin_provider_serves_paths_that_name_it(reverse_plugin: None) -> None:
+    assert "reverse" in provider_factories()
+    router = kalibr.Router("plugin_goal", [Path("rev-1", provider="reverse")], store="memory:")
+    assert router.completion("abc").text == "cba"
+    assert "".join(chunk.text for chunk in router.stream("xyz")) == "zyx"
+
+
+def test_a_plugin_adapter_wins_over_the_builtin_lookup(reverse_plugin: None) -> None:
+    router = kalibr.Router("plugin_goal", ["m"], store="memory:")
+    assert router.as_langchain(temperature=0) == ("wrapped", "plugin_goal", {"temperature": 0})
+
+
+def test_an_unknown_provider_names_the_known_ones() -> None:
+    router = kalibr.Router("plugin_goal", [Path("m", provider="nowhere")], store="memory:")
+    with pytest.raises(kalibr.UserError, match=r"unknown provider 'nowhere'.*openai"):
+        router.completion("hi")
+
+
+def test_a_missing_adapter_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kalibr.plugins
+
+    monkeypatch.setattr(kalibr.plugins, "adapter_factories", dict)
+    router = kalibr.Router("plugin_goal", ["m"], store="memory:")
+    with pytest.raises(kalibr.MissingExtraError, match=r'pip install "kalibr-core\[dspy\]"'):
+        router.as_dspy()
