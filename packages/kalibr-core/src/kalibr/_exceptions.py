@@ -85,7 +85,7 @@ class RequestRejected(ProviderHTTPError):
     """
 
 
-class AllPathsFailed(KalibrError, ExceptionGroup[ProviderError]):  # type: ignore[misc]
+class AllPathsFailed(KalibrError, ExceptionGroup[ProviderError]):
     """Every path was tried and every one failed; ``exceptions`` holds each path's error in order."""
 
     def __new__(cls, message: str, errors: Sequence[ProviderError]) -> AllPathsFailed:
