@@ -89,6 +89,7 @@ def test_max_tokens_truncates_and_reports_length(client: httpx.Client) -> None:
     body = _chat(client, "Tell me a long story about the sea.", max_completion_tokens=2).json()
     assert len(body["choices"][0]["message"]["content"]) == 8
     assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] <= 2
 
 
 def test_streaming_sends_role_deltas_finish_usage_and_done(client: httpx.Client) -> None:

@@ -188,3 +188,12 @@ def test_unknown_builtin_and_bad_suffix_are_user_errors(tmp_path: Path) -> None:
         builtin_scenario("nope")
     with pytest.raises(UserError, match=r"must end in \.json or \.toml"):
         load_scenario(tmp_path / "scenario.yaml")
+
+
+def test_usage_reports_the_scenarios_output_tokens_capped_by_max_tokens() -> None:
+    scenario = _scenario(models={"a": {"output_tokens": 40}, "b": {}})
+    with serve(scenario) as server, httpx.Client(base_url=server.openai_base_url) as client:
+        body = {"model": "a", "messages": [{"role": "user", "content": "What is 5 + 5?"}]}
+        assert client.post("/chat/completions", json=body).json()["usage"]["completion_tokens"] == 40
+        capped = client.post("/chat/completions", json={**body, "max_tokens": 3}).json()
+    assert capped["usage"]["completion_tokens"] == 3

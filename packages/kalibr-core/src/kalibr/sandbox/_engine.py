@@ -69,6 +69,8 @@ class Simulator:
         correct = draws.correct < accuracy
         reply = compose_reply(request, solved, correct=correct, rng=draws.rng)
         output_tokens = spec.output_tokens or max(1, len(reply.output_text()) // 4)
+        if request.max_tokens is not None:
+            output_tokens = min(output_tokens, request.max_tokens)
         return ChatResult(
             model=request.model,
             text=reply.text,
