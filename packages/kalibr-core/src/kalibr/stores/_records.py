@@ -7,19 +7,21 @@ reason capped at ``MAX_REASON_CHARS``; nothing else free-form is stored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kalibr._domain import Decision, Outcome, Path
-from kalibr._exceptions import UserError
+from kalibr._exceptions import StoreError, UserError
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
 
 __all__ = [
     "ARM_FIELDS",
     "MAX_REASON_CHARS",
+    "arm_for",
     "arm_from_values",
     "arm_values",
     "cap_reason",
@@ -31,10 +33,16 @@ __all__ = [
     "outcome_record",
     "path_columns",
     "path_from_values",
+    "path_record_from_row",
     "storable_path",
     "to_micros",
+    "translate_errors",
     "utc",
 ]
+
+_S = TypeVar("_S")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 MAX_REASON_CHARS = 1000
 """A reason is a short label from the caller; anything longer is cut so no transcript can hide in it."""
@@ -91,14 +99,45 @@ def storable_path(path: Path) -> Path:
     )
 
 
-def path_from_values(model: str, params: str, tools: str | None, provider: str | None, base_url: str | None) -> Path:
+def translate_errors(
+    errors: tuple[type[Exception], ...],
+) -> Callable[[Callable[Concatenate[_S, _P], _R]], Callable[Concatenate[_S, _P], _R]]:
+    """Turn a database driver's ``errors`` into ``StoreError`` naming the store (its repr hides passwords)."""
+
+    def decorate(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
+        @functools.wraps(method)
+        def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(self, *args, **kwargs)
+            except errors as exc:
+                raise StoreError(f"{self!r}: {exc}") from exc
+
+        return wrapper
+
+    return decorate
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as read back: text from SQLite, already decoded from PostgreSQL's jsonb."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def path_from_values(model: str, params: Any, tools: Any, provider: str | None, base_url: str | None) -> Path:
     return Path(
         model,
-        params=json.loads(params),
-        tools=None if tools is None else json.loads(tools),
+        params=_json(params),
+        tools=None if tools is None else _json(tools),
         provider=provider,
         base_url=base_url,
     )
+
+
+def path_record_from_row(row: Sequence[Any]) -> PathRecord:
+    """A path record from (goal, model, params, tools, provider, base_url, enabled, risk_level, tool_id, created_at)."""
+    goal, model, params, tools, provider, base_url, enabled, risk_level, tool_id, created_at = row
+    path = path_from_values(model, params, tools, provider, base_url)
+    created = from_micros(created_at) if isinstance(created_at, int) else utc(created_at)
+    return PathRecord(goal, path, bool(enabled), created, risk_level, tool_id)
 
 
 def path_columns(record: PathRecord) -> tuple[Any, ...]:
@@ -149,8 +188,13 @@ def arm_from_values(path_id: str, model: str, values: Sequence[Any]) -> ArmState
         values[6],
         values[7],
         values[8],
-        {} if extra in ("{}", None) else (json.loads(extra) if isinstance(extra, str) else dict(extra)),
+        {} if extra in ("{}", None) else dict(_json(extra)),
     )
+
+
+def arm_for(path: Path, row: Sequence[Any] | None) -> ArmState:
+    """The arm a ``(path_id, *ARM_FIELDS)`` row holds, or a fresh one when there is no row."""
+    return ArmState(path.path_id, path.model) if row is None else arm_from_values(path.path_id, path.model, row[1:])
 
 
 def decision_record(decision: Decision) -> DecisionRecord:

@@ -7,7 +7,6 @@ from another thread or process waits (``busy_timeout``) instead of losing an upd
 
 from __future__ import annotations
 
-import functools
 import os
 import sqlite3
 import threading
@@ -15,13 +14,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import StoreError, UserError
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores import _sqlite_queries as q
 from kalibr.stores._records import (
+    arm_for,
     arm_from_values,
     arm_values,
     changed_outcome,
@@ -31,17 +31,15 @@ from kalibr.stores._records import (
     from_micros,
     outcome_record,
     path_columns,
-    path_from_values,
+    path_record_from_row,
     storable_path,
     to_micros,
+    translate_errors,
 )
 from kalibr.stores._sqlite_schema import migrate
 from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 def sqlite_path_from_url(url: str) -> str:
@@ -58,18 +56,7 @@ def sqlite_path_from_url(url: str) -> str:
     return path
 
 
-def _translated(method: Callable[Concatenate[SQLiteStore, _P], _R]) -> Callable[Concatenate[SQLiteStore, _P], _R]:
-    """Turn sqlite3 errors into ``StoreError`` naming the file."""
-
-    @functools.wraps(method)
-    def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.location!r}: {exc}") from exc
-
-    return wrapper
-
+_translated = translate_errors((sqlite3.Error,))
 
 _MAX_CACHED = 256
 
@@ -88,12 +75,12 @@ class _ThreadConnection:
     def arm(self, tenant: str, goal: str, path: Path, row: tuple[Any, ...] | None) -> ArmState:
         """The arm a row holds; building an ``ArmState`` costs more than the query, so unchanged rows reuse one."""
         if row is None:
-            return ArmState(path.path_id, path.model)
+            return arm_for(path, None)
         key = (tenant, goal, path.path_id)
         known = self.arms.get(key)
         if known is not None and known[0] == row:
             return known[1]
-        arm = arm_from_values(path.path_id, path.model, row[1:])
+        arm = arm_for(path, row)
         if len(self.arms) >= _MAX_CACHED * 16:
             self.arms.clear()
         self.arms[key] = (row, arm)
@@ -290,12 +277,12 @@ class SQLiteStore:
             values = (tenant, record.goal, *path_columns(record), to_micros(record.created_at, "created_at"))
             conn.execute(q.INSERT_PATH, values)
             row = conn.execute(q.SELECT_PATH, (tenant, record.goal, record.path.path_id)).fetchone()
-        return _path_record(row)
+        return path_record_from_row(row)
 
     @_translated
     def list_paths(self, tenant: str, goal: str | None, *, include_disabled: bool = False) -> list[PathRecord]:
         rows = self._conn().execute(q.LIST_PATHS, (tenant, goal, goal, int(include_disabled)))
-        return [_path_record(row) for row in rows]
+        return [path_record_from_row(row) for row in rows]
 
     @_translated
     def set_path_enabled(self, tenant: str, path_id: str, enabled: bool) -> bool:
@@ -334,9 +321,3 @@ class SQLiteStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
-
-
-def _path_record(row: Sequence[Any]) -> PathRecord:
-    goal, model, params, tools, provider, base_url, enabled, risk_level, tool_id, created_at = row
-    path = path_from_values(model, params, tools, provider, base_url)
-    return PathRecord(goal, path, bool(enabled), from_micros(created_at), risk_level, tool_id)

@@ -1,0 +1,123 @@
+"""The PostgreSQL store's statements. Batches travel as arrays through ``unnest``, so every text is fixed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+from kalibr.stores._records import ARM_FIELDS
+from kalibr.stores.base import OutcomeRecord
+
+_ARM_COLUMNS = ", ".join(ARM_FIELDS)
+
+GOAL_ARMS = f"SELECT path_id, {_ARM_COLUMNS} FROM arms WHERE tenant = %s AND goal = %s"
+
+# Create missing arms and lock all of them, in key order (so concurrent batches cannot deadlock on each other),
+# returning each arm's latest committed state. DO UPDATE, unlike DO NOTHING, takes the row lock.
+LOCK_ARMS = f"""
+    INSERT INTO arms (tenant, goal, path_id, model)
+    SELECT %s, k.goal, k.path_id, k.model FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(goal, path_id, model)
+    ORDER BY k.goal, k.path_id
+    ON CONFLICT (tenant, goal, path_id) DO UPDATE SET model = arms.model
+    RETURNING goal, path_id, {_ARM_COLUMNS}
+"""
+
+SAVE_ARMS = f"""
+    UPDATE arms AS a SET model = v.model, {", ".join(f"{name} = v.{name}" for name in ARM_FIELDS[:-1])},
+        extra = v.extra::jsonb
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::int8[], %s::int8[],
+                %s::float8[], %s::int8[], %s::float8[], %s::int8[], %s::float8[], %s::text[])
+        AS v(goal, path_id, model, {_ARM_COLUMNS})
+    WHERE a.tenant = %s AND a.goal = v.goal AND a.path_id = v.path_id
+"""
+
+MODEL_TOTALS = """
+    SELECT model, SUM(successes), SUM(failures) FROM arms
+    WHERE tenant = %s AND model != '' GROUP BY model ORDER BY model
+"""
+
+INSERT_DECISIONS = """
+    INSERT INTO decisions (tenant, trace_id, goal, path_id, model, exploration, decided_at)
+    SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[], %s::timestamptz[])
+    ON CONFLICT (tenant, trace_id) DO NOTHING
+"""
+SELECT_DECISION = (
+    "SELECT goal, path_id, model, exploration, decided_at FROM decisions WHERE tenant = %s AND trace_id = %s"
+)
+
+_OUTCOME_FIELDS = (
+    "trace_id",
+    "goal",
+    "path_id",
+    "model",
+    "score",
+    "success",
+    "failure_category",
+    "reason",
+    "cost_usd",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "source",
+    "reported_at",
+)
+_OUTCOME_TYPES: tuple[str, ...] = ("text", "text", "text", "text", "float8", "bool", "text", "text")
+_OUTCOME_TYPES += ("float8", "float8", "int8", "int8", "text", "timestamptz")
+
+INSERT_OUTCOMES = f"""
+    INSERT INTO outcomes (tenant, {", ".join(_OUTCOME_FIELDS)})
+    SELECT %s, * FROM unnest({", ".join(f"%s::{kind}[]" for kind in _OUTCOME_TYPES)})
+    ON CONFLICT (tenant, trace_id) DO NOTHING
+    RETURNING trace_id
+"""
+# Outcomes come back with the registered path's params (for parameter-sensitivity insights).
+_SELECT_OUTCOMES = f"""
+    SELECT {", ".join(f"o.{name}" for name in _OUTCOME_FIELDS)}, p.params
+    FROM outcomes o LEFT JOIN paths p ON p.tenant = o.tenant AND p.goal = o.goal AND p.path_id = o.path_id
+"""
+LOCK_OUTCOME = _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.trace_id = %s FOR UPDATE OF o"
+OUTCOMES_SINCE = _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.reported_at >= %s ORDER BY o.reported_at, o.id"
+GOAL_OUTCOMES_SINCE = (
+    _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.goal = %s AND o.reported_at >= %s ORDER BY o.reported_at, o.id"
+)
+UPDATE_OUTCOME = """
+    UPDATE outcomes SET score = %s, success = %s, failure_category = %s, reason = %s
+    WHERE tenant = %s AND trace_id = %s
+"""
+GOALS = "SELECT goal FROM paths WHERE tenant = %s UNION SELECT goal FROM outcomes WHERE tenant = %s ORDER BY goal"
+
+_PATH_FIELDS = "goal, model, params, tools, provider, base_url, enabled, risk_level, tool_id, created_at"
+INSERT_PATH = """
+    INSERT INTO paths (tenant, goal, path_id, model, params, tools, provider, base_url, enabled, risk_level,
+                       tool_id, created_at)
+    VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (tenant, goal, path_id) DO NOTHING
+"""
+SELECT_PATH = f"SELECT {_PATH_FIELDS} FROM paths WHERE tenant = %s AND goal = %s AND path_id = %s"
+LIST_PATHS = f"""
+    SELECT {_PATH_FIELDS} FROM paths
+    WHERE tenant = %s AND (%s::text IS NULL OR goal = %s) AND (enabled OR %s)
+    ORDER BY created_at, id
+"""
+ENABLE_PATH = "UPDATE paths SET enabled = %s WHERE tenant = %s AND path_id = %s"
+
+SELECT_CONFIG = "SELECT goal, fields FROM config WHERE tenant = %s AND goal IN (%s, '*')"
+UPSERT_CONFIG = """
+    INSERT INTO config (tenant, goal, fields) VALUES (%s, %s, %s::jsonb)
+    ON CONFLICT (tenant, goal) DO UPDATE SET fields = excluded.fields
+"""
+
+INSERT_KEY = "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (%s, %s, now()) ON CONFLICT DO NOTHING"
+SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = %s"
+
+
+def outcome_columns(records: Sequence[OutcomeRecord]) -> list[list[Any]]:
+    """The records as one list per column, in ``INSERT_OUTCOMES`` order."""
+    return [[getattr(record, name) for record in records] for name in _OUTCOME_FIELDS]
+
+
+def outcome_from_row(row: Sequence[Any]) -> OutcomeRecord:
+    values = dict(zip(_OUTCOME_FIELDS, row, strict=False))
+    values["reported_at"] = values["reported_at"].astimezone(UTC)
+    return OutcomeRecord(**values, params=row[len(_OUTCOME_FIELDS)] or {})
