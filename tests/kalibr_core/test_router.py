@@ -267,3 +267,23 @@ def test_bad_reports_say_what_to_fix(sandbox: SandboxServer) -> None:
         router.report()
     with pytest.raises(kalibr.UserError, match="not a call of this router"):
         router.report(success=True, trace_id="0" * 32)
+
+
+def test_an_adapter_can_judge_a_larger_output_than_the_text(sandbox: SandboxServer) -> None:
+    judged: list[object] = []
+    router = kalibr.Router(
+        "chain", _paths(sandbox, "sandbox-mini"), success_when=lambda out: judged.append(out) or True, store="memory:"
+    )
+    completion = router.completion("Hello", evaluate=False)
+    assert judged == []
+    router.evaluate(completion.trace_id, {"parsed": completion.text})
+    assert judged == [{"parsed": completion.text}]
+    (outcome,) = _outcomes(router)
+    assert (outcome.score, outcome.source) == (1.0, "success_when")
+
+
+def test_update_outcome_of_an_unknown_trace_is_a_lookup_error(sandbox: SandboxServer) -> None:
+    kalibr.Router("late", _paths(sandbox, "sandbox-mini"))
+    with pytest.raises(kalibr.OutcomeNotFound) as caught:
+        kalibr.update_outcome("f" * 32, "late", success=True)
+    assert isinstance(caught.value, LookupError)

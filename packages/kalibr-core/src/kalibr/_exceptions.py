@@ -4,7 +4,8 @@ The hierarchy::
 
     KalibrError
     ├── UserError                 a usage mistake: bad goal, bad path, bad outcome; the message says the fix
-    │   └── MissingExtraError     an optional package is needed: the message gives the pip command
+    │   ├── MissingExtraError     an optional package is needed: the message gives the pip command
+    │   └── OutcomeNotFound       no outcome has that trace id (also a LookupError)
     ├── ProviderError             a model provider failed
     │   ├── ProviderTimeout       the call timed out
     │   ├── ProviderHTTPError     the provider answered with an error status (status_code, body)
@@ -27,6 +28,7 @@ __all__ = [
     "IntelligenceUnavailable",
     "KalibrError",
     "MissingExtraError",
+    "OutcomeNotFound",
     "ProviderError",
     "ProviderHTTPError",
     "ProviderTimeout",
@@ -50,6 +52,10 @@ class MissingExtraError(UserError, ImportError):
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f'{feature} needs an optional package: pip install "kalibr-core[{extra}]"')
         self.extra = extra
+
+
+class OutcomeNotFound(UserError, LookupError):
+    """No outcome was reported for that trace id (so there is nothing to update)."""
 
 
 class ProviderError(KalibrError):

@@ -177,12 +177,18 @@ class Router:
 
     # --- calling ----------------------------------------------------------------------------------------
     def completion(
-        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        force_model: str | Path | None = None,
+        evaluate: bool = True,
+        **params: Any,
     ) -> Completion:
         """Call the chosen path (falling back to the others on provider failures) and return its answer.
 
         ``params`` (temperature, max_tokens, tools, tool_choice, response_format, stop, ...) are sent to the
-        provider on top of the path's own params. Pass ``stream=True`` to get a stream instead.
+        provider on top of the path's own params. ``evaluate=False`` skips ``success_when``/``score_when`` on
+        the answer's text, for callers (adapters) that judge a larger output with ``evaluate()`` themselves.
         """
         if params.pop("stream", False):
             raise UserError("for streaming call router.stream(messages) (or astream) instead of stream=True")
@@ -199,11 +205,16 @@ class Router:
             except ProviderError as error:
                 attempts.append(self._report_failure(decision, error, started))
                 continue
-            return self._finish(decision, response, started, attempts)
+            return self._finish(decision, response, started, attempts, evaluate=evaluate)
         raise _all_failed(self.goal, attempts)
 
     async def acompletion(
-        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        force_model: str | Path | None = None,
+        evaluate: bool = True,
+        **params: Any,
     ) -> Completion:
         """The async form of ``completion``."""
         if params.pop("stream", False):
@@ -221,20 +232,30 @@ class Router:
             except ProviderError as error:
                 attempts.append(await self._areport_failure(decision, error, started))
                 continue
-            return self._finish(decision, response, started, attempts)
+            return self._finish(decision, response, started, attempts, evaluate=evaluate)
         raise _all_failed(self.goal, attempts)
 
     def stream(
-        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        force_model: str | Path | None = None,
+        evaluate: bool = True,
+        **params: Any,
     ) -> CompletionStream:
         """Stream the answer. Falls back to another path if one fails before its first chunk."""
-        return CompletionStream(self, _check_messages(messages), force_model, params)
+        return CompletionStream(self, _check_messages(messages), force_model, params, evaluate)
 
     def astream(
-        self, messages: Sequence[Message] | str, *, force_model: str | Path | None = None, **params: Any
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        force_model: str | Path | None = None,
+        evaluate: bool = True,
+        **params: Any,
     ) -> AsyncCompletionStream:
         """The async form of ``stream``: ``async for chunk in router.astream(messages): ...``."""
-        return AsyncCompletionStream(self, _check_messages(messages), force_model, params)
+        return AsyncCompletionStream(self, _check_messages(messages), force_model, params, evaluate)
 
     def _request(
         self, decision: Decision, messages: Sequence[Message], params: Mapping[str, Any], *, stream: bool
@@ -270,7 +291,13 @@ class Router:
 
     # --- finishing a call -------------------------------------------------------------------------------
     def _finish(
-        self, decision: Decision, response: ProviderResponse, started: float, attempts: Sequence[Attempt]
+        self,
+        decision: Decision,
+        response: ProviderResponse,
+        started: float,
+        attempts: Sequence[Attempt],
+        *,
+        evaluate: bool = True,
     ) -> Completion:
         latency_ms = (time.perf_counter() - started) * 1000
         record = _CallRecord(decision, cost_of(decision.path, response.usage), latency_ms, response.usage)
@@ -288,7 +315,8 @@ class Router:
             raw=response.raw,
             _reporter=lambda **kw: self.report(trace_id=decision.trace_id, **kw),
         )
-        self.evaluate(completion.trace_id, completion.text)
+        if evaluate:
+            self.evaluate(completion.trace_id, completion.text)
         return completion
 
     def evaluate(self, trace_id: str, output: Any) -> None:
@@ -435,10 +463,13 @@ class Router:
 class CompletionStream:
     """Iterate for chunks; afterwards ``completion`` holds the whole answer and its decision."""
 
-    def __init__(self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any]) -> None:
+    def __init__(
+        self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any], evaluate: bool
+    ) -> None:
         self._router = router
         self._messages = messages
         self._params = params
+        self._evaluate = evaluate
         self.decision = router.decide(force_model)
         self.completion: Completion | None = None
 
@@ -464,7 +495,8 @@ class CompletionStream:
             except ProviderError as error:
                 router._report_failure(decision, error, started)  # mid-stream: too late to fall back
                 raise
-            self.completion = router._finish(decision, accumulator.response(decision.model), started, attempts)
+            response = accumulator.response(decision.model)
+            self.completion = router._finish(decision, response, started, attempts, evaluate=self._evaluate)
             return
         raise _all_failed(router.goal, attempts)
 
@@ -472,10 +504,13 @@ class CompletionStream:
 class AsyncCompletionStream:
     """``async for`` chunks; afterwards ``completion`` holds the whole answer and its decision."""
 
-    def __init__(self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any]) -> None:
+    def __init__(
+        self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any], evaluate: bool
+    ) -> None:
         self._router = router
         self._messages = messages
         self._params = params
+        self._evaluate = evaluate
         self._force_model = force_model
         self.decision: Decision | None = None
         self.completion: Completion | None = None
@@ -506,7 +541,8 @@ class AsyncCompletionStream:
             except ProviderError as error:
                 router._report_failure(decision, error, started)
                 raise
-            self.completion = router._finish(decision, accumulator.response(decision.model), started, attempts)
+            response = accumulator.response(decision.model)
+            self.completion = router._finish(decision, response, started, attempts, evaluate=self._evaluate)
             return
         raise _all_failed(router.goal, attempts)
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from kalibr._domain import Decision, Outcome, Path, check_goal, new_trace_id
+from kalibr._exceptions import OutcomeNotFound
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
 from kalibr.policies.base import ArmState, Policy, PolicyConfig
@@ -194,9 +195,7 @@ class Engine:
         self.flush()
         record = self.store.update_outcome(self.tenant, trace_id, changes, self._adjuster)
         if record is None:
-            from kalibr._exceptions import UserError
-
-            raise UserError(f"no outcome with trace_id {trace_id!r} for goal {goal!r}: report it first")
+            raise OutcomeNotFound(f"no outcome with trace_id {trace_id!r} for goal {goal!r}: report it first")
         with self._lock:
             self._loaded_at.pop(record.goal, None)  # reload the corrected arm on the next decide
             if trace_id in self._applied:
