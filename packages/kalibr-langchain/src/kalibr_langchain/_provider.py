@@ -52,10 +52,11 @@ def _model_name(runnable: Runnable[Any, Any]) -> str:
     return name if isinstance(name, str) and name else model._llm_type
 
 
-def path_for_model(model: Runnable[Any, Any], **fields: Any) -> kalibr.Path:
+def path_for_model(chat_model: Runnable[Any, Any], /, **fields: Any) -> kalibr.Path:
     """A path that calls ``model``; its name (and so what is learned about it) comes from the model's name."""
     fields.pop("provider", None)
-    return kalibr.Path(model=fields.pop("model", None) or _model_name(model), provider=PROVIDER, client=model, **fields)
+    name = fields.pop("model", None) or _model_name(chat_model)
+    return kalibr.Path(model=name, provider=PROVIDER, client=chat_model, **fields)
 
 
 def _from_openai_tool_choice(choice: Any) -> Any:
