@@ -159,7 +159,7 @@ def test_streaming_yields_the_answer_and_learns_from_it(sandbox: SandboxServer) 
     router = kalibr.Router(
         "stream", _paths(sandbox, "sandbox-mini"), success_when=lambda t: seen.append(t) is None, store="memory:"
     )
-    stream = router.stream("Hello, stream please")
+    stream = router.completion("Hello, stream please", stream=True)
     text = "".join(chunk.text for chunk in stream)
     assert stream.completion is not None
     assert text == stream.completion.text == seen[0]

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import httpx
 
@@ -176,22 +176,46 @@ class Router:
             yield fallback
 
     # --- calling ----------------------------------------------------------------------------------------
+    @overload
     def completion(
         self,
         messages: Sequence[Message] | str,
         *,
         force_model: str | Path | None = None,
         evaluate: bool = True,
+        stream: Literal[False] = False,
         **params: Any,
-    ) -> Completion:
+    ) -> Completion: ...
+
+    @overload
+    def completion(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        force_model: str | Path | None = None,
+        evaluate: bool = True,
+        stream: Literal[True],
+        **params: Any,
+    ) -> CompletionStream: ...
+
+    def completion(
+        self,
+        messages: Sequence[Message] | str,
+        *,
+        force_model: str | Path | None = None,
+        evaluate: bool = True,
+        stream: bool = False,
+        **params: Any,
+    ) -> Completion | CompletionStream:
         """Call the chosen path (falling back to the others on provider failures) and return its answer.
 
         ``params`` (temperature, max_tokens, tools, tool_choice, response_format, stop, ...) are sent to the
-        provider on top of the path's own params. ``evaluate=False`` skips ``success_when``/``score_when`` on
-        the answer's text, for callers (adapters) that judge a larger output with ``evaluate()`` themselves.
+        provider on top of the path's own params. ``stream=True`` returns ``self.stream(...)``.
+        ``evaluate=False`` skips ``success_when``/``score_when`` on the answer's text, for callers (adapters)
+        that judge a larger output with ``evaluate()`` themselves.
         """
-        if params.pop("stream", False):
-            raise UserError("for streaming call router.stream(messages) (or astream) instead of stream=True")
+        if stream:
+            return self.stream(messages, force_model=force_model, evaluate=evaluate, **params)
         conversation = _check_messages(messages)
         attempts: list[Attempt] = []
         first = self.decide(force_model)
@@ -216,9 +240,9 @@ class Router:
         evaluate: bool = True,
         **params: Any,
     ) -> Completion:
-        """The async form of ``completion``."""
+        """The async form of ``completion``; for streaming use ``astream``."""
         if params.pop("stream", False):
-            raise UserError("for streaming call router.astream(messages) instead of stream=True")
+            raise UserError("for async streaming call router.astream(messages) instead of stream=True")
         conversation = _check_messages(messages)
         attempts: list[Attempt] = []
         first = await self.adecide(force_model)
