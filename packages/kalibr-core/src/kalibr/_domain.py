@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -44,9 +45,16 @@ def check_goal(goal: object) -> str:
     return goal
 
 
+_trace_ids = random.Random(secrets.randbits(128))
+
+
 def new_trace_id() -> str:
-    """A fresh 32-hex-character trace id (the wire format the official SDK parses with ``int(x, 16)``)."""
-    return secrets.token_hex(16)
+    """A fresh 32-hex-character trace id (the wire format the official SDK parses with ``int(x, 16)``).
+
+    Unique, not secret: a trace id grants nothing (tenants are isolated by their API key), so a seeded
+    Mersenne Twister serves at a tenth of the cost of ``os.urandom`` on the decide path.
+    """
+    return f"{_trace_ids.getrandbits(128):032x}"
 
 
 def check_trace_id(trace_id: object) -> str:
