@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import re
 import secrets
@@ -46,6 +47,8 @@ def check_goal(goal: object) -> str:
 
 
 _trace_ids = random.Random(secrets.randbits(128))
+# A forked child (multiprocessing, server workers) must not repeat its parent's ids.
+os.register_at_fork(after_in_child=lambda: _trace_ids.seed(secrets.randbits(128)))
 
 
 def new_trace_id() -> str:
