@@ -123,7 +123,7 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> ServiceProcess:
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
         command = [sys.executable, "-m", "kalibr", "serve", "--port", str(self.port), "--log-level", "warning"]
         log = open(self._log_path, "a") if self._log_path else None  # noqa: SIM115
         try:
@@ -151,15 +151,22 @@ class ServiceProcess:
         import httpx
 
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._process is not None and self._process.poll() is None:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        status = "exited" if self._process is None or self._process.poll() is not None else "not ready"
         self.kill()
-        raise RuntimeError(f"kalibr serve on port {self.port} was not ready within {timeout} s")
+        raise RuntimeError(f"kalibr serve on port {self.port} {status} within {timeout} s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        if not self._log_path or not os.path.exists(self._log_path):
+            return "(no log)"
+        with open(self._log_path) as log:
+            return log.read()[-2000:]
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, as in a crash."""
