@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 import pytest
 
@@ -22,6 +23,15 @@ A, B = "tenant-a", "tenant-b"
 GOAL = "summarize"
 FAST = Path("gpt-4o-mini")
 SMART = Path("gpt-4o", params={"temperature": 0.2})
+
+
+@runtime_checkable
+class KeyAdmin(Store, Protocol):
+    """The key-management methods every built-in store has beyond the protocol (for `kalibr keys`)."""
+
+    def list_api_keys(self, tenant: str | None) -> list[tuple[str, str, datetime]]: ...
+
+    def revoke_api_key(self, key_hash: str) -> bool: ...
 
 
 def count(score: float) -> Callable[[ArmState], ArmState]:
@@ -239,6 +249,20 @@ def test_api_keys_map_to_one_tenant(store: Store) -> None:
     assert store.tenant_for_key("hash-unknown") is None
     with pytest.raises(UserError, match="another tenant"):
         store.add_api_key(B, "hash-a")
+
+
+def test_api_keys_are_listed_and_revoked(store: Store) -> None:
+    assert isinstance(store, KeyAdmin)
+    store.add_api_key(A, "hash-a1")
+    store.add_api_key(B, "hash-b1")
+    store.add_api_key(A, "hash-a2")
+    assert [(tenant, key_hash) for tenant, key_hash, _ in store.list_api_keys(A)] == [(A, "hash-a1"), (A, "hash-a2")]
+    assert {key_hash for _, key_hash, _ in store.list_api_keys(None)} == {"hash-a1", "hash-a2", "hash-b1"}
+    assert all(created.tzinfo is not None for _, _, created in store.list_api_keys(None))
+    assert store.revoke_api_key("hash-a1")
+    assert not store.revoke_api_key("hash-a1")
+    assert store.tenant_for_key("hash-a1") is None
+    assert store.tenant_for_key("hash-a2") == A
 
 
 def test_decisions_are_recorded_once(store: Store) -> None:

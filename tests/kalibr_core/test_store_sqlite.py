@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
 import sqlite3
 import subprocess
 import sys
@@ -92,6 +94,29 @@ def test_reads_see_writes_from_another_connection(tmp_path: FilePath) -> None:
     assert seen == [2]
     reader.close()
     writer.close()
+
+
+@pytest.mark.skipif(not FilePath("/proc/self/fd").is_dir(), reason="counts open files through /proc (Linux)")
+def test_a_finished_thread_releases_its_connection(tmp_path: FilePath) -> None:
+    location = tmp_path / "kalibr.db"
+    store = SQLiteStore(location)
+
+    def open_handles() -> int:
+        links = (FilePath("/proc/self/fd") / name for name in os.listdir("/proc/self/fd"))
+        return sum(1 for link in links if str(location) in os.path.realpath(link))
+
+    def read_in_threads(count: int) -> int:
+        for _ in range(count):
+            worker = threading.Thread(target=lambda: store.load_arms(TENANT, GOAL, [FAST]))
+            worker.start()
+            worker.join()
+        gc.collect()
+        return open_handles()
+
+    # SQLite may keep one closed handle per file for reuse; what matters is that handles do not grow with threads.
+    assert read_in_threads(3) == read_in_threads(30)
+    store.close()
+    assert open_handles() == 0
 
 
 @pytest.mark.parametrize(

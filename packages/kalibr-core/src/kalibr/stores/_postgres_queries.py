@@ -110,6 +110,11 @@ UPSERT_CONFIG = """
 
 INSERT_KEY = "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (%s, %s, now()) ON CONFLICT DO NOTHING"
 SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = %s"
+LIST_KEYS = """
+    SELECT tenant, key_hash, created_at FROM api_keys
+    WHERE %s::text IS NULL OR tenant = %s ORDER BY created_at, key_hash
+"""
+DELETE_KEY = "DELETE FROM api_keys WHERE key_hash = %s"
 
 
 def outcome_columns(records: Sequence[OutcomeRecord]) -> list[list[Any]]:

@@ -87,6 +87,10 @@ UPSERT_CONFIG = (
 
 INSERT_KEY = "INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, ?, ?) ON CONFLICT (key_hash) DO NOTHING"
 SELECT_KEY = "SELECT tenant FROM api_keys WHERE key_hash = ?"
+LIST_KEYS = """
+    SELECT tenant, key_hash, created_at FROM api_keys WHERE ? IS NULL OR tenant = ? ORDER BY created_at, key_hash
+"""
+DELETE_KEY = "DELETE FROM api_keys WHERE key_hash = ?"
 
 
 def outcome_values(record: OutcomeRecord) -> tuple[Any, ...]:

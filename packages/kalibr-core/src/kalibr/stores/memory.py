@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
@@ -38,7 +38,7 @@ class MemoryStore:
         self._outcomes: dict[tuple[str, str], OutcomeRecord] = {}
         self._paths: dict[tuple[str, str, str], PathRecord] = {}
         self._configs: dict[tuple[str, str], PolicyConfig] = {}
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, datetime]] = {}
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -176,13 +176,25 @@ class MemoryStore:
     # --- tenants ----------------------------------------------------------------------------------------
     def add_api_key(self, tenant: str, key_hash: str) -> None:
         with self._lock:
-            owner = self._keys.setdefault(key_hash, tenant)
+            owner, _ = self._keys.setdefault(key_hash, (tenant, datetime.now(UTC)))
         if owner != tenant:
             raise UserError("that API key already belongs to another tenant: generate a new key")
 
     def tenant_for_key(self, key_hash: str) -> str | None:
         with self._lock:
-            return self._keys.get(key_hash)
+            found = self._keys.get(key_hash)
+        return None if found is None else found[0]
+
+    def list_api_keys(self, tenant: str | None) -> list[tuple[str, str, datetime]]:
+        """(tenant, key hash, created at) of every key, or of one tenant's, oldest first."""
+        with self._lock:
+            keys = [(owner, key_hash, created) for key_hash, (owner, created) in self._keys.items()]
+        return sorted((key for key in keys if tenant is None or key[0] == tenant), key=lambda key: key[2])
+
+    def revoke_api_key(self, key_hash: str) -> bool:
+        """Forget a key; False if there was no such key."""
+        with self._lock:
+            return self._keys.pop(key_hash, None) is not None
 
     def close(self) -> None:
         """Nothing to release."""

@@ -251,6 +251,17 @@ class PostgresStore:
         rows = self._query(q.SELECT_KEY, (key_hash,))
         return str(rows[0][0]) if rows else None
 
+    @_translated
+    def list_api_keys(self, tenant: str | None) -> list[tuple[str, str, datetime]]:
+        """(tenant, key hash, created at) of every key, or of one tenant's, oldest first."""
+        rows = self._query(q.LIST_KEYS, (tenant, tenant))
+        return [(owner, key_hash, created.astimezone(UTC)) for owner, key_hash, created in rows]
+
+    @_translated
+    def revoke_api_key(self, key_hash: str) -> bool:
+        """Forget a key; False if there was no such key."""
+        return self._transaction(lambda conn: conn.execute(q.DELETE_KEY, (key_hash,)).rowcount > 0)
+
     def close(self) -> None:
         self._pool.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -64,7 +65,7 @@ _MAX_CACHED = 256
 class _ThreadConnection:
     """One thread's connection, and the arm reads it may serve again while nobody has written since."""
 
-    __slots__ = ("arms", "loads", "sql", "writes")
+    __slots__ = ("__weakref__", "arms", "loads", "sql", "writes")
 
     def __init__(self, sql: sqlite3.Connection) -> None:
         self.sql = sql
@@ -86,6 +87,10 @@ class _ThreadConnection:
         self.arms[key] = (row, arm)
         return arm
 
+    def __del__(self) -> None:
+        # The thread ended (its thread-local state is dropped) or the store was: release the file handle.
+        self.sql.close()
+
     def stamp(self) -> tuple[int, int]:
         """Changes whenever a write commits: from another connection (``data_version``) or from this one."""
         row = self.sql.execute("PRAGMA data_version").fetchone()
@@ -104,7 +109,7 @@ class SQLiteStore:
         self.location = os.fspath(location)
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
         self._closed = False
         FilePath(self.location).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +137,9 @@ class SQLiteStore:
                 check_same_thread=False,
             )
             conn.execute("PRAGMA synchronous=NORMAL")
-            with self._connections_lock:
-                self._connections.append(conn)
             thread = self._local.thread = _ThreadConnection(conn)
+            with self._connections_lock:
+                self._connections.add(thread)
         return thread
 
     def _conn(self) -> sqlite3.Connection:
@@ -314,10 +319,22 @@ class SQLiteStore:
         row = self._conn().execute(q.SELECT_KEY, (key_hash,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_translated
+    def list_api_keys(self, tenant: str | None) -> list[tuple[str, str, datetime]]:
+        """(tenant, key hash, created at) of every key, or of one tenant's, oldest first."""
+        rows = self._conn().execute(q.LIST_KEYS, (tenant, tenant))
+        return [(owner, key_hash, from_micros(created)) for owner, key_hash, created in rows]
+
+    @_translated
+    def revoke_api_key(self, key_hash: str) -> bool:
+        """Forget a key; False if there was no such key."""
+        with self._write() as conn:
+            return conn.execute(q.DELETE_KEY, (key_hash,)).rowcount > 0
+
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
         with self._connections_lock:
             self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+            connections = list(self._connections)
+        for thread in connections:
+            thread.sql.close()
