@@ -142,3 +142,21 @@ def test_forcing_a_tool_the_request_lacks_is_a_400(client: httpx.Client) -> None
     response = client.post("/chat/completions", json={**body, "tool_choice": forced})
     assert response.status_code == 400
     assert "nope" in response.json()["error"]["message"]
+
+
+def test_json_object_mode_uses_the_keys_the_prompt_quotes(client: httpx.Client) -> None:
+    prompt = "Tell me a joke about cats. Return the result as a JSON with 'setup' and 'punchline' keys."
+    content = _ask(client, prompt, response_format={"type": "json_object"})["message"]["content"]
+    value = json.loads(content)
+    assert set(value) == {"setup", "punchline"}
+    assert all(isinstance(item, str) and item for item in value.values())
+
+
+def test_json_object_mode_fills_a_schema_given_in_the_system_prompt(client: httpx.Client) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    messages = [
+        {"role": "system", "content": f"Reply with JSON matching this schema: {json.dumps(schema)}"},
+        {"role": "user", "content": "What is 20 + 22?"},
+    ]
+    content = _ask(client, messages, response_format={"type": "json_object"})["message"]["content"]
+    assert json.loads(content) == {"answer": 42}

@@ -6,7 +6,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from kalibr.sandbox._answers import SolvedTask
 from kalibr.sandbox._dspy_format import dspy_reply, strip_markers
@@ -17,6 +17,8 @@ __all__ = ["Reply", "compose_reply"]
 
 _ASKS_FOR_TOOL = re.compile(r"\b(?:use|call|using|invoke|run)\b.{0,40}\b(?:tools?|functions?)\b", re.IGNORECASE)
 _REPEAT = re.compile(r"\b(?:repeat|echo|say back)\b[^:\n]{0,30}:\s*(.+)", re.IGNORECASE | re.DOTALL)
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_QUOTED_KEY = re.compile(r"['\"`]([A-Za-z_]\w*)['\"`]")
 _GREETING = re.compile(r"^\W*(?:hello|hi|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
 _NAME_PART = re.compile(r"[A-Z]?[a-z]+|\d+")
 _GENERIC_NAME_PARTS = frozenset(
@@ -46,10 +48,27 @@ def compose_reply(request: ChatRequest, solved: SolvedTask | None, *, correct: b
         return Reply(None, [ToolCall(tool.name, arguments if isinstance(arguments, dict) else {})], "tool_calls")
     if request.json_schema is not None:
         return Reply(json.dumps(fill_schema(request.json_schema, request.last_user_text(), answer=answer)), [])
-    text = _text_reply(request, answer)
     if request.json_mode:
-        return Reply(json.dumps({"answer": text}), [])
-    return _truncate(text, request)
+        return Reply(json.dumps(_json_mode_value(request, answer), ensure_ascii=False), [])
+    return _truncate(_text_reply(request, answer), request)
+
+
+def _json_mode_value(request: ChatRequest, answer: str | None) -> Any:
+    """JSON mode names no schema: use one the prompt spells out, else the keys it quotes, else ``answer``."""
+    text = request.last_user_text()
+    everything = "\n".join(turn.text for turn in request.turns if turn.role in ("system", "user"))
+    for candidate in _JSON_OBJECT.findall(everything):
+        try:
+            schema = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+            return fill_schema(schema, text, answer=answer)
+    keys = list(dict.fromkeys(_QUOTED_KEY.findall(text)))
+    if keys and re.search(r"\bjson\b", text, re.IGNORECASE):
+        schema = {"type": "object", "properties": {key: {"type": "string"} for key in keys}}
+        return fill_schema(schema, _QUOTED_KEY.sub(" ", text), answer=answer)
+    return {"answer": _text_reply(request, answer)}
 
 
 def _tool_to_call(request: ChatRequest) -> ToolSpec | None:
