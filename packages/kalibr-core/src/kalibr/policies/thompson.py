@@ -19,7 +19,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
 from kalibr.policies.drift import DropDetector
 
-__all__ = ["ThompsonPolicy"]
+__all__ = ["ThompsonPolicy", "count_outcome"]
 
 _DAY_SECONDS = 86_400.0
 
@@ -35,8 +35,12 @@ class ThompsonPolicy:
     0
     """
 
-    def __init__(self, *, detector: DropDetector | None = None) -> None:
+    def __init__(
+        self, *, detector: DropDetector | None = None, rule_out_z: float = 2.0, sharpness: float = 1.0
+    ) -> None:
+        self.sharpness = sharpness
         self.detector = detector if detector is not None else DropDetector()
+        self.rule_out_z = rule_out_z
 
     # --- choosing ----------------------------------------------------------------------------------------------
     def choose(
@@ -54,43 +58,56 @@ class ThompsonPolicy:
         if count == 1:
             arm = arms[0]
             return Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
-        forced = self._forced_exploration(arms, config, rng, now)
+        alpha, beta = _posterior(arms, priors)
+        total = alpha + beta
+        means = alpha / total
+        forced = self._forced_exploration(arms, config, rng, now, means, means * (1.0 - means) / (total + 1.0))
         if forced is not None:
             return forced
-        alpha, beta = _posterior(arms, priors)
-        means = alpha / (alpha + beta)
-        draws = rng.beta(alpha, beta)
+        draws = rng.beta(alpha * self.sharpness, beta * self.sharpness)
         if config.cost_weight > 0.0:
             costs = _mean_costs(arms)
             draws -= config.cost_weight * costs
             means = means - config.cost_weight * costs
-        index = int(draws.argmax())
-        index = _break_tie(arms, means, index, config)
+        index = _break_tie(arms, means, int(draws.argmax()), config)
         best_mean = int(means.argmax())
-        confidence = _probability_best(index, alpha, beta)
         return Choice(
             index,
             index != best_mean,
             _reason(arms, index, best_mean, means),
-            confidence,
+            _probability_best(index, alpha, beta),
             arms[index].success_rate,
             arms[index].samples,
         )
 
     def _forced_exploration(
-        self, arms: Sequence[ArmState], config: PolicyConfig, rng: np.random.Generator, now: float
+        self,
+        arms: Sequence[ArmState],
+        config: PolicyConfig,
+        rng: np.random.Generator,
+        now: float,
+        means: np.ndarray,
+        variances: np.ndarray,
     ) -> Choice | None:
-        """With probability ``exploration_rate``, a path still under the sample floor or gone stale."""
-        if config.exploration_rate <= 0.0:
+        """With probability ``exploration_rate``, a stale path or one under the sample floor not yet ruled out.
+
+        A path under ``min_samples_before_exploit`` whose optimistic estimate (``rule_out_z`` standard deviations
+        above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
+        it would only add regret, so the floor skips it (Thompson sampling may still try it).
+        """
+        if config.exploration_rate <= 0.0 or rng.random() >= config.exploration_rate:
             return None
         floor = config.min_samples_before_exploit
         stale_before = now - config.staleness_days * _DAY_SECONDS
+        bar = float(means.max()) * (1.0 - config.tie_tolerance)
+        optimistic = means + self.rule_out_z * np.sqrt(variances)
         candidates = [
             i
             for i, arm in enumerate(arms)
-            if arm.total_samples < floor or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
+            if (arm.total_samples < floor and optimistic[i] >= bar)
+            or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
         ]
-        if not candidates or rng.random() >= config.exploration_rate:
+        if not candidates:
             return None
         index = candidates[int(rng.integers(len(candidates)))] if len(candidates) > 1 else candidates[0]
         arm = arms[index]
@@ -110,22 +127,7 @@ class ThompsonPolicy:
         latency_ms: float | None,
         now: float,
     ) -> ArmState:
-        if not 0.0 <= score <= 1.0:
-            raise UserError(f"invalid score {score!r}: a score is a number in [0, 1]")
-        cost_known = cost_usd is not None
-        latency_known = latency_ms is not None
-        updated = replace(
-            arm,
-            successes=arm.successes + score,
-            failures=arm.failures + (1.0 - score),
-            samples=arm.samples + 1,
-            total_samples=arm.total_samples + 1,
-            cost_sum=arm.cost_sum + (cost_usd if cost_usd is not None else 0.0),
-            cost_count=arm.cost_count + cost_known,
-            latency_sum=arm.latency_sum + (latency_ms if latency_ms is not None else 0.0),
-            latency_count=arm.latency_count + latency_known,
-            last_outcome_at=now,
-        )
+        updated = count_outcome(arm, score=score, cost_usd=cost_usd, latency_ms=latency_ms, now=now)
         return self.detector.observe(arm, updated, score)
 
     def adjust(self, arm: ArmState, *, old_score: float, new_score: float) -> ArmState:
@@ -138,14 +140,37 @@ class ThompsonPolicy:
         )
 
 
+def count_outcome(
+    arm: ArmState, *, score: float, cost_usd: float | None, latency_ms: float | None, now: float
+) -> ArmState:
+    """``arm`` with one outcome added: ``score`` of a success and ``1 - score`` of a failure, plus cost and latency."""
+    if not 0.0 <= score <= 1.0:
+        raise UserError(f"invalid score {score!r}: a score is a number in [0, 1]")
+    return replace(
+        arm,
+        successes=arm.successes + score,
+        failures=arm.failures + (1.0 - score),
+        samples=arm.samples + 1,
+        total_samples=arm.total_samples + 1,
+        cost_sum=arm.cost_sum + (cost_usd if cost_usd is not None else 0.0),
+        cost_count=arm.cost_count + (cost_usd is not None),
+        latency_sum=arm.latency_sum + (latency_ms if latency_ms is not None else 0.0),
+        latency_count=arm.latency_count + (latency_ms is not None),
+        last_outcome_at=now,
+    )
+
+
 # --- helpers (vectorised: ``choose`` runs on every decide) ---------------------------------------------------------
 def _posterior(arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Beta parameters per arm: evidence plus ``priors`` when given, else plus the flat Beta(1, 1)."""
     counts = np.array([(arm.successes, arm.failures) for arm in arms], dtype=np.float64)
-    counts += 1.0
-    if priors is not None:
+    if priors is None:
+        counts += 1.0
+    else:
         if len(priors) != len(arms):
             raise UserError(f"got {len(priors)} priors for {len(arms)} paths: give one (alpha, beta) per path")
         counts += np.asarray(priors, dtype=np.float64)
+        np.maximum(counts, 1e-3, out=counts)  # Beta needs positive parameters; tolerate a zero prior
     return counts[:, 0], counts[:, 1]
 
 

@@ -1,0 +1,68 @@
+"""``kalibr replay``: measure routing policies on a per-query outcome table."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from kalibr._exceptions import UserError
+
+__all__ = ["replay"]
+
+
+@click.command()
+@click.argument("table", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seeds", default=10, show_default=True, help="Random orders to replay (mean and spread reported).")
+@click.option("--degrade", is_flag=True, help="Also replay with each goal's best path failing from halfway: TTR.")
+@click.option("--cost-aware", is_flag=True, help="Also sweep the cost weight (lambda) of the default policy.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of reward and traffic.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of a table.")
+@click.option("--processes", type=int, default=None, help="Worker processes (default: one per core).")
+def replay(
+    table: Path, seeds: int, degrade: bool, cost_aware: bool, plot: Path | None, as_json: bool, processes: int | None
+) -> None:
+    """Replay TABLE (CSV: query_id, goal, model, score[, cost_usd]) under bandit feedback.
+
+    Compares the default policy with always-first-path, uniform, epsilon-greedy, UCB1, plain Thompson
+    sampling and MABWiser's Thompson sampling, on the same shuffles and coin flips.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from kalibr.replay import ReplayOptions, load_table, result_rows, to_json, to_markdown, write_plot
+    from kalibr.replay import replay as run_replay
+
+    console = Console(stderr=as_json)
+    try:
+        data = load_table(table)
+        options = ReplayOptions(seeds=seeds, degrade=degrade, cost_aware=cost_aware, processes=processes)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"replaying {table.name}", total=None)
+            result = run_replay(
+                data,
+                options,
+                table_name=table.name,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except UserError as error:
+        raise click.UsageError(str(error)) from error
+    if as_json:
+        click.echo(json.dumps(to_json(result), indent=2))
+    else:
+        headers, rows = result_rows(result)
+        view = Table(*headers, title=f"{table.name}: {result.requests:,} requests, {result.goals} goals, {seeds} seeds")
+        for row in rows:
+            view.add_row(*row)
+        console.print(view)
+        markdown = to_markdown(result, command=shlex.join(["kalibr", "replay", *sys.argv[2:]]))
+        for line in markdown.splitlines()[3 + len(rows) + 1 :]:
+            if line.strip() and not line.startswith("|"):
+                console.print(line, markup=False)
+    if plot is not None:
+        write_plot(result, plot)
+        console.print(f"wrote {plot}")

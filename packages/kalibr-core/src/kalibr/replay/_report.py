@@ -1,0 +1,169 @@
+"""Render a replay result: rows of figures, as a Markdown table, a rich table, JSON or a PNG plot."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kalibr._exceptions import MissingExtraError
+from kalibr.replay._learners import KALIBR
+from kalibr.replay._run import ReplayResult, Score
+
+__all__ = ["cost_summary", "result_rows", "to_json", "to_markdown", "write_plot"]
+
+HEADERS = ("policy", "share of best fixed %", "regret/1k vs best fixed", "regret/1k vs oracle")
+DEGRADE_HEADERS = ("TTR median", "TTR p90", "regret while recovering", "unrecovered")
+
+
+def _mean_spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    mean = statistics.fmean(values) * scale
+    spread = statistics.pstdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def result_rows(result: ReplayResult) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Headers and one row per contender: the numbers every renderer shows."""
+    headers = HEADERS + (DEGRADE_HEADERS if result.options.degrade else ())
+    rows = []
+    for score in result.scores.values():
+        row: tuple[str, ...] = (
+            score.name,
+            _mean_spread(score.share, 100.0, 2),
+            _mean_spread(score.regret_best),
+            _mean_spread(score.regret_oracle),
+        )
+        if result.options.degrade:
+            row += _degrade_cells(score)
+        rows.append(row)
+    return headers, rows
+
+
+def _degrade_cells(score: Score) -> tuple[str, ...]:
+    median, p90 = score.ttr_quantile(50), score.ttr_quantile(90)
+    regret = f"{statistics.fmean(score.recovery_regret):.1f}" if score.recovery_regret else "-"
+    return (
+        f"{median:.0f}" if median is not None else "-",
+        f"{p90:.0f}" if p90 is not None else "-",
+        regret,
+        f"{score.unrecovered}/{len(score.ttr)}",
+    )
+
+
+def cost_summary(result: ReplayResult, keep: float = 95.0) -> str | None:
+    """ "X% of the strongest model's quality at Y% of its cost": the cheapest sweep point keeping ``keep``%."""
+    kept = [point for point in result.cost_curve if point.quality >= keep]
+    if not kept:
+        return None
+    best = min(kept, key=lambda point: point.cost)
+    return (
+        f"{best.quality:.1f}% of the strongest model's quality ({result.strongest}) at {best.cost:.1f}% of its cost "
+        f"({best.label}; costs from {result.cost_source})"
+    )
+
+
+def cost_curve_area(result: ReplayResult) -> float | None:
+    """Area under quality (fraction of the strongest) over cost (fraction of the strongest), on [0, max cost]."""
+    points = sorted((p.cost / 100.0, p.quality / 100.0) for p in result.cost_curve)
+    if len(points) < 2:
+        return None
+    return float(sum((c1 - c0) * (q0 + q1) / 2.0 for (c0, q0), (c1, q1) in itertools.pairwise(points)))
+
+
+def to_markdown(result: ReplayResult, command: str) -> str:
+    headers, rows = result_rows(result)
+    lines = [
+        f"Replay of `{result.table_name}`: {result.requests:,} requests over {result.goals} goals, "
+        f"{result.options.seeds} seeds (mean ± spread across seeds). Command: `{command}`",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    lines += _ratio_lines(result)
+    if result.cost_curve:
+        lines += ["", "| cost-aware point | quality % of strongest | cost % of strongest |", "|---|---|---|"]
+        lines += [f"| kalibr {p.label} | {p.quality:.1f} | {p.cost:.1f} |" for p in result.cost_curve]
+        lines += [f"| fixed {p.label} | {p.quality:.1f} | {p.cost:.1f} |" for p in result.fixed_models]
+        summary = cost_summary(result)
+        if summary:
+            lines += ["", f"Cost-aware: {summary}."]
+    lines += ["", *(f"Skipped: {reason}" for reason in result.skipped)] if result.skipped else []
+    return "\n".join(lines) + "\n"
+
+
+def _ratio_lines(result: ReplayResult) -> list[str]:
+    ours, plain = result.scores.get(KALIBR), result.scores.get("thompson")
+    if ours is None or plain is None:
+        return []
+    lines = [
+        "",
+        f"kalibr vs plain Thompson sampling: share {100 * statistics.fmean(ours.share):.2f}% vs "
+        f"{100 * statistics.fmean(plain.share):.2f}%; regret vs best fixed x"
+        f"{statistics.fmean(ours.regret_best) / max(statistics.fmean(plain.regret_best), 1e-9):.2f}.",
+    ]
+    if ours.ttr and plain.ttr:
+        lines.append(
+            f"Time to recover: median {ours.ttr_quantile(50):.0f} vs {plain.ttr_quantile(50):.0f} requests "
+            f"(x{(ours.ttr_quantile(50) or 0) / max(plain.ttr_quantile(50) or 1, 1):.2f}), p90 "
+            f"{ours.ttr_quantile(90):.0f} vs {plain.ttr_quantile(90):.0f}."
+        )
+    return lines
+
+
+def to_json(result: ReplayResult) -> dict[str, Any]:
+    return {
+        "table": result.table_name,
+        "requests": result.requests,
+        "goals": result.goals,
+        "seeds": result.options.seeds,
+        "cost_source": result.cost_source,
+        "policies": {
+            name: {
+                "share_of_best_fixed": score.share,
+                "regret_per_1k_vs_best_fixed": score.regret_best,
+                "regret_per_1k_vs_oracle": score.regret_oracle,
+                "ttr_median": score.ttr_quantile(50),
+                "ttr_p90": score.ttr_quantile(90),
+                "recovery_regret_mean": statistics.fmean(score.recovery_regret) if score.recovery_regret else None,
+                "unrecovered": score.unrecovered,
+            }
+            for name, score in result.scores.items()
+        },
+        "cost_curve": [vars(point) for point in result.cost_curve],
+        "fixed_models": [vars(point) for point in result.fixed_models],
+        "strongest_model": result.strongest,
+        "cost_summary": cost_summary(result),
+        "skipped": result.skipped,
+    }
+
+
+def write_plot(result: ReplayResult, path: Path, window: int = 200) -> None:
+    """Rolling reward and traffic share on each goal's best path over time, seed 0, per contender."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise MissingExtraError("--plot", "plot") from error
+    figure, (reward_axis, share_axis) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    kernel = np.ones(window) / window
+    for name, run in result.sample_runs.items():
+        steps = np.concatenate([goal.steps for goal in run.goals])
+        order = np.argsort(steps)
+        rewards = np.concatenate([goal.rewards for goal in run.goals])[order]
+        on_best = np.concatenate([goal.chosen == goal.scores.sum(axis=0).argmax() for goal in run.goals])[order]
+        reward_axis.plot(np.convolve(rewards, kernel, mode="valid"), label=name, linewidth=1)
+        share_axis.plot(np.convolve(on_best.astype(float), kernel, mode="valid"), label=name, linewidth=1)
+    reward_axis.set_ylabel(f"reward (rolling {window})")
+    share_axis.set_ylabel("traffic on best path")
+    share_axis.set_xlabel("request")
+    reward_axis.legend(fontsize="small", ncol=2)
+    reward_axis.set_title(f"Replay of {result.table_name} (seed 0)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

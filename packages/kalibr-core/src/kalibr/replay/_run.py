@@ -1,0 +1,210 @@
+"""Run every contender over several seeds (in worker processes) and gather the figures."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kalibr._exceptions import UserError
+from kalibr.replay._learners import BASELINES, KALIBR, MABWISER, mabwiser_available, make_learner
+from kalibr.replay._simulate import Run, simulate
+from kalibr.replay._table import ReplayTable
+
+__all__ = ["CostPoint", "ReplayOptions", "ReplayResult", "Score", "replay"]
+
+DEFAULT_COST_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What to replay. ``cost_weights`` are the lambdas of the cost-aware sweep (costs scaled to max 1)."""
+
+    seeds: int = 10
+    degrade: bool = False
+    cost_aware: bool = False
+    contenders: tuple[str, ...] = (KALIBR, *BASELINES)
+    cost_weights: tuple[float, ...] = DEFAULT_COST_WEIGHTS
+    processes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise UserError(f"seeds {self.seeds!r} must be at least 1")
+
+
+@dataclass
+class Score:
+    """One contender's figures, one value per seed (``ttr``/``recovery_regret``: one per broken goal)."""
+
+    name: str
+    share: list[float] = field(default_factory=list)
+    regret_best: list[float] = field(default_factory=list)
+    regret_oracle: list[float] = field(default_factory=list)
+    ttr: list[int] = field(default_factory=list)
+    recovery_regret: list[float] = field(default_factory=list)
+    unrecovered: int = 0
+
+    def ttr_quantile(self, q: float) -> float | None:
+        return float(np.percentile(self.ttr, q)) if self.ttr else None
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    """A point of the cost-quality curve, relative to the strongest single model (100% = its quality/cost)."""
+
+    label: str
+    quality: float
+    cost: float
+
+
+@dataclass
+class ReplayResult:
+    table_name: str
+    cost_source: str
+    requests: int
+    goals: int
+    options: ReplayOptions
+    scores: dict[str, Score]
+    cost_curve: list[CostPoint]
+    fixed_models: list[CostPoint]
+    strongest: str
+    skipped: list[str]
+    sample_runs: dict[str, Run]
+    """Seed 0's stationary (and degraded, under ``name + ' degraded'``) run per contender, for plots."""
+
+
+_TABLE: ReplayTable | None = None
+
+
+def _init_worker(table: ReplayTable) -> None:
+    global _TABLE
+    _TABLE = table
+
+
+def _job(job: tuple[str, int, bool, float]) -> tuple[tuple[str, int, bool, float], Run]:
+    name, seed, degrade, cost_weight = job
+    assert _TABLE is not None
+    learner = make_learner(name, _TABLE, seed, cost_weight=cost_weight, report_cost=cost_weight > 0.0)
+    return job, simulate(_TABLE, learner, seed, degrade=degrade)
+
+
+def replay(
+    table: ReplayTable,
+    options: ReplayOptions,
+    *,
+    table_name: str = "table",
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``table`` with every contender and seed; ``progress(done, total)`` is called as runs finish."""
+    contenders = list(options.contenders)
+    skipped = []
+    if MABWISER in contenders and not mabwiser_available():
+        contenders.remove(MABWISER)
+        skipped.append(f"{MABWISER}: mabwiser is not installed (pip install mabwiser, or the 'bench' group)")
+    jobs = _jobs(contenders, options, table)
+    runs = _run_jobs(table, jobs, options.processes, progress)
+    scores = {name: _score(name, runs, options) for name in contenders}
+    curve = _cost_curve(table, runs, options)
+    fixed, strongest = _fixed_models(table)
+    samples = {name: runs[(name, 0, False, 0.0)] for name in contenders}
+    if options.degrade:
+        samples.update({f"{name} degraded": runs[(name, 0, True, 0.0)] for name in contenders})
+    return ReplayResult(
+        table_name, table.cost_source, table.query_count, len(table.goals), options, scores, curve, fixed,
+        strongest, skipped, samples,
+    )  # fmt: skip
+
+
+def _jobs(contenders: Sequence[str], options: ReplayOptions, table: ReplayTable) -> list[tuple[str, int, bool, float]]:
+    scenarios = (False, True) if options.degrade else (False,)
+    jobs = [(name, seed, degrade, 0.0) for name in contenders for degrade in scenarios for seed in range(options.seeds)]
+    if options.cost_aware:
+        if table.cost_source == "none":
+            raise UserError("--cost-aware needs costs: add a cost_usd column, or input/output_price_per_mtok columns")
+        weights = [w for w in options.cost_weights if w > 0.0]
+        jobs += [(KALIBR, seed, False, w) for w in weights for seed in range(options.seeds)]
+    return jobs
+
+
+def _run_jobs(
+    table: ReplayTable,
+    jobs: list[tuple[str, int, bool, float]],
+    processes: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> dict[tuple[str, int, bool, float], Run]:
+    workers = processes if processes is not None else min(len(jobs), os.cpu_count() or 1)
+    results: dict[tuple[str, int, bool, float], Run] = {}
+    if workers <= 1:
+        _init_worker(table)
+        outcomes = map(_job, jobs)
+        for key, run in outcomes:
+            results[key] = run
+            if progress:
+                progress(len(results), len(jobs))
+        return results
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(table,)) as pool:
+        for key, run in pool.imap_unordered(_job, jobs):
+            results[key] = run
+            if progress:
+                progress(len(results), len(jobs))
+    return results
+
+
+def _score(name: str, runs: dict[tuple[str, int, bool, float], Run], options: ReplayOptions) -> Score:
+    score = Score(name)
+    for seed in range(options.seeds):
+        run = runs[(name, seed, False, 0.0)]
+        score.share.append(run.reward / run.best_fixed)
+        score.regret_best.append((run.best_fixed - run.reward) * 1000.0 / run.requests)
+        score.regret_oracle.append((run.oracle - run.reward) * 1000.0 / run.requests)
+        if options.degrade:
+            for ttr, regret, recovered in runs[(name, seed, True, 0.0)].recoveries():
+                score.ttr.append(ttr)
+                score.recovery_regret.append(regret)
+                score.unrecovered += not recovered
+    return score
+
+
+def _cost_curve(
+    table: ReplayTable, runs: dict[tuple[str, int, bool, float], Run], options: ReplayOptions
+) -> list[CostPoint]:
+    if not options.cost_aware or KALIBR not in options.contenders:
+        return []
+    (quality, cost), _ = _strongest(table)
+    points = []
+    for weight in sorted({0.0, *options.cost_weights}):
+        seeds = [runs[(KALIBR, seed, False, weight)] for seed in range(options.seeds)]
+        points.append(
+            CostPoint(
+                f"lambda={weight:g}",
+                100.0 * float(np.mean([run.reward for run in seeds])) / quality,
+                100.0 * float(np.mean([run.cost for run in seeds])) / cost if cost > 0 else 0.0,
+            )
+        )
+    return points
+
+
+def _strongest(table: ReplayTable) -> tuple[tuple[float, float], str]:
+    """(total score, total cost) of the model with the highest total score over the table, and its name."""
+    totals: dict[str, tuple[float, float]] = {}
+    for goal in table.goals:
+        for m, model in enumerate(goal.models):
+            quality, cost = totals.get(model, (0.0, 0.0))
+            totals[model] = (quality + float(goal.scores[:, m].sum()), cost + float(goal.costs[:, m].sum()))
+    name = max(totals, key=lambda model: totals[model][0])
+    return totals[name], name
+
+
+def _fixed_models(table: ReplayTable) -> tuple[list[CostPoint], str]:
+    """Every single model as a fixed choice on the goals that list it, relative to the strongest."""
+    (quality, cost), name = _strongest(table)
+    points = []
+    for model in table.models:
+        q = sum(float(goal.scores[:, goal.models.index(model)].sum()) for goal in table.goals if model in goal.models)
+        c = sum(float(goal.costs[:, goal.models.index(model)].sum()) for goal in table.goals if model in goal.models)
+        points.append(CostPoint(model, 100.0 * q / quality, 100.0 * c / cost if cost > 0 else 0.0))
+    return sorted(points, key=lambda point: point.cost), name

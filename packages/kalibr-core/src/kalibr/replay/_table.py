@@ -1,0 +1,144 @@
+"""Load and check a per-query outcome table (long format: one row per query and model)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kalibr._exceptions import UserError
+
+__all__ = ["GoalTable", "ReplayTable", "load_table", "table_from_rows"]
+
+REQUIRED = ("query_id", "goal", "model", "score")
+PRICE_COLUMNS = ("input_price_per_mtok", "output_price_per_mtok")
+
+
+@dataclass(frozen=True)
+class GoalTable:
+    """One goal: ``scores[q, m]`` and ``costs[q, m]`` for its queries and models (costs relative, max 1)."""
+
+    goal: str
+    models: tuple[str, ...]
+    query_ids: tuple[str, ...]
+    scores: np.ndarray
+    costs: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReplayTable:
+    """Every goal of a table, and where its costs came from (``cost_usd``, ``list prices`` or ``none``)."""
+
+    goals: tuple[GoalTable, ...]
+    cost_source: str
+
+    @property
+    def query_count(self) -> int:
+        return sum(len(goal.query_ids) for goal in self.goals)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(sorted({model for goal in self.goals for model in goal.models}))
+
+
+def load_table(path: str | Path) -> ReplayTable:
+    """Read a CSV table and check it; a malformed table raises ``UserError`` naming the row or column."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no table at {str(path)!r}: give the path of a CSV file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [column for column in REQUIRED if column not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(
+                f"{path.name} has no column {', '.join(map(repr, missing))}: a replay table needs the columns "
+                f"{', '.join(REQUIRED)} (and optionally cost_usd, {', '.join(PRICE_COLUMNS)})"
+            )
+        return table_from_rows(reader, columns=reader.fieldnames or [])
+
+
+def table_from_rows(rows: Iterable[Mapping[str, str]], *, columns: Iterable[str]) -> ReplayTable:
+    """Build a table from CSV-like rows (string values). Row numbers in errors count the header as row 1."""
+    columns = list(columns)
+    has_prices = all(column in columns for column in PRICE_COLUMNS)
+    cells: dict[str, dict[str, dict[str, tuple[float, float | None, float | None]]]] = {}
+    for number, row in enumerate(rows, start=2):
+        score = _number(row.get("score"), "score", number)
+        if not 0.0 <= score <= 1.0:
+            raise UserError(f"row {number}: score {score!r} is outside [0, 1]: scores are 0..1 (1 = correct)")
+        cost = _optional_number(row.get("cost_usd"), "cost_usd", number)
+        price = None
+        if has_prices:
+            price = sum(_number(row.get(column), column, number) for column in PRICE_COLUMNS) / 2.0
+        goal, model, query = (row.get(name) or "" for name in ("goal", "model", "query_id"))
+        if not goal or not model or not query:
+            raise UserError(f"row {number}: empty goal, model or query_id: every row names all three")
+        cells.setdefault(goal, {}).setdefault(query, {})[model] = (score, cost, price)
+    if not cells:
+        raise UserError("the table has no rows: give at least one goal with two models")
+    source = _cost_source(cells)
+    table = ReplayTable(tuple(_goal_table(goal, queries, source) for goal, queries in cells.items()), source)
+    return _normalise_costs(table)
+
+
+def _goal_table(
+    goal: str, queries: dict[str, dict[str, tuple[float, float | None, float | None]]], source: str
+) -> GoalTable:
+    models = tuple(sorted({model for by_model in queries.values() for model in by_model}))
+    if len(models) < 2:
+        raise UserError(f"goal {goal!r} has only one model ({models[0]!r}): routing needs at least two per goal")
+    scores = np.empty((len(queries), len(models)))
+    costs = np.zeros_like(scores)
+    for q, (query, by_model) in enumerate(queries.items()):
+        absent = [model for model in models if model not in by_model]
+        if absent:
+            raise UserError(
+                f"query {query!r} of goal {goal!r} has no row for model {absent[0]!r}: every query of a "
+                "goal needs a score for each of the goal's models"
+            )
+        for m, model in enumerate(models):
+            score, cost, price = by_model[model]
+            scores[q, m] = score
+            costs[q, m] = (cost if source == "cost_usd" else price if source == "list prices" else 0.0) or 0.0
+    return GoalTable(goal, models, tuple(queries), scores, costs)
+
+
+def _cost_source(cells: dict[str, dict[str, dict[str, tuple[float, float | None, float | None]]]]) -> str:
+    values = [cell for queries in cells.values() for by_model in queries.values() for cell in by_model.values()]
+    if all(cost is not None for _, cost, _ in values):
+        return "cost_usd"
+    if all(price is not None for _, _, price in values):
+        return "list prices"
+    return "none"
+
+
+def _normalise_costs(table: ReplayTable) -> ReplayTable:
+    """Scale costs so the dearest (query, model) cell costs 1: lambda then reads as score per max cost."""
+    peak = max((float(goal.costs.max()) for goal in table.goals), default=0.0)
+    if peak <= 0.0:
+        return table
+    goals = tuple(GoalTable(g.goal, g.models, g.query_ids, g.scores, g.costs / peak) for g in table.goals)
+    return ReplayTable(goals, table.cost_source)
+
+
+def _number(value: str | None, column: str, number: int) -> float:
+    result = _optional_number(value, column, number)
+    if result is None:
+        raise UserError(f"row {number}: {column} is empty: give a number")
+    return result
+
+
+def _optional_number(value: str | None, column: str, number: int) -> float | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        result = float(value)
+    except ValueError:
+        raise UserError(f"row {number}: {column} {value!r} is not a number") from None
+    if not math.isfinite(result) or result < 0.0:
+        raise UserError(f"row {number}: {column} {value!r} must be a finite number >= 0")
+    return result
