@@ -135,7 +135,11 @@ class GoalSpec(_Strict):
 
 
 class Degradation(_Strict):
-    """From the ``from_request``-th request to ``goal`` (1-based, counted over every model), ``model`` changes."""
+    """From the ``from_request``-th request to ``goal`` (1-based, counted over every model), ``model`` changes.
+
+    Counting every model's requests keeps the switch point independent of routing. With ``goal="*"`` each goal
+    switches at its own ``from_request``-th request. When several degradations apply, the latest one wins.
+    """
 
     goal: str = "*"
     model: str
