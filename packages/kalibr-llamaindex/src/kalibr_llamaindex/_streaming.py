@@ -1,0 +1,39 @@
+"""Turns the router's stream chunks into LlamaIndex's cumulative streaming responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, TextBlock, ToolCallBlock
+
+from kalibr import StreamChunk
+
+__all__ = ["StreamedMessage"]
+
+
+class StreamedMessage:
+    """The message so far. ``add(chunk)`` returns a ``ChatResponse`` holding all of it plus the chunk's delta."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, chunk: StreamChunk) -> ChatResponse:
+        self._text.append(chunk.text)
+        if chunk.tool_call is not None:
+            call = self._calls.setdefault(chunk.tool_call.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = chunk.tool_call.id or call["id"]
+            call["name"] = chunk.tool_call.name or call["name"]
+            call["arguments"] += chunk.tool_call.arguments
+        raw: dict[str, Any] = {"model": chunk.model, "finish_reason": chunk.finish_reason}
+        return ChatResponse(message=self._message(), delta=chunk.text, raw=raw)
+
+    def _message(self) -> ChatMessage:
+        text = "".join(self._text)
+        blocks: list[Any] = [TextBlock(text=text)] if text or not self._calls else []
+        blocks += [
+            # Arguments stay a (possibly partial) JSON string until the stream ends.
+            ToolCallBlock(tool_call_id=call["id"] or None, tool_name=call["name"], tool_kwargs=call["arguments"])
+            for _, call in sorted(self._calls.items())
+        ]
+        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)

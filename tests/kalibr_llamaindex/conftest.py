@@ -1,0 +1,100 @@
+"""Fixtures for the LlamaIndex adapter: a router over the sandbox, its LLM, and recorders."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index_instrumentation import get_dispatcher
+from pydantic import Field
+
+import kalibr
+from kalibr_llamaindex import KalibrLLM
+
+# LlamaIndex workflows (FunctionAgent) list an agent's members with inspect.getmembers, which touches pydantic's
+# deprecated attributes (``__fields__``, ``model_computed_fields`` on the instance): warnings from their code.
+AGENT_WARNINGS = [
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211"),
+]
+
+if TYPE_CHECKING:
+    from kalibr.sandbox import SandboxServer
+
+
+@dataclass(frozen=True)
+class Report:
+    trace_id: str
+    success: bool | None
+    score: float | None
+    failure_category: str | None
+
+
+class RecordingRouter(kalibr.Router):
+    """A router that also keeps every explicit report, so tests can see what the adapter reported."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reports: list[Report] = []
+
+    def report(self, *args: Any, **kwargs: Any) -> None:
+        assert not args, "the adapter reports with keywords"
+        fields = (kwargs.get("trace_id") or "", kwargs.get("success"), kwargs.get("score"))
+        self.reports.append(Report(*fields, kwargs.get("failure_category")))
+        super().report(**kwargs)
+
+
+def sandbox_paths(sandbox: SandboxServer) -> list[dict[str, Any]]:
+    return [{"model": name, "base_url": sandbox.openai_base_url} for name in ("sandbox-mini", "sandbox-base")]
+
+
+@pytest.fixture
+def router(sandbox: SandboxServer) -> RecordingRouter:
+    return RecordingRouter("li_contract", sandbox_paths(sandbox), store="memory:")
+
+
+@pytest.fixture
+def llm(router: RecordingRouter) -> KalibrLLM:
+    built = router.as_llamaindex()
+    assert isinstance(built, KalibrLLM)
+    return built
+
+
+class EventRecorder(BaseEventHandler):
+    """Keeps the class name of every instrumentation event."""
+
+    names: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "KalibrTestEventRecorder"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.names.append(event.class_name())
+
+
+@pytest.fixture
+def events() -> Iterator[list[str]]:
+    recorder = EventRecorder(names=[])
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(recorder)
+    yield recorder.names
+    dispatcher.event_handlers.remove(recorder)
+
+
+@pytest.fixture
+def closes_leftover_loop() -> Iterator[None]:
+    """LlamaIndex's sync query path runs coroutines on ``asyncio.get_event_loop()``, creating a loop it never
+    closes; close it so the test does not leak it."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop()
+    loop.close()
+    asyncio.set_event_loop(None)
