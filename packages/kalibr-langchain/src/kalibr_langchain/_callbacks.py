@@ -92,6 +92,8 @@ class KalibrCallbackHandler(BaseCallbackHandler):
         self._members: dict[UUID, list[UUID]] = {}
         self._traces: dict[UUID, list[str]] = {}
         self._outputs: OrderedDict[int, tuple[Any, list[str]]] = OrderedDict()
+        self.last_trace_ids: list[str] = []
+        """The decisions of the run that ended last (handy right after a stream, whose output is in pieces)."""
 
     # --- following the run tree -----------------------------------------------------------------------------
     def _start(self, run_id: UUID, parent_run_id: UUID | None) -> None:
@@ -154,6 +156,8 @@ class KalibrCallbackHandler(BaseCallbackHandler):
         with self._lock:
             trace_ids = self._traces.pop(root, [])
             self._forget(root)
+            if trace_ids:
+                self.last_trace_ids = trace_ids
             if trace_ids and output is not None:
                 self._outputs[id(output)] = (output, trace_ids)  # holding the output keeps its id() unique
                 if len(self._outputs) > _MAX_OUTPUTS:
