@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,23 @@ def test_usage_reports_the_scenarios_output_tokens_capped_by_max_tokens() -> Non
         assert client.post("/chat/completions", json=body).json()["usage"]["completion_tokens"] == 40
         capped = client.post("/chat/completions", json={**body, "max_tokens": 3}).json()
     assert capped["usage"]["completion_tokens"] == 3
+
+
+def test_concurrent_traffic_to_another_model_leaves_answers_unchanged() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def answers(base_url: str, model: str) -> list[str]:
+        generator = TaskGenerator(kind="arithmetic", seed=11)
+        with httpx.Client(base_url=base_url) as client:
+            return [
+                client.post("/chat/completions", json={"model": model, "messages": generator.next().messages}).text
+                for _ in range(20)
+            ]
+
+    with serve(_scenario(), seed=3) as server:
+        alone = [json.loads(text)["choices"][0]["message"]["content"] for text in answers(server.url + "/v1", "b")]
+    with serve(_scenario(), seed=3) as server, ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(answers, server.openai_base_url, "a")
+        mixed = pool.submit(answers, server.openai_base_url, "b")
+        assert len(busy.result()) == 20
+        assert [json.loads(text)["choices"][0]["message"]["content"] for text in mixed.result()] == alone
