@@ -79,3 +79,19 @@ def test_a_missing_adapter_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     router = kalibr.Router("plugin_goal", ["m"], store="memory:")
     with pytest.raises(kalibr.MissingExtraError, match=r'pip install "kalibr-core\[dspy\]"'):
         router.as_dspy()
+
+
+def test_loading_plugins_imports_no_framework() -> None:
+    """Entry-point modules must be light: the first routed call loads every plugin, so a plugin that imports its
+    framework at module level would make every user of the core pay for LangChain, LlamaIndex and DSPy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kalibr.plugins import load_plugins, pm; load_plugins(); "
+        "roots = {m.split('.')[0] for m in sys.modules}; "
+        "heavy = sorted({'langchain_core', 'llama_index', 'dspy', 'litellm'} & roots); "
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "", f"plugins imported {result.stdout.strip()} at load time"
