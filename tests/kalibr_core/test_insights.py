@@ -397,3 +397,31 @@ def test_engine_serves_policy_and_insights() -> None:
     assert answer.recommended_path_id == SMART.path_id
     assert document["goals"][0]["recommendation"]["path_id"] == SMART.path_id
     engine.close()
+
+
+@pytest.mark.slow
+def test_sandbox_degradation_schedule_fires_drift_detected() -> None:
+    from kalibr import Router
+    from kalibr.sandbox import builtin_scenario, serve
+    from kalibr.sandbox.tasks import TaskGenerator
+
+    scenario = builtin_scenario("demo")  # atlas-large breaks from the goal's 300th request on
+    models = list(scenario.models)
+    with serve(scenario, seed=0) as sandbox:
+        paths = [{"model": name, "base_url": sandbox.openai_base_url, "api_key": "sandbox"} for name in models]
+        tasks = TaskGenerator("extraction", seed=0)
+        task = tasks.next()
+        router = Router("extract_company", paths, success_when=lambda text: task.check(text), store="memory:")
+        for call in range(420):
+            # Round-robin traffic: the adaptive router would leave atlas-large after two or three failures,
+            # too few outcomes to tell a break from bad luck.
+            router.completion(task.messages, force_model=models[call % len(models)])
+            task = tasks.next()
+        goal = router.intelligence.get_insights("extract_company")["goals"][0]
+
+    drifts = signals_of(goal, "drift_detected")
+    atlas = next(p["path_id"] for p in goal["paths"] if p["model"] == "atlas-large")
+    assert [(s["data"]["path_id"], s["data"]["direction"]) for s in drifts] == [(atlas, "down")]
+    assert drifts[0]["data"]["after_success_rate"] < 0.5 < 0.85 < drifts[0]["data"]["before_success_rate"]
+    assert abs(drifts[0]["data"]["before_samples"] - 100) <= 5
+    assert goal["status"] == "degraded"

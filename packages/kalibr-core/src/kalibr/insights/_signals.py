@@ -45,7 +45,8 @@ FAILURE_MODE_RATE = 0.20
 """A failure category is dominant on a path when it hits at least 20% of its calls..."""
 FAILURE_MODE_SHARE = 0.50
 """...and makes up at least half of its failures."""
-DRIFT_Z = 4.0
+DRIFT_STATISTIC = 20.0
+"""2 x log-likelihood ratio of the best split; 20 keeps false alarms under 1% on stable paths of 50-1000 outcomes."""
 DRIFT_MIN_CHANGE = 0.10
 COST_RATIO = 1.5
 COST_MIN_TRAFFIC = 0.20
@@ -134,12 +135,12 @@ def param_sensitivity_detected(effects: Sequence[ParamEffect]) -> list[dict[str,
 
 
 def drift_detected(changes: Mapping[str, Changepoint], stats: Sequence[PathStats]) -> list[dict[str, Any]]:
-    """A path whose success rate shifted inside the window (scan of every split point, |z| >= 4)."""
+    """A path whose success rate shifted inside the window (likelihood-ratio scan of every split point)."""
     labels = {item.path_id: item.label for item in stats}
     found = []
     for path_id, change in sorted(changes.items()):
         delta = change.after_rate - change.before_rate
-        if abs(change.z) < DRIFT_Z or abs(delta) < DRIFT_MIN_CHANGE:
+        if change.statistic < DRIFT_STATISTIC or abs(delta) < DRIFT_MIN_CHANGE:
             continue
         severity: Severity = "high" if delta <= -0.3 else "medium" if delta <= -0.15 else "low"
         direction = "dropped" if delta < 0 else "rose"
@@ -155,7 +156,7 @@ def drift_detected(changes: Mapping[str, Changepoint], stats: Sequence[PathStats
             "before_samples": change.before_samples,
             "after_samples": change.after_samples,
             "changed_at": change.changed_at.isoformat(),
-            "z": rounded(change.z, 2),
+            "statistic": rounded(change.statistic, 2),
         }
         found.append(_signal("drift_detected", severity, message, data))
     return found
