@@ -286,7 +286,7 @@ def _path_spec(spec: Any) -> Any:
 def _nested_under(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> Iterator[None]:
     """Let a LangChain model on the chosen path report its run as a child of this one."""
     manager = None
-    if run_manager is not None:
+    if run_manager is not None and run_manager.inheritable_handlers:  # no handlers: nothing to nest, skip the cost
         manager = CallbackManager(
             handlers=list(run_manager.inheritable_handlers),
             inheritable_handlers=list(run_manager.inheritable_handlers),

@@ -1,0 +1,98 @@
+"""LangChain adapter overhead: ``ChatKalibr.invoke`` next to invoking the chosen chat model directly.
+
+Both paths are in-process LangChain chat models that answer at once, so the difference is what the adapter adds
+per call: LangChain's own invoke machinery for the outer model, message conversion, the router's decide and
+report (embedded engine, SQLite store, write-behind) and ``success_when``. Rounds alternate between the variants
+so drift on a shared machine hits them alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from benchmarks._timing import markdown_table, percentiles_us, time_calls
+
+TARGET_MS = 0.5
+
+
+class _InstantModel(BaseChatModel):
+    """A chat model that answers at once, with usage, like a provider with zero latency."""
+
+    model_name: str = "instant"
+
+    @property
+    def _llm_type(self) -> str:
+        return "instant"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        message = AIMessage(
+            content="Paris is the capital of France.",
+            usage_metadata={"input_tokens": 12, "output_tokens": 7, "total_tokens": 19},
+            response_metadata={"model_name": self.model_name, "finish_reason": "stop"},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def run(quick: bool) -> str:
+    from kalibr_langchain import ChatKalibr
+
+    logging.getLogger("kalibr").setLevel(logging.ERROR)
+    rounds, per_round = (5, 200) if quick else (20, 500)
+    messages = [HumanMessage("What is the capital of France?")]
+    direct = _InstantModel(model_name="instant-a")
+    with tempfile.TemporaryDirectory() as scratch:
+        store = f"sqlite:///{Path(scratch) / 'langchain-bench.db'}"
+        llm = ChatKalibr(
+            goal="bench_langchain",
+            paths=[direct, _InstantModel(model_name="instant-b")],
+            success_when=lambda text: "Paris" in text,
+            store=store,
+        )
+        router = llm.router
+        assert router is not None
+        openai_messages = [{"role": "user", "content": "What is the capital of France?"}]
+        variants = {
+            "chosen chat model, invoked directly": lambda: direct.invoke(messages),
+            "router.completion (core only, same paths)": lambda: router.completion(openai_messages),
+            "ChatKalibr.invoke (adapter + core)": lambda: llm.invoke(messages),
+        }
+        for call in variants.values():  # warm up imports, plugin loading, the store's first writes
+            time_calls(call, 50)
+        samples: dict[str, list[int]] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, call in variants.items():
+                samples[name] += time_calls(call, per_round)
+        router.intelligence.flush()
+    return _report(samples, rounds * per_round)
+
+
+def _report(samples: dict[str, list[int]], calls: int) -> str:
+    names = list(samples)
+    direct_p50, _ = percentiles_us(samples[names[0]])
+    rows = []
+    for name in names:
+        p50, p99 = percentiles_us(samples[name])
+        rows.append([name, f"{p50:,.1f}", f"{p99:,.1f}", "-" if name == names[0] else f"{p50 - direct_p50:,.1f}"])
+    adapter_p50, _ = percentiles_us(samples[names[-1]])
+    overhead_ms = (adapter_p50 - direct_p50) / 1000
+    verdict = "meets" if overhead_ms < TARGET_MS else "misses"
+    table = markdown_table(["variant", "p50 (us)", "p99 (us)", "p50 over direct (us)"], rows)
+    print(table)
+    return (
+        "### LangChain (`kalibr-langchain`)\n\n"
+        f"{calls:,} calls per variant, two LangChain-object paths answering instantly, embedded engine on SQLite "
+        f"(`benchmarks/adapters_langchain.py`).\n\n{table}\n\n"
+        f"Adapter overhead per call (p50, ChatKalibr minus the direct call): **{overhead_ms:.3f} ms**, which "
+        f"{verdict} the {TARGET_MS} ms target.\n"
+    )
+
+
+if __name__ == "__main__":
+    print(run(quick=True))
