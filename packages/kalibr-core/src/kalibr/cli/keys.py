@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import click
 
 from kalibr._exceptions import UserError
+
+if TYPE_CHECKING:
+    from kalibr.stores.base import Store
 
 __all__ = ["keys"]
 
 _store_option = click.option(
     "--store", "store_url", default=None, help="Store URL the service uses [default: $KALIBR_DB, else the data folder]"
 )
-
-
-@runtime_checkable
-class _KeyAdmin(Protocol):
-    """Key listing and revocation, which a store may offer beyond the core protocol."""
-
-    def list_api_keys(self, tenant: str | None) -> list[tuple[str, str, datetime]]: ...
-
-    def revoke_api_key(self, key_hash: str) -> bool: ...
 
 
 @click.group()
@@ -62,7 +55,7 @@ def list_keys(tenant: str | None, store_url: str | None) -> None:
         for key_tenant, key_hash, created_at in store.list_api_keys(tenant):
             click.echo(f"{key_tenant}\t{key_hash[:12]}\t{created_at:%Y-%m-%d %H:%M}")
     finally:
-        store.close()  # type: ignore[attr-defined]
+        store.close()
 
 
 @keys.command()
@@ -85,16 +78,10 @@ def revoke(key_or_hash_prefix: str, store_url: str | None) -> None:
             raise click.ClickException(f"no key matches {key_or_hash_prefix!r}")
         click.echo(f"revoked {matches[0][:12]} (services stop accepting it within 5 seconds)")
     finally:
-        store.close()  # type: ignore[attr-defined]
+        store.close()
 
 
-def _admin_store(store_url: str | None) -> _KeyAdmin:
+def _admin_store(store_url: str | None) -> Store:
     from kalibr.stores import open_store
 
-    store = open_store(store_url)
-    if not isinstance(store, _KeyAdmin):
-        store.close()
-        raise click.ClickException(
-            f"the store {type(store).__name__} cannot list or revoke keys (it lacks list_api_keys/revoke_api_key)"
-        )
-    return store
+    return open_store(store_url)

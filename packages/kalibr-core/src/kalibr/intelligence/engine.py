@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -30,6 +30,7 @@ from kalibr._exceptions import OutcomeNotFound
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
 from kalibr.policies.base import ArmState, Policy, PolicyConfig
+from kalibr.policies.priors import priors_from_model_totals
 from kalibr.stores.base import DEFAULT_TENANT, OutcomeChanges, PathRecord, Store
 
 __all__ = ["Engine"]
@@ -74,6 +75,8 @@ class Engine:
         self._arms: dict[tuple[str, str], ArmState] = {}
         self._loaded_at: dict[str, float] = {}
         self._configs: dict[str, tuple[float, PolicyConfig]] = {}
+        self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
+        self._prior_cache: dict[tuple[str, tuple[str, ...]], tuple[float, list[tuple[float, float]]]] = {}
         self._registered: set[tuple[str, str]] = set()
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._pending_decisions: list[Decision] = []
@@ -94,7 +97,8 @@ class Engine:
         with self._lock:
             arms = self._arms_for(goal, paths, now)
             config = self._config(goal, now)
-            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now)
+            priors = self._priors(goal, arms, now)
+            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors)
         decision = Decision(
             trace_id=new_trace_id(),
             goal=goal,
@@ -136,6 +140,16 @@ class Engine:
                 self._arms[key] = ArmState(path.path_id, path.model)
             arms.append(self._arms[key])
         return arms
+
+    def _priors(self, goal: str, arms: list[ArmState], now: float) -> list[tuple[float, float]]:
+        """Cross-goal priors (a model's record on the tenant's other goals), recomputed once per refresh."""
+        key = (goal, tuple(arm.path_id for arm in arms))
+        cached = self._prior_cache.get(key)
+        if cached is None or now - cached[0] > self._refresh_interval:
+            if now - self._totals[0] > self._refresh_interval:
+                self._totals = (now, self.store.model_totals(self.tenant))
+            cached = self._prior_cache[key] = (now, priors_from_model_totals(arms, self._totals[1]))
+        return cached[1]
 
     def _config(self, goal: str, now: float) -> PolicyConfig:
         cached = self._configs.get(goal)
