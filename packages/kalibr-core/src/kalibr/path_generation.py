@@ -117,6 +117,7 @@ class Retirement:
 
     goal: str
     path_id: str
+    label: str
     reason: str
 
 
@@ -189,7 +190,7 @@ def retire_paths(goal: str, stats: Sequence[PathStats], config: PathGenerationCo
                 f"{item.label!r} succeeded {item.success_rate:.0%} over {item.samples} outcomes vs "
                 f"{best_rate:.0%} for {best.label!r} (p={comparison.p_value:.3g})"
             )
-            retired.append(Retirement(goal, item.path_id, reason))
+            retired.append(Retirement(goal, item.path_id, item.label, reason))
     return retired
 
 
@@ -235,7 +236,7 @@ class PathGenerator:
         retirements = retire_paths(goal, stats, self.config)
         for retirement in retirements:
             self.store.set_path_enabled(self.tenant, retirement.path_id, False)
-            why = {"path_id": retirement.path_id, "reason": retirement.reason}
+            why = {"path_id": retirement.path_id, "label": retirement.label, "reason": retirement.reason}
             made.append(record_change(self.store, self.tenant, goal, "path_retired", why, at=now))
         retired = {retirement.path_id for retirement in retirements}
         stats = [dataclasses.replace(item, enabled=False) if item.path_id in retired else item for item in stats]
