@@ -287,3 +287,21 @@ def test_update_outcome_of_an_unknown_trace_is_a_lookup_error(sandbox: SandboxSe
     with pytest.raises(kalibr.OutcomeNotFound) as caught:
         kalibr.update_outcome("f" * 32, "late", success=True)
     assert isinstance(caught.value, LookupError)
+
+
+def test_auto_path_generation_wraps_the_engine_with_one_job_per_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kalibr._intelligence_registry import reset_shared
+    from kalibr.path_generation import GeneratedPathsIntelligence, PathGenerationConfig
+
+    config = PathGenerationConfig(interval_s=3600)
+    first = kalibr.Router("gen", ["m"], store="memory:", auto_path_generation=True, path_generation=config)
+    second = kalibr.Router("gen2", ["m"], store="memory:", auto_path_generation=True)
+    assert isinstance(first.intelligence, GeneratedPathsIntelligence)
+    assert first.intelligence is second.intelligence
+    job = first.intelligence.job
+    assert job is not None
+    assert job.running
+    monkeypatch.setenv("KALIBR_AUTO_PATH_GENERATION", "0")
+    assert not isinstance(kalibr.Router("plain", ["m"], store="memory:").intelligence, GeneratedPathsIntelligence)
+    reset_shared()
+    assert not job.running

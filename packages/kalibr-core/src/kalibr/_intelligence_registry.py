@@ -16,15 +16,31 @@ _lock = threading.Lock()
 _shared: dict[object, Intelligence] = {}
 
 
-def resolve_intelligence(intelligence: Intelligence | str | None, store: Any = None) -> Intelligence:
-    """An explicit intelligence object, else a service URL, else ``KALIBR_INTELLIGENCE_URL``, else embedded."""
+def resolve_intelligence(
+    intelligence: Intelligence | str | None,
+    store: Any = None,
+    *,
+    auto_path_generation: bool | None = None,
+    path_generation: Any = None,
+) -> Intelligence:
+    """An explicit intelligence object, else a service URL, else ``KALIBR_INTELLIGENCE_URL``, else embedded.
+
+    With automatic path generation on (the argument, else ``KALIBR_AUTO_PATH_GENERATION``), the embedded
+    intelligence is wrapped so decisions include generated paths, and one generation job runs per store.
+    """
     if intelligence is not None and not isinstance(intelligence, str):
-        return intelligence
-    url = intelligence or (None if store is not None else os.environ.get(INTELLIGENCE_URL_ENV))
-    if url:
-        return _shared_instance(("remote", url), lambda: _remote(url))
-    key = ("store", store if isinstance(store, str | None) else id(store))
-    return _shared_instance(key, lambda: _embedded(store))
+        base = intelligence
+        key: tuple[object, ...] = ("object", id(intelligence))
+    else:
+        url = intelligence or (None if store is not None else os.environ.get(INTELLIGENCE_URL_ENV))
+        if url:
+            # The service runs its own generation job; a remote client only decides.
+            return _shared_instance(("remote", url), lambda: _remote(url))
+        key = ("store", store if isinstance(store, str | None) else id(store))
+        base = _shared_instance(key, lambda: _embedded(store))
+    if not _generation_enabled(auto_path_generation):
+        return base
+    return _shared_instance(("generated", *key), lambda: _with_generation(base, path_generation))
 
 
 def default_intelligence() -> Intelligence:
@@ -45,6 +61,26 @@ def _embedded(store: Any) -> Intelligence:
     from kalibr.stores import open_store
 
     return Engine(store if store is not None and not isinstance(store, str) else open_store(store))
+
+
+def _generation_enabled(explicit: bool | None) -> bool:
+    if explicit is not None:
+        return explicit
+    from kalibr.path_generation import flag_enabled
+
+    return flag_enabled(None)
+
+
+def _with_generation(base: Intelligence, config: Any) -> Intelligence:
+    from kalibr.path_generation import GeneratedPathsIntelligence, PathGenerator
+
+    store = getattr(base, "store", None)
+    if store is None:
+        from kalibr._exceptions import UserError
+
+        raise UserError("auto_path_generation needs the embedded engine (or an intelligence with a .store)")
+    job = PathGenerator(store, tenant=str(getattr(base, "tenant", "default")), config=config)
+    return GeneratedPathsIntelligence(base, store, job=job)
 
 
 def _remote(url: str) -> Intelligence:

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import httpx
 
@@ -28,6 +28,9 @@ from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
 from kalibr.providers import base as provider_io
 from kalibr.providers.base import DirectProvider, Provider, ProviderRequest, ProviderResponse, StreamChunk
 from kalibr.stores.base import OutcomeChanges
+
+if TYPE_CHECKING:
+    from kalibr.path_generation import PathGenerationConfig
 
 __all__ = ["Router"]
 
@@ -72,6 +75,9 @@ class Router:
         timeout: seconds for each provider call.
         http_client, async_http_client: your own httpx clients (proxies, custom transports); by default the
             process-wide shared ones.
+        auto_path_generation: try new parameter values between and beyond the declared ones and retire those
+            that underperform (default: ``KALIBR_AUTO_PATH_GENERATION``); see ``kalibr.path_generation``.
+        path_generation: the generation job's settings (interval, bounds, samples before retiring).
     """
 
     def __init__(
@@ -86,6 +92,8 @@ class Router:
         timeout: float = DEFAULT_TIMEOUT,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        auto_path_generation: bool | None = None,
+        path_generation: PathGenerationConfig | None = None,
     ) -> None:
         self.goal = check_goal(goal)
         self.paths = parse_paths(paths)
@@ -99,7 +107,9 @@ class Router:
         self.timeout = timeout
         from kalibr._intelligence_registry import resolve_intelligence
 
-        self.intelligence = resolve_intelligence(intelligence, store)
+        self.intelligence = resolve_intelligence(
+            intelligence, store, auto_path_generation=auto_path_generation, path_generation=path_generation
+        )
         register = getattr(self.intelligence, "register_paths", None)
         if callable(register):
             register(self.goal, self.paths)
