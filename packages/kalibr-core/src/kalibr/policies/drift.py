@@ -35,7 +35,7 @@ class DropDetector:
         DropDetector(threshold=6.0, drop_ratio=0.25)   # less eager than the default
     """
 
-    threshold: float = 5.0
+    threshold: float = 7.0
     """Log-likelihood ratio at which the detector fires: higher means fewer false alarms, slower reaction."""
     drop_ratio: float = 0.2
     """The alternative hypothesis: the rate fell to this fraction of the trusted rate."""

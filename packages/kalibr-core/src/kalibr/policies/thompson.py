@@ -10,6 +10,7 @@ in and runs a change detector (``kalibr.policies.drift``) that restarts an arm's
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -22,10 +23,19 @@ from kalibr.policies.drift import DropDetector
 __all__ = ["ThompsonPolicy", "count_outcome"]
 
 _DAY_SECONDS = 86_400.0
+_SUCCESSES = operator.attrgetter("successes")
+_FAILURES = operator.attrgetter("failures")
 
 
 class ThompsonPolicy:
     """The default policy. Stateless: everything it learns lives in the ``ArmState`` values it returns.
+
+    ``sharpness`` draws Thompson samples from Beta(sharpness * alpha, sharpness * beta): the same means with a
+    posterior about sqrt(sharpness) times narrower, so clearly worse paths stop getting traffic sooner. Over the
+    few hundred requests a goal sees in the replay tables that cut regret against the best fixed path by about
+    a sixth (see ``benchmarks/routing.py``); exploration of near-ties is unchanged in kind. ``rule_out_z``: how
+    many posterior standard deviations a path under the sample floor may be below the best before the floor
+    stops forcing traffic to it.
 
     >>> import numpy as np
     >>> from kalibr.policies.base import ArmState, PolicyConfig
@@ -36,7 +46,7 @@ class ThompsonPolicy:
     """
 
     def __init__(
-        self, *, detector: DropDetector | None = None, rule_out_z: float = 2.0, sharpness: float = 1.0
+        self, *, detector: DropDetector | None = None, rule_out_z: float = 2.0, sharpness: float = 4.0
     ) -> None:
         self.sharpness = sharpness
         self.detector = detector if detector is not None else DropDetector()
@@ -59,12 +69,14 @@ class ThompsonPolicy:
             arm = arms[0]
             return Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
         alpha, beta = _posterior(arms, priors)
-        total = alpha + beta
-        means = alpha / total
-        forced = self._forced_exploration(arms, config, rng, now, means, means * (1.0 - means) / (total + 1.0))
+        forced = self._forced_exploration(arms, config, rng, now, alpha, beta)
         if forced is not None:
             return forced
-        draws = rng.beta(alpha * self.sharpness, beta * self.sharpness)
+        means = alpha / (alpha + beta)
+        if self.sharpness == 1.0:
+            draws = rng.beta(alpha, beta)
+        else:
+            draws = rng.beta(alpha * self.sharpness, beta * self.sharpness)
         if config.cost_weight > 0.0:
             costs = _mean_costs(arms)
             draws -= config.cost_weight * costs
@@ -75,7 +87,7 @@ class ThompsonPolicy:
             index,
             index != best_mean,
             _reason(arms, index, best_mean, means),
-            _probability_best(index, alpha, beta),
+            _probability_best(index, best_mean, means, alpha, beta),
             arms[index].success_rate,
             arms[index].samples,
         )
@@ -86,8 +98,8 @@ class ThompsonPolicy:
         config: PolicyConfig,
         rng: np.random.Generator,
         now: float,
-        means: np.ndarray,
-        variances: np.ndarray,
+        alpha: np.ndarray,
+        beta: np.ndarray,
     ) -> Choice | None:
         """With probability ``exploration_rate``, a stale path or one under the sample floor not yet ruled out.
 
@@ -99,8 +111,10 @@ class ThompsonPolicy:
             return None
         floor = config.min_samples_before_exploit
         stale_before = now - config.staleness_days * _DAY_SECONDS
+        total = alpha + beta
+        means = alpha / total
         bar = float(means.max()) * (1.0 - config.tie_tolerance)
-        optimistic = means + self.rule_out_z * np.sqrt(variances)
+        optimistic = means + self.rule_out_z * np.sqrt(means * (1.0 - means) / (total + 1.0))
         candidates = [
             i
             for i, arm in enumerate(arms)
@@ -163,15 +177,20 @@ def count_outcome(
 # --- helpers (vectorised: ``choose`` runs on every decide) ---------------------------------------------------------
 def _posterior(arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
     """Beta parameters per arm: evidence plus ``priors`` when given, else plus the flat Beta(1, 1)."""
-    counts = np.array([(arm.successes, arm.failures) for arm in arms], dtype=np.float64)
+    count = len(arms)
+    alpha = np.fromiter(map(_SUCCESSES, arms), np.float64, count)
+    beta = np.fromiter(map(_FAILURES, arms), np.float64, count)
     if priors is None:
-        counts += 1.0
-    else:
-        if len(priors) != len(arms):
-            raise UserError(f"got {len(priors)} priors for {len(arms)} paths: give one (alpha, beta) per path")
-        counts += np.asarray(priors, dtype=np.float64)
-        np.maximum(counts, 1e-3, out=counts)  # Beta needs positive parameters; tolerate a zero prior
-    return counts[:, 0], counts[:, 1]
+        alpha += 1.0
+        beta += 1.0
+        return alpha, beta
+    if len(priors) != count:
+        raise UserError(f"got {len(priors)} priors for {count} paths: give one (alpha, beta) per path")
+    pseudo = np.asarray(priors, dtype=np.float64)
+    alpha += pseudo[:, 0]
+    beta += pseudo[:, 1]
+    # Beta needs positive parameters: tolerate a zero prior on an arm without evidence.
+    return np.maximum(alpha, 1e-3, out=alpha), np.maximum(beta, 1e-3, out=beta)
 
 
 def _mean_costs(arms: Sequence[ArmState]) -> np.ndarray:
@@ -184,8 +203,10 @@ def _break_tie(arms: Sequence[ArmState], means: np.ndarray, index: int, config: 
     if config.tie_tolerance <= 0.0 or config.cost_weight > 0.0:
         return index
     floor = config.min_samples_before_exploit
+    if arms[index].samples < floor:
+        return index
     threshold = float(means.max()) * (1.0 - config.tie_tolerance)
-    if means[index] < threshold or arms[index].samples < floor:
+    if means[index] < threshold:
         return index
     tied = [int(i) for i in np.flatnonzero(means >= threshold) if arms[int(i)].samples >= floor]
     if len(tied) < 2:
@@ -199,15 +220,21 @@ def _break_tie(arms: Sequence[ArmState], means: np.ndarray, index: int, config: 
     return int(cheapest) if key(cheapest) < key(index) else index
 
 
-def _probability_best(index: int, alpha: np.ndarray, beta: np.ndarray) -> float:
-    """Approximate P(chosen arm is best): product of pairwise normal-approximation win probabilities."""
-    total = alpha + beta
-    means = alpha / total
-    variances = means * (1.0 - means) / (total + 1.0)
-    z = (means[index] - means) / np.sqrt(variances[index] + variances)
-    wins = 1.0 / (1.0 + np.exp(-1.702 * z))  # logistic approximation of the normal CDF
-    wins[index] = 1.0
-    return float(np.prod(wins))
+def _probability_best(index: int, best: int, means: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> float:
+    """Approximate P(chosen arm beats its strongest rival), from the normal approximation of both posteriors."""
+    if index == best:
+        rivals = means.copy()
+        rivals[index] = -np.inf
+        best = int(rivals.argmax())
+    z = (float(means[index]) - float(means[best])) / math.sqrt(
+        _variance(alpha, beta, index) + _variance(alpha, beta, best)
+    )
+    return 1.0 / (1.0 + math.exp(-1.702 * z))  # logistic approximation of the normal CDF
+
+
+def _variance(alpha: np.ndarray, beta: np.ndarray, i: int) -> float:
+    a, b = float(alpha[i]), float(beta[i])
+    return a * b / ((a + b) ** 2 * (a + b + 1.0))
 
 
 def _reason(arms: Sequence[ArmState], index: int, best: int, means: np.ndarray) -> str:
