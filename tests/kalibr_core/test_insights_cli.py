@@ -100,3 +100,31 @@ def test_bad_input_is_a_clear_error() -> None:
 
     assert result.exit_code == 1
     assert "min_quality" in result.output
+
+
+def test_insights_and_policy_from_a_service_over_http() -> None:
+    import httpx
+
+    from kalibr.service import create_app
+    from kalibr.service._server import serve_in_thread
+    from kalibr.stores import MemoryStore
+
+    with serve_in_thread(create_app(MemoryStore(), auth=False)) as url:
+        for model in ("good-model", "flaky-model"):
+            httpx.post(f"{url}/api/v1/routing/paths", json={"goal": GOAL, "model_id": model}).raise_for_status()
+        rng = random.Random(1)
+        for _ in range(60):
+            decision = httpx.post(f"{url}/api/v1/routing/decide", json={"goal": GOAL}).json()
+            ok = rng.random() < (0.95 if decision["model_id"] == "good-model" else 0.2)
+            report = {"trace_id": decision["trace_id"], "goal": GOAL, "success": ok, "model_id": decision["model_id"]}
+            httpx.post(f"{url}/api/v1/intelligence/report-outcome", json=report).raise_for_status()
+
+        insights_run = CliRunner().invoke(cli, ["insights", GOAL, "--url", url, "--json"])
+        policy_run = CliRunner().invoke(cli, ["policy", GOAL, "--url", url])
+
+    assert insights_run.exit_code == 0, insights_run.output
+    [goal] = json.loads(insights_run.output)["goals"]
+    assert goal["sample_count"] == 60
+    assert {p["model"] for p in goal["paths"]} == {"good-model", "flaky-model"}
+    assert policy_run.exit_code == 0, policy_run.output
+    assert "use good-model" in policy_run.output

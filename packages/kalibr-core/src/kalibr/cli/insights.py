@@ -234,7 +234,7 @@ def _signals_table(signals: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def _print_policy(console: Console, answer: PolicyAnswer) -> None:
-    if answer.recommended_path_id is None:
+    if answer.recommended_model is None:  # a service's answer names the model, not always the path id
         console.print(f"[bold]{answer.goal}[/]: no recommendation. {escape(answer.reasoning)}")
     else:
         params = ", ".join(f"{k}={v}" for k, v in sorted(answer.params.items()))
