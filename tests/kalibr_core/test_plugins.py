@@ -49,9 +49,9 @@ def reverse_plugin() -> Iterator[None]:
         yield
     finally:
         pm.unregister(name="undo-reverse")
-        from kalibr import _router
+        from kalibr.providers.registry import forget_providers
 
-        _router._providers.pop("reverse", None)
+        forget_providers()
 
 
 def test_a_plugin_provider_serves_paths_that_name_it(reverse_plugin: None) -> None:

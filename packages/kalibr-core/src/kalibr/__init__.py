@@ -23,7 +23,8 @@ from kalibr._exceptions import (
     StoreError,
     UserError,
 )
-from kalibr._router import AsyncCompletionStream, CompletionStream, Router
+from kalibr._router import Router
+from kalibr._streams import AsyncCompletionStream, CompletionStream
 from kalibr._types import FAILURE_CATEGORIES, FailureCategory
 from kalibr.hookspecs import hookimpl
 from kalibr.intelligence.base import Constraints, PolicyAnswer

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kalibr._domain import Decision, Usage
+from kalibr._exceptions import AllPathsFailed, ProviderError
 from kalibr.providers.base import ProviderResponse, StreamChunk, ToolCall
 
 if TYPE_CHECKING:
     from kalibr._types import FailureCategory
 
-__all__ = ["Attempt", "Completion", "StreamAccumulator"]
+__all__ = ["Attempt", "Completion", "StreamAccumulator", "all_failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,10 @@ class StreamAccumulator:
             tool_calls=calls,
             finish_reason=self.finish_reason,
         )
+
+
+def all_failed(goal: str, attempts: Sequence[Attempt]) -> AllPathsFailed:
+    """The error raised when every path of ``goal`` failed, with each path's error in order."""
+    summary = "; ".join(f"{a.decision.path.label}: {a.failure_category}" for a in attempts)
+    errors = [ProviderError(a.error, model=a.decision.model) for a in attempts]
+    return AllPathsFailed(f"every path of goal {goal!r} failed ({summary})", errors)

@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import httpx
 
-from kalibr._completion import Attempt, Completion, StreamAccumulator
+from kalibr._completion import Attempt, Completion, all_failed
 from kalibr._domain import Decision, Outcome, Path, Usage, check_goal, new_trace_id, parse_paths, resolve_score
-from kalibr._exceptions import AllPathsFailed, ProviderError, RequestRejected, UserError
+from kalibr._exceptions import ProviderError, RequestRejected, UserError
 from kalibr._http import async_client, sync_client
 from kalibr._pricing import cost_of
+from kalibr._streams import AsyncCompletionStream, CompletionStream
 from kalibr._types import FailureCategory, Message, check_failure_category
 from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
 from kalibr.providers import base as provider_io
-from kalibr.providers.base import DirectProvider, Provider, ProviderRequest, ProviderResponse, StreamChunk
+from kalibr.providers.base import DirectProvider, ProviderRequest, ProviderResponse, StreamChunk
+from kalibr.providers.registry import provider_for
 from kalibr.stores.base import OutcomeChanges
 
 if TYPE_CHECKING:
@@ -240,7 +242,7 @@ class Router:
                 attempts.append(self._report_failure(decision, error, started))
                 continue
             return self._finish(decision, response, started, attempts, evaluate=evaluate)
-        raise _all_failed(self.goal, attempts)
+        raise all_failed(self.goal, attempts)
 
     async def acompletion(
         self,
@@ -267,7 +269,7 @@ class Router:
                 attempts.append(await self._areport_failure(decision, error, started))
                 continue
             return self._finish(decision, response, started, attempts, evaluate=evaluate)
-        raise _all_failed(self.goal, attempts)
+        raise all_failed(self.goal, attempts)
 
     def stream(
         self,
@@ -300,25 +302,25 @@ class Router:
         return ProviderRequest(decision.path, messages, merged, stream=stream)
 
     def _invoke(self, request: ProviderRequest) -> ProviderResponse:
-        provider = _provider_for(request.path)
+        provider = provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return provider.invoke(request)
         return provider_io.complete(provider, request, self._http, self.timeout)
 
     async def _ainvoke(self, request: ProviderRequest) -> ProviderResponse:
-        provider = _provider_for(request.path)
+        provider = provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return await provider.ainvoke(request)
         return await provider_io.acomplete(provider, request, self._ahttp or await async_client(), self.timeout)
 
     def _open_stream(self, request: ProviderRequest) -> Iterator[StreamChunk]:
-        provider = _provider_for(request.path)
+        provider = provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return provider.stream(request)
         return provider_io.stream(provider, request, self._http, self.timeout)
 
     def _aopen_stream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]:
-        provider = _provider_for(request.path)
+        provider = provider_for(request.path)
         if isinstance(provider, DirectProvider):
             return provider.astream(request)
         return provider_io.astream(provider, request, self._ahttp, self.timeout)
@@ -494,105 +496,6 @@ class Router:
         return make_adapter("dspy", "dspy", self, **options)
 
 
-class CompletionStream:
-    """Iterate for chunks; afterwards ``completion`` holds the whole answer and its decision."""
-
-    def __init__(
-        self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any], evaluate: bool
-    ) -> None:
-        self._router = router
-        self._messages = messages
-        self._params = params
-        self._evaluate = evaluate
-        self.decision = router.decide(force_model)
-        self.completion: Completion | None = None
-
-    def __iter__(self) -> Iterator[StreamChunk]:
-        router, attempts = self._router, []
-        for decision in router._fallbacks(self.decision):
-            request = router._request(decision, self._messages, self._params, stream=True)
-            started = time.perf_counter()
-            accumulator = StreamAccumulator()
-            chunks = router._open_stream(request)
-            try:
-                first = next(chunks, None)
-            except RequestRejected:
-                raise
-            except ProviderError as error:
-                attempts.append(router._report_failure(decision, error, started))
-                continue
-            self.decision = decision
-            try:
-                for chunk in _prepend(first, chunks):
-                    accumulator.add(chunk)
-                    yield chunk
-            except ProviderError as error:
-                router._report_failure(decision, error, started)  # mid-stream: too late to fall back
-                raise
-            response = accumulator.response(decision.model)
-            self.completion = router._finish(decision, response, started, attempts, evaluate=self._evaluate)
-            return
-        raise _all_failed(router.goal, attempts)
-
-
-class AsyncCompletionStream:
-    """``async for`` chunks; afterwards ``completion`` holds the whole answer and its decision."""
-
-    def __init__(
-        self, router: Router, messages: Sequence[Message], force_model: Any, params: dict[str, Any], evaluate: bool
-    ) -> None:
-        self._router = router
-        self._messages = messages
-        self._params = params
-        self._evaluate = evaluate
-        self._force_model = force_model
-        self.decision: Decision | None = None
-        self.completion: Completion | None = None
-
-    async def __aiter__(self) -> AsyncIterator[StreamChunk]:
-        router, attempts = self._router, []
-        self.decision = await router.adecide(self._force_model)
-        for decision in router._fallbacks(self.decision):
-            request = router._request(decision, self._messages, self._params, stream=True)
-            started = time.perf_counter()
-            accumulator = StreamAccumulator()
-            chunks = router._aopen_stream(request)
-            try:
-                first = await anext(chunks, None)
-            except RequestRejected:
-                raise
-            except ProviderError as error:
-                attempts.append(await router._areport_failure(decision, error, started))
-                continue
-            self.decision = decision
-            try:
-                if first is not None:
-                    accumulator.add(first)
-                    yield first
-                async for chunk in chunks:
-                    accumulator.add(chunk)
-                    yield chunk
-            except ProviderError as error:
-                router._report_failure(decision, error, started)
-                raise
-            response = accumulator.response(decision.model)
-            self.completion = router._finish(decision, response, started, attempts, evaluate=self._evaluate)
-            return
-        raise _all_failed(router.goal, attempts)
-
-
-def _prepend(first: StreamChunk | None, rest: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
-    if first is not None:
-        yield first
-    yield from rest
-
-
-def _all_failed(goal: str, attempts: Sequence[Attempt]) -> AllPathsFailed:
-    summary = "; ".join(f"{a.decision.path.label}: {a.failure_category}" for a in attempts)
-    errors = [ProviderError(a.error, model=a.decision.model) for a in attempts]
-    return AllPathsFailed(f"every path of goal {goal!r} failed ({summary})", errors)
-
-
 def _check_messages(messages: Sequence[Message] | str) -> list[Message]:
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
@@ -620,23 +523,3 @@ def _changes(
         failure_category=check_failure_category(failure_category),
         reason=reason,
     )
-
-
-_providers: dict[str, Provider | DirectProvider] = {}
-_providers_lock = threading.Lock()
-
-
-def _provider_for(path: Path) -> Provider | DirectProvider:
-    from kalibr.plugins import provider_factories
-
-    name = path.provider or ("anthropic" if path.model.startswith("claude") else "openai")
-    provider = _providers.get(name)
-    if provider is None:
-        with _providers_lock:
-            factories = provider_factories()
-            if name not in factories:
-                raise UserError(
-                    f"unknown provider {name!r} for path {path.label!r}: known providers are {sorted(factories)}"
-                )
-            provider = _providers[name] = factories[name]()
-    return provider
