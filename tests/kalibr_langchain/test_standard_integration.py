@@ -42,10 +42,6 @@ class TestChatKalibrIntegration(ChatModelIntegrationTests):
         return "sandbox-base"
 
     # --- tests that need a real model's judgement (or media downloaded from the internet) --------------------
-    @pytest.mark.xfail(reason="json_mode only asks for some JSON object; knowing the wanted fields needs a real model")
-    def test_json_mode(self, model: BaseChatModel) -> None:
-        super().test_json_mode(model)
-
     @pytest.mark.xfail(reason=_MEDIA)
     def test_pdf_inputs(self, model: BaseChatModel) -> None:
         super().test_pdf_inputs(model)
