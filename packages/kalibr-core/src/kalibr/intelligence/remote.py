@@ -308,6 +308,11 @@ class RemoteIntelligence:
             client.close()
 
     # --- HTTP -----------------------------------------------------------------------------------------
+    @property
+    def _verify(self) -> bool:
+        # Plain http has no certificates to check; skipping the CA bundle saves ~20 ms on the first call.
+        return self.url.startswith("https://")
+
     def _headers(self) -> dict[str, str]:
         headers = {"X-API-Key": self._api_key}
         if self.tenant:
@@ -317,7 +322,9 @@ class RemoteIntelligence:
     def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(base_url=self.url, headers=self._headers(), transport=self._transport)
+                self._client = httpx.Client(
+                    base_url=self.url, headers=self._headers(), transport=self._transport, verify=self._verify
+                )
             return self._client
 
     def _async_client(self) -> httpx.AsyncClient:
@@ -327,7 +334,9 @@ class RemoteIntelligence:
             if client is None:
                 for stale in [known for known in self._async_clients if known.is_closed()]:
                     del self._async_clients[stale]
-                client = httpx.AsyncClient(base_url=self.url, headers=self._headers(), transport=self._async_transport)
+                client = httpx.AsyncClient(
+                    base_url=self.url, headers=self._headers(), transport=self._async_transport, verify=self._verify
+                )
                 self._async_clients[loop] = client
             return client
 

@@ -10,6 +10,7 @@ import dataclasses
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -43,12 +44,17 @@ _PROVIDER_PREFIXES = (
 
 
 def default_engine_factory(refresh_interval: float) -> EngineFactory:
-    """Write-through engines (replicas see outcomes at once) that re-read arms every ``refresh_interval``."""
+    """Engines that re-read arms every ``refresh_interval`` and write in groups.
+
+    Decisions are written behind (within ~50 ms, many per transaction); a report is committed before its request
+    is answered (``Backend.report`` flushes), but concurrent reports share commits. Write-through engines hold
+    their lock during each commit, which serialized reports at one fsync each (~80/s on PostgreSQL here).
+    """
 
     def build(store: Store, tenant: str) -> Intelligence:
         from kalibr.intelligence.engine import Engine
 
-        return Engine(store, tenant=tenant, write_behind=False, refresh_interval=refresh_interval)
+        return Engine(store, tenant=tenant, write_behind=True, refresh_interval=refresh_interval, flush_interval=0.005)
 
     return build
 
@@ -78,6 +84,26 @@ class _PathCache:
                 del self._entries[key]
 
 
+class _RecentDecisions:
+    """This replica's latest decisions, so a report right after its decide needs no store read (decisions are
+    written behind). Bounded: older ones are found in the store."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._entries: OrderedDict[tuple[str, str], tuple[str, str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, tenant: str, trace_id: str, decided: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._entries[(tenant, trace_id)] = decided
+            if len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+
+    def get(self, tenant: str, trace_id: str) -> tuple[str, str, str] | None:
+        with self._lock:
+            return self._entries.get((tenant, trace_id))
+
+
 class Backend:
     """The service's operations, each scoped to the tenant the caller authenticated as."""
 
@@ -87,6 +113,8 @@ class Backend:
         self._engines: dict[str, Intelligence] = {}
         self._engines_lock = threading.Lock()
         self._paths = _PathCache(store, path_cache_seconds)
+        self._recent = _RecentDecisions()
+        self._commit_locks: dict[str, threading.Lock] = {}
 
     def engine(self, tenant: str) -> Intelligence:
         engine = self._engines.get(tenant)
@@ -96,6 +124,10 @@ class Backend:
                 if engine is None:
                     engine = self._engines[tenant] = self._engine_factory(self.store, tenant)
         return engine
+
+    def _commit_lock(self, tenant: str) -> threading.Lock:
+        with self._engines_lock:
+            return self._commit_locks.setdefault(tenant, threading.Lock())
 
     def close(self) -> None:
         with self._engines_lock:
@@ -145,6 +177,7 @@ class Backend:
     def decide(self, tenant: str, request: s.DecideRequest) -> s.DecideResponse:
         candidates = self._candidates(tenant, request)
         decision = self.engine(tenant).decide(request.goal, [record.path for record in candidates])
+        self._recent.add(tenant, decision.trace_id, (request.goal, decision.path_id, decision.model))
         chosen = next((r for r in candidates if r.path.path_id == decision.path_id), candidates[0])
         return s.DecideResponse(
             trace_id=decision.trace_id,
@@ -218,7 +251,13 @@ class Backend:
             )
         except UserError as exc:
             raise Invalid(str(exc)) from exc
-        self.engine(tenant).report(outcome)
+        engine = self.engine(tenant)
+        engine.report(outcome)
+        # Committed before we answer "accepted". One flush at a time per tenant: reports that arrive during a
+        # commit wait, then share the next one (group commit), instead of each holding the arm's row lock
+        # through its own fsync.
+        with self._commit_lock(tenant):
+            engine.flush()
         return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
 
     def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
@@ -237,13 +276,17 @@ class Backend:
 
     def _attribute(self, tenant: str, request: s.ReportRequest) -> tuple[str, str | None]:
         """The path an outcome counts for: its decision's, else the registered path of its ``model_id``."""
-        decision = self.store.get_decision(tenant, request.trace_id)
-        if decision is not None:
-            if decision.goal != request.goal:
+        decided = self._recent.get(tenant, request.trace_id)
+        if decided is None:
+            record = self.store.get_decision(tenant, request.trace_id)
+            decided = None if record is None else (record.goal, record.path_id, record.model)
+        if decided is not None:
+            goal, path_id, model = decided
+            if goal != request.goal:
                 raise Invalid(
-                    f"goal: trace_id {request.trace_id!r} was decided for goal {decision.goal!r}, not {request.goal!r}"
+                    f"goal: trace_id {request.trace_id!r} was decided for goal {goal!r}, not {request.goal!r}"
                 )
-            return decision.path_id, decision.model
+            return path_id, model
         if request.model_id is None:
             raise NotFound(
                 f"unknown trace_id {request.trace_id!r}: this service issued no such decision; "

@@ -114,7 +114,7 @@ def _add_routing_routes(app: FastAPI, backend: Backend) -> None:
         return backend.disable_path(tenant, path_id)
 
     @app.post("/api/v1/routing/decide", tags=["routing"])
-    def decide(body: s.DecideRequest, tenant: Tenant) -> s.DecideResponse:
+    async def decide(body: s.DecideRequest, tenant: Tenant) -> s.DecideResponse:
         return backend.decide(tenant, body)
 
     @app.get("/api/v1/routing/config", tags=["routing"])
