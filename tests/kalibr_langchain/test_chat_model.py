@@ -12,7 +12,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 import kalibr
 from kalibr.sandbox import SandboxServer
@@ -136,3 +136,28 @@ async def test_ainvoke_stays_on_the_event_loop_thread() -> None:
     message = await llm.ainvoke("Hello")
     assert message.text == "async answer"
     assert inner.threads == [threading.get_ident()]
+
+
+class Capital(BaseModel):
+    """A country's capital city."""
+
+    city: str
+
+
+@pytest.mark.parametrize("method", ["function_calling", "json_schema"])
+def test_structured_output_methods(sandbox: SandboxServer, method: str) -> None:
+    llm = ChatKalibr(goal="structured_methods", paths=sandbox_paths(sandbox, "sandbox-mini"), store="memory:")
+    structured = llm.with_structured_output(Capital, method=method, include_raw=True)  # type: ignore[arg-type]
+    result = structured.invoke('The capital is "Lisbon". Which city is it?')
+    assert isinstance(result, dict)
+    assert result["parsed"] == Capital(city="Lisbon")
+    assert result["parsing_error"] is None
+    raw = result["raw"]
+    assert isinstance(raw, AIMessage)
+    assert bool(raw.tool_calls) == (method == "function_calling")
+
+
+def test_structured_output_refuses_unknown_methods() -> None:
+    llm = ChatKalibr(goal="structured_bad", paths=["gpt-4o-mini"], store="memory:")
+    with pytest.raises(kalibr.UserError, match=r"unknown method 'xml'"):
+        llm.with_structured_output(Capital, method="xml")  # type: ignore[arg-type]
