@@ -6,14 +6,21 @@ Key from the path's ``api_key`` or ``ANTHROPIC_API_KEY``; base URL from the path
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kalibr._domain import Usage
 from kalibr._exceptions import UserError
 from kalibr._types import Message
-from kalibr.providers.base import HTTPCall, ProviderRequest, ProviderResponse, StreamChunk, ToolCall, ToolCallDelta
+from kalibr.providers.base import (
+    HTTPCall,
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    endpoint,
+)
 
 __all__ = ["AnthropicMessages"]
 
@@ -29,14 +36,9 @@ class AnthropicMessages:
 
     def build(self, request: ProviderRequest) -> HTTPCall:
         path = request.path
-        base_url = (path.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        api_key = path.api_key or os.environ.get("ANTHROPIC_API_KEY")
-        if not api_key:
-            if base_url == DEFAULT_BASE_URL:
-                raise UserError(
-                    f"no API key for path {path.label!r}: set ANTHROPIC_API_KEY or give the path an api_key"
-                )
-            api_key = "not-needed"
+        base_url, api_key = endpoint(
+            path, key_env="ANTHROPIC_API_KEY", base_env="ANTHROPIC_BASE_URL", default_base=DEFAULT_BASE_URL
+        )
         params = dict(request.params)
         system, messages = to_anthropic_messages(request.messages)
         body: dict[str, Any] = {"model": path.model, "messages": messages}

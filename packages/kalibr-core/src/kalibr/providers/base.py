@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -17,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from kalibr._domain import Path, Usage
-from kalibr._exceptions import ProviderError, ProviderHTTPError, ProviderTimeout, RequestRejected
+from kalibr._exceptions import ProviderError, ProviderHTTPError, ProviderTimeout, RequestRejected, UserError
 from kalibr._types import Message
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "acomplete",
     "astream",
     "complete",
+    "endpoint",
     "map_provider_errors",
     "stream",
 ]
@@ -138,6 +140,24 @@ class DirectProvider(Protocol):
     def stream(self, request: ProviderRequest) -> Iterator[StreamChunk]: ...
 
     def astream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]: ...
+
+
+def endpoint(path: Path, *, key_env: str, base_env: str, default_base: str) -> tuple[str, str]:
+    """(base URL, API key) for ``path``: its own values, else the environment, else the vendor's URL.
+
+    A key is required only by the vendor's own endpoint; a local server (vLLM, Ollama, the sandbox) gets a
+    placeholder.
+    """
+    base_url = (path.base_url or os.environ.get(base_env) or default_base).rstrip("/")
+    api_key = path.api_key or os.environ.get(key_env)
+    if api_key:
+        return base_url, api_key
+    if base_url == default_base:
+        raise UserError(
+            f"no API key for path {path.label!r}: set {key_env}, or give the path an api_key, "
+            "or a base_url for a local compatible server"
+        )
+    return base_url, "not-needed"
 
 
 @contextlib.contextmanager

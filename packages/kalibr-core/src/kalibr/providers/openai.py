@@ -7,13 +7,19 @@ The key comes from the path's ``api_key``, else ``OPENAI_API_KEY``; the base URL
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from kalibr._domain import Usage
-from kalibr._exceptions import UserError
-from kalibr.providers.base import HTTPCall, ProviderRequest, ProviderResponse, StreamChunk, ToolCall, ToolCallDelta
+from kalibr.providers.base import (
+    HTTPCall,
+    ProviderRequest,
+    ProviderResponse,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    endpoint,
+)
 
 __all__ = ["OpenAIChat"]
 
@@ -36,15 +42,9 @@ class OpenAIChat:
 
     def build(self, request: ProviderRequest) -> HTTPCall:
         path = request.path
-        base_url = (path.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        api_key = path.api_key or os.environ.get("OPENAI_API_KEY")
-        if not api_key:
-            if base_url == DEFAULT_BASE_URL:
-                raise UserError(
-                    f"no API key for path {path.label!r}: set OPENAI_API_KEY, or give the path an api_key, "
-                    "or a base_url for a local OpenAI-compatible server"
-                )
-            api_key = "not-needed"
+        base_url, api_key = endpoint(
+            path, key_env="OPENAI_API_KEY", base_env="OPENAI_BASE_URL", default_base=DEFAULT_BASE_URL
+        )
         body: dict[str, Any] = {"model": path.model, "messages": list(request.messages), **request.params}
         if path.tools and "tools" not in body:
             body["tools"] = list(path.tools)
