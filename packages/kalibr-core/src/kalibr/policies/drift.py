@@ -7,6 +7,12 @@ evidence: a one-sided Bernoulli CUSUM (Page's test) of "the rate fell to ``drop_
 path wipes out earlier bad luck. When the sum passes ``threshold`` the arm's evidence restarts from the outcomes
 since the sum last left zero (the estimated change point), so the restarted arm already carries the failures
 that revealed the change and Thompson sampling moves its traffic away at once.
+
+A false alarm would be costly (a good path's record thrown away, and a path with little traffic is slow to
+win it back), so the old record is held, not deleted: the restarted path is on probation, the policy sends it
+an occasional probe (a fifth of the exploration rate), and the probes' outcomes are weighed between the old
+rate and the dropped one. Evidence for the old rate restores the held record; ``probation_probes`` outcomes
+without it confirm the drop and the held record is forgotten.
 """
 
 from __future__ import annotations
@@ -16,13 +22,19 @@ from dataclasses import dataclass, replace
 
 from kalibr.policies.base import ArmState
 
-__all__ = ["DropDetector"]
+__all__ = ["DropDetector", "on_probation"]
 
 STATISTIC = "drop_cusum"
 RUN_SUCCESSES = "run_successes"
 RUN_FAILURES = "run_failures"
 RUN_LENGTH = "run_length"
 RESETS = "resets"
+RESTORES = "restores"
+HELD_SUCCESSES = "held_successes"
+HELD_FAILURES = "held_failures"
+PROBATION_EVIDENCE = "probation_llr"
+PROBATION_PROBES = "probation_probes"
+_PROBATION_CLEARED = {HELD_SUCCESSES: 0.0, HELD_FAILURES: 0.0, PROBATION_EVIDENCE: 0.0, PROBATION_PROBES: 0.0}
 _CLEARED = {STATISTIC: 0.0, RUN_SUCCESSES: 0.0, RUN_FAILURES: 0.0, RUN_LENGTH: 0.0}
 
 
@@ -41,16 +53,22 @@ class DropDetector:
     """The alternative hypothesis: the rate fell to this fraction of the trusted rate."""
     min_evidence: float = 8.0
     """Trusted outcomes needed before the detector runs (too little evidence to have a rate to fall from)."""
+    restore_at: float = 1.0
+    """Log-likelihood ratio in favour of the old rate, over the probation outcomes, that restores the record."""
+    probation_probes: int = 4
+    """Outcomes after a restart without enough evidence for the old rate that confirm the drop."""
 
     def observe(self, before: ArmState, after: ArmState, score: float) -> ArmState:
         """``after`` is ``before`` with ``score`` folded in; returns it with the detector stepped (maybe fired)."""
         extra = before.extra
+        if on_probation(before):
+            return self._probation(before, after, score)
         run_s = extra.get(RUN_SUCCESSES, 0.0)
         run_f = extra.get(RUN_FAILURES, 0.0)
         trusted_s = before.successes - run_s
         trusted_f = before.failures - run_f
         if trusted_s + trusted_f < self.min_evidence:
-            return after if not extra else replace(after, extra={**extra, STATISTIC: 0.0})
+            return after if not extra else replace(after, extra={**extra, **_CLEARED})
         rate = (trusted_s + 1.0) / (trusted_s + trusted_f + 2.0)
         statistic = extra.get(STATISTIC, 0.0) + self._log_ratio(rate, score)
         if statistic <= 0.0:
@@ -62,6 +80,8 @@ class DropDetector:
             state = {**extra, STATISTIC: statistic, RUN_SUCCESSES: run_s, RUN_FAILURES: run_f, RUN_LENGTH: run_length}
             return replace(after, extra=state)
         restarted = {**_CLEARED, RESETS: extra.get(RESETS, 0.0) + 1.0}
+        restarted.update({HELD_SUCCESSES: trusted_s, HELD_FAILURES: trusted_f, PROBATION_EVIDENCE: 0.0})
+        restarted[PROBATION_PROBES] = 0.0
         return replace(
             after,
             successes=run_s,
@@ -70,6 +90,31 @@ class DropDetector:
             extra={**extra, **restarted},
         )
 
+    def _probation(self, before: ArmState, after: ArmState, score: float) -> ArmState:
+        """Weigh one post-restart outcome: restore the held record, confirm the drop, or keep waiting."""
+        extra = before.extra
+        held_s, held_f = extra[HELD_SUCCESSES], extra[HELD_FAILURES]
+        rate = (held_s + 1.0) / (held_s + held_f + 2.0)
+        evidence = extra.get(PROBATION_EVIDENCE, 0.0) - self._log_ratio(rate, score)
+        probes = extra.get(PROBATION_PROBES, 0.0) + 1.0
+        if evidence >= self.restore_at:
+            return replace(
+                after,
+                successes=after.successes + held_s,
+                failures=after.failures + held_f,
+                samples=after.samples + round(held_s + held_f),
+                extra={**extra, **_PROBATION_CLEARED, RESTORES: extra.get(RESTORES, 0.0) + 1.0},
+            )
+        if probes >= self.probation_probes:
+            return replace(after, extra={**extra, **_PROBATION_CLEARED})
+        return replace(after, extra={**extra, PROBATION_EVIDENCE: evidence, PROBATION_PROBES: probes})
+
     def _log_ratio(self, rate: float, score: float) -> float:
         dropped = rate * self.drop_ratio
         return score * math.log(dropped / rate) + (1.0 - score) * math.log((1.0 - dropped) / (1.0 - rate))
+
+
+def on_probation(arm: ArmState) -> bool:
+    """True while a restarted arm's old record is held, waiting for probes to confirm or refute the drop."""
+    extra = arm.extra
+    return bool(extra) and extra.get(HELD_SUCCESSES, 0.0) + extra.get(HELD_FAILURES, 0.0) > 0.0

@@ -18,11 +18,13 @@ import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
-from kalibr.policies.drift import DropDetector
+from kalibr.policies.drift import DropDetector, on_probation
 
 __all__ = ["ThompsonPolicy", "count_outcome"]
 
 _DAY_SECONDS = 86_400.0
+PROBE_SHARE = 0.2
+"""Share of the exploration budget spent probing paths on probation after a detected drop."""
 _SUCCESSES = operator.attrgetter("successes")
 _FAILURES = operator.attrgetter("failures")
 
@@ -107,8 +109,13 @@ class ThompsonPolicy:
         above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
         it would only add regret, so the floor skips it (Thompson sampling may still try it).
         """
-        if config.exploration_rate <= 0.0 or rng.random() >= config.exploration_rate:
+        draw = rng.random()
+        if draw >= config.exploration_rate:
             return None
+        if draw < config.exploration_rate * PROBE_SHARE:
+            probe = self._probe(arms, rng)
+            if probe is not None:
+                return probe
         floor = config.min_samples_before_exploit
         stale_before = now - config.staleness_days * _DAY_SECONDS
         total = alpha + beta
@@ -130,6 +137,15 @@ class ThompsonPolicy:
         else:
             why = f"exploring {_name(arm)} again: untried for over {config.staleness_days:g} days"
         return Choice(index, True, why, 0.0, arm.success_rate, arm.samples)
+
+    def _probe(self, arms: Sequence[ArmState], rng: np.random.Generator) -> Choice | None:
+        """A path on probation after a detected drop, to confirm the drop or restore its record."""
+        suspects = [i for i, arm in enumerate(arms) if on_probation(arm)]
+        if not suspects:
+            return None
+        index = suspects[int(rng.integers(len(suspects)))]
+        why = f"probing {_name(arms[index])}: its success rate dropped; checking whether the drop is real"
+        return Choice(index, True, why, 0.0, arms[index].success_rate, arms[index].samples)
 
     # --- learning ----------------------------------------------------------------------------------------------
     def update(
