@@ -334,3 +334,100 @@ def test_sixteen_threads_lose_no_update(store: Store) -> None:
     assert fast.samples == smart.samples == 16 * per_thread // 2
     assert fast.successes + smart.successes == 12 * per_thread
     assert len(store.outcomes(A, GOAL, datetime.now(UTC) - timedelta(hours=1))) == 16 * per_thread
+
+
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def at_of(entry: dict[str, object]) -> datetime:
+    stamp = datetime.fromisoformat(str(entry["at"]))
+    assert stamp.utcoffset() == timedelta(0)
+    return stamp
+
+
+def test_events_come_back_oldest_first_as_recorded(store: Store) -> None:
+    store.record_event(A, GOAL, "path_generated", {"path_id": "p1", "params": {"temperature": 0.5}, "ids": ("a",)})
+    store.record_event(A, "translate", "config_changed", {"exploration_rate": 0.2})
+    store.record_event(A, GOAL, "path_retired", {"path_id": "p1", "rate": 0.41})
+    entries = store.events(A, None, LONG_AGO)
+    assert [(e["goal"], e["kind"]) for e in entries] == [
+        (GOAL, "path_generated"), ("translate", "config_changed"), (GOAL, "path_retired"),
+    ]  # fmt: skip
+    # Data comes back as plain JSON values: a tuple is a list, as it would be after a restart.
+    assert entries[0]["data"] == {"path_id": "p1", "params": {"temperature": 0.5}, "ids": ["a"]}
+    stamps = [at_of(e) for e in entries]
+    assert stamps == sorted(stamps)
+    assert datetime.now(UTC) - stamps[0] < timedelta(hours=1)
+    assert set(entries[0]) == {"at", "goal", "kind", "data"}
+
+
+def test_events_filter_by_goal(store: Store) -> None:
+    store.record_event(A, GOAL, "path_generated", {"path_id": "p1"})
+    store.record_event(A, "translate", "path_generated", {"path_id": "p2"})
+    store.record_event(A, GOAL, "path_retired", {"path_id": "p1"})
+    assert [(e["kind"], e["data"]) for e in store.events(A, GOAL, LONG_AGO)] == [
+        ("path_generated", {"path_id": "p1"}), ("path_retired", {"path_id": "p1"}),
+    ]  # fmt: skip
+    assert [e["data"] for e in store.events(A, "translate", LONG_AGO)] == [{"path_id": "p2"}]
+    assert store.events(A, "classify", LONG_AGO) == []
+
+
+def test_events_filter_by_since(store: Store) -> None:
+    store.record_event(A, GOAL, "path_generated", {"path_id": "p1"})
+    (first,) = store.events(A, GOAL, LONG_AGO)
+    first_at = at_of(first)
+    while datetime.now(UTC) <= first_at:  # the next entry must get a later stamp than the first
+        pass
+    store.record_event(A, GOAL, "path_retired", {"path_id": "p1"})
+    assert [e["kind"] for e in store.events(A, GOAL, first_at)] == ["path_generated", "path_retired"]
+    assert [e["kind"] for e in store.events(A, None, first_at + timedelta(microseconds=1))] == ["path_retired"]
+    assert store.events(A, None, datetime.now(UTC) + timedelta(hours=1)) == []
+    with pytest.raises(UserError, match="timezone-aware"):
+        store.events(A, GOAL, datetime(2024, 1, 1))
+
+
+def test_events_are_kept_per_tenant(store: Store) -> None:
+    store.record_event(A, GOAL, "path_generated", {"path_id": "from-a"})
+    assert store.events(B, None, LONG_AGO) == []
+    assert store.events(B, GOAL, LONG_AGO) == []
+    store.record_event(B, GOAL, "path_generated", {"path_id": "from-b"})
+    assert [e["data"] for e in store.events(A, GOAL, LONG_AGO)] == [{"path_id": "from-a"}]
+    assert [e["data"] for e in store.events(B, None, LONG_AGO)] == [{"path_id": "from-b"}]
+
+
+@pytest.mark.parametrize(
+    ("goal", "kind", "data", "problem"),
+    [
+        (GOAL, "path_generated", {"when": datetime(2025, 1, 1, tzinfo=UTC)}, "JSON-serialisable"),
+        (GOAL, "path_generated", {"rate": float("nan")}, "JSON-serialisable"),
+        (GOAL, "path_generated", ["p1"], "must be a mapping"),
+        (GOAL, "path_generated", {"completion": "x" * 20_000}, "never prompt or completion text"),
+        (GOAL, "", {}, "needs a goal and a kind"),
+        ("", "path_generated", {}, "needs a goal and a kind"),
+    ],
+)
+def test_events_refuse_what_is_not_small_json_metadata(
+    store: Store, goal: str, kind: str, data: object, problem: str
+) -> None:
+    with pytest.raises(UserError, match=problem):
+        store.record_event(A, goal, kind, data)  # type: ignore[arg-type]
+    assert store.events(A, None, LONG_AGO) == []
+
+
+def test_events_from_eight_threads_are_all_kept_in_time_order(store: Store) -> None:
+    def record(index: int) -> None:
+        for i in range(25):
+            store.record_event(A, GOAL, "path_generated", {"thread": index, "i": i})
+
+    threads = [threading.Thread(target=record, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entries = store.events(A, GOAL, LONG_AGO)
+    expected = [(thread, i) for thread in range(8) for i in range(25)]
+    assert sorted((e["data"]["thread"], e["data"]["i"]) for e in entries) == expected
+    stamps = [at_of(e) for e in entries]
+    assert stamps == sorted(stamps)
+    for index in range(8):  # each thread's entries keep their order
+        assert [e["data"]["i"] for e in entries if e["data"]["thread"] == index] == list(range(25))

@@ -10,11 +10,14 @@ import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kalibr._domain import Path
+from kalibr._domain import Outcome, Path, new_trace_id
 from kalibr._exceptions import StoreError, UserError
+from kalibr.policies.base import ArmState
+from kalibr.stores import PathRecord, _postgres_schema
 from kalibr.stores._postgres_schema import LATEST_VERSION
 
 PG_URL = os.environ.get("KALIBR_TEST_POSTGRES_URL")
@@ -60,6 +63,42 @@ def test_replicas_starting_together_migrate_once(schema: str) -> None:
     assert len(stores) == 6
     for store in stores:
         store.close()
+
+
+def test_a_schema_from_the_first_version_upgrades_and_keeps_its_data(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from kalibr.stores.postgres import PostgresStore
+
+    assert PG_URL is not None
+
+    def one_more(arm: ArmState) -> ArmState:
+        return ArmState(arm.path_id, arm.model, successes=arm.successes + 1, samples=arm.samples + 1)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
+        patch.setattr(_postgres_schema, "LATEST_VERSION", 1)
+        old = PostgresStore(PG_URL, schema=schema)
+        old.apply_outcomes("default", [(Outcome(new_trace_id(), "summarize", FAST.path_id, 1.0), one_more)])
+        old.register_path("default", PathRecord("summarize", FAST, True, datetime.now(UTC)))
+        old.close()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        assert conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall() == [(1,)]
+        assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.events",)).fetchone() == (None,)
+    upgraded = PostgresStore(PG_URL, schema=schema)
+    try:
+        assert upgraded.load_arms("default", "summarize", [FAST])[0].samples == 1
+        assert [record.path for record in upgraded.list_paths("default", "summarize")] == [FAST]
+        assert len(upgraded.outcomes("default", None, datetime.now(UTC) - timedelta(hours=1))) == 1
+        upgraded.record_event("default", "summarize", "path_generated", {"path_id": FAST.path_id})
+        entries = upgraded.events("default", None, datetime(2000, 1, 1, tzinfo=UTC))
+        assert [e["data"] for e in entries] == [{"path_id": FAST.path_id}]
+    finally:
+        upgraded.close()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        assert conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall() == [(LATEST_VERSION,)]
 
 
 def test_a_schema_from_a_newer_kalibr_is_refused(schema: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import os
 import sqlite3
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from kalibr._domain import Outcome, Path, new_trace_id
 from kalibr._exceptions import StoreError, UserError
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores import PathRecord
+from kalibr.stores import PathRecord, _sqlite_schema
 from kalibr.stores._sqlite_schema import LATEST_VERSION
 from kalibr.stores.sqlite import SQLiteStore, sqlite_path_from_url
 
@@ -54,6 +55,37 @@ def test_the_file_uses_wal_and_records_its_schema_version(tmp_path: FilePath) ->
     SQLiteStore(tmp_path / "kalibr.db").close()
     with sqlite3.connect(tmp_path / "kalibr.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST_VERSION,)]
+    conn.close()
+
+
+def test_a_file_from_the_first_schema_upgrades_and_keeps_its_data(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = tmp_path / "kalibr.db"
+    first_only = functools.partial(_sqlite_schema.migrate, migrations=_sqlite_schema.MIGRATIONS[:1])
+    with monkeypatch.context() as patch:
+        patch.setattr("kalibr.stores.sqlite.migrate", first_only)
+        old = SQLiteStore(location)
+        report(old)
+        old.register_path(TENANT, PathRecord(GOAL, FAST, True, datetime.now(UTC)))
+        old.close()
+    with sqlite3.connect(location) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchall() == []
+    conn.close()
+    upgraded = SQLiteStore(location)
+    assert upgraded.load_arms(TENANT, GOAL, [FAST])[0].samples == 1
+    assert [record.path for record in upgraded.list_paths(TENANT, GOAL)] == [FAST]
+    assert len(upgraded.outcomes(TENANT, GOAL, datetime.now(UTC) - timedelta(hours=1))) == 1
+    upgraded.record_event(TENANT, GOAL, "path_generated", {"path_id": FAST.path_id})
+    upgraded.close()
+    reopened = SQLiteStore(location)
+    assert [e["data"] for e in reopened.events(TENANT, GOAL, datetime(2000, 1, 1, tzinfo=UTC))] == [
+        {"path_id": FAST.path_id}
+    ]
+    reopened.close()
+    with sqlite3.connect(location) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST_VERSION,)]
     conn.close()
 

@@ -116,6 +116,12 @@ LIST_KEYS = """
 """
 DELETE_KEY = "DELETE FROM api_keys WHERE key_hash = %s"
 
+INSERT_EVENT = "INSERT INTO events (tenant, goal, kind, data, at) VALUES (%s, %s, %s, %s::jsonb, %s)"
+EVENTS_SINCE = "SELECT at, goal, kind, data FROM events WHERE tenant = %s AND at >= %s ORDER BY at, id"
+GOAL_EVENTS_SINCE = (
+    "SELECT at, goal, kind, data FROM events WHERE tenant = %s AND goal = %s AND at >= %s ORDER BY at, id"
+)
+
 
 def outcome_columns(records: Sequence[OutcomeRecord]) -> list[list[Any]]:
     """The records as one list per column, in ``INSERT_OUTCOMES`` order."""

@@ -55,7 +55,17 @@ _V1 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# The change log.
+_V2 = (
+    """CREATE TABLE events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant TEXT NOT NULL, goal TEXT NOT NULL,
+        kind TEXT NOT NULL, data JSONB NOT NULL, at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE INDEX events_by_goal_time ON events (tenant, goal, at)",
+    "CREATE INDEX events_by_time ON events (tenant, at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -1,7 +1,7 @@
 """Conversions every store shares: datetimes, arms, paths, outcomes and config, to and from plain values.
 
 Stores keep metadata only. A path loses its API key, client and price on the way in; an outcome keeps a
-reason capped at ``MAX_REASON_CHARS``; nothing else free-form is stored.
+reason capped at ``MAX_REASON_CHARS``; a change-log entry's data is JSON of at most ``MAX_EVENT_DATA_CHARS``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, Pa
 
 __all__ = [
     "ARM_FIELDS",
+    "MAX_EVENT_DATA_CHARS",
     "MAX_REASON_CHARS",
     "arm_for",
     "arm_from_values",
@@ -29,6 +30,8 @@ __all__ = [
     "config_from_json",
     "config_to_json",
     "decision_record",
+    "event_entry",
+    "event_json",
     "from_micros",
     "outcome_record",
     "path_columns",
@@ -46,6 +49,9 @@ _R = TypeVar("_R")
 
 MAX_REASON_CHARS = 1000
 """A reason is a short label from the caller; anything longer is cut so no transcript can hide in it."""
+
+MAX_EVENT_DATA_CHARS = 16_000
+"""A change-log entry holds ids, params and rates; a bigger one is refused so no transcript can hide in it."""
 
 ARM_FIELDS = (
     "successes",
@@ -251,3 +257,28 @@ def config_from_json(text: str | Mapping[str, Any]) -> PolicyConfig:
     """A config from stored fields; fields this version does not know (written by a newer one) are ignored."""
     fields = json.loads(text) if isinstance(text, str) else dict(text)
     return PolicyConfig(**{name: value for name, value in fields.items() if name in _CONFIG_FIELDS})
+
+
+def event_json(goal: str, kind: str, data: Mapping[str, Any]) -> str:
+    """A change-log entry's ``data`` as JSON text, or a ``UserError`` saying why it cannot be stored."""
+    if not isinstance(goal, str) or not goal or not isinstance(kind, str) or not kind:
+        raise UserError(f"a change-log entry needs a goal and a kind (non-empty strings), got {goal!r} and {kind!r}")
+    if not isinstance(data, Mapping):
+        raise UserError(f"change-log data for {kind!r} must be a mapping of metadata, got {type(data).__name__}")
+    try:
+        text = json.dumps(dict(data), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UserError(
+            f"change-log data for {kind!r} must be JSON-serialisable metadata (ids, params, rates): {exc}"
+        ) from exc
+    if len(text) > MAX_EVENT_DATA_CHARS:
+        raise UserError(
+            f"change-log data for {kind!r} is {len(text)} characters, over {MAX_EVENT_DATA_CHARS}: "
+            "store ids, params and rates, never prompt or completion text"
+        )
+    return text
+
+
+def event_entry(at: datetime, goal: str, kind: str, data: Any) -> dict[str, Any]:
+    """A change-log entry as ``Store.events`` returns it; ``data`` is JSON text or an already decoded value."""
+    return {"at": at.astimezone(UTC).isoformat(), "goal": goal, "kind": kind, "data": _json(data)}

@@ -92,6 +92,10 @@ LIST_KEYS = """
 """
 DELETE_KEY = "DELETE FROM api_keys WHERE key_hash = ?"
 
+INSERT_EVENT = "INSERT INTO events (tenant, goal, kind, data, at) VALUES (?, ?, ?, ?, ?)"
+EVENTS_SINCE = "SELECT at, goal, kind, data FROM events WHERE tenant = ? AND at >= ? ORDER BY at, id"
+GOAL_EVENTS_SINCE = "SELECT at, goal, kind, data FROM events WHERE tenant = ? AND goal = ? AND at >= ? ORDER BY at, id"
+
 
 def outcome_values(record: OutcomeRecord) -> tuple[Any, ...]:
     """The record's columns in ``_OUTCOME_FIELDS`` order."""

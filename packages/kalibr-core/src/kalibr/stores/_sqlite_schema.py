@@ -52,7 +52,17 @@ _V1 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# The change log. JSON is kept as TEXT (a column declared JSON would get NUMERIC affinity in SQLite).
+_V2 = (
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, goal TEXT NOT NULL, kind TEXT NOT NULL,
+        data TEXT NOT NULL, at INTEGER NOT NULL
+    )""",
+    "CREATE INDEX events_by_goal_time ON events (tenant, goal, at)",
+    "CREATE INDEX events_by_time ON events (tenant, at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -1,8 +1,8 @@
 """The store protocol: every store (memory, SQLite, PostgreSQL, a plugin's) implements it.
 
-A store holds metadata only: decisions, outcomes, per-arm aggregates, registered paths, routing config and
-hashed API keys. Never a prompt, never a completion. Every method is scoped by ``tenant``; the embedded
-engine uses ``DEFAULT_TENANT``.
+A store holds metadata only: decisions, outcomes, per-arm aggregates, registered paths, routing config,
+hashed API keys and a change log of what automatic jobs did. Never a prompt, never a completion. Every
+method is scoped by ``tenant``; the embedded engine uses ``DEFAULT_TENANT``.
 
 Writes that change aggregates are atomic: ``apply_outcomes`` inserts the outcome (at most once per trace id)
 and replaces the arm state with ``step(current)`` in one transaction, so concurrent reporters from many
@@ -161,6 +161,22 @@ class Store(Protocol):
         ...
 
     def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None: ...
+
+    # --- change log -------------------------------------------------------------------------------------
+    def record_event(self, tenant: str, goal: str, kind: str, data: Mapping[str, Any]) -> None:
+        """Append an entry to the goal's change log (generated or retired paths, config changes).
+
+        ``data`` is JSON-serialisable metadata only (path ids, params, rates): never prompt or completion text.
+        The store stamps the entry with the current time.
+        """
+        ...
+
+    def events(self, tenant: str, goal: str | None, since: datetime) -> list[dict[str, Any]]:
+        """Change-log entries since ``since`` (one goal or all), oldest first.
+
+        Each is ``{"at": iso8601 UTC, "goal": str, "kind": str, "data": dict}``.
+        """
+        ...
 
     # --- tenants ----------------------------------------------------------------------------------------
     def add_api_key(self, tenant: str, key_hash: str) -> None: ...

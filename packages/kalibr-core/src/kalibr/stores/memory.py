@@ -10,11 +10,20 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores._records import changed_outcome, decision_record, outcome_record, storable_path, utc
+from kalibr.stores._records import (
+    changed_outcome,
+    decision_record,
+    event_entry,
+    event_json,
+    outcome_record,
+    storable_path,
+    utc,
+)
 from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
 
 __all__ = ["MemoryStore"]
@@ -39,6 +48,8 @@ class MemoryStore:
         self._paths: dict[tuple[str, str, str], PathRecord] = {}
         self._configs: dict[tuple[str, str], PolicyConfig] = {}
         self._keys: dict[str, tuple[str, datetime]] = {}
+        # (tenant, goal, kind, data as JSON text, at), in the order recorded: kept as text, as the SQL stores do.
+        self._events: list[tuple[str, str, str, str, datetime]] = []
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -172,6 +183,23 @@ class MemoryStore:
     def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None:
         with self._lock:
             self._configs[tenant, goal] = config
+
+    # --- change log -------------------------------------------------------------------------------------
+    def record_event(self, tenant: str, goal: str, kind: str, data: Mapping[str, Any]) -> None:
+        text = event_json(goal, kind, data)
+        with self._lock:
+            # Stamped under the lock, so the list stays in time order.
+            self._events.append((tenant, goal, kind, text, datetime.now(UTC)))
+
+    def events(self, tenant: str, goal: str | None, since: datetime) -> list[dict[str, Any]]:
+        since = utc(since, "since")
+        with self._lock:
+            found = [
+                event
+                for event in self._events
+                if event[0] == tenant and (goal is None or event[1] == goal) and event[4] >= since
+            ]
+        return [event_entry(at, event_goal, kind, text) for _, event_goal, kind, text, at in found]
 
     # --- tenants ----------------------------------------------------------------------------------------
     def add_api_key(self, tenant: str, key_hash: str) -> None:

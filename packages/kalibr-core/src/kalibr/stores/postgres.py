@@ -32,6 +32,8 @@ from kalibr.stores._records import (
     config_from_json,
     config_to_json,
     decision_record,
+    event_entry,
+    event_json,
     outcome_record,
     path_columns,
     path_record_from_row,
@@ -234,6 +236,21 @@ class PostgresStore:
     @_translated
     def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None:
         self._transaction(lambda conn: conn.execute(q.UPSERT_CONFIG, (tenant, goal, config_to_json(config))))
+
+    # --- change log -------------------------------------------------------------------------------------
+    @_translated
+    def record_event(self, tenant: str, goal: str, kind: str, data: Mapping[str, Any]) -> None:
+        values = (tenant, goal, kind, event_json(goal, kind, data), datetime.now(UTC))
+        self._transaction(lambda conn: conn.execute(q.INSERT_EVENT, values))
+
+    @_translated
+    def events(self, tenant: str, goal: str | None, since: datetime) -> list[dict[str, Any]]:
+        start = utc(since, "since")
+        if goal is None:
+            rows = self._query(q.EVENTS_SINCE, (tenant, start))
+        else:
+            rows = self._query(q.GOAL_EVENTS_SINCE, (tenant, goal, start))
+        return [event_entry(at, event_goal, kind, data) for at, event_goal, kind, data in rows]
 
     # --- tenants ----------------------------------------------------------------------------------------
     @_translated

@@ -29,6 +29,8 @@ from kalibr.stores._records import (
     config_from_json,
     config_to_json,
     decision_record,
+    event_entry,
+    event_json,
     from_micros,
     outcome_record,
     path_columns,
@@ -304,6 +306,23 @@ class SQLiteStore:
     def set_config(self, tenant: str, goal: str, config: PolicyConfig) -> None:
         with self._write() as conn:
             conn.execute(q.UPSERT_CONFIG, (tenant, goal, config_to_json(config)))
+
+    # --- change log -------------------------------------------------------------------------------------
+    @_translated
+    def record_event(self, tenant: str, goal: str, kind: str, data: Mapping[str, Any]) -> None:
+        text = event_json(goal, kind, data)
+        with self._write() as conn:
+            # Stamped inside the write lock, so entries from several processes are stored in time order.
+            conn.execute(q.INSERT_EVENT, (tenant, goal, kind, text, to_micros(datetime.now(UTC))))
+
+    @_translated
+    def events(self, tenant: str, goal: str | None, since: datetime) -> list[dict[str, Any]]:
+        start = to_micros(since, "since")
+        if goal is None:
+            rows = self._conn().execute(q.EVENTS_SINCE, (tenant, start))
+        else:
+            rows = self._conn().execute(q.GOAL_EVENTS_SINCE, (tenant, goal, start))
+        return [event_entry(from_micros(at), event_goal, kind, data) for at, event_goal, kind, data in rows]
 
     # --- tenants ----------------------------------------------------------------------------------------
     @_translated
