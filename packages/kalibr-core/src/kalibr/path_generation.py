@@ -237,7 +237,7 @@ class PathGenerator:
         for retirement in retirements:
             self.store.set_path_enabled(self.tenant, retirement.path_id, False)
             why = {"path_id": retirement.path_id, "label": retirement.label, "reason": retirement.reason}
-            made.append(record_change(self.store, self.tenant, goal, "path_retired", why, at=now))
+            made.append(record_change(self.store, self.tenant, goal, "path_retired", why))
         retired = {retirement.path_id for retirement in retirements}
         stats = [dataclasses.replace(item, enabled=False) if item.path_id in retired else item for item in stats]
         by_id = {record.path.path_id: record.path for record in registered}
@@ -254,7 +254,7 @@ class PathGenerator:
                 "kind": proposal.kind,
                 "reason": proposal.reason,
             }
-            made.append(record_change(self.store, self.tenant, goal, "path_generated", data, at=now))
+            made.append(record_change(self.store, self.tenant, goal, "path_generated", data))
         return made
 
     def start(self) -> None:
