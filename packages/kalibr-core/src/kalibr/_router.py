@@ -27,8 +27,8 @@ from kalibr._streams import AsyncCompletionStream, CompletionStream
 from kalibr._types import FailureCategory, Message, check_failure_category
 from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
 from kalibr.providers import base as provider_io
-from kalibr.providers.base import DirectProvider, ProviderRequest, ProviderResponse, StreamChunk
-from kalibr.providers.registry import provider_for
+from kalibr.providers.base import ProviderRequest, ProviderResponse, StreamChunk
+from kalibr.providers.registry import resolve
 from kalibr.stores.base import OutcomeChanges
 
 if TYPE_CHECKING:
@@ -302,28 +302,32 @@ class Router:
         return ProviderRequest(decision.path, messages, merged, stream=stream)
 
     def _invoke(self, request: ProviderRequest) -> ProviderResponse:
-        provider = provider_for(request.path)
-        if isinstance(provider, DirectProvider):
-            return provider.invoke(request)
-        return provider_io.complete(provider, request, self._http, self.timeout)
+        direct, wire = resolve(request.path)
+        if direct is not None:
+            return direct.invoke(request)
+        assert wire is not None
+        return provider_io.complete(wire, request, self._http, self.timeout)
 
     async def _ainvoke(self, request: ProviderRequest) -> ProviderResponse:
-        provider = provider_for(request.path)
-        if isinstance(provider, DirectProvider):
-            return await provider.ainvoke(request)
-        return await provider_io.acomplete(provider, request, self._ahttp or await async_client(), self.timeout)
+        direct, wire = resolve(request.path)
+        if direct is not None:
+            return await direct.ainvoke(request)
+        assert wire is not None
+        return await provider_io.acomplete(wire, request, self._ahttp or await async_client(), self.timeout)
 
     def _open_stream(self, request: ProviderRequest) -> Iterator[StreamChunk]:
-        provider = provider_for(request.path)
-        if isinstance(provider, DirectProvider):
-            return provider.stream(request)
-        return provider_io.stream(provider, request, self._http, self.timeout)
+        direct, wire = resolve(request.path)
+        if direct is not None:
+            return direct.stream(request)
+        assert wire is not None
+        return provider_io.stream(wire, request, self._http, self.timeout)
 
     def _aopen_stream(self, request: ProviderRequest) -> AsyncIterator[StreamChunk]:
-        provider = provider_for(request.path)
-        if isinstance(provider, DirectProvider):
-            return provider.astream(request)
-        return provider_io.astream(provider, request, self._ahttp, self.timeout)
+        direct, wire = resolve(request.path)
+        if direct is not None:
+            return direct.astream(request)
+        assert wire is not None
+        return provider_io.astream(wire, request, self._ahttp, self.timeout)
 
     # --- finishing a call -------------------------------------------------------------------------------
     def _finish(

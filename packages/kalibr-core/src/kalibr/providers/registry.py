@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 from kalibr._domain import Path
 from kalibr._exceptions import UserError
 from kalibr.providers.base import DirectProvider, Provider
 
-__all__ = ["provider_for", "provider_name"]
+__all__ = ["Resolved", "provider_name", "resolve"]
 
-_providers: dict[str, Provider | DirectProvider] = {}
+
+class Resolved(NamedTuple):
+    """A path's provider, sorted once: exactly one of ``direct`` (makes the call itself) or ``wire`` is set."""
+
+    direct: DirectProvider | None
+    wire: Provider | None
+
+
+_providers: dict[str, Resolved] = {}
 _lock = threading.Lock()
 
 
@@ -19,11 +28,15 @@ def provider_name(path: Path) -> str:
     return path.provider or ("anthropic" if path.model.startswith("claude") else "openai")
 
 
-def provider_for(path: Path) -> Provider | DirectProvider:
-    """The provider instance for ``path`` (one per name per process, built from the plugins' factories)."""
+def resolve(path: Path) -> Resolved:
+    """The provider for ``path`` (one per name per process, built from the plugins' factories).
+
+    Whether it is a ``DirectProvider`` is checked once here: a runtime Protocol check costs tens of
+    microseconds, too much for every call.
+    """
     name = provider_name(path)
-    provider = _providers.get(name)
-    if provider is None:
+    resolved = _providers.get(name)
+    if resolved is None:
         from kalibr.plugins import provider_factories
 
         with _lock:
@@ -32,8 +45,12 @@ def provider_for(path: Path) -> Provider | DirectProvider:
                 raise UserError(
                     f"unknown provider {name!r} for path {path.label!r}: known providers are {sorted(factories)}"
                 )
-            provider = _providers[name] = factories[name]()
-    return provider
+            provider = factories[name]()
+            if isinstance(provider, DirectProvider):
+                resolved = _providers[name] = Resolved(provider, None)
+            else:
+                resolved = _providers[name] = Resolved(None, provider)
+    return resolved
 
 
 def forget_providers() -> None:
