@@ -40,6 +40,7 @@ logger = logging.getLogger("kalibr.remote")
 
 API_KEY_ENV = "KALIBR_API_KEY"
 TENANT_ENV = "KALIBR_TENANT_ID"
+TIMEOUT_ENV = "KALIBR_INTELLIGENCE_TIMEOUT"
 _DECIDE = "/api/v1/routing/decide"
 _REPORT_BATCH = "/api/v1/intelligence/report-outcomes"
 
@@ -95,7 +96,7 @@ class RemoteIntelligence:
                 f"invalid intelligence URL {url!r}: give the service's base URL, e.g. http://127.0.0.1:8400"
             )
         self.url = url.rstrip("/")
-        self.resilience = resilience or Resilience()
+        self.resilience = resilience or _resilience_from_env()
         self.tenant = tenant or os.environ.get(TENANT_ENV) or None
         self._api_key = api_key or os.environ.get(API_KEY_ENV) or ""
         self._spool_path = FilePath(spool) if spool is not None else None
@@ -428,3 +429,14 @@ def _detail(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     return f"HTTP {response.status_code}: {detail or response.text[:200]}"
+
+
+def _resilience_from_env() -> Resilience:
+    """The defaults, with ``KALIBR_INTELLIGENCE_TIMEOUT`` (seconds) as the decide timeout when set."""
+    configured = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not configured:
+        return Resilience()
+    try:
+        return Resilience(timeout=float(configured))
+    except ValueError as exc:
+        raise UserError(f"{TIMEOUT_ENV}={configured!r}: give the decide timeout in seconds, e.g. 0.05") from exc

@@ -315,14 +315,13 @@ class Backend:
         )
         try:
             fields = self.engine(tenant).update_outcome(request.trace_id, request.goal, changes)
-        except (LookupError, UserError) as exc:
-            # The engine says "no outcome with trace_id ..." for an unknown trace: that is a 404, not bad input.
-            if isinstance(exc, UserError) and not str(exc).startswith("no outcome"):
-                raise Invalid(str(exc)) from exc
+        except LookupError as exc:  # kalibr.OutcomeNotFound
             raise NotFound(
                 f"no outcome with trace_id {request.trace_id!r} for goal {request.goal!r}: "
                 "report it first with POST /api/v1/intelligence/report-outcome"
             ) from exc
+        except UserError as exc:
+            raise Invalid(str(exc)) from exc
         wire_names = {"reason": "failure_reason"}
         return s.UpdateResponse(
             status="updated",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["Forbidden", "Invalid", "NotFound", "ServiceError", "Unauthorized"]
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["Forbidden", "Invalid", "NotFound", "ServiceError", "Unauthorized", "describe_validation"]
 
 
 class ServiceError(Exception):
@@ -34,3 +37,13 @@ class NotFound(ServiceError):
 class Invalid(ServiceError):
     status_code = 422
     kind = "invalid_request"
+
+
+def describe_validation(errors: Iterable[Mapping[str, Any]]) -> tuple[str, list[dict[str, str]]]:
+    """A message naming each bad field (``goal: Field required``) and the problems as plain dicts."""
+    problems = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "header", "path")]
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append({"field": ".".join(location) or "body", "message": message, "type": str(error.get("type", ""))})
+    return "; ".join(f"{p['field']}: {p['message']}" for p in problems) or "invalid request", problems

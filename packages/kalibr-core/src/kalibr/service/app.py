@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from kalibr._exceptions import StoreError, UserError
 from kalibr.service import _schemas as s
 from kalibr.service._backend import Backend, EngineFactory, default_engine_factory
-from kalibr.service._errors import ServiceError
+from kalibr.service._errors import ServiceError, describe_validation
+from kalibr.service._fastpath import FastPath
 from kalibr.service._limits import BodySizeLimit
 from kalibr.service._tenants import TenantResolver
 from kalibr.stores.base import Store
@@ -56,6 +57,7 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.backend = backend
+    app.add_middleware(FastPath, backend=backend, resolver=resolver)  # inside the size limit
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     _add_error_handlers(app)
 
@@ -164,8 +166,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_describe(error) for error in exc.errors()]
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems) or "invalid request"
+        message, problems = describe_validation(exc.errors())
         return _error(422, "invalid_request", message, errors=problems)
 
     @app.exception_handler(UserError)
@@ -181,10 +182,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal", "internal error (a bug, logged by the service)")
-
-
-def _describe(error: Any) -> dict[str, str]:
-    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "header", "path")]
-    field = ".".join(location) or "body"
-    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    return {"field": field, "message": message, "type": str(error.get("type", ""))}

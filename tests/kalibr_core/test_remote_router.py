@@ -1,0 +1,67 @@
+"""kalibr.Router with intelligence= a service URL: decisions and outcomes go through `kalibr serve`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+from typing import Any
+
+import pytest
+
+import kalibr
+from kalibr._exceptions import UserError
+from kalibr.intelligence.remote import RemoteIntelligence
+from kalibr.sandbox import SandboxServer
+from kalibr.service import create_app
+from kalibr.service._server import serve_in_thread
+from kalibr.stores import MemoryStore
+
+SINCE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def service(tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, MemoryStore]]:
+    monkeypatch.setenv("KALIBR_SPOOL", str(tmp_path / "spool.db"))
+    monkeypatch.setenv("KALIBR_INTELLIGENCE_TIMEOUT", "5")  # a loaded CI machine must not turn these into fallbacks
+    store = MemoryStore()
+    with serve_in_thread(create_app(store, auth=False)) as url:
+        yield url, store
+
+
+def _paths(sandbox: SandboxServer) -> list[dict[str, Any]]:
+    return [{"model": model, "base_url": sandbox.openai_base_url} for model in ("sandbox-mini", "sandbox-base")]
+
+
+def test_router_decides_and_reports_through_the_service(
+    service: tuple[str, MemoryStore], sandbox: SandboxServer
+) -> None:
+    url, store = service
+    router = kalibr.Router("remote_greet", _paths(sandbox), success_when=lambda text: bool(text), intelligence=url)
+    assert isinstance(router.intelligence, RemoteIntelligence)
+    decisions = []
+    for _ in range(8):
+        completion = router.completion([{"role": "user", "content": "Say hello"}])
+        decisions.append(completion.decision)
+    assert not any(decision.fallback for decision in decisions)
+    router.intelligence.flush()
+    stored = store.outcomes("default", "remote_greet", SINCE)
+    assert sorted(o.trace_id for o in stored) == sorted(d.trace_id for d in decisions)
+    assert {o.model for o in stored} <= {"sandbox-mini", "sandbox-base"}
+
+
+def test_the_environment_variable_selects_the_service(
+    service: tuple[str, MemoryStore], sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KALIBR_INTELLIGENCE_URL", service[0])
+    monkeypatch.setenv("KALIBR_INTELLIGENCE_TIMEOUT", "0.5")
+    router = kalibr.Router("remote_env", _paths(sandbox))
+    assert isinstance(router.intelligence, RemoteIntelligence)
+    assert router.intelligence.resilience.timeout == 0.5
+    assert not router.decide().fallback
+
+
+def test_a_bad_timeout_variable_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALIBR_INTELLIGENCE_TIMEOUT", "fast")
+    with pytest.raises(UserError, match="KALIBR_INTELLIGENCE_TIMEOUT"):
+        RemoteIntelligence("http://127.0.0.1:9")
