@@ -7,8 +7,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-# Before dspy is imported: it opens its cache folder at import time.
+# Before dspy is imported: it opens its cache folder at import time, and would fetch a price list online.
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="kalibr-dspy-cache-"))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
 
 import dspy
 import pytest

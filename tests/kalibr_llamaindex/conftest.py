@@ -95,6 +95,9 @@ def closes_leftover_loop() -> Iterator[None]:
     yield
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        loop = asyncio.get_event_loop()
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:  # no loop was left behind
+            return
     loop.close()
     asyncio.set_event_loop(None)
