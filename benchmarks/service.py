@@ -180,13 +180,29 @@ def _hung_service_figures(quick: bool) -> dict[str, float]:
             remote.decide(GOAL, paths)
             open_costs.append(time.perf_counter() - started)
         remote.close()
+    sdk_like = float("nan")
+    if not quick:  # what the official SDK's client does: httpx with a 10 s timeout and no breaker
+        import httpx
+
+        started = time.perf_counter()
+        try:
+            httpx.post(f"http://127.0.0.1:{listener.getsockname()[1]}/api/v1/routing/decide", json={}, timeout=10.0)
+        except httpx.TimeoutException:
+            sdk_like = time.perf_counter() - started
     listener.close()
     open_costs.sort()
     return {
+        "sdk_like_ms": sdk_like * 1000,
         "first_ms": max(first) * 1000,
         "open_p50_us": statistics.median(open_costs) * 1e6,
         "open_p99_us": open_costs[int(len(open_costs) * 0.99) - 1] * 1e6,
     }
+
+
+def _sdk_cell(measured_ms: float) -> str:
+    if measured_ms != measured_ms:  # NaN: not measured in a quick run
+        return "10,000 ms (its timeout; measured only in full runs)"
+    return f"{measured_ms:,.0f} ms (measured once)"
 
 
 def run(quick: bool) -> str:
@@ -223,7 +239,8 @@ def run(quick: bool) -> str:
         "|---|---|---|",
         f"| kalibr-core RemoteIntelligence (timeout 50 ms, breaker after 3) | {hung['first_ms']:.0f} ms each, 3 calls "
         f"| p50 {hung['open_p50_us']:.0f} µs, p99 {hung['open_p99_us']:.0f} µs (no network) |",
-        "| official kalibr SDK 1.14.4 (httpx timeout 10 s, no breaker) | 10,000 ms | 10,000 ms on every call |",
+        f"| official kalibr SDK 1.14.4 settings (httpx, timeout 10 s, no breaker) | {_sdk_cell(hung['sdk_like_ms'])} "
+        "| the same on every call |",
     ]
     print("\n".join(lines[-4:]))
     return "\n".join(lines) + "\n"
