@@ -2,10 +2,33 @@
 
 >>> dspy.configure(lm=router.as_dspy(), callbacks=[kalibr_dspy.DecisionTracker()])  # doctest: +SKIP
 >>> dspy.Evaluate(devset=devset, metric=kalibr_dspy.report_metric(metric), num_threads=8)(program)  # doctest: +SKIP
+
+Names are imported on first use: the core loads this package's plugin on every process's first routed call,
+and that must not pay for importing DSPy.
 """
 
-from kalibr_dspy._metric import report_metric, score_of
-from kalibr_dspy._plugin import as_dspy
-from kalibr_dspy._tracker import DecisionTracker, decisions_of
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kalibr_dspy._metric import report_metric, score_of
+    from kalibr_dspy._plugin import as_dspy
+    from kalibr_dspy._tracker import DecisionTracker, decisions_of
 
 __all__ = ["DecisionTracker", "as_dspy", "decisions_of", "report_metric", "score_of"]
+
+_HOMES = {
+    "DecisionTracker": "kalibr_dspy._tracker",
+    "as_dspy": "kalibr_dspy._plugin",
+    "decisions_of": "kalibr_dspy._tracker",
+    "report_metric": "kalibr_dspy._metric",
+    "score_of": "kalibr_dspy._metric",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'kalibr_dspy' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

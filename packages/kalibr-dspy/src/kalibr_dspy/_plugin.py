@@ -1,10 +1,11 @@
-"""The ``kalibr`` entry point: ``router.as_dspy()``."""
+"""The ``kalibr`` entry point: ``router.as_dspy()``.
+
+Loaded on every process's first routed call, so DSPy is imported only when the factory runs.
+"""
 
 from __future__ import annotations
 
 from typing import Any
-
-import dspy
 
 import kalibr
 
@@ -28,6 +29,9 @@ def as_dspy(router: kalibr.Router, /, **lm_options: Any) -> Any:
     and retries are off unless you pass ``cache=True`` or ``num_retries=``: a cached answer never reaches the
     router, and a retry hides a failure the router should learn from (it falls back between paths itself).
     """
+
+    import dspy
+
     lm_options.setdefault("cache", False)
     lm_options.setdefault("num_retries", 0)
     if not engine_interface_available():

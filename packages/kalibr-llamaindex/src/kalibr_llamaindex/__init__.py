@@ -4,11 +4,32 @@
 >>> Settings.llm = llm  # doctest: +SKIP
 
 Paths may also be LlamaIndex LLMs: ``kalibr.Path(model="local", provider="llamaindex", client=llm)``.
+Names are imported on first use: the core loads this package's plugin on every process's first routed call,
+and that must not pay for importing LlamaIndex.
 """
 
-from kalibr_llamaindex._llm import KalibrLLM
-from kalibr_llamaindex._plugin import as_llamaindex
-from kalibr_llamaindex._provider import LlamaIndexProvider
-from kalibr_llamaindex._runs import RunOutcomeHandler
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kalibr_llamaindex._llm import KalibrLLM
+    from kalibr_llamaindex._plugin import as_llamaindex
+    from kalibr_llamaindex._provider import LlamaIndexProvider
+    from kalibr_llamaindex._runs import RunOutcomeHandler
 
 __all__ = ["KalibrLLM", "LlamaIndexProvider", "RunOutcomeHandler", "as_llamaindex"]
+
+_HOMES = {
+    "KalibrLLM": "kalibr_llamaindex._llm",
+    "LlamaIndexProvider": "kalibr_llamaindex._provider",
+    "RunOutcomeHandler": "kalibr_llamaindex._runs",
+    "as_llamaindex": "kalibr_llamaindex._plugin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'kalibr_llamaindex' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

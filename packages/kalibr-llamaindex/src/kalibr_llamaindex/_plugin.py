@@ -1,13 +1,17 @@
-"""The ``kalibr`` entry point: ``router.as_llamaindex()`` and paths whose client is a LlamaIndex LLM."""
+"""The ``kalibr`` entry point: ``router.as_llamaindex()`` and paths whose client is a LlamaIndex LLM.
+
+Loaded on every process's first routed call, so LlamaIndex is imported only when a factory runs.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kalibr
-from kalibr_llamaindex._llm import KalibrLLM
-from kalibr_llamaindex._provider import LlamaIndexProvider
-from kalibr_llamaindex._runs import install_run_outcomes
+
+if TYPE_CHECKING:
+    from kalibr_llamaindex._llm import KalibrLLM
+    from kalibr_llamaindex._provider import LlamaIndexProvider
 
 __all__ = ["as_llamaindex", "kalibr_register_adapters", "kalibr_register_providers"]
 
@@ -18,10 +22,19 @@ def as_llamaindex(router: kalibr.Router, /, *, run_outcomes: bool = True, **opti
     With ``run_outcomes`` (the default) the outcome of a whole query or agent run is reported for the
     decisions it made, through LlamaIndex's instrumentation; see ``RunOutcomeHandler``.
     """
+    from kalibr_llamaindex._llm import KalibrLLM
+    from kalibr_llamaindex._runs import install_run_outcomes
+
     llm = KalibrLLM(router=router, run_outcomes=run_outcomes, **options)
     if run_outcomes:
         install_run_outcomes(lambda instance: isinstance(instance, KalibrLLM))
     return llm
+
+
+def _provider() -> LlamaIndexProvider:
+    from kalibr_llamaindex._provider import LlamaIndexProvider
+
+    return LlamaIndexProvider()
 
 
 @kalibr.hookimpl
@@ -31,4 +44,4 @@ def kalibr_register_adapters(register: Any) -> None:
 
 @kalibr.hookimpl
 def kalibr_register_providers(register: Any) -> None:
-    register("llamaindex", LlamaIndexProvider)
+    register("llamaindex", _provider)
