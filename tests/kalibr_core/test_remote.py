@@ -258,3 +258,17 @@ def test_outcomes_survive_an_outage_and_a_restart_of_the_client(tmp_path: FilePa
 
 def _record(path: Path) -> PathRecord:
     return PathRecord(goal=GOAL, path=path, enabled=True, created_at=datetime.now(UTC))
+
+
+def test_an_explicit_report_overrides_an_automatic_one_already_delivered(
+    remote: RemoteIntelligence, service: tuple[str, MemoryStore]
+) -> None:
+    decision = remote.decide(GOAL, PATHS)
+    remote.report(Outcome.build(decision, success=True, source="success_when"))
+    remote.flush()
+    remote.report(Outcome.build(decision, success=False, failure_category="user_unsatisfied"))
+    remote.flush()
+    [stored] = service[1].outcomes("default", GOAL, SINCE)
+    assert (stored.score, stored.failure_category) == (0.0, "user_unsatisfied")
+    arm = next(a for a in service[1].load_arms("default", GOAL, PATHS) if a.path_id == decision.path_id)
+    assert (arm.successes, arm.failures) == (0.0, 1.0)  # corrected, not counted twice

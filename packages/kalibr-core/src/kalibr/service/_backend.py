@@ -13,11 +13,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from kalibr._domain import Outcome, Path, Usage, resolve_score
 from kalibr._exceptions import UserError
-from kalibr._types import FailureCategory, check_failure_category
+from kalibr._types import FailureCategory, OutcomeSource, check_failure_category
 from kalibr.intelligence.base import Constraints, Intelligence
 from kalibr.policies.base import PolicyConfig
 from kalibr.service import _schemas as s
@@ -248,6 +248,7 @@ class Backend:
                 cost_usd=metadata.get("cost_usd"),
                 latency_ms=metadata.get("latency_ms"),
                 usage=_usage(metadata),
+                source=_source(request.metadata),
             )
         except UserError as exc:
             raise Invalid(str(exc)) from exc
@@ -403,6 +404,15 @@ def _config_body(goal: str, config: PolicyConfig) -> s.ConfigBody:
 def _category(wire: str | None) -> FailureCategory | None:
     """``healed`` (sent by the official SDK) is a recovered call, not a failure mode: stored as none."""
     return None if wire is None or wire == "healed" else check_failure_category(wire)
+
+
+def _source(metadata: Mapping[str, Any] | None) -> OutcomeSource:
+    """Who produced the outcome (our client sends it), so an explicit report can override an automatic one."""
+    source = (metadata or {}).get("source")
+    for known in get_args(OutcomeSource):
+        if source == known:
+            return known  # type: ignore[no-any-return]
+    return "explicit"
 
 
 def _numeric_metadata(metadata: Mapping[str, Any] | None) -> dict[str, float]:
