@@ -7,6 +7,8 @@ import pytest
 
 from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy, default_policy
+from kalibr.policies.drift import on_probation
+from kalibr.policies.priors import priors_from_model_totals
 
 DAY = 86_400.0
 
@@ -114,11 +116,43 @@ def test_a_path_that_starts_failing_loses_its_record_within_a_few_failures() -> 
     assert state.extra["resets"] == 1.0
 
 
-def test_ordinary_bad_luck_does_not_reset_a_path() -> None:
+def test_ordinary_bad_luck_keeps_the_record() -> None:
     policy, state, rng = ThompsonPolicy(), arm("a", 80, 20), np.random.default_rng(3)
     for step in range(2000):
         state = policy.update(state, score=float(rng.random() < 0.8), cost_usd=None, latency_ms=None, now=step)
-    assert state.extra.get("resets", 0.0) <= 1.0
+    assert state.extra.get("resets", 0.0) <= state.extra.get("restores", 0.0) + 1.0
+    assert state.samples > 1500
+
+
+def fail(policy: ThompsonPolicy, state: ArmState, times: int, score: float = 0.0) -> ArmState:
+    for _ in range(times):
+        state = policy.update(state, score=score, cost_usd=None, latency_ms=None, now=0.0)
+    return state
+
+
+def test_a_success_on_probation_restores_the_record() -> None:
+    policy = ThompsonPolicy()
+    dropped = fail(policy, arm("a", 160, 40), 5)
+    assert on_probation(dropped)
+    restored = fail(policy, dropped, 1, score=1.0)
+    assert not on_probation(restored)
+    assert restored.successes == pytest.approx(161.0)
+    assert restored.extra["restores"] == 1.0
+
+
+def test_failed_probes_confirm_the_drop() -> None:
+    policy = ThompsonPolicy()
+    confirmed = fail(policy, fail(policy, arm("a", 160, 40), 5), 4)
+    assert not on_probation(confirmed)
+    assert confirmed.successes == 0.0
+    assert confirmed.samples < 15
+
+
+def test_paths_on_probation_get_a_fifth_of_the_exploration_budget() -> None:
+    suspect = fail(ThompsonPolicy(), arm("suspect", 160, 40), 5)
+    arms = [arm("healthy", 70, 30), suspect]
+    share = picks(arms, PolicyConfig(exploration_rate=0.1), n=5000)[1] / 5000
+    assert 0.01 < share < 0.04
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
@@ -137,3 +171,19 @@ def test_priors_must_match_paths() -> None:
         ThompsonPolicy().choose(
             [arm("a"), arm("b")], config=PolicyConfig(), rng=np.random.default_rng(0), now=0.0, priors=[(1.0, 1.0)]
         )
+
+
+def test_priors_carry_a_models_advantage_elsewhere_not_its_raw_rate() -> None:
+    arms = [arm("strong", 1, 1), arm("weak", 1, 1)]
+    totals = {"strong": (61.0, 41.0), "weak": (21.0, 81.0)}  # includes this goal's own (1, 1)
+    (strong_a, strong_b), (weak_a, weak_b) = priors_from_model_totals(arms, totals)
+    strong_mean, weak_mean = strong_a / (strong_a + strong_b), weak_a / (weak_a + weak_b)
+    assert strong_mean > 0.5 > weak_mean
+    assert strong_mean - weak_mean == pytest.approx(0.4, abs=0.02)
+    assert 2.0 < strong_a + strong_b < 6.0  # a few pseudo-counts: the goal's own outcomes take over
+
+
+def test_priors_without_a_record_elsewhere_sit_at_the_goal_rate() -> None:
+    (a, b), (c, d) = priors_from_model_totals([arm("x", 9, 1), arm("y")], {"x": (9.0, 1.0)})
+    assert a / (a + b) == pytest.approx(c / (c + d))
+    assert a / (a + b) > 0.7

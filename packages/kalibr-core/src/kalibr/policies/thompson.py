@@ -23,6 +23,7 @@ from kalibr.policies.drift import DropDetector, on_probation
 __all__ = ["ThompsonPolicy", "count_outcome"]
 
 _DAY_SECONDS = 86_400.0
+RULE_OUT_AFTER = 1
 PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
 _SUCCESSES = operator.attrgetter("successes")
@@ -48,7 +49,7 @@ class ThompsonPolicy:
     """
 
     def __init__(
-        self, *, detector: DropDetector | None = None, rule_out_z: float = 2.0, sharpness: float = 4.0
+        self, *, detector: DropDetector | None = None, rule_out_z: float = 1.0, sharpness: float = 6.0
     ) -> None:
         self.sharpness = sharpness
         self.detector = detector if detector is not None else DropDetector()
@@ -107,7 +108,8 @@ class ThompsonPolicy:
 
         A path under ``min_samples_before_exploit`` whose optimistic estimate (``rule_out_z`` standard deviations
         above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
-        it would only add regret, so the floor skips it (Thompson sampling may still try it).
+        it would only add regret, so the floor skips it (Thompson sampling may still try it). A path never tried
+        is never ruled out: a prior alone is no verdict.
         """
         draw = rng.random()
         if draw >= config.exploration_rate:
@@ -125,12 +127,14 @@ class ThompsonPolicy:
         candidates = [
             i
             for i, arm in enumerate(arms)
-            if (arm.total_samples < floor and optimistic[i] >= bar)
+            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or optimistic[i] >= bar))
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
         ]
         if not candidates:
             return None
-        index = candidates[int(rng.integers(len(candidates)))] if len(candidates) > 1 else candidates[0]
+        # Among the candidates, the one whose posterior draw is highest: the floor's traffic goes where it informs.
+        draws = rng.beta(alpha[candidates], beta[candidates]) if len(candidates) > 1 else np.zeros(1)
+        index = candidates[int(draws.argmax())]
         arm = arms[index]
         if arm.total_samples < floor:
             why = f"exploring {_name(arm)}: {arm.total_samples} of {floor} samples needed before exploiting"
