@@ -14,12 +14,18 @@ after another cool-down.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CircuitBreaker"]
+from kalibr._exceptions import UserError
+
+__all__ = ["TIMEOUT_ENV", "CircuitBreaker", "Resilience", "resilience_from_env"]
+
+TIMEOUT_ENV = "KALIBR_INTELLIGENCE_TIMEOUT"
 
 BreakerState = Literal["closed", "open", "half-open"]
 
@@ -68,3 +74,42 @@ class CircuitBreaker:
             if self._probe_started is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
                 self._probe_started = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resilience:
+    """How the remote client protects the caller from a slow or dead service.
+
+    Usage::
+
+        Resilience()                                   # 50 ms decide timeout, open after 3 failures, 5 s cool-down
+        Resilience(timeout=0.2, breaker_after=5, cooldown=30.0)
+    """
+
+    timeout: float = 0.05
+    """Seconds ``decide`` waits for the service before using the first path."""
+    breaker_after: int = 3
+    """Consecutive failures that open the circuit breaker."""
+    cooldown: float = 5.0
+    """Seconds the breaker stays open before one probe is let through."""
+    call_timeout: float = 5.0
+    """Seconds for everything else (delivering outcomes, policy, insights, updates)."""
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "cooldown", "call_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise UserError(f"Resilience({name}={value!r}): give a positive number of seconds")
+        if not isinstance(self.breaker_after, int) or self.breaker_after < 1:
+            raise UserError(f"Resilience(breaker_after={self.breaker_after!r}): give a whole number >= 1")
+
+
+def resilience_from_env() -> Resilience:
+    """The defaults, with ``KALIBR_INTELLIGENCE_TIMEOUT`` (seconds) as the decide timeout when set."""
+    configured = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not configured:
+        return Resilience()
+    try:
+        return Resilience(timeout=float(configured))
+    except ValueError as exc:
+        raise UserError(f"{TIMEOUT_ENV}={configured!r}: give the decide timeout in seconds, e.g. 0.05") from exc

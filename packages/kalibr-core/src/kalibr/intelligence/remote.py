@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Any
@@ -29,7 +28,7 @@ import httpx
 
 from kalibr._domain import Decision, Outcome, Path, new_trace_id
 from kalibr._exceptions import IntelligenceUnavailable, UserError
-from kalibr.intelligence._breaker import CircuitBreaker
+from kalibr.intelligence._breaker import CircuitBreaker, Resilience, resilience_from_env
 from kalibr.intelligence._spool import OutcomeSpool, SpoolSender, default_spool_path
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.stores.base import OutcomeChanges
@@ -40,37 +39,8 @@ logger = logging.getLogger("kalibr.remote")
 
 API_KEY_ENV = "KALIBR_API_KEY"
 TENANT_ENV = "KALIBR_TENANT_ID"
-TIMEOUT_ENV = "KALIBR_INTELLIGENCE_TIMEOUT"
 _DECIDE = "/api/v1/routing/decide"
 _REPORT_BATCH = "/api/v1/intelligence/report-outcomes"
-
-
-@dataclass(frozen=True, slots=True)
-class Resilience:
-    """How the remote client protects the caller from a slow or dead service.
-
-    Usage::
-
-        Resilience()                                   # 50 ms decide timeout, open after 3 failures, 5 s cool-down
-        Resilience(timeout=0.2, breaker_after=5, cooldown=30.0)
-    """
-
-    timeout: float = 0.05
-    """Seconds ``decide`` waits for the service before using the first path."""
-    breaker_after: int = 3
-    """Consecutive failures that open the circuit breaker."""
-    cooldown: float = 5.0
-    """Seconds the breaker stays open before one probe is let through."""
-    call_timeout: float = 5.0
-    """Seconds for everything else (delivering outcomes, policy, insights, updates)."""
-
-    def __post_init__(self) -> None:
-        for name in ("timeout", "cooldown", "call_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value <= 0:
-                raise UserError(f"Resilience({name}={value!r}): give a positive number of seconds")
-        if not isinstance(self.breaker_after, int) or self.breaker_after < 1:
-            raise UserError(f"Resilience(breaker_after={self.breaker_after!r}): give a whole number >= 1")
 
 
 class _Unavailable(Exception):
@@ -96,7 +66,7 @@ class RemoteIntelligence:
                 f"invalid intelligence URL {url!r}: give the service's base URL, e.g. http://127.0.0.1:8400"
             )
         self.url = url.rstrip("/")
-        self.resilience = resilience or _resilience_from_env()
+        self.resilience = resilience or resilience_from_env()
         self.tenant = tenant or os.environ.get(TENANT_ENV) or None
         self._api_key = api_key or os.environ.get(API_KEY_ENV) or ""
         self._spool_path = FilePath(spool) if spool is not None else None
@@ -429,14 +399,3 @@ def _detail(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     return f"HTTP {response.status_code}: {detail or response.text[:200]}"
-
-
-def _resilience_from_env() -> Resilience:
-    """The defaults, with ``KALIBR_INTELLIGENCE_TIMEOUT`` (seconds) as the decide timeout when set."""
-    configured = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not configured:
-        return Resilience()
-    try:
-        return Resilience(timeout=float(configured))
-    except ValueError as exc:
-        raise UserError(f"{TIMEOUT_ENV}={configured!r}: give the decide timeout in seconds, e.g. 0.05") from exc

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -21,6 +19,7 @@ from kalibr._types import FailureCategory, OutcomeSource, check_failure_category
 from kalibr.intelligence.base import Constraints, Intelligence
 from kalibr.policies.base import PolicyConfig
 from kalibr.service import _schemas as s
+from kalibr.service._caches import PathCache, RecentDecisions
 from kalibr.service._errors import Invalid, NotFound, ServiceError
 from kalibr.stores.base import OutcomeChanges, PathRecord, Store
 
@@ -59,51 +58,6 @@ def default_engine_factory(refresh_interval: float) -> EngineFactory:
     return build
 
 
-class _PathCache:
-    """A goal's registered paths, re-read from the store at most every ``ttl`` seconds (replicas converge)."""
-
-    def __init__(self, store: Store, ttl: float) -> None:
-        self._store, self._ttl = store, ttl
-        self._entries: dict[tuple[str, str], tuple[float, list[PathRecord]]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, tenant: str, goal: str) -> list[PathRecord]:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get((tenant, goal))
-        if entry is not None and entry[0] > now:
-            return entry[1]
-        records = self._store.list_paths(tenant, goal, include_disabled=True)
-        with self._lock:
-            self._entries[(tenant, goal)] = (now + self._ttl, records)
-        return records
-
-    def forget(self, tenant: str, goal: str | None = None) -> None:
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == tenant and goal in (None, k[1])]:
-                del self._entries[key]
-
-
-class _RecentDecisions:
-    """This replica's latest decisions, so a report right after its decide needs no store read (decisions are
-    written behind). Bounded: older ones are found in the store."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._limit = limit
-        self._entries: OrderedDict[tuple[str, str], tuple[str, str, str]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, tenant: str, trace_id: str, decided: tuple[str, str, str]) -> None:
-        with self._lock:
-            self._entries[(tenant, trace_id)] = decided
-            if len(self._entries) > self._limit:
-                self._entries.popitem(last=False)
-
-    def get(self, tenant: str, trace_id: str) -> tuple[str, str, str] | None:
-        with self._lock:
-            return self._entries.get((tenant, trace_id))
-
-
 class Backend:
     """The service's operations, each scoped to the tenant the caller authenticated as."""
 
@@ -112,8 +66,8 @@ class Backend:
         self._engine_factory = engine_factory
         self._engines: dict[str, Intelligence] = {}
         self._engines_lock = threading.Lock()
-        self._paths = _PathCache(store, path_cache_seconds)
-        self._recent = _RecentDecisions()
+        self._paths = PathCache(store, path_cache_seconds)
+        self._recent = RecentDecisions()
         self._commit_locks: dict[str, threading.Lock] = {}
 
     def engine(self, tenant: str) -> Intelligence:
