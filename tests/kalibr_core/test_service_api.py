@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from kalibr._exceptions import MissingExtraError, StoreError
 from kalibr.service import create_app, hash_api_key, new_api_key
 from kalibr.service._server import serve_in_thread
 from kalibr.stores import MemoryStore
@@ -275,3 +277,22 @@ def _long_ago() -> Any:
     from datetime import UTC, datetime
 
     return datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def test_readiness_fails_when_the_store_does_not_answer() -> None:
+    class DeadStore(MemoryStore):
+        def tenant_for_key(self, key_hash: str) -> str | None:
+            raise StoreError("connection refused")
+
+    with TestClient(create_app(DeadStore(), auth=False)) as client:
+        assert client.get("/healthz").status_code == 200
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "connection refused" in response.json()["detail"]
+
+
+def test_missing_server_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.delitem(sys.modules, "kalibr.service.app", raising=False)
+    with pytest.raises(MissingExtraError, match=r"kalibr-core\[server\]"):
+        create_app(MemoryStore())
