@@ -218,7 +218,8 @@ def run(quick: bool) -> str:
     ]
     with tempfile.TemporaryDirectory() as folder:
         workdir = FilePath(folder)
-        configs = [("SQLite", f"sqlite:///{workdir / 'bench.db'}", 1)]
+        sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
+        configs = [("SQLite", sqlite_url, 1), ("SQLite", sqlite_url, 2)]
         pg_url = os.environ.get(PG_ENV)
         if pg_url:
             configs += [("PostgreSQL", pg_url, 1), ("PostgreSQL", pg_url, 2)]
