@@ -2,17 +2,33 @@
 
 ``router.as_langchain()`` returns a ``ChatKalibr`` around an existing router; ``ChatKalibr(goal=..., paths=[...])``
 builds one. ``KalibrCallbackHandler`` judges whole chain runs with ``success_when``.
+Names are imported on first use: the core loads this package's plugin on every process's first routed call, and
+that must not pay for importing LangChain.
 """
 
 from __future__ import annotations
 
-from kalibr_langchain._callbacks import KalibrCallbackHandler, failure_category_of
-from kalibr_langchain._reporting import trace_ids_in
-from kalibr_langchain.chat_model import ChatKalibr
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kalibr_langchain._callbacks import KalibrCallbackHandler, failure_category_of
+    from kalibr_langchain._reporting import trace_ids_in
+    from kalibr_langchain.chat_model import ChatKalibr
 
 __all__ = ["ChatKalibr", "KalibrCallbackHandler", "failure_category_of", "trace_ids_in"]
 
-for _name in __all__:
-    _value = globals()[_name]
-    if getattr(_value, "__module__", "").startswith("kalibr_langchain."):
-        _value.__module__ = "kalibr_langchain"
+_HOMES = {
+    "ChatKalibr": "kalibr_langchain.chat_model",
+    "KalibrCallbackHandler": "kalibr_langchain._callbacks",
+    "failure_category_of": "kalibr_langchain._callbacks",
+    "trace_ids_in": "kalibr_langchain._reporting",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'kalibr_langchain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
