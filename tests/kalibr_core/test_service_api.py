@@ -296,3 +296,19 @@ def test_missing_server_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPa
     monkeypatch.delitem(sys.modules, "kalibr.service.app", raising=False)
     with pytest.raises(MissingExtraError, match=r"kalibr-core\[server\]"):
         create_app(MemoryStore())
+
+
+def test_batch_report_accepts_and_rejects_each_item_and_counts_duplicates_once(client: TestClient) -> None:
+    _register(client, "gpt-4o")
+    good = {"trace_id": "ef" * 16, "goal": GOAL, "success": True, "model_id": "gpt-4o"}
+    orphan = {"trace_id": "01" * 16, "goal": GOAL, "success": True}
+    body = {"outcomes": [good, orphan, good]}
+    results = client.post("/api/v1/intelligence/report-outcomes", json=body).json()["results"]
+    assert [(r["status"], r["status_code"]) for r in results] == [
+        ("accepted", 200),
+        ("rejected", 404),
+        ("accepted", 200),
+    ]
+    assert "model_id" in results[1]["message"]
+    store = client.app.state.backend.store  # type: ignore[attr-defined]
+    assert [o.trace_id for o in store.outcomes("default", GOAL, since=_long_ago())] == ["ef" * 16]

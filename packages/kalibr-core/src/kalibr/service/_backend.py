@@ -187,10 +187,39 @@ class Backend:
 
     # --- outcomes -------------------------------------------------------------------------------------------
     def report(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
+        engine = self.engine(tenant)
+        engine.report(self._outcome(tenant, request))
+        self._commit(tenant)
+        return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
+
+    def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
+        """Each item is accepted or rejected on its own; the accepted ones share one commit."""
+        engine = self.engine(tenant)
+        results: list[s.BatchItemResult] = []
+        for item in request.outcomes:
+            try:
+                engine.report(self._outcome(tenant, item))
+                results.append(s.BatchItemResult(trace_id=item.trace_id, status="accepted", status_code=200))
+            except ServiceError as exc:
+                rejected = s.BatchItemResult(
+                    trace_id=item.trace_id, status="rejected", status_code=exc.status_code, message=exc.message
+                )
+                results.append(rejected)
+        self._commit(tenant)
+        return s.ReportBatchResponse(results=results)
+
+    def _commit(self, tenant: str) -> None:
+        """Write the tenant's queued outcomes before answering "accepted". One flush at a time per tenant:
+        reports arriving during a commit wait, then share the next one (group commit), instead of each holding
+        the arm's row lock through its own fsync."""
+        with self._commit_lock(tenant):
+            self.engine(tenant).flush()
+
+    def _outcome(self, tenant: str, request: s.ReportRequest) -> Outcome:
         path_id, model = self._attribute(tenant, request)
         metadata = _numeric_metadata(request.metadata)
         try:
-            outcome = Outcome(
+            return Outcome(
                 trace_id=request.trace_id,
                 goal=request.goal,
                 path_id=path_id,
@@ -206,28 +235,6 @@ class Backend:
             )
         except UserError as exc:
             raise Invalid(str(exc)) from exc
-        engine = self.engine(tenant)
-        engine.report(outcome)
-        # Committed before we answer "accepted". One flush at a time per tenant: reports that arrive during a
-        # commit wait, then share the next one (group commit), instead of each holding the arm's row lock
-        # through its own fsync.
-        with self._commit_lock(tenant):
-            engine.flush()
-        return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
-
-    def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
-        results: list[s.BatchItemResult] = []
-        for item in request.outcomes:
-            try:
-                self.report(tenant, item)
-                results.append(s.BatchItemResult(trace_id=item.trace_id, status="accepted", status_code=200))
-            except ServiceError as exc:
-                results.append(
-                    s.BatchItemResult(
-                        trace_id=item.trace_id, status="rejected", status_code=exc.status_code, message=exc.message
-                    )
-                )
-        return s.ReportBatchResponse(results=results)
 
     def _attribute(self, tenant: str, request: s.ReportRequest) -> tuple[str, str | None]:
         """The path an outcome counts for: its decision's, else the registered path of its ``model_id``."""
