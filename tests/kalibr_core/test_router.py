@@ -305,3 +305,25 @@ def test_auto_path_generation_wraps_the_engine_with_one_job_per_store(monkeypatc
     assert not isinstance(kalibr.Router("plain", ["m"], store="memory:").intelligence, GeneratedPathsIntelligence)
     reset_shared()
     assert not job.running
+
+
+def test_a_run_verdict_replaces_the_call_verdict_and_an_explicit_report_replaces_both(sandbox: SandboxServer) -> None:
+    router = kalibr.Router(
+        "runs", _paths(sandbox, "sandbox-mini"), success_when=lambda out: out == "good", store="memory:"
+    )
+
+    def score_of(trace_id: str) -> tuple[float, str]:
+        (outcome,) = [o for o in _outcomes(router) if o.trace_id == trace_id]
+        return outcome.score, outcome.source
+
+    first = router.completion("Hello")  # the text is not "good": success_when says 0
+    assert score_of(first.trace_id) == (0.0, "success_when")
+    router.evaluate(first.trace_id, "good", final=True)
+    assert score_of(first.trace_id)[0] == 1.0
+    router.evaluate(first.trace_id, "bad")  # a per-call verdict never replaces a run's
+    assert score_of(first.trace_id)[0] == 1.0
+    router.report(success=False, trace_id=first.trace_id)
+    router.evaluate(first.trace_id, "good", final=True)  # nor does a run's replace the caller's
+    assert score_of(first.trace_id)[0] == 0.0
+    router.report(score=0.5, trace_id=first.trace_id)  # the caller may change their mind
+    assert score_of(first.trace_id)[0] == 0.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kalibr._completion import Attempt, Completion
+from kalibr._completion import Attempt, Completion, StreamAccumulator
 from kalibr._domain import Decision, Outcome, Path, Price, Usage
 from kalibr._exceptions import (
     AllPathsFailed,
@@ -56,6 +56,7 @@ __all__ = [
     "RequestRejected",
     "Router",
     "StoreError",
+    "StreamAccumulator",
     "StreamChunk",
     "ToolCall",
     "Usage",

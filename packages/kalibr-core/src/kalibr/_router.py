@@ -359,28 +359,31 @@ class Router:
             self.evaluate(completion.trace_id, completion.text)
         return completion
 
-    def evaluate(self, trace_id: str, output: Any) -> None:
+    def evaluate(self, trace_id: str, output: Any, *, final: bool = False) -> None:
         """Run ``success_when``/``score_when`` on ``output`` and report the result for ``trace_id``.
 
-        The router calls this on every answer; adapters call it with a chain's or agent's final output.
-        A callback that raises counts as a failure (``validation_failed``), never as the caller's error.
+        The router calls this on every answer. Adapters call it with ``final=True`` on the final output of a
+        whole run (a chain, a query, an agent): that verdict replaces the per-call one, and an explicit
+        ``report()`` replaces both. A callback that raises counts as a failure (``validation_failed``), never as
+        the caller's error.
         """
         callback = self.success_when or self.score_when
         if callback is None:
             return
-        source = "success_when" if self.success_when is not None else "score_when"
+        name = "success_when" if self.success_when is not None else "score_when"
+        source = "run" if final else name
         try:
             value = callback(output)
             score = resolve_score(bool(value), None) if self.success_when is not None else resolve_score(None, value)
             self._report(trace_id, score=score, success=score >= 0.5, source=source)
         except Exception as error:
-            logger.warning("kalibr: %s raised %r; counting the call as failed", source, error)
+            logger.warning("kalibr: %s raised %r; counting the call as failed", name, error)
             self._report(
                 trace_id,
                 score=0.0,
                 success=False,
                 source=source,
-                reason=f"{source} raised {error!r}",
+                reason=f"{name} raised {error!r}",
                 failure_category="validation_failed",
             )
 

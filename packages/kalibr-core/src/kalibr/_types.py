@@ -31,8 +31,20 @@ Message: TypeAlias = dict[str, Any]
 PathSpec: TypeAlias = "str | dict[str, Any] | Any"
 """What a user may pass as a path: a model name, a dict with ``model``/``params``/``tools``, or a ``Path``."""
 
-OutcomeSource: TypeAlias = Literal["explicit", "success_when", "score_when", "error", "update"]
-"""Who produced an outcome: the caller, a callback, a provider failure, or a late update."""
+OutcomeSource: TypeAlias = Literal["explicit", "run", "success_when", "score_when", "error", "update"]
+"""Who produced an outcome: the caller, a verdict on a whole run (a chain, a query, an agent), a per-call
+callback, a provider failure, or a late update."""
+
+SOURCE_PRECEDENCE: dict[str, int] = {
+    "error": 1,
+    "success_when": 1,
+    "score_when": 1,
+    "run": 2,
+    "explicit": 3,
+    "update": 3,
+}
+"""A later outcome for a trace id replaces an earlier one whose source ranks lower (an explicit report also
+replaces an earlier explicit one): the caller's word beats a run's verdict, which beats a per-call check."""
 
 
 def check_failure_category(value: str | None) -> FailureCategory | None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from kalibr._domain import Decision, Outcome, Path, check_goal, new_trace_id
 from kalibr._exceptions import OutcomeNotFound
+from kalibr._types import SOURCE_PRECEDENCE
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
 from kalibr.policies.base import ArmState, Policy, PolicyConfig
@@ -171,8 +172,8 @@ class Engine:
         with self._lock:
             previous = self._applied.get(outcome.trace_id)
             if previous is not None:
-                if outcome.source == "explicit" and previous.source != "explicit":
-                    # An explicit report after an automatic one wins: correct the score already counted.
+                if _replaces(outcome.source, previous.source):
+                    # e.g. an explicit report after success_when's: correct the score already counted.
                     self._override(outcome, previous)
                 return
             self._remember(outcome)
@@ -198,7 +199,7 @@ class Engine:
             failure_category=outcome.failure_category,
             reason=outcome.reason,
         )
-        self._applied[outcome.trace_id] = _Applied(previous.goal, previous.path_id, outcome.score, "explicit")
+        self._applied[outcome.trace_id] = _Applied(previous.goal, previous.path_id, outcome.score, outcome.source)
         key = (previous.goal, previous.path_id)
         if key in self._arms:
             self._arms[key] = self.policy.adjust(self._arms[key], old_score=previous.score, new_score=outcome.score)
@@ -305,6 +306,11 @@ class Engine:
             self._flusher.join(timeout=10)
         self.flush()
         _flush_at_exit.discard(self)
+
+
+def _replaces(new: str, old: str) -> bool:
+    rank_new, rank_old = SOURCE_PRECEDENCE.get(new, 1), SOURCE_PRECEDENCE.get(old, 1)
+    return rank_new > rank_old or (new == old == "explicit")
 
 
 def _utcnow() -> Any:
