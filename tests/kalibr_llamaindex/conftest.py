@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,8 +12,8 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index_instrumentation import get_dispatcher
 from pydantic import Field
+from tests.recording import RecordingRouter
 
-import kalibr
 from kalibr_llamaindex import KalibrLLM
 
 # LlamaIndex workflows (FunctionAgent) list an agent's members with inspect.getmembers, which touches pydantic's
@@ -26,28 +25,6 @@ AGENT_WARNINGS = [
 
 if TYPE_CHECKING:
     from kalibr.sandbox import SandboxServer
-
-
-@dataclass(frozen=True)
-class Report:
-    trace_id: str
-    success: bool | None
-    score: float | None
-    failure_category: str | None
-
-
-class RecordingRouter(kalibr.Router):
-    """A router that also keeps every explicit report, so tests can see what the adapter reported."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.reports: list[Report] = []
-
-    def report(self, *args: Any, **kwargs: Any) -> None:
-        assert not args, "the adapter reports with keywords"
-        fields = (kwargs.get("trace_id") or "", kwargs.get("success"), kwargs.get("score"))
-        self.reports.append(Report(*fields, kwargs.get("failure_category")))
-        super().report(**kwargs)
 
 
 def sandbox_paths(sandbox: SandboxServer) -> list[dict[str, Any]]:

@@ -88,24 +88,8 @@ def record_decision(router: Router, trace_id: str) -> None:
 
 
 def _judge(router: Router, trace_id: str, output: str) -> None:
-    # An explicit report, so the run's verdict replaces what success_when said of the single call.
-    callback: Callable[[str], Any] | None = router.success_when or router.score_when
-    if callback is None:
-        return
-    try:
-        value = callback(output)
-    except Exception as error:
-        router.report(
-            success=False,
-            reason=f"success check raised {error!r}",
-            failure_category="validation_failed",
-            trace_id=trace_id,
-        )
-        return
-    if router.success_when is not None:
-        router.report(success=bool(value), reason="the run's final response", trace_id=trace_id)
-    else:
-        router.report(score=float(value), reason="the run's final response", trace_id=trace_id)
+    # The run's verdict replaces what success_when said of the single call; an explicit report replaces both.
+    router.evaluate(trace_id, output, final=True)
 
 
 def _fail(router: Router, trace_id: str, error: BaseException | None) -> None:

@@ -1,0 +1,46 @@
+"""A Router that records the outcomes adapters report, for the adapters' tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import kalibr
+
+__all__ = ["RecordingRouter", "Report"]
+
+
+@dataclass(frozen=True)
+class Report:
+    trace_id: str
+    success: bool | None
+    score: float | None
+    failure_category: str | None
+    source: str
+
+
+class _RecordingIntelligence:
+    """Delegates to the real intelligence and keeps every outcome that is not a per-call automatic check."""
+
+    def __init__(self, inner: Any, reports: list[Report]) -> None:
+        self._inner = inner
+        self._reports = reports
+
+    def report(self, outcome: kalibr.Outcome) -> None:
+        if outcome.source not in ("success_when", "score_when"):
+            self._reports.append(
+                Report(outcome.trace_id, outcome.success, outcome.score, outcome.failure_category, outcome.source)
+            )
+        self._inner.report(outcome)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class RecordingRouter(kalibr.Router):
+    """A router whose ``reports`` lists the explicit, run-level and failure outcomes reported through it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reports: list[Report] = []
+        self.intelligence = _RecordingIntelligence(self.intelligence, self.reports)  # type: ignore[assignment]
