@@ -16,6 +16,8 @@ PYTHON = os.environ.get("KALIBR_NOX_PYTHON") or None
 
 def _sync(session: nox.Session, *groups: str) -> None:
     """Install the locked workspace (every package, every extra) plus dependency groups into the session venv."""
+    # DSPy's LiteLLM would otherwise fetch a price list from the internet when it is imported.
+    session.env["LITELLM_LOCAL_MODEL_COST_MAP"] = "true"
     args = ["uv", "sync", "--frozen", "--all-packages", "--all-extras", "--inexact"]
     for group in groups:
         args += ["--group", group]
