@@ -51,13 +51,19 @@ def test_outcomes_reported_while_the_service_is_down_arrive_once_after_restart(t
         service.start()  # same port; the client's background thread notices and replays
         assert _wait_until_delivered(remote, 60.0) == 0
 
-        # Replay some again, as a client that crashed between sending and deleting would.
+        # Replay some again exactly as sent, as a client that crashed between sending and deleting would.
         spool = OutcomeSpool(tmp_path / "spool.db")
         endpoint = f"{remote.url}|"
-        for trace_id in reported[:100]:
-            spool.add(
-                endpoint, trace_id, {"trace_id": trace_id, "goal": GOAL, "success": True, "model_id": "gpt-4o-mini"}
-            )
+        for i, trace_id in enumerate(reported[:100]):
+            payload = {
+                "trace_id": trace_id,
+                "goal": GOAL,
+                "success": i % 4 != 0,
+                "score": 1.0 if i % 4 else 0.0,
+                "model_id": "gpt-4o-mini",
+                "metadata": {"source": "explicit"},
+            }
+            spool.add(endpoint, trace_id, payload)
         spool.close()
         remote.flush()
         assert remote.pending_outcomes() == 0
@@ -70,7 +76,7 @@ def test_outcomes_reported_while_the_service_is_down_arrive_once_after_restart(t
         stored = store.outcomes("default", GOAL, SINCE)
         assert len(stored) == 1000
         assert {o.trace_id for o in stored} == set(reported)
-        assert sum(o.score for o in stored) == 750  # the replayed successes changed nothing
+        assert sum(o.score for o in stored) == 750  # the replays changed nothing
         arms = store.load_arms("default", GOAL, PATHS)
         assert sum(arm.total_samples for arm in arms) == 1000  # counted once each
         assert arms[0].total_samples == 1000  # fallback outcomes count for the first path's model
