@@ -1,7 +1,8 @@
 """Fixtures shared by every package's tests.
 
-Every test runs with its own default database (``KALIBR_DB`` in a temporary folder), no intelligence URL and no
-provider keys from the developer's environment, and the process-wide shared engines are reset afterwards.
+Every test runs with its own default database and spool (``KALIBR_DB``, ``KALIBR_SPOOL`` in a temporary folder),
+no intelligence URL and no provider keys from the developer's environment, and the process-wide shared engines are
+reset afterwards.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _ENV_TO_CLEAR = (
 @pytest.fixture(autouse=True)
 def _isolated_kalibr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("KALIBR_DB", str(tmp_path / "kalibr.db"))
+    monkeypatch.setenv("KALIBR_SPOOL", str(tmp_path / "spool.db"))
     for name in _ENV_TO_CLEAR:
         monkeypatch.delenv(name, raising=False)
     yield

@@ -65,3 +65,10 @@ def test_a_bad_timeout_variable_names_itself(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("KALIBR_INTELLIGENCE_TIMEOUT", "fast")
     with pytest.raises(UserError, match="KALIBR_INTELLIGENCE_TIMEOUT"):
         RemoteIntelligence("http://127.0.0.1:9")
+
+
+def test_a_router_passes_its_resilience_to_the_client(service: tuple[str, MemoryStore], sandbox: SandboxServer) -> None:
+    resilience = kalibr.Resilience(timeout=0.2, breaker_after=5, cooldown=1.0)
+    router = kalibr.Router("remote_res", _paths(sandbox), intelligence=service[0], resilience=resilience)
+    assert isinstance(router.intelligence, RemoteIntelligence)
+    assert router.intelligence.resilience == resilience

@@ -27,6 +27,7 @@ from kalibr._router import Router
 from kalibr._streams import AsyncCompletionStream, CompletionStream
 from kalibr._types import FAILURE_CATEGORIES, FailureCategory
 from kalibr.hookspecs import hookimpl
+from kalibr.intelligence._breaker import Resilience
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies.base import PolicyConfig
 from kalibr.providers.base import StreamChunk, ToolCall
@@ -54,6 +55,7 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderTimeout",
     "RequestRejected",
+    "Resilience",
     "Router",
     "StoreError",
     "StreamAccumulator",

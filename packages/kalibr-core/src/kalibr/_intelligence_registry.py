@@ -22,6 +22,7 @@ def resolve_intelligence(
     *,
     auto_path_generation: bool | None = None,
     path_generation: Any = None,
+    resilience: Any = None,
 ) -> Intelligence:
     """An explicit intelligence object, else a service URL, else ``KALIBR_INTELLIGENCE_URL``, else embedded.
 
@@ -35,7 +36,7 @@ def resolve_intelligence(
         url = intelligence or (None if store is not None else os.environ.get(INTELLIGENCE_URL_ENV))
         if url:
             # The service runs its own generation job; a remote client only decides.
-            return _shared_instance(("remote", url), lambda: _remote(url))
+            return _shared_instance(("remote", url, resilience), lambda: _remote(url, resilience))
         key = ("store", store if isinstance(store, str | None) else id(store))
         base = _shared_instance(key, lambda: _embedded(store))
     if not _generation_enabled(auto_path_generation):
@@ -83,10 +84,10 @@ def _with_generation(base: Intelligence, config: Any) -> Intelligence:
     return GeneratedPathsIntelligence(base, store, job=job)
 
 
-def _remote(url: str) -> Intelligence:
+def _remote(url: str, resilience: Any) -> Intelligence:
     from kalibr.intelligence.remote import RemoteIntelligence
 
-    return RemoteIntelligence(url)
+    return RemoteIntelligence(url, resilience=resilience)
 
 
 def reset_shared() -> None:

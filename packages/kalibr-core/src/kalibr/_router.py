@@ -32,6 +32,7 @@ from kalibr.providers.registry import resolve
 from kalibr.stores.base import OutcomeChanges
 
 if TYPE_CHECKING:
+    from kalibr.intelligence._breaker import Resilience
     from kalibr.path_generation import PathGenerationConfig
 
 __all__ = ["Router"]
@@ -80,6 +81,8 @@ class Router:
         auto_path_generation: try new parameter values between and beyond the declared ones and retire those
             that underperform (default: ``KALIBR_AUTO_PATH_GENERATION``); see ``kalibr.path_generation``.
         path_generation: the generation job's settings (interval, bounds, samples before retiring).
+        resilience: for a service URL, the decide timeout, breaker threshold and cool-down
+            (``kalibr.Resilience(timeout=0.05, breaker_after=3, cooldown=5.0)``).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Router:
         async_http_client: httpx.AsyncClient | None = None,
         auto_path_generation: bool | None = None,
         path_generation: PathGenerationConfig | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         self.goal = check_goal(goal)
         self.paths = parse_paths(paths)
@@ -110,7 +114,11 @@ class Router:
         from kalibr._intelligence_registry import resolve_intelligence
 
         self.intelligence = resolve_intelligence(
-            intelligence, store, auto_path_generation=auto_path_generation, path_generation=path_generation
+            intelligence,
+            store,
+            auto_path_generation=auto_path_generation,
+            path_generation=path_generation,
+            resilience=resilience,
         )
         register = getattr(self.intelligence, "register_paths", None)
         if callable(register):
