@@ -312,3 +312,18 @@ def test_batch_report_accepts_and_rejects_each_item_and_counts_duplicates_once(c
     assert "model_id" in results[1]["message"]
     store = client.app.state.backend.store  # type: ignore[attr-defined]
     assert [o.trace_id for o in store.outcomes("default", GOAL, since=_long_ago())] == ["ef" * 16]
+
+
+def test_auto_path_generation_runs_one_job_per_tenant(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kalibr.service._backend import Backend, default_engine_factory
+
+    monkeypatch.setenv("KALIBR_AUTO_PATH_GENERATION", "1")
+    backend = Backend(MemoryStore(), default_engine_factory(0.2))
+    backend.engine("a")
+    backend.engine("a")
+    backend.engine("b")
+    jobs = list(backend._generators)
+    assert sorted(job.tenant for job in jobs) == ["a", "b"]
+    assert all(job.running for job in jobs)
+    backend.close()
+    assert not any(job.running for job in jobs)

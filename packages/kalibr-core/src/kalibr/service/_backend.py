@@ -69,6 +69,7 @@ class Backend:
         self._paths = PathCache(store, path_cache_seconds)
         self._recent = RecentDecisions()
         self._commit_locks: dict[str, threading.Lock] = {}
+        self._generators: list[Any] = []
 
     def engine(self, tenant: str) -> Intelligence:
         engine = self._engines.get(tenant)
@@ -77,7 +78,18 @@ class Backend:
                 engine = self._engines.get(tenant)
                 if engine is None:
                     engine = self._engines[tenant] = self._engine_factory(self.store, tenant)
+                    self._start_path_generation(tenant)
         return engine
+
+    def _start_path_generation(self, tenant: str) -> None:
+        """With ``KALIBR_AUTO_PATH_GENERATION`` set, one generation job per tenant: the paths it registers are
+        ordinary registered paths, so every decide of the goal considers them."""
+        from kalibr.path_generation import PathGenerator, flag_enabled
+
+        if flag_enabled():
+            job = PathGenerator(self.store, tenant=tenant)
+            job.start()
+            self._generators.append(job)
 
     def _commit_lock(self, tenant: str) -> threading.Lock:
         with self._engines_lock:
@@ -86,6 +98,9 @@ class Backend:
     def close(self) -> None:
         with self._engines_lock:
             engines, self._engines = list(self._engines.values()), {}
+            generators, self._generators = self._generators, []
+        for job in generators:
+            job.stop()
         for engine in engines:
             engine.flush()
             engine.close()
