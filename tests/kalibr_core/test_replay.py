@@ -17,7 +17,7 @@ from kalibr.replay import ReplayOptions, load_table, replay, to_json, to_markdow
 FIELDS = ["query_id", "goal", "model", "score", "cost_usd"]
 
 
-def write_table(path: Path, rates: dict[str, dict[str, float]], queries: int = 120, seed: int = 0) -> Path:
+def write_table(path: Path, rates: dict[str, dict[str, float]], queries: int = 80, seed: int = 0) -> Path:
     """A table where model m answers goal g correctly with probability rates[g][m]; cost grows with the rate."""
     rng = np.random.default_rng(seed)
     with path.open("w", newline="") as handle:
@@ -41,14 +41,16 @@ def table_path(tmp_path: Path) -> Path:
 def test_load_table_builds_one_matrix_per_goal(table_path: Path) -> None:
     table = load_table(table_path)
     assert [goal.goal for goal in table.goals] == ["easy", "hard"]
-    assert table.goals[0].scores.shape == (120, 3)
+    assert table.goals[0].scores.shape == (80, 3)
     assert table.cost_source == "cost_usd"
-    assert table.query_count == 240
+    assert table.query_count == 160
     assert max(float(goal.costs.max()) for goal in table.goals) == pytest.approx(1.0)
 
 
 def test_default_policy_beats_the_simple_baselines_and_recovers(table_path: Path) -> None:
-    options = ReplayOptions(seeds=2, degrade=True, contenders=("kalibr", "first-path", "uniform", "thompson"))
+    options = ReplayOptions(
+        seeds=2, degrade=True, contenders=("kalibr", "first-path", "uniform", "thompson"), processes=2
+    )
     result = replay(load_table(table_path), options, table_name="synthetic")
     share = {name: float(np.mean(score.share)) for name, score in result.scores.items()}
     assert share["kalibr"] > share["uniform"] + 0.1
@@ -109,10 +111,13 @@ def test_malformed_tables_are_refused_with_the_row_or_column(
 
 def test_cli_prints_a_table_and_json(table_path: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(replay_command, [str(table_path), "--seeds", "1", "--degrade", "--processes", "1"])
+    plot = tmp_path / "replay.png"
+    args = [str(table_path), "--seeds", "1", "--degrade", "--processes", "1", "--plot", str(plot)]
+    result = runner.invoke(replay_command, args)
     assert result.exit_code == 0, result.output
     assert "kalibr" in result.output
     assert "TTR" in result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     as_json = runner.invoke(replay_command, [str(table_path), "--seeds", "1", "--json", "--processes", "1"])
     assert as_json.exit_code == 0, as_json.output
     assert "thompson" in json.loads(as_json.stdout)["policies"]
