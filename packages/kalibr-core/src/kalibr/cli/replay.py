@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -34,7 +32,7 @@ def replay(
     from rich.progress import Progress
     from rich.table import Table
 
-    from kalibr.replay import ReplayOptions, load_table, result_rows, to_json, to_markdown, write_plot
+    from kalibr.replay import ReplayOptions, load_table, result_rows, summary_lines, to_json, write_plot
     from kalibr.replay import replay as run_replay
 
     console = Console(stderr=as_json)
@@ -59,10 +57,15 @@ def replay(
         for row in rows:
             view.add_row(*row)
         console.print(view)
-        markdown = to_markdown(result, command=shlex.join(["kalibr", "replay", *sys.argv[2:]]))
-        for line in markdown.splitlines()[3 + len(rows) + 1 :]:
-            if line.strip() and not line.startswith("|"):
-                console.print(line, markup=False)
+        if result.cost_curve:
+            costs = Table("cost-aware point", "quality % of strongest", "cost % of strongest", title="cost-quality")
+            for point in result.cost_curve:
+                costs.add_row(f"kalibr {point.label}", f"{point.quality:.1f}", f"{point.cost:.1f}")
+            for point in result.fixed_models:
+                costs.add_row(f"fixed {point.label}", f"{point.quality:.1f}", f"{point.cost:.1f}")
+            console.print(costs)
+        for line in summary_lines(result):
+            console.print(line, markup=False)
     if plot is not None:
         write_plot(result, plot)
         console.print(f"wrote {plot}")

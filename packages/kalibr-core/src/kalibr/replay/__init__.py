@@ -12,7 +12,7 @@ path's outcome (a Bernoulli draw of a fractional score). The default policy runs
 ``choose``/``update`` on ``ArmState`` values, with priors from the per-model totals of the other goals.
 """
 
-from kalibr.replay._report import cost_summary, result_rows, to_json, to_markdown, write_plot
+from kalibr.replay._report import cost_summary, result_rows, summary_lines, to_json, to_markdown, write_plot
 from kalibr.replay._run import CostPoint, ReplayOptions, ReplayResult, Score, replay
 from kalibr.replay._table import GoalTable, ReplayTable, load_table, table_from_rows
 
@@ -27,6 +27,7 @@ __all__ = [
     "load_table",
     "replay",
     "result_rows",
+    "summary_lines",
     "table_from_rows",
     "to_json",
     "to_markdown",

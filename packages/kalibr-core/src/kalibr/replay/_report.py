@@ -12,8 +12,9 @@ import numpy as np
 from kalibr._exceptions import MissingExtraError
 from kalibr.replay._learners import KALIBR
 from kalibr.replay._run import ReplayResult, Score
+from kalibr.replay._simulate import Run
 
-__all__ = ["cost_summary", "result_rows", "to_json", "to_markdown", "write_plot"]
+__all__ = ["cost_summary", "result_rows", "summary_lines", "to_json", "to_markdown", "write_plot"]
 
 HEADERS = ("policy", "share of best fixed %", "regret/1k vs best fixed", "regret/1k vs oracle")
 DEGRADE_HEADERS = ("TTR median", "TTR p90", "regret while recovering", "unrecovered")
@@ -83,16 +84,23 @@ def to_markdown(result: ReplayResult, command: str) -> str:
         "|" + "---|" * len(headers),
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
-    lines += _ratio_lines(result)
+    lines += ["", *_ratio_lines(result)]
     if result.cost_curve:
         lines += ["", "| cost-aware point | quality % of strongest | cost % of strongest |", "|---|---|---|"]
         lines += [f"| kalibr {p.label} | {p.quality:.1f} | {p.cost:.1f} |" for p in result.cost_curve]
         lines += [f"| fixed {p.label} | {p.quality:.1f} | {p.cost:.1f} |" for p in result.fixed_models]
-        summary = cost_summary(result)
-        if summary:
-            lines += ["", f"Cost-aware: {summary}."]
-    lines += ["", *(f"Skipped: {reason}" for reason in result.skipped)] if result.skipped else []
+    lines += ["", *_notes(result)]
     return "\n".join(lines) + "\n"
+
+
+def summary_lines(result: ReplayResult) -> list[str]:
+    """The sentences under the table: ratios to plain Thompson sampling, the cost-aware point, what was skipped."""
+    return _ratio_lines(result) + _notes(result)
+
+
+def _notes(result: ReplayResult) -> list[str]:
+    summary = cost_summary(result)
+    return ([f"Cost-aware: {summary}."] if summary else []) + [f"Skipped: {reason}" for reason in result.skipped]
 
 
 def _ratio_lines(result: ReplayResult) -> list[str]:
@@ -100,7 +108,6 @@ def _ratio_lines(result: ReplayResult) -> list[str]:
     if ours is None or plain is None:
         return []
     lines = [
-        "",
         f"kalibr vs plain Thompson sampling: share {100 * statistics.fmean(ours.share):.2f}% vs "
         f"{100 * statistics.fmean(plain.share):.2f}%; regret vs best fixed x"
         f"{statistics.fmean(ours.regret_best) / max(statistics.fmean(plain.regret_best), 1e-9):.2f}.",
@@ -142,7 +149,7 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
 
 
 def write_plot(result: ReplayResult, path: Path, window: int = 200) -> None:
-    """Rolling reward and traffic share on each goal's best path over time, seed 0, per contender."""
+    """Seed 0, per contender: rolling reward, and traffic on each goal's best path (or on the broken one)."""
     try:
         import matplotlib
 
@@ -150,20 +157,33 @@ def write_plot(result: ReplayResult, path: Path, window: int = 200) -> None:
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise MissingExtraError("--plot", "plot") from error
-    figure, (reward_axis, share_axis) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    kernel = np.ones(window) / window
-    for name, run in result.sample_runs.items():
-        steps = np.concatenate([goal.steps for goal in run.goals])
-        order = np.argsort(steps)
-        rewards = np.concatenate([goal.rewards for goal in run.goals])[order]
-        on_best = np.concatenate([goal.chosen == goal.scores.sum(axis=0).argmax() for goal in run.goals])[order]
-        reward_axis.plot(np.convolve(rewards, kernel, mode="valid"), label=name, linewidth=1)
-        share_axis.plot(np.convolve(on_best.astype(float), kernel, mode="valid"), label=name, linewidth=1)
-    reward_axis.set_ylabel(f"reward (rolling {window})")
-    share_axis.set_ylabel("traffic on best path")
-    share_axis.set_xlabel("request")
-    reward_axis.legend(fontsize="small", ncol=2)
-    reward_axis.set_title(f"Replay of {result.table_name} (seed 0)")
+    columns = 2 if result.options.degrade else 1
+    figure, axes = plt.subplots(2, columns, figsize=(7 * columns, 7), sharex=True, squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for position, name in enumerate(result.scores):
+        for column, (key, degraded) in enumerate(((name, False), (f"{name} degraded", True))[:columns]):
+            rewards, traffic = _series(result.sample_runs[key], degraded, window)
+            axes[0][column].plot(rewards, label=name, linewidth=1, color=colours(position))
+            axes[1][column].plot(traffic, label=name, linewidth=1, color=colours(position))
+    axes[0][0].set_title("stationary")
+    axes[0][0].set_ylabel(f"reward (rolling {window})")
+    axes[1][0].set_ylabel("traffic on each goal's best path")
+    if columns == 2:
+        axes[0][1].set_title("best path of each goal fails from halfway")
+        axes[1][1].set_ylabel("traffic on the broken path")
+    for axis in axes[1]:
+        axis.set_xlabel("request")
+    axes[0][0].legend(fontsize="small", ncol=2)
+    figure.suptitle(f"Replay of {result.table_name} (seed 0)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _series(run: Run, degraded: bool, window: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(np.concatenate([goal.steps for goal in run.goals]))
+    rewards = np.concatenate([goal.rewards for goal in run.goals])[order]
+    target = [goal.broken if degraded else int(goal.scores.sum(axis=0).argmax()) for goal in run.goals]
+    traffic = np.concatenate([goal.chosen == t for goal, t in zip(run.goals, target, strict=True)])[order]
+    kernel = np.ones(window) / window
+    return np.convolve(rewards, kernel, mode="valid"), np.convolve(traffic.astype(float), kernel, mode="valid")
