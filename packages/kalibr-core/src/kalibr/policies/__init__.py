@@ -2,9 +2,19 @@
 
 from kalibr.policies.base import ArmState, Choice, Policy, PolicyConfig
 from kalibr.policies.drift import DropDetector
+from kalibr.policies.priors import priors_from_model_totals
 from kalibr.policies.thompson import ThompsonPolicy
 
-__all__ = ["ArmState", "Choice", "DropDetector", "Policy", "PolicyConfig", "ThompsonPolicy", "default_policy"]
+__all__ = [
+    "ArmState",
+    "Choice",
+    "DropDetector",
+    "Policy",
+    "PolicyConfig",
+    "ThompsonPolicy",
+    "default_policy",
+    "priors_from_model_totals",
+]
 
 
 def default_policy() -> Policy:
