@@ -66,8 +66,12 @@ def test_other_params_are_kept_and_unbounded_params_never_touched() -> None:
 
 
 def test_no_proposal_without_two_measured_values_or_while_a_generated_path_is_pending() -> None:
-    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8, samples=29)) == []
-    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8), stats(0.4, 0.7, samples=10, generated=True)) == []
+    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8, samples=0)) == []
+    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8), stats(0.4, 0.7, samples=0, generated=True)) == []
+    patient = PathGenerationConfig(min_samples_to_propose=30)
+    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8, samples=29), config=patient) == []
+    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8), stats(0.4, 0.7, samples=10, generated=True), config=patient) == []
+    assert proposed(stats(0.2, 0.6), stats(0.6, 0.8, samples=1)) == [(0.4, "interpolate"), (1.0, "extrapolate")]
 
 
 def test_values_too_close_to_tried_ones_and_the_cap_on_live_generated_paths() -> None:
