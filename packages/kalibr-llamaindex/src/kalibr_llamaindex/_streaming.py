@@ -6,7 +6,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole, TextBlock, ToolCallBlock
 
-from kalibr import StreamChunk
+from kalibr import StreamAccumulator, StreamChunk
 
 __all__ = ["StreamedMessage"]
 
@@ -15,25 +15,20 @@ class StreamedMessage:
     """The message so far. ``add(chunk)`` returns a ``ChatResponse`` holding all of it plus the chunk's delta."""
 
     def __init__(self) -> None:
-        self._text: list[str] = []
-        self._calls: dict[int, dict[str, str]] = {}
+        self._so_far = StreamAccumulator()
 
     def add(self, chunk: StreamChunk) -> ChatResponse:
-        self._text.append(chunk.text)
-        if chunk.tool_call is not None:
-            call = self._calls.setdefault(chunk.tool_call.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] = chunk.tool_call.id or call["id"]
-            call["name"] = chunk.tool_call.name or call["name"]
-            call["arguments"] += chunk.tool_call.arguments
+        self._so_far.add(chunk)
         raw: dict[str, Any] = {"model": chunk.model, "finish_reason": chunk.finish_reason}
         return ChatResponse(message=self._message(), delta=chunk.text, raw=raw)
 
     def _message(self) -> ChatMessage:
-        text = "".join(self._text)
-        blocks: list[Any] = [TextBlock(text=text)] if text or not self._calls else []
+        text = "".join(self._so_far.text_parts)
+        calls = self._so_far.tool_calls
+        blocks: list[Any] = [TextBlock(text=text)] if text or not calls else []
         blocks += [
             # Arguments stay a (possibly partial) JSON string until the stream ends.
             ToolCallBlock(tool_call_id=call["id"] or None, tool_name=call["name"], tool_kwargs=call["arguments"])
-            for _, call in sorted(self._calls.items())
+            for _, call in sorted(calls.items())
         ]
         return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
