@@ -102,7 +102,9 @@ def _sdk_environment(home: FilePath, service_url: str, api_key: str, sandbox: Sa
 def test_official_sdk_runs_unmodified_against_kalibr_serve(
     request: pytest.FixtureRequest, tmp_path: FilePath, sandbox: SandboxServer
 ) -> None:
-    python = _sdk_python(request.config.cache.mkdir("kalibr-sdk-1.14.4"))
+    # The SDK's virtual environment is cached across runs in pytest's cache (a temporary folder without one).
+    cache = getattr(request.config, "cache", None)
+    python = _sdk_python(cache.mkdir("kalibr-sdk-1.14.4") if cache is not None else tmp_path / "kalibr-sdk-1.14.4")
     db = tmp_path / "service.db"
     store = SQLiteStore(str(db))
     api_key = new_api_key()
