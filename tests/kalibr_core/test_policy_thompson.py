@@ -187,3 +187,15 @@ def test_priors_without_a_record_elsewhere_sit_at_the_goal_rate() -> None:
     (a, b), (c, d) = priors_from_model_totals([arm("x", 9, 1), arm("y")], {"x": (9.0, 1.0)})
     assert a / (a + b) == pytest.approx(c / (c + d))
     assert a / (a + b) > 0.7
+
+
+def test_a_path_ruled_out_on_a_few_outcomes_is_rechecked_until_it_has_min_samples() -> None:
+    now = 10 * DAY
+    unlucky = [arm("proven", 60, 40, last_outcome_at=now), arm("unlucky", 0, 2, last_outcome_at=now - 3_600)]
+    assert picks(unlucky, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10  # ruled out, for now
+    a_day_later = [unlucky[0], arm("unlucky", 0, 2, last_outcome_at=now - 25 * 3_600)]
+    assert picks(a_day_later, PolicyConfig(exploration_rate=0.2), now=now)[1] > 300  # the floor checks it again
+    hourly = PolicyConfig(exploration_rate=0.2, recheck_hours=0.5)
+    assert picks(unlucky, hourly, now=now)[1] > 300
+    settled = [unlucky[0], arm("bad", 2, 28, last_outcome_at=now - 25 * 3_600)]
+    assert picks(settled, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10  # 30 outcomes: a real verdict

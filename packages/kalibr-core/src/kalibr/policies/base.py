@@ -64,6 +64,9 @@ class PolicyConfig:
     exploration_rate: float = 0.1
     min_samples_before_exploit: int = 20
     staleness_days: float = 7.0
+    recheck_hours: float = 24.0
+    """A path ruled out on fewer than ``min_samples_before_exploit`` outcomes is explored again this often until
+    it has them: a verdict on a handful of outcomes (an outage at start-up, bad luck) is provisional."""
     tie_tolerance: float = 0.05
     """Paths within this much of the best success rate are ties, broken by cost then latency."""
     cost_weight: float = 0.0
@@ -80,6 +83,8 @@ class PolicyConfig:
             raise UserError(f"min_samples_before_exploit {self.min_samples_before_exploit!r} must be >= 0")
         if self.staleness_days <= 0:
             raise UserError(f"staleness_days {self.staleness_days!r} must be > 0")
+        if self.recheck_hours <= 0:
+            raise UserError(f"recheck_hours {self.recheck_hours!r} must be > 0")
         if self.cost_weight < 0:
             raise UserError(f"cost_weight {self.cost_weight!r} must be >= 0")
 

@@ -107,8 +107,9 @@ class ThompsonPolicy:
 
         A path under ``min_samples_before_exploit`` whose optimistic estimate (``rule_out_z`` standard deviations
         above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
-        it would only add regret, so the floor skips it (Thompson sampling may still try it). A path never tried
-        is never ruled out: a prior alone is no verdict.
+        it would only add regret, so the floor skips it (Thompson sampling may still try it), but only for
+        ``recheck_hours`` at a time until it has the floor's samples. A path never tried is never ruled out: a
+        prior alone is no verdict.
         """
         draw = rng.random()
         if draw >= config.exploration_rate:
@@ -123,11 +124,13 @@ class ThompsonPolicy:
         means = alpha / total
         bar = float(means.max()) * (1.0 - config.tie_tolerance)
         optimistic = means + self.rule_out_z * np.sqrt(means * (1.0 - means) / (total + 1.0))
+        recheck_before = now - config.recheck_hours * 3_600.0
         candidates = [
             i
             for i, arm in enumerate(arms)
             if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or optimistic[i] >= bar))
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
+            or (arm.total_samples < floor and arm.last_outcome_at is not None and arm.last_outcome_at < recheck_before)
         ]
         if not candidates:
             return None
