@@ -83,7 +83,10 @@ class Engine:
         self._pending_decisions: list[Decision] = []
         self._pending_outcomes: list[tuple[Outcome, Callable[[ArmState], ArmState]]] = []
         self._pending_goals: set[str] = set()
-        self._wake = threading.Condition(self._lock)
+        # The write queues have their own lock, held only to append or swap, so the flusher never waits
+        # behind a decide and a decide never waits behind the flusher.
+        self._queue_lock = threading.Lock()
+        self._wake = threading.Condition(self._queue_lock)
         self._closed = False
         self._flusher: threading.Thread | None = None
         if write_behind:
@@ -230,21 +233,22 @@ class Engine:
         if not self._write_behind:
             self.store.record_decisions(self.tenant, [decision])
             return
-        with self._lock:
+        with self._queue_lock:
             self._pending_decisions.append(decision)
 
     def _enqueue_outcome(self, outcome: Outcome, step: Callable[[ArmState], ArmState]) -> None:
         if not self._write_behind:
             self.store.apply_outcomes(self.tenant, [(outcome, step)])
             return
-        self._pending_outcomes.append((outcome, step))
-        self._pending_goals.add(outcome.goal)
+        with self._queue_lock:
+            self._pending_outcomes.append((outcome, step))
+            self._pending_goals.add(outcome.goal)
 
     def flush(self) -> None:
         """Write every queued decision and outcome to the store now."""
-        with self._lock:
-            decisions, self._pending_decisions = self._pending_decisions, []
+        with self._queue_lock:
             outcomes, self._pending_outcomes = self._pending_outcomes, []
+            decisions, self._pending_decisions = self._pending_decisions, []
             goals = {outcome.goal for outcome, _ in outcomes}
         if not decisions and not outcomes:
             return
@@ -254,11 +258,11 @@ class Engine:
             if outcomes:
                 self.store.apply_outcomes(self.tenant, outcomes)
         except Exception:
-            with self._lock:  # keep everything for the next attempt: an outcome is never dropped
+            with self._queue_lock:  # keep everything for the next attempt: an outcome is never dropped
                 self._pending_decisions[:0] = decisions
                 self._pending_outcomes[:0] = outcomes
             raise
-        with self._lock:
+        with self._queue_lock:
             # Goals stay "pending" (no reload from the store) until their queued outcomes are written,
             # so a decide never reloads an arm that is missing its in-flight updates.
             self._pending_goals = {outcome.goal for outcome, _ in self._pending_outcomes}
@@ -268,7 +272,7 @@ class Engine:
     def _flush_loop(self) -> None:
         delay = self._flush_interval
         while True:
-            with self._lock:
+            with self._queue_lock:
                 if not self._closed:
                     self._wake.wait(timeout=delay)  # close() wakes it early
                 closed = self._closed
@@ -297,7 +301,7 @@ class Engine:
         return insights.build_insights(self.store, self.tenant, goal, window_hours=window_hours)
 
     def close(self) -> None:
-        with self._lock:
+        with self._queue_lock:
             if self._closed:
                 return
             self._closed = True
