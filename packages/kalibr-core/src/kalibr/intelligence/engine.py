@@ -73,11 +73,12 @@ class Engine:
         self._refresh_interval = refresh_interval
         self._flush_interval = flush_interval
         self._lock = threading.RLock()
-        self._arms: dict[tuple[str, str], ArmState] = {}
+        self._arms: dict[str, dict[str, ArmState]] = {}  # goal -> path id -> arm
+        self._path_ids: dict[int, tuple[Sequence[Path], tuple[str, ...]]] = {}
         self._loaded_at: dict[str, float] = {}
         self._configs: dict[str, tuple[float, PolicyConfig]] = {}
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
-        self._prior_cache: dict[tuple[str, tuple[str, ...]], tuple[float, list[tuple[float, float]]]] = {}
+        self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
         self._registered: set[tuple[str, str]] = set()
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._pending_decisions: list[Decision] = []
@@ -101,7 +102,7 @@ class Engine:
         with self._lock:
             arms = self._arms_for(goal, paths, now)
             config = self._config(goal, now)
-            priors = self._priors(goal, arms, now)
+            priors = self._priors(goal, paths, arms, now)
             choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors)
         decision = Decision(
             trace_id=new_trace_id(),
@@ -132,28 +133,37 @@ class Engine:
             self._registered.add(key)
 
     def _arms_for(self, goal: str, paths: Sequence[Path], now: float) -> list[ArmState]:
+        arms = self._arms.setdefault(goal, {})
         stale = now - self._loaded_at.get(goal, -1e18) > self._refresh_interval
         if stale and goal not in self._pending_goals:
             for arm in self.store.load_arms(self.tenant, goal, paths):
-                self._arms[(goal, arm.path_id)] = arm
+                arms[arm.path_id] = arm
             self._loaded_at[goal] = now
-        arms = []
-        for path in paths:
-            key = (goal, path.path_id)
-            if key not in self._arms:
-                self._arms[key] = ArmState(path.path_id, path.model)
-            arms.append(self._arms[key])
-        return arms
+        try:
+            return [arms[path_id] for path_id in self._ids(paths)]
+        except KeyError:
+            for path in paths:
+                arms.setdefault(path.path_id, ArmState(path.path_id, path.model))
+            return [arms[path.path_id] for path in paths]
 
-    def _priors(self, goal: str, arms: list[ArmState], now: float) -> list[tuple[float, float]]:
+    def _ids(self, paths: Sequence[Path]) -> tuple[str, ...]:
+        """The path ids of ``paths``, remembered per sequence object (a router passes the same tuple each call)."""
+        cached = self._path_ids.get(id(paths))
+        if cached is None or cached[0] is not paths:
+            if len(self._path_ids) > 1_024:
+                self._path_ids.clear()
+            cached = self._path_ids[id(paths)] = (paths, tuple(path.path_id for path in paths))
+        return cached[1]
+
+    def _priors(self, goal: str, paths: Sequence[Path], arms: list[ArmState], now: float) -> list[tuple[float, float]]:
         """Cross-goal priors (a model's record on the tenant's other goals), recomputed once per refresh."""
-        key = (goal, tuple(arm.path_id for arm in arms))
-        cached = self._prior_cache.get(key)
-        if cached is None or now - cached[0] > self._refresh_interval:
+        ids = self._ids(paths)
+        cached = self._prior_cache.get(goal)
+        if cached is None or cached[1] != ids or now - cached[0] > self._refresh_interval:
             if now - self._totals[0] > self._refresh_interval:
                 self._totals = (now, self.store.model_totals(self.tenant))
-            cached = self._prior_cache[key] = (now, priors_from_model_totals(arms, self._totals[1]))
-        return cached[1]
+            cached = self._prior_cache[goal] = (now, ids, priors_from_model_totals(arms, self._totals[1]))
+        return cached[2]
 
     def _config(self, goal: str, now: float) -> PolicyConfig:
         cached = self._configs.get(goal)
@@ -187,9 +197,9 @@ class Engine:
                 latency_ms=outcome.latency_ms,
                 now=outcome.reported_at.timestamp(),
             )
-            key = (outcome.goal, outcome.path_id)
-            if key in self._arms:
-                self._arms[key] = step(self._arms[key])
+            arms = self._arms.get(outcome.goal, {})
+            if outcome.path_id in arms:
+                arms[outcome.path_id] = step(arms[outcome.path_id])
             self._enqueue_outcome(outcome, step)
 
     async def areport(self, outcome: Outcome) -> None:
@@ -203,9 +213,11 @@ class Engine:
             reason=outcome.reason,
         )
         self._applied[outcome.trace_id] = _Applied(previous.goal, previous.path_id, outcome.score, outcome.source)
-        key = (previous.goal, previous.path_id)
-        if key in self._arms:
-            self._arms[key] = self.policy.adjust(self._arms[key], old_score=previous.score, new_score=outcome.score)
+        arms = self._arms.get(previous.goal, {})
+        if previous.path_id in arms:
+            arms[previous.path_id] = self.policy.adjust(
+                arms[previous.path_id], old_score=previous.score, new_score=outcome.score
+            )
         self.flush()
         self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
 

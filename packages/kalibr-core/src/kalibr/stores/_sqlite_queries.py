@@ -36,9 +36,13 @@ MODEL_TOTALS = """
     WHERE tenant = ? AND model != '' GROUP BY model ORDER BY model
 """
 
-INSERT_DECISION = (
+# One statement for the whole batch (rows as a JSON array): executemany releases and retakes the GIL around
+# every row, and from the engine's background writer each handoff stalls the thread that is deciding.
+INSERT_DECISIONS_JSON = (
     "INSERT INTO decisions (tenant, trace_id, goal, path_id, model, exploration, decided_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, trace_id) DO NOTHING"
+    "SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') "
+    "FROM json_each(?) WHERE true ON CONFLICT (tenant, trace_id) DO NOTHING"
 )
 SELECT_DECISION = (
     "SELECT goal, path_id, model, exploration, decided_at FROM decisions WHERE tenant = ? AND trace_id = ?"

@@ -7,6 +7,7 @@ from another thread or process waits (``busy_timeout``) instead of losing an upd
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -204,11 +205,11 @@ class SQLiteStore:
     @_translated
     def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
         rows = [
-            (tenant, r.trace_id, r.goal, r.path_id, r.model, int(r.exploration), to_micros(r.decided_at))
+            (r.trace_id, r.goal, r.path_id, r.model, int(r.exploration), to_micros(r.decided_at))
             for r in map(decision_record, decisions)
         ]
         with self._write() as conn:
-            conn.executemany(q.INSERT_DECISION, rows)
+            conn.execute(q.INSERT_DECISIONS_JSON, (tenant, json.dumps(rows)))
 
     @_translated
     def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None:
