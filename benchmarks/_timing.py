@@ -28,3 +28,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def overhead_table(samples: dict[str, list[int]]) -> tuple[str, float]:
+    """A table of p50/p99 per variant (the first is the direct call) and the last variant's p50 overhead in ms."""
+    names = list(samples)
+    direct_p50, _ = percentiles_us(samples[names[0]])
+    rows = []
+    for name in names:
+        p50, p99 = percentiles_us(samples[name])
+        rows.append([name, f"{p50:,.1f}", f"{p99:,.1f}", "-" if name == names[0] else f"{p50 - direct_p50:,.1f}"])
+    overhead_ms = (percentiles_us(samples[names[-1]])[0] - direct_p50) / 1000
+    return markdown_table(["variant", "p50 (us)", "p99 (us)", "p50 over direct (us)"], rows), overhead_ms

@@ -17,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from benchmarks._timing import markdown_table, percentiles_us, time_calls
+from benchmarks._timing import overhead_table, time_calls
 
 TARGET_MS = 0.5
 
@@ -74,17 +74,9 @@ def run(quick: bool) -> str:
 
 
 def _report(samples: dict[str, list[int]], calls: int) -> str:
-    names = list(samples)
-    direct_p50, _ = percentiles_us(samples[names[0]])
-    rows = []
-    for name in names:
-        p50, p99 = percentiles_us(samples[name])
-        rows.append([name, f"{p50:,.1f}", f"{p99:,.1f}", "-" if name == names[0] else f"{p50 - direct_p50:,.1f}"])
-    adapter_p50, _ = percentiles_us(samples[names[-1]])
-    overhead_ms = (adapter_p50 - direct_p50) / 1000
-    verdict = "meets" if overhead_ms < TARGET_MS else "misses"
-    table = markdown_table(["variant", "p50 (us)", "p99 (us)", "p50 over direct (us)"], rows)
+    table, overhead_ms = overhead_table(samples)
     print(table)
+    verdict = "meets" if overhead_ms < TARGET_MS else "misses"
     return (
         "### LangChain (`kalibr-langchain`)\n\n"
         f"{calls:,} calls per variant, two LangChain-object paths answering instantly, embedded engine on SQLite "

@@ -23,7 +23,7 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
 import kalibr
-from benchmarks._timing import markdown_table, percentiles_us, time_calls
+from benchmarks._timing import overhead_table, time_calls
 
 TARGET_MS = 0.5
 _ANSWER = "Paris is the capital of France."
@@ -74,14 +74,7 @@ def run(quick: bool) -> str:
 
 
 def _report(samples: dict[str, list[int]], calls: int) -> str:
-    names = list(samples)
-    direct_p50, _ = percentiles_us(samples[names[0]])
-    rows = []
-    for name in names:
-        p50, p99 = percentiles_us(samples[name])
-        rows.append([name, f"{p50:,.1f}", f"{p99:,.1f}", "-" if name == names[0] else f"{p50 - direct_p50:,.1f}"])
-    overhead_ms = (percentiles_us(samples[names[-1]])[0] - direct_p50) / 1000
-    table = markdown_table(["variant", "p50 (us)", "p99 (us)", "p50 over direct (us)"], rows)
+    table, overhead_ms = overhead_table(samples)
     print(table)
     verdict = "meets" if overhead_ms < TARGET_MS else "misses"
     return (
