@@ -22,6 +22,8 @@ from typing import Any
 GOAL = "bench_service"
 MODELS = ("model-a", "model-b", "model-c")
 PG_ENV = "KALIBR_TEST_POSTGRES_URL"
+CONNECTIONS_PER_REPLICA = 24
+"""Enough concurrent clients to saturate a replica (PostgreSQL commits overlap only with many in flight)."""
 TARGETS = "targets: p50 <= 2 ms, p99 <= 10 ms, >= 1,000 decide+report pairs/s"
 
 
@@ -140,7 +142,7 @@ def _measure(store_url: str, replicas: int, quick: bool, workdir: FilePath) -> d
         seconds = 2.0 if quick else 8.0
         pids = [service.pid for service in services if service.pid is not None]
         cpu_before = _cpu_seconds(pids)
-        pairs = asyncio.run(_pairs(urls, headers, seconds, concurrency=8 * replicas))
+        pairs = asyncio.run(_pairs(urls, headers, seconds, concurrency=CONNECTIONS_PER_REPLICA * replicas))
         cpu_after = _cpu_seconds(pids)
     ordered = sorted(latencies)
     cpu_per_pair = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / max(pairs, 1)
@@ -169,11 +171,9 @@ def _hung_service_figures(quick: bool) -> dict[str, float]:
             spool=FilePath(folder) / "spool.db",
             resilience=Resilience(timeout=0.05, breaker_after=3, cooldown=60.0),
         )
-        first = []
-        for _ in range(3):
-            started = time.perf_counter()
-            remote.decide(GOAL, paths)
-            first.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        remote.decide(GOAL, paths)  # times out, and the timeout opens the breaker
+        first = time.perf_counter() - started
         open_costs = []
         for _ in range(200 if quick else 5000):
             started = time.perf_counter()
@@ -193,7 +193,7 @@ def _hung_service_figures(quick: bool) -> dict[str, float]:
     open_costs.sort()
     return {
         "sdk_like_ms": sdk_like * 1000,
-        "first_ms": max(first) * 1000,
+        "first_ms": first * 1000,
         "open_p50_us": statistics.median(open_costs) * 1e6,
         "open_p99_us": open_costs[int(len(open_costs) * 0.99) - 1] * 1e6,
     }
@@ -210,7 +210,8 @@ def run(quick: bool) -> str:
     lines = [
         "## Intelligence service (`kalibr serve`)\n",
         f"Loopback, {os.cpu_count()} cores shared with the load generator (load average {load:.1f} at the start); "
-        "decide latency from one keep-alive connection; throughput from 8 connections per replica, each running "
+        "decide latency from one keep-alive connection; "
+        f"throughput from {CONNECTIONS_PER_REPLICA} connections per replica, each running "
         "decide then report-outcome. Server CPU per pair is the service processes' own CPU time, so "
         f"1,000 / (CPU ms per pair) is the pairs per second one free core sustains. {TARGETS}.\n",
         "| store | processes | decide p50 | decide p99 | decide+report pairs/s | server CPU per pair |",
@@ -236,9 +237,10 @@ def run(quick: bool) -> str:
     hung = _hung_service_figures(quick)
     lines += [
         "\n### A hung service (accepts connections, never answers)\n",
-        "| client | first calls | while the breaker is open |",
+        "| client | first call | while the breaker is open |",
         "|---|---|---|",
-        f"| kalibr-core RemoteIntelligence (timeout 50 ms, breaker after 3) | {hung['first_ms']:.0f} ms each, 3 calls "
+        "| kalibr-core RemoteIntelligence (timeout 50 ms; a timeout opens the breaker) "
+        f"| {hung['first_ms']:.0f} ms, once "
         f"| p50 {hung['open_p50_us']:.0f} µs, p99 {hung['open_p99_us']:.0f} µs (no network) |",
         f"| official kalibr SDK 1.14.4 settings (httpx, timeout 10 s, no breaker) | {_sdk_cell(hung['sdk_like_ms'])} "
         "| the same on every call |",

@@ -2,7 +2,7 @@
 
 States::
 
-    closed ──(breaker_after consecutive failures)──> open ──(cooldown elapsed)──> half-open
+    closed ──(breaker_after consecutive failures, or one timeout)──> open ──(cooldown elapsed)──> half-open
       ^                                               ^                              │
       └──────────────(probe succeeds)─────────────────┼──────────────────────────────┘
                                                       └──────(probe fails)───────────┘
@@ -68,10 +68,12 @@ class CircuitBreaker:
             self._opened_at = None
             self._probe_started = None
 
-    def record_failure(self) -> None:
+    def record_failure(self, *, timed_out: bool = False) -> None:
+        """Count a failure. A timeout opens the breaker at once: a hung service must cost the caller the
+        timeout once, not ``breaker_after`` times; fast failures (refused, 5xx) cost nothing and are counted."""
         with self._lock:
             self._failures += 1
-            if self._probe_started is not None or self._failures >= self._threshold:
+            if timed_out or self._probe_started is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
                 self._probe_started = None
 
@@ -89,7 +91,8 @@ class Resilience:
     timeout: float = 0.05
     """Seconds ``decide`` waits for the service before using the first path."""
     breaker_after: int = 3
-    """Consecutive failures that open the circuit breaker."""
+    """Consecutive fast failures (connection refused, 5xx) that open the circuit breaker; a timeout opens it
+    at once."""
     cooldown: float = 5.0
     """Seconds the breaker stays open before one probe is let through."""
     call_timeout: float = 5.0

@@ -315,7 +315,7 @@ class RemoteIntelligence:
         try:
             response = self._sync_client().request(method, url, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
-            self.breaker.record_failure()
+            self.breaker.record_failure(timed_out=isinstance(exc, httpx.TimeoutException))
             raise _Unavailable(_describe(exc)) from exc
         return self._checked(response)
 
@@ -323,7 +323,7 @@ class RemoteIntelligence:
         try:
             response = await self._async_client().request(method, url, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
-            self.breaker.record_failure()
+            self.breaker.record_failure(timed_out=isinstance(exc, httpx.TimeoutException))
             raise _Unavailable(_describe(exc)) from exc
         return self._checked(response)
 
