@@ -148,11 +148,16 @@ def test_failed_probes_confirm_the_drop() -> None:
     assert confirmed.samples < 15
 
 
-def test_paths_on_probation_get_a_fifth_of_the_exploration_budget() -> None:
-    suspect = fail(ThompsonPolicy(), arm("suspect", 160, 40), 5)
-    arms = [arm("healthy", 70, 30), suspect]
-    share = picks(arms, PolicyConfig(exploration_rate=0.1), n=5000)[1] / 5000
-    assert 0.01 < share < 0.04
+def test_a_path_on_probation_is_probed_soon_then_gets_a_fifth_of_the_exploration_budget() -> None:
+    policy = ThompsonPolicy()
+    suspect = fail(policy, arm("suspect", 160, 40), 5)
+    healthy = arm("healthy", 70, 30)
+    before_first_probe = picks([healthy, suspect], PolicyConfig(exploration_rate=0.1), n=5000)[1] / 5000
+    assert 0.07 < before_first_probe < 0.14  # the first probe comes within ~10 decisions
+    probed = fail(policy, suspect, 1)  # the first probe failed too
+    assert on_probation(probed)
+    afterwards = picks([healthy, probed], PolicyConfig(exploration_rate=0.1), n=5000)[1] / 5000
+    assert 0.01 < afterwards < 0.04
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])

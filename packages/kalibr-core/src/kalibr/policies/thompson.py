@@ -19,13 +19,15 @@ import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
-from kalibr.policies.drift import DropDetector, on_probation
+from kalibr.policies.drift import PROBATION_PROBES, DropDetector, on_probation
 
 __all__ = ["ThompsonPolicy", "count_outcome", "sample_beta"]
 
 _DAY_SECONDS = 86_400.0
 RULE_OUT_AFTER = 1
 _SCALAR_DRAWS_UP_TO = 6
+FIRST_PROBE_SHARE = 0.1
+"""Chance per decision of the first probe of a path just put on probation (so it comes within ~10 decisions)."""
 PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
 _SUCCESSES = operator.attrgetter("successes")
@@ -112,6 +114,12 @@ class ThompsonPolicy:
         prior alone is no verdict.
         """
         draw = rng.random()
+        if draw < FIRST_PROBE_SHARE:
+            # A path just put on probation gets its first probe soon: a false alarm (a burst of bad luck) would
+            # otherwise keep its traffic on worse paths until the ordinary 2% of probes comes round.
+            fresh = [i for i, arm in enumerate(arms) if arm.extra and _awaiting_first_probe(arm)]
+            if fresh:
+                return self._probe([arms[i] for i in fresh], rng, indices=fresh)
         if draw >= config.exploration_rate:
             return None
         if draw < config.exploration_rate * PROBE_SHARE:
@@ -144,14 +152,22 @@ class ThompsonPolicy:
             why = f"exploring {_name(arm)} again: untried for over {config.staleness_days:g} days"
         return Choice(index, True, why, 0.0, arm.success_rate, arm.samples)
 
-    def _probe(self, arms: Sequence[ArmState], rng: np.random.Generator) -> Choice | None:
-        """A path on probation after a detected drop, to confirm the drop or restore its record."""
+    def _probe(
+        self, arms: Sequence[ArmState], rng: np.random.Generator, indices: Sequence[int] | None = None
+    ) -> Choice | None:
+        """A path on probation after a detected drop, to confirm the drop or restore its record.
+
+        ``indices``, when given, are the positions of ``arms`` in the caller's full list.
+        """
         suspects = [i for i, arm in enumerate(arms) if on_probation(arm)]
         if not suspects:
             return None
-        index = suspects[int(rng.integers(len(suspects)))]
-        why = f"probing {_name(arms[index])}: its success rate dropped; checking whether the drop is real"
-        return Choice(index, True, why, 0.0, arms[index].success_rate, arms[index].samples)
+        picked = suspects[int(rng.integers(len(suspects)))]
+        index = picked if indices is None else indices[picked]
+        arms_index = picked
+        arm = arms[arms_index]
+        why = f"probing {_name(arm)}: its success rate dropped; checking whether the drop is real"
+        return Choice(index, True, why, 0.0, arm.success_rate, arm.samples)
 
     # --- learning ----------------------------------------------------------------------------------------------
     def update(
@@ -284,6 +300,10 @@ def _reason(arms: Sequence[ArmState], index: int, best: int, means: np.ndarray) 
         f"exploring {_name(arm)} (estimated {means[index]:.2f} over {arm.samples} samples): its sample beat "
         f"{_name(arms[best])} ({means[best]:.2f})"
     )
+
+
+def _awaiting_first_probe(arm: ArmState) -> bool:
+    return on_probation(arm) and not arm.extra.get(PROBATION_PROBES)
 
 
 def _name(arm: ArmState) -> str:
