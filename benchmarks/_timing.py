@@ -40,3 +40,14 @@ def overhead_table(samples: dict[str, list[int]]) -> tuple[str, float]:
         rows.append([name, f"{p50:,.1f}", f"{p99:,.1f}", "-" if name == names[0] else f"{p50 - direct_p50:,.1f}"])
     overhead_ms = (percentiles_us(samples[names[-1]])[0] - direct_p50) / 1000
     return markdown_table(["variant", "p50 (us)", "p99 (us)", "p50 over direct (us)"], rows), overhead_ms
+
+
+def time_in_turns(variants: dict[str, Callable[[], object]], rounds: int, per_round: int) -> dict[str, list[int]]:
+    """Samples (ns) per variant, the variants taking turns in ``rounds`` so a slow spell hits them all alike."""
+    for call in variants.values():  # warm up imports, plugin loading, the store's first writes
+        time_calls(call, 50)
+    samples: dict[str, list[int]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, call in variants.items():
+            samples[name] += time_calls(call, per_round)
+    return samples

@@ -17,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from benchmarks._timing import overhead_table, time_calls
+from benchmarks._timing import overhead_table, time_in_turns
 
 TARGET_MS = 0.5
 
@@ -63,12 +63,7 @@ def run(quick: bool) -> str:
             "router.completion (core only, same paths)": lambda: router.completion(openai_messages),
             "ChatKalibr.invoke (adapter + core)": lambda: llm.invoke(messages),
         }
-        for call in variants.values():  # warm up imports, plugin loading, the store's first writes
-            time_calls(call, 50)
-        samples: dict[str, list[int]] = {name: [] for name in variants}
-        for _ in range(rounds):
-            for name, call in variants.items():
-                samples[name] += time_calls(call, per_round)
+        samples = time_in_turns(variants, rounds, per_round)
         router.intelligence.flush()
     return _report(samples, rounds * per_round)
 

@@ -23,7 +23,7 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
 import kalibr
-from benchmarks._timing import overhead_table, time_calls
+from benchmarks._timing import overhead_table, time_in_turns
 
 TARGET_MS = 0.5
 _ANSWER = "Paris is the capital of France."
@@ -63,12 +63,7 @@ def run(quick: bool) -> str:
             "router.completion (core only, same paths)": lambda: router.completion("What is the capital of France?"),
             "KalibrLLM.chat (adapter + core)": lambda: llm.chat(messages),
         }
-        for call in variants.values():  # warm up imports, plugin loading, the store's first writes
-            time_calls(call, 50)
-        samples: dict[str, list[int]] = {name: [] for name in variants}
-        for _ in range(rounds):
-            for name, call in variants.items():
-                samples[name] += time_calls(call, per_round)
+        samples = time_in_turns(variants, rounds, per_round)
         router.intelligence.flush()
     return _report(samples, rounds * per_round)
 
