@@ -21,7 +21,7 @@ from kalibr import hookspecs
 if TYPE_CHECKING:
     from kalibr.hookspecs import AdapterFactory, ProviderFactory, StoreFactory
 
-__all__ = ["adapter_factories", "load_plugins", "pm", "provider_factories", "store_factories"]
+__all__ = ["adapter_factories", "lazy_exports", "load_plugins", "pm", "provider_factories", "store_factories"]
 
 DEFAULT_PLUGINS = (
     "kalibr.default_plugins.providers",
@@ -95,3 +95,20 @@ def make_adapter(name: str, extra: str, router: Any, **options: Any) -> Any:
 
         raise MissingExtraError(f"router.as_{name}()", extra)
     return factory(router, **options)
+
+
+def lazy_exports(package: str, homes: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports each public name from its home module on first use.
+
+    Adapter packages use it so that loading their plugin (which the core does on a process's first routed call)
+    does not import their framework::
+
+        __getattr__ = lazy_exports(__name__, {"ChatKalibr": "kalibr_langchain.chat_model"})
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in homes:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(homes[name]), name)
+
+    return __getattr__

@@ -9,8 +9,9 @@ and that must not pay for importing DSPy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kalibr.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from kalibr_dspy._metric import report_metric, score_of
@@ -27,8 +28,4 @@ _HOMES = {
     "score_of": "kalibr_dspy._metric",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'kalibr_dspy' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -8,8 +8,9 @@ that must not pay for importing LangChain.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kalibr.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from kalibr_langchain._callbacks import KalibrCallbackHandler, failure_category_of
@@ -25,10 +26,4 @@ _HOMES = {
     "trace_ids_in": "kalibr_langchain._reporting",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'kalibr_langchain' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -10,8 +10,9 @@ and that must not pay for importing LlamaIndex.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kalibr.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from kalibr_llamaindex._llm import KalibrLLM
@@ -28,8 +29,4 @@ _HOMES = {
     "as_llamaindex": "kalibr_llamaindex._plugin",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'kalibr_llamaindex' has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports(__name__, _HOMES)
