@@ -274,7 +274,7 @@ class Router:
             except RequestRejected:
                 raise
             except ProviderError as error:
-                attempts.append(await self._areport_failure(decision, error, started))
+                attempts.append(self._report_failure(decision, error, started))
                 continue
             return self._finish(decision, response, started, attempts, evaluate=evaluate)
         raise all_failed(self.goal, attempts)
@@ -406,9 +406,6 @@ class Router:
             failure_category=error.failure_category,
         )
         return Attempt(decision, str(error), error.failure_category)
-
-    async def _areport_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
-        return self._report_failure(decision, error, started)
 
     # --- reporting --------------------------------------------------------------------------------------
     def report(

@@ -90,7 +90,7 @@ class AsyncCompletionStream:
             except RequestRejected:
                 raise
             except ProviderError as error:
-                attempts.append(await router._areport_failure(decision, error, started))
+                attempts.append(router._report_failure(decision, error, started))
                 continue
             self.decision = decision
             try:
