@@ -51,3 +51,18 @@ def time_in_turns(variants: dict[str, Callable[[], object]], rounds: int, per_ro
         for name, call in variants.items():
             samples[name] += time_calls(call, per_round)
     return samples
+
+
+def overhead_section(title: str, setup: str, adapter: str, samples: dict[str, list[int]], calls: int) -> str:
+    """The Markdown section for one adapter: the table, and whether its overhead meets the 0.5 ms target."""
+    table, overhead_ms = overhead_table(samples)
+    print(table)
+    verdict = "meets" if overhead_ms < ADAPTER_TARGET_MS else "misses"
+    return (
+        f"### {title}\n\n{calls:,} calls per variant, {setup}.\n\n{table}\n\n"
+        f"Adapter overhead per call (p50, {adapter} minus the direct call): **{overhead_ms:.3f} ms**, which "
+        f"{verdict} the {ADAPTER_TARGET_MS} ms target.\n"
+    )
+
+
+ADAPTER_TARGET_MS = 0.5

@@ -17,9 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from benchmarks._timing import overhead_table, time_in_turns
-
-TARGET_MS = 0.5
+from benchmarks._timing import overhead_section, time_in_turns
 
 
 class _InstantModel(BaseChatModel):
@@ -69,15 +67,13 @@ def run(quick: bool) -> str:
 
 
 def _report(samples: dict[str, list[int]], calls: int) -> str:
-    table, overhead_ms = overhead_table(samples)
-    print(table)
-    verdict = "meets" if overhead_ms < TARGET_MS else "misses"
-    return (
-        "### LangChain (`kalibr-langchain`)\n\n"
-        f"{calls:,} calls per variant, two LangChain-object paths answering instantly, embedded engine on SQLite "
-        f"(`benchmarks/adapters_langchain.py`).\n\n{table}\n\n"
-        f"Adapter overhead per call (p50, ChatKalibr minus the direct call): **{overhead_ms:.3f} ms**, which "
-        f"{verdict} the {TARGET_MS} ms target.\n"
+    return overhead_section(
+        "LangChain (`kalibr-langchain`)",
+        "two LangChain-object paths answering instantly, embedded engine on SQLite "
+        "(`benchmarks/adapters_langchain.py`)",
+        "ChatKalibr",
+        samples,
+        calls,
     )
 
 

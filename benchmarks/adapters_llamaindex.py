@@ -23,9 +23,8 @@ from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
 import kalibr
-from benchmarks._timing import overhead_table, time_in_turns
+from benchmarks._timing import overhead_section, time_in_turns
 
-TARGET_MS = 0.5
 _ANSWER = "Paris is the capital of France."
 
 
@@ -69,15 +68,12 @@ def run(quick: bool) -> str:
 
 
 def _report(samples: dict[str, list[int]], calls: int) -> str:
-    table, overhead_ms = overhead_table(samples)
-    print(table)
-    verdict = "meets" if overhead_ms < TARGET_MS else "misses"
-    return (
-        "### LlamaIndex (`kalibr-llamaindex`)\n\n"
-        f"{calls:,} calls per variant, two LlamaIndex-LLM paths answering instantly, embedded engine on SQLite "
-        f"(`benchmarks/adapters_llamaindex.py`).\n\n{table}\n\n"
-        f"Adapter overhead per call (p50, KalibrLLM minus the direct call): **{overhead_ms:.3f} ms**, which "
-        f"{verdict} the {TARGET_MS} ms target.\n"
+    return overhead_section(
+        "LlamaIndex (`kalibr-llamaindex`)",
+        "two LlamaIndex-LLM paths answering instantly, embedded engine on SQLite (`benchmarks/adapters_llamaindex.py`)",
+        "KalibrLLM",
+        samples,
+        calls,
     )
 
 
