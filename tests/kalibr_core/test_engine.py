@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,60 @@ def test_close_flushes_everything_queued() -> None:
     engine.close()
     assert len(_stored(store)) == 20
     assert sum(a.total_samples for a in store.load_arms("default", "g", PATHS)) == 20
+
+
+def test_flushed_wakes_the_writer_and_completes_once_everything_queued_is_written() -> None:
+    store = MemoryStore()
+    engine = Engine(store, seed=1, flush_interval=60)  # the writer would not run for a minute unless woken
+    for _ in range(10):
+        engine.report(_outcome(engine, 1.0))
+    engine.flushed().result(timeout=5)
+    assert len(_stored(store)) == 10
+    engine.close()
+
+
+def test_flushed_waits_for_a_write_another_thread_has_in_flight() -> None:
+    """A report's outcome taken by someone else's flush is not durable until that flush ends: neither is flushed()."""
+
+    class SlowStore(MemoryStore):
+        entered, release = threading.Event(), threading.Event()
+
+        def apply_outcomes(
+            self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+        ) -> list[bool]:
+            self.entered.set()
+            assert self.release.wait(timeout=10)
+            return super().apply_outcomes(tenant, items)
+
+    store = SlowStore()
+    engine = Engine(store, seed=1, flush_interval=60)
+    engine.report(_outcome(engine, 1.0))
+    other = threading.Thread(target=engine.flush)
+    other.start()
+    assert store.entered.wait(timeout=5)  # the other thread holds our outcome, mid-write
+    waiting = engine.flushed()
+    time.sleep(0.1)
+    assert not waiting.done()
+    store.release.set()
+    waiting.result(timeout=5)
+    assert len(_stored(store)) == 1
+    other.join()
+    engine.close()
+
+
+def test_flushed_fails_with_the_store_error_and_the_outcome_stays_queued() -> None:
+    store = FlakyStore()
+    engine = Engine(store, seed=1, flush_interval=60)
+    store.broken = True
+    engine.report(_outcome(engine, 1.0))
+    with pytest.raises(OSError, match="disk full"):
+        engine.flushed().result(timeout=5)
+    store.broken = False
+    engine.flushed().result(timeout=5)
+    assert len(_stored(store)) == 1
+    engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.flushed().result(timeout=5)
 
 
 def test_an_explicit_report_replaces_an_automatic_one_and_not_the_reverse() -> None:

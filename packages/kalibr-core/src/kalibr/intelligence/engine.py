@@ -19,6 +19,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -88,6 +89,10 @@ class Engine:
         # behind a decide and a decide never waits behind the flusher.
         self._queue_lock = threading.Lock()
         self._wake = threading.Condition(self._queue_lock)
+        self._flush_waiters: list[Future[None]] = []
+        # One flush at a time: when flush() returns, everything queued before it was called is written, even the
+        # part a concurrent flush had already taken.
+        self._flush_lock = threading.Lock()
         self._closed = False
         self._flusher: threading.Thread | None = None
         if write_behind:
@@ -184,42 +189,47 @@ class Engine:
     def report(self, outcome: Outcome) -> None:
         with self._lock:
             previous = self._applied.get(outcome.trace_id)
-            if previous is not None:
-                if _replaces(outcome.source, previous.source):
-                    # e.g. an explicit report after success_when's: correct the score already counted.
-                    self._override(outcome, previous)
+            if previous is None:
+                self._apply(outcome)
                 return
-            self._remember(outcome)
-            step = partial(
-                self.policy.update,
-                score=outcome.score,
-                cost_usd=outcome.cost_usd,
-                latency_ms=outcome.latency_ms,
-                now=outcome.reported_at.timestamp(),
-            )
-            arms = self._arms.get(outcome.goal, {})
-            if outcome.path_id in arms:
-                arms[outcome.path_id] = step(arms[outcome.path_id])
-            self._enqueue_outcome(outcome, step)
-
-    async def areport(self, outcome: Outcome) -> None:
-        self.report(outcome)
-
-    def _override(self, outcome: Outcome, previous: _Applied) -> None:
+            if not _replaces(outcome.source, previous.source):
+                return
+            # e.g. an explicit report after success_when's: correct the score already counted.
+            self._correct_in_memory(outcome, previous)
+        # The stored outcome is corrected outside the lock: a decide never waits on the store.
+        self.flush()
         changes = OutcomeChanges(
             score=outcome.score,
             success=outcome.success,
             failure_category=outcome.failure_category,
             reason=outcome.reason,
         )
+        self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
+
+    async def areport(self, outcome: Outcome) -> None:
+        self.report(outcome)
+
+    def _apply(self, outcome: Outcome) -> None:
+        self._remember(outcome)
+        step = partial(
+            self.policy.update,
+            score=outcome.score,
+            cost_usd=outcome.cost_usd,
+            latency_ms=outcome.latency_ms,
+            now=outcome.reported_at.timestamp(),
+        )
+        arms = self._arms.get(outcome.goal, {})
+        if outcome.path_id in arms:
+            arms[outcome.path_id] = step(arms[outcome.path_id])
+        self._enqueue_outcome(outcome, step)
+
+    def _correct_in_memory(self, outcome: Outcome, previous: _Applied) -> None:
         self._applied[outcome.trace_id] = _Applied(previous.goal, previous.path_id, outcome.score, outcome.source)
         arms = self._arms.get(previous.goal, {})
         if previous.path_id in arms:
             arms[previous.path_id] = self.policy.adjust(
                 arms[previous.path_id], old_score=previous.score, new_score=outcome.score
             )
-        self.flush()
-        self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
 
     def update_outcome(self, trace_id: str, goal: str, changes: OutcomeChanges) -> list[str]:
         self.flush()
@@ -258,6 +268,28 @@ class Engine:
 
     def flush(self) -> None:
         """Write every queued decision and outcome to the store now."""
+        with self._flush_lock:
+            self._write_queued()
+
+    def flushed(self) -> Future[None]:
+        """A future that completes once everything queued so far is written, or fails with the store's error.
+
+        The background writer is woken at once, and every caller waiting meanwhile shares its next transaction
+        (group commit): the service answers a report only once it is durable, without one commit per report.
+        """
+        future: Future[None] = Future()
+        if self._flusher is None:  # write-through: already written
+            future.set_result(None)
+            return future
+        with self._queue_lock:
+            if self._closed:
+                future.set_exception(RuntimeError("the engine is closed"))
+            else:
+                self._flush_waiters.append(future)
+                self._wake.notify()
+        return future
+
+    def _write_queued(self) -> None:
         with self._queue_lock:
             outcomes, self._pending_outcomes = self._pending_outcomes, []
             decisions, self._pending_decisions = self._pending_decisions, []
@@ -285,15 +317,22 @@ class Engine:
         delay = self._flush_interval
         while True:
             with self._queue_lock:
-                if not self._closed:
-                    self._wake.wait(timeout=delay)  # close() wakes it early
+                if not self._closed and not self._flush_waiters:
+                    self._wake.wait(timeout=delay)  # flushed() and close() wake it early
                 closed = self._closed
+                # Taken before the queues are: everything queued before a waiter arrived is in this flush.
+                waiters, self._flush_waiters = self._flush_waiters, []
             try:
                 self.flush()
-                delay = self._flush_interval
-            except Exception:
+            except Exception as exc:
                 logger.exception("kalibr: store write failed; outcomes stay queued and will be retried")
                 delay = min(max(delay, 0.05) * 2, 5.0)
+                for waiter in waiters:
+                    waiter.set_exception(exc)
+            else:
+                delay = self._flush_interval
+                for waiter in waiters:
+                    waiter.set_result(None)
             if closed:
                 return
 
