@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from kalibr import Path
 from kalibr._exceptions import MissingExtraError, StoreError
 from kalibr.service import create_app, hash_api_key, new_api_key
 from kalibr.service._server import serve_in_thread
@@ -47,6 +48,57 @@ def test_paths_decide_report_update_round_trip(client: TestClient) -> None:
     updated = client.post("/api/v1/intelligence/update-outcome", json=update).json()
     assert updated["status"] == "updated"
     assert set(updated["fields_updated"]) == {"success", "score"}
+
+
+def _stored_outcomes(store: MemoryStore) -> dict[str, Any]:
+    return {o.trace_id: o for o in store.outcomes("default", GOAL, _long_ago())}
+
+
+def test_a_report_is_in_the_store_when_it_is_answered(client: TestClient) -> None:
+    _register(client, "gpt-4o", "claude-sonnet-4-5")
+    store = client.app.state.backend.store  # type: ignore[attr-defined]
+    for _ in range(20):
+        decision = client.post("/api/v1/routing/decide", json={"goal": GOAL}).json()
+        body = {"trace_id": decision["trace_id"], "goal": GOAL, "success": True}
+        assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200
+        assert decision["trace_id"] in _stored_outcomes(store)  # committed, not merely queued
+
+
+def test_a_second_report_of_a_trace_corrects_the_first_and_counts_once(client: TestClient) -> None:
+    _register(client, "gpt-4o")
+    store = client.app.state.backend.store  # type: ignore[attr-defined]
+    decision = client.post("/api/v1/routing/decide", json={"goal": GOAL}).json()
+    for success in (False, True):
+        body = {"trace_id": decision["trace_id"], "goal": GOAL, "success": success}
+        assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200
+    assert _stored_outcomes(store)[decision["trace_id"]].score == 1.0
+    (arm,) = store.load_arms("default", GOAL, [Path("gpt-4o")])
+    assert (arm.successes, arm.failures) == (1.0, 0.0)
+
+
+def test_a_report_the_store_refuses_is_a_503_and_its_retry_counts_once() -> None:
+    class FlakyStore(MemoryStore):
+        broken = False
+
+        def apply_outcomes(self, tenant: str, items: Any) -> list[bool]:
+            if self.broken:
+                raise StoreError("connection refused")
+            return super().apply_outcomes(tenant, items)
+
+    store = FlakyStore()
+    with TestClient(create_app(store, auth=False)) as client:
+        _register(client, "gpt-4o")
+        decision = client.post("/api/v1/routing/decide", json={"goal": GOAL}).json()
+        body = {"trace_id": decision["trace_id"], "goal": GOAL, "success": True}
+        store.broken = True
+        refused = client.post("/api/v1/intelligence/report-outcome", json=body)
+        assert refused.status_code == 503
+        assert "connection refused" in refused.json()["detail"]
+        store.broken = False
+        assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200  # a client's retry
+    assert list(_stored_outcomes(store)) == [decision["trace_id"]]
+    (arm,) = store.load_arms("default", GOAL, [Path("gpt-4o")])
+    assert (arm.successes, arm.failures) == (1.0, 0.0)
 
 
 def test_decide_honours_candidate_model_ids_and_disabled_paths(client: TestClient) -> None:

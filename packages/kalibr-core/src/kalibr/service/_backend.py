@@ -6,6 +6,7 @@ Routes in ``app.py`` only parse, authenticate and call these methods; every fail
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import threading
@@ -13,10 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, get_args
 
+import anyio.to_thread
+
 from kalibr._domain import Outcome, Path, Usage, resolve_score
 from kalibr._exceptions import UserError
 from kalibr._types import FailureCategory, OutcomeSource, check_failure_category
-from kalibr.intelligence.base import Constraints, Intelligence
+from kalibr.intelligence.base import Constraints
+from kalibr.intelligence.engine import Engine
 from kalibr.policies.base import PolicyConfig
 from kalibr.service import _schemas as s
 from kalibr.service._caches import PathCache, RecentDecisions
@@ -25,7 +29,7 @@ from kalibr.stores.base import OutcomeChanges, PathRecord, Store
 
 __all__ = ["Backend", "EngineFactory"]
 
-EngineFactory = Callable[[Store, str], Intelligence]
+EngineFactory = Callable[[Store, str], Engine]
 """Builds the engine of one tenant over the shared store."""
 
 _NUMERIC_METADATA = ("cost_usd", "latency_ms", "input_tokens", "output_tokens")
@@ -45,14 +49,12 @@ _PROVIDER_PREFIXES = (
 def default_engine_factory(refresh_interval: float) -> EngineFactory:
     """Engines that re-read arms every ``refresh_interval`` and write in groups.
 
-    Decisions are written behind (within ~50 ms, many per transaction); a report is committed before its request
-    is answered (``Backend.report`` flushes), but concurrent reports share commits. Write-through engines hold
-    their lock during each commit, which serialized reports at one fsync each (~80/s on PostgreSQL here).
+    Decisions are written behind (within 5 ms, many per transaction). A report is answered once it is committed,
+    but concurrent reports share one commit (``Engine.flushed``): write-through engines, one commit per report,
+    serialized reports at one fsync each (~80/s on PostgreSQL here).
     """
 
-    def build(store: Store, tenant: str) -> Intelligence:
-        from kalibr.intelligence.engine import Engine
-
+    def build(store: Store, tenant: str) -> Engine:
         return Engine(store, tenant=tenant, write_behind=True, refresh_interval=refresh_interval, flush_interval=0.005)
 
     return build
@@ -64,14 +66,13 @@ class Backend:
     def __init__(self, store: Store, engine_factory: EngineFactory, *, path_cache_seconds: float = 0.5) -> None:
         self.store = store
         self._engine_factory = engine_factory
-        self._engines: dict[str, Intelligence] = {}
+        self._engines: dict[str, Engine] = {}
         self._engines_lock = threading.Lock()
         self._paths = PathCache(store, path_cache_seconds)
         self._recent = RecentDecisions()
-        self._commit_locks: dict[str, threading.Lock] = {}
         self._generators: list[Any] = []
 
-    def engine(self, tenant: str) -> Intelligence:
+    def engine(self, tenant: str) -> Engine:
         engine = self._engines.get(tenant)
         if engine is None:
             with self._engines_lock:
@@ -90,10 +91,6 @@ class Backend:
             job = PathGenerator(self.store, tenant=tenant)
             job.start()
             self._generators.append(job)
-
-    def _commit_lock(self, tenant: str) -> threading.Lock:
-        with self._engines_lock:
-            return self._commit_locks.setdefault(tenant, threading.Lock())
 
     def close(self) -> None:
         with self._engines_lock:
@@ -204,8 +201,21 @@ class Backend:
     def report(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
         engine = self.engine(tenant)
         engine.report(self._outcome(tenant, request))
-        self._commit(tenant)
-        return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
+        engine.flushed().result()
+        return _accepted(request)
+
+    async def report_async(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
+        """``report`` for the event loop. An outcome of a decision this replica just made is applied right here, in
+        memory; any other needs a store read to find its decision, so it is applied in a worker thread. Either way
+        the answer waits for the commit it shares with every report queued meanwhile (group commit)."""
+        engine = self.engine(tenant)
+        decided = self._recent.take(tenant, request.trace_id)
+        if decided is None:
+            await anyio.to_thread.run_sync(lambda: engine.report(self._outcome(tenant, request)))
+        else:
+            engine.report(self._outcome(tenant, request, decided))
+        await asyncio.wrap_future(engine.flushed())
+        return _accepted(request)
 
     def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
         """Each item is accepted or rejected on its own; the accepted ones share one commit."""
@@ -220,18 +230,11 @@ class Backend:
                     trace_id=item.trace_id, status="rejected", status_code=exc.status_code, message=exc.message
                 )
                 results.append(rejected)
-        self._commit(tenant)
+        engine.flushed().result()
         return s.ReportBatchResponse(results=results)
 
-    def _commit(self, tenant: str) -> None:
-        """Write the tenant's queued outcomes before answering "accepted". One flush at a time per tenant:
-        reports arriving during a commit wait, then share the next one (group commit), instead of each holding
-        the arm's row lock through its own fsync."""
-        with self._commit_lock(tenant):
-            self.engine(tenant).flush()
-
-    def _outcome(self, tenant: str, request: s.ReportRequest) -> Outcome:
-        path_id, model = self._attribute(tenant, request)
+    def _outcome(self, tenant: str, request: s.ReportRequest, decided: tuple[str, str, str] | None = None) -> Outcome:
+        path_id, model = self._attribute(tenant, request, decided or self._recent.take(tenant, request.trace_id))
         metadata = _numeric_metadata(request.metadata)
         try:
             return Outcome(
@@ -251,9 +254,11 @@ class Backend:
         except UserError as exc:
             raise Invalid(str(exc)) from exc
 
-    def _attribute(self, tenant: str, request: s.ReportRequest) -> tuple[str, str | None]:
-        """The path an outcome counts for: its decision's, else the registered path of its ``model_id``."""
-        decided = self._recent.get(tenant, request.trace_id)
+    def _attribute(
+        self, tenant: str, request: s.ReportRequest, decided: tuple[str, str, str] | None
+    ) -> tuple[str, str | None]:
+        """The path an outcome counts for: its decision's (``decided``: from this replica's memory, if it made the
+        decision; else from the store), else the registered path of its ``model_id``."""
         if decided is None:
             record = self.store.get_decision(tenant, request.trace_id)
             decided = None if record is None else (record.goal, record.path_id, record.model)
@@ -351,6 +356,10 @@ class Backend:
         )
         self.store.set_config(tenant, body.goal, config)
         return _config_body(body.goal, config)
+
+
+def _accepted(request: s.ReportRequest) -> s.ReportResponse:
+    return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
 
 
 def _path_response(record: PathRecord) -> s.PathResponse:

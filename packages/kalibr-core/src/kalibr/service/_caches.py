@@ -37,8 +37,8 @@ class PathCache:
 
 
 class RecentDecisions:
-    """This replica's latest decisions, so a report right after its decide needs no store read (decisions are
-    written behind). Bounded: older ones are found in the store."""
+    """This replica's latest decisions not yet reported, so the first report of each needs no store read
+    (decisions are written behind). Bounded: older ones are found in the store."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._limit = limit
@@ -51,6 +51,8 @@ class RecentDecisions:
             if len(self._entries) > self._limit:
                 self._entries.popitem(last=False)
 
-    def get(self, tenant: str, trace_id: str) -> tuple[str, str, str] | None:
+    def take(self, tenant: str, trace_id: str) -> tuple[str, str, str] | None:
+        """The decision of ``trace_id`` (goal, path id, model), forgotten here: a second report of the same trace
+        looks it up in the store, where the first report's commit has put it."""
         with self._lock:
-            return self._entries.get((tenant, trace_id))
+            return self._entries.pop((tenant, trace_id), None)

@@ -1,9 +1,10 @@
 """The two hot routes, decide and report-outcome, served without FastAPI's per-request machinery.
 
-FastAPI's dependency solving, validation and serialization layers cost about as much CPU as deciding itself.
-This ASGI middleware answers ``POST /api/v1/routing/decide`` and ``POST /api/v1/intelligence/report-outcome``
-directly with the same pydantic models, the same ``Backend`` calls and the same error bodies; every other
-request (and the OpenAPI document, which still lists both routes) goes to the FastAPI app.
+FastAPI's middleware, dependency solving, validation and serialization layers cost more CPU than deciding
+itself. This ASGI layer, in front of the FastAPI app, answers ``POST /api/v1/routing/decide`` and
+``POST /api/v1/intelligence/report-outcome`` directly with the same pydantic models, the same ``Backend`` calls
+and the same error bodies; every other request (and the OpenAPI document, which still lists both routes) goes
+to the FastAPI app.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
 from kalibr._exceptions import StoreError, UserError
@@ -82,9 +82,7 @@ class FastPath:
         return self._backend.decide(tenant, s.DecideRequest.model_validate_json(body))
 
     async def _report(self, tenant: str, body: bytes) -> BaseModel:
-        request = s.ReportRequest.model_validate_json(body)
-        # A report commits to the store: off the event loop.
-        return await anyio.to_thread.run_sync(self._backend.report, tenant, request)
+        return await self._backend.report_async(tenant, s.ReportRequest.model_validate_json(body))
 
 
 async def _read_body(receive: Receive) -> bytes | None:
