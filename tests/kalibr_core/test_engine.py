@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kalibr import Outcome, Path
+from kalibr import Decision, Outcome, Path
 from kalibr.intelligence.engine import Engine
 from kalibr.policies.base import ArmState
 from kalibr.stores import open_store
@@ -25,11 +25,14 @@ class FlakyStore(MemoryStore):
     broken = False
 
     def apply_outcomes(
-        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+        self,
+        tenant: str,
+        items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+        decisions: Sequence[Decision] = (),
     ) -> list[bool]:
         if self.broken:
             raise OSError("disk full")
-        return super().apply_outcomes(tenant, items)
+        return super().apply_outcomes(tenant, items, decisions)
 
 
 def _outcome(engine: Engine, score: float, source: Any = "explicit") -> Outcome:
@@ -82,11 +85,14 @@ def test_flushed_waits_for_a_write_another_thread_has_in_flight() -> None:
         entered, release = threading.Event(), threading.Event()
 
         def apply_outcomes(
-            self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+            self,
+            tenant: str,
+            items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+            decisions: Sequence[Decision] = (),
         ) -> list[bool]:
             self.entered.set()
             assert self.release.wait(timeout=10)
-            return super().apply_outcomes(tenant, items)
+            return super().apply_outcomes(tenant, items, decisions)
 
     store = SlowStore()
     engine = Engine(store, seed=1, flush_interval=60)

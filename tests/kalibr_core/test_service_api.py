@@ -80,10 +80,10 @@ def test_a_report_the_store_refuses_is_a_503_and_its_retry_counts_once() -> None
     class FlakyStore(MemoryStore):
         broken = False
 
-        def apply_outcomes(self, tenant: str, items: Any) -> list[bool]:
+        def apply_outcomes(self, tenant: str, items: Any, decisions: Any = ()) -> list[bool]:
             if self.broken:
                 raise StoreError("connection refused")
-            return super().apply_outcomes(tenant, items)
+            return super().apply_outcomes(tenant, items, decisions)
 
     store = FlakyStore()
     with TestClient(create_app(store, auth=False)) as client:

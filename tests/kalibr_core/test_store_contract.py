@@ -275,6 +275,22 @@ def test_decisions_are_recorded_once(store: Store) -> None:
     assert store.get_decision(A, new_trace_id()) is None
 
 
+def test_apply_outcomes_records_its_decisions_in_the_same_transaction(store: Store) -> None:
+    def broken(arm: ArmState) -> ArmState:
+        raise RuntimeError("policy bug")
+
+    reported = outcome()
+    decision = Decision(reported.trace_id, GOAL, FAST, exploration=False, reason="best", confidence=0.9)
+    with pytest.raises(RuntimeError, match="policy bug"):
+        store.apply_outcomes(A, [(reported, broken)], [decision])
+    assert store.get_decision(A, decision.trace_id) is None  # rolled back with the outcome
+    assert store.apply_outcomes(A, [(reported, count(1.0))], [decision, decision]) == [True]
+    record = store.get_decision(A, decision.trace_id)
+    assert record is not None
+    assert (record.goal, record.path_id) == (GOAL, FAST.path_id)
+    assert store.apply_outcomes(A, [(reported, count(1.0))], [decision]) == [False]  # both idempotent
+
+
 def test_model_totals_sum_over_goals(store: Store) -> None:
     store.apply_outcomes(A, [(outcome(FAST, 1.0), count(1.0)), (outcome(FAST, 0.0, goal="other"), count(0.0))])
     store.apply_outcomes(A, [(outcome(SMART, 0.5), count(0.5))])

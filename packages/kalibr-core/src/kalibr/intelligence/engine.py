@@ -209,6 +209,12 @@ class Engine:
     async def areport(self, outcome: Outcome) -> None:
         self.report(outcome)
 
+    def has_outcome(self, trace_id: str) -> bool:
+        """Whether this engine applied an outcome of ``trace_id`` (recently): reporting it again corrects the
+        stored one, which is store I/O."""
+        with self._lock:
+            return trace_id in self._applied
+
     def _apply(self, outcome: Outcome) -> None:
         self._remember(outcome)
         step = partial(
@@ -297,10 +303,10 @@ class Engine:
         if not decisions and not outcomes:
             return
         try:
-            if decisions:
-                self.store.record_decisions(self.tenant, decisions)
             if outcomes:
-                self.store.apply_outcomes(self.tenant, outcomes)
+                self.store.apply_outcomes(self.tenant, outcomes, decisions)
+            else:
+                self.store.record_decisions(self.tenant, decisions)
         except Exception:
             with self._queue_lock:  # keep everything for the next attempt: an outcome is never dropped
                 self._pending_decisions[:0] = decisions

@@ -202,19 +202,22 @@ class Backend:
         engine = self.engine(tenant)
         engine.report(self._outcome(tenant, request))
         engine.flushed().result()
+        self._recent.forget(tenant, [request.trace_id])
         return _accepted(request)
 
     async def report_async(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
-        """``report`` for the event loop. An outcome of a decision this replica just made is applied right here, in
-        memory; any other needs a store read to find its decision, so it is applied in a worker thread. Either way
-        the answer waits for the commit it shares with every report queued meanwhile (group commit)."""
+        """``report`` for the event loop. The first outcome of a decision this replica made is applied right here, in
+        memory; any other needs the store (to find its decision, or to correct the outcome already written), so it
+        is applied in a worker thread. Either way the answer waits for the commit it shares with every report
+        queued meanwhile (group commit)."""
         engine = self.engine(tenant)
-        decided = self._recent.take(tenant, request.trace_id)
-        if decided is None:
-            await anyio.to_thread.run_sync(lambda: engine.report(self._outcome(tenant, request)))
-        else:
+        decided = self._recent.get(tenant, request.trace_id)
+        if decided is not None and not engine.has_outcome(request.trace_id):
             engine.report(self._outcome(tenant, request, decided))
+        else:
+            await anyio.to_thread.run_sync(lambda: engine.report(self._outcome(tenant, request)))
         await asyncio.wrap_future(engine.flushed())
+        self._recent.forget(tenant, [request.trace_id])
         return _accepted(request)
 
     def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
@@ -231,10 +234,11 @@ class Backend:
                 )
                 results.append(rejected)
         engine.flushed().result()
+        self._recent.forget(tenant, [result.trace_id for result in results if result.status == "accepted"])
         return s.ReportBatchResponse(results=results)
 
     def _outcome(self, tenant: str, request: s.ReportRequest, decided: tuple[str, str, str] | None = None) -> Outcome:
-        path_id, model = self._attribute(tenant, request, decided or self._recent.take(tenant, request.trace_id))
+        path_id, model = self._attribute(tenant, request, decided or self._recent.get(tenant, request.trace_id))
         metadata = _numeric_metadata(request.metadata)
         try:
             return Outcome(

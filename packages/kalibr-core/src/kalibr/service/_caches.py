@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from kalibr.stores.base import PathRecord, Store
 
@@ -37,7 +38,7 @@ class PathCache:
 
 
 class RecentDecisions:
-    """This replica's latest decisions not yet reported, so the first report of each needs no store read
+    """This replica's latest decisions not yet reported, so a report needs no store read to find its decision
     (decisions are written behind). Bounded: older ones are found in the store."""
 
     def __init__(self, limit: int = 100_000) -> None:
@@ -51,8 +52,13 @@ class RecentDecisions:
             if len(self._entries) > self._limit:
                 self._entries.popitem(last=False)
 
-    def take(self, tenant: str, trace_id: str) -> tuple[str, str, str] | None:
-        """The decision of ``trace_id`` (goal, path id, model), forgotten here: a second report of the same trace
-        looks it up in the store, where the first report's commit has put it."""
+    def get(self, tenant: str, trace_id: str) -> tuple[str, str, str] | None:
+        """The decision of ``trace_id``: (goal, path id, model)."""
         with self._lock:
-            return self._entries.pop((tenant, trace_id), None)
+            return self._entries.get((tenant, trace_id))
+
+    def forget(self, tenant: str, trace_ids: Iterable[str]) -> None:
+        """Drop decisions whose outcome is committed: the store has them now."""
+        with self._lock:
+            for trace_id in trace_ids:
+                self._entries.pop((tenant, trace_id), None)

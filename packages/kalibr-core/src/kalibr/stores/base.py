@@ -115,11 +115,15 @@ class Store(Protocol):
     def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None: ...
 
     def apply_outcomes(
-        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+        self,
+        tenant: str,
+        items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+        decisions: Sequence[Decision] = (),
     ) -> list[bool]:
         """For each (outcome, step): insert the outcome and set its arm to ``step(current)``, atomically.
 
-        One transaction for the batch; each item's ``step`` sees the arm as left by the items before it.
+        One transaction for the batch, which also records ``decisions`` (as ``record_decisions`` would): a
+        write-behind flush is one commit. Each item's ``step`` sees the arm as left by the items before it.
         Returns, per item, False (changing nothing for it) when an outcome with that trace id already exists.
         """
         ...

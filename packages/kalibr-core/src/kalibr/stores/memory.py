@@ -81,17 +81,24 @@ class MemoryStore:
     def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
         records = [decision_record(decision) for decision in decisions]
         with self._lock:
-            for record in records:
-                self._decisions.setdefault((tenant, record.trace_id), record)
+            self._record_decisions(tenant, records)
+
+    def _record_decisions(self, tenant: str, records: Sequence[DecisionRecord]) -> None:
+        for record in records:
+            self._decisions.setdefault((tenant, record.trace_id), record)
 
     def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None:
         with self._lock:
             return self._decisions.get((tenant, trace_id))
 
     def apply_outcomes(
-        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+        self,
+        tenant: str,
+        items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+        decisions: Sequence[Decision] = (),
     ) -> list[bool]:
         records = [(outcome_record(outcome), step) for outcome, step in items]
+        decided = [decision_record(decision) for decision in decisions]
         with self._lock:
             # Stage the batch so a step that raises leaves the store as it was: one transaction per batch.
             staged_arms: dict[_ArmKey, ArmState] = {}
@@ -107,6 +114,7 @@ class MemoryStore:
                 current = staged_arms.get(key) or self._arm(*key, record.model)
                 staged_arms[key] = step(current)
                 applied.append(True)
+            self._record_decisions(tenant, decided)
             self._arms.update(staged_arms)
             self._outcomes.update(staged_outcomes)
             return applied

@@ -12,6 +12,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -27,11 +28,9 @@ from kalibr.stores._postgres_schema import migrate
 from kalibr.stores._records import (
     arm_for,
     arm_from_values,
-    arm_values,
     changed_outcome,
     config_from_json,
     config_to_json,
-    decision_record,
     event_entry,
     event_json,
     outcome_record,
@@ -89,11 +88,18 @@ class PostgresStore:
             migrate(conn, self.schema, repr(self))
         self._pool.open(wait=True, timeout=timeout_s)
 
-    def _transaction(self, work: Callable[[_Conn], _T]) -> _T:
-        """Run ``work`` in one transaction, again from the start if PostgreSQL reports a deadlock or conflict."""
+    def _transaction(self, work: Callable[[_Conn], _T], *, pipeline: bool = False) -> _T:
+        """Run ``work`` in one transaction, again from the start if PostgreSQL reports a deadlock or conflict.
+
+        ``pipeline``: statements are sent without waiting for each result, until ``work`` fetches one.
+        """
         for attempt in range(_RETRIES):
             try:
-                with self._pool.connection() as conn, conn.transaction():
+                with (
+                    self._pool.connection() as conn,
+                    conn.pipeline() if pipeline else nullcontext(),
+                    conn.transaction(),
+                ):
                     return work(conn)
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
@@ -128,15 +134,13 @@ class PostgresStore:
     # --- decisions and outcomes -----------------------------------------------------------------------------
     @_translated
     def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
-        records = [decision_record(decision) for decision in decisions]
-        if records:
-            columns = [[getattr(r, name) for r in records] for name in DecisionRecord.__dataclass_fields__]
+        if decisions:
 
-            def insert(conn: Any) -> None:
+            def insert(conn: _Conn) -> None:
                 # A decision lost in a database crash costs nothing (its outcome is still matched by model),
                 # so it need not wait for the disk: the commit returns before the WAL is flushed.
                 conn.execute("SET LOCAL synchronous_commit = off")
-                conn.execute(q.INSERT_DECISIONS, (tenant, *columns))
+                conn.execute(q.INSERT_DECISIONS, (tenant, q.decisions_json(decisions)))
 
             self._transaction(insert)
 
@@ -150,31 +154,41 @@ class PostgresStore:
 
     @_translated
     def apply_outcomes(
-        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+        self,
+        tenant: str,
+        items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+        decisions: Sequence[Decision] = (),
     ) -> list[bool]:
         records = [(outcome_record(outcome), step) for outcome, step in items]
         first: dict[str, int] = {}
         for index, (record, _) in enumerate(records):
             first.setdefault(record.trace_id, index)
         unique = [records[index] for index in first.values()]
+        models: dict[tuple[str, str], str] = {}
+        for record, _ in unique:
+            if not models.get((record.goal, record.path_id)):
+                models[record.goal, record.path_id] = record.model or ""
+        keys = [(goal, path_id, model) for (goal, path_id), model in sorted(models.items())]
 
         def work(conn: _Conn) -> set[str]:
-            inserted_rows = conn.execute(q.INSERT_OUTCOMES, (tenant, *q.outcome_columns([r for r, _ in unique])))
+            # Pipelined: the decisions, the outcomes and the arm locks go in one round trip. Every arm of the
+            # batch is locked, though a duplicate outcome leaves its arm as it was.
+            if decisions:
+                conn.execute(q.INSERT_DECISIONS, (tenant, q.decisions_json(decisions)))
+            inserted_rows = conn.execute(q.INSERT_OUTCOMES, (tenant, q.outcomes_json([r for r, _ in unique])))
+            arms = _lock_arms(conn, tenant, keys)  # fetching its rows sends all three statements at once
             inserted = {row[0] for row in inserted_rows.fetchall()}
-            steps = [(record, step) for record, step in unique if record.trace_id in inserted]
-            models: dict[tuple[str, str], str] = {}
-            for record, _ in steps:
-                if not models.get((record.goal, record.path_id)):
-                    models[record.goal, record.path_id] = record.model or ""
-            keys = [(goal, path_id, model) for (goal, path_id), model in sorted(models.items())]
-            arms = _lock_arms(conn, tenant, keys) if keys else {}
-            for record, step in steps:
-                key = (record.goal, record.path_id)
-                arms[key] = step(arms[key])
+            for record, step in unique:
+                if record.trace_id in inserted:
+                    key = (record.goal, record.path_id)
+                    arms[key] = step(arms[key])
             _save_arms(conn, tenant, [(goal, arm) for (goal, _), arm in arms.items()])
             return inserted
 
-        inserted = self._transaction(work) if unique else set()
+        if not unique:
+            self.record_decisions(tenant, decisions)
+            return [False] * len(records)
+        inserted = self._transaction(work, pipeline=True)
         return [index == first[r.trace_id] and r.trace_id in inserted for index, (r, _) in enumerate(records)]
 
     @_translated
@@ -292,13 +306,12 @@ class PostgresStore:
 
 def _lock_arms(conn: _Conn, tenant: str, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], ArmState]:
     """Lock (creating where missing) the arms of ``keys`` (goal, path id, model) and return their state."""
-    goals, path_ids, models = (list(column) for column in zip(*keys, strict=True))
     model_of = {(goal, path_id): model for goal, path_id, model in keys}
-    rows = conn.execute(q.LOCK_ARMS, (tenant, goals, path_ids, models)).fetchall()
+    rows = conn.execute(q.LOCK_ARMS, (tenant, q.arm_keys_json(keys))).fetchall()
     return {(row[0], row[1]): arm_from_values(row[1], model_of[row[0], row[1]], row[2:]) for row in rows}
 
 
 def _save_arms(conn: _Conn, tenant: str, arms: Iterable[tuple[str, ArmState]]) -> None:
-    rows = [(goal, arm.path_id, arm.model, *arm_values(arm)) for goal, arm in arms]
+    rows = list(arms)
     if rows:
-        conn.execute(q.SAVE_ARMS, (*(list(column) for column in zip(*rows, strict=True)), tenant))
+        conn.execute(q.SAVE_ARMS, (q.arms_json(rows), tenant))

@@ -204,12 +204,8 @@ class SQLiteStore:
     # --- decisions and outcomes -----------------------------------------------------------------------------
     @_translated
     def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
-        rows = [
-            (r.trace_id, r.goal, r.path_id, r.model, int(r.exploration), to_micros(r.decided_at))
-            for r in map(decision_record, decisions)
-        ]
         with self._write() as conn:
-            conn.execute(q.INSERT_DECISIONS_JSON, (tenant, json.dumps(rows)))
+            _insert_decisions(conn, tenant, decisions)
 
     @_translated
     def get_decision(self, tenant: str, trace_id: str) -> DecisionRecord | None:
@@ -221,12 +217,17 @@ class SQLiteStore:
 
     @_translated
     def apply_outcomes(
-        self, tenant: str, items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]]
+        self,
+        tenant: str,
+        items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+        decisions: Sequence[Decision] = (),
     ) -> list[bool]:
         records = [(outcome_record(outcome), step) for outcome, step in items]
         applied: list[bool] = []
         staged: dict[tuple[str, str], ArmState] = {}
         with self._write() as conn:
+            if decisions:
+                _insert_decisions(conn, tenant, decisions)
             for record, step in records:
                 inserted = conn.execute(q.INSERT_OUTCOME, (tenant, *q.outcome_values(record))).rowcount == 1
                 applied.append(inserted)
@@ -358,3 +359,11 @@ class SQLiteStore:
             connections = list(self._connections)
         for thread in connections:
             thread.sql.close()
+
+
+def _insert_decisions(conn: sqlite3.Connection, tenant: str, decisions: Sequence[Decision]) -> None:
+    rows = [
+        (r.trace_id, r.goal, r.path_id, r.model, int(r.exploration), to_micros(r.decided_at))
+        for r in map(decision_record, decisions)
+    ]
+    conn.execute(q.INSERT_DECISIONS_JSON, (tenant, json.dumps(rows)))
