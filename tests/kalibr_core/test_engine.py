@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -38,6 +39,10 @@ class FlakyStore(MemoryStore):
 def _outcome(engine: Engine, score: float, source: Any = "explicit") -> Outcome:
     decision = engine.decide("g", PATHS)
     return Outcome(decision.trace_id, "g", decision.path_id, score, model=decision.model, source=source)
+
+
+def _step(engine: Engine, score: float) -> Callable[[ArmState], ArmState]:
+    return partial(engine.policy.update, score=score, cost_usd=None, latency_ms=None, now=time.time())
 
 
 def _stored(store: Any) -> list[Any]:
@@ -150,3 +155,46 @@ def test_outcomes_written_by_another_process_change_decisions(tmp_path: Any) -> 
     assert chosen.count("b") > 40
     reader.close()
     writer.close()
+
+
+def test_a_busy_engine_still_sees_other_processes_outcomes() -> None:
+    """Reports keep this engine's queue from ever being empty; its arms are still re-read every refresh."""
+
+    class SlowStore(MemoryStore):
+        def apply_outcomes(
+            self,
+            tenant: str,
+            items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
+            decisions: Sequence[Decision] = (),
+        ) -> list[bool]:
+            time.sleep(0.01)  # a commit: reports keep arriving meanwhile
+            return super().apply_outcomes(tenant, items, decisions)
+
+    store = SlowStore()
+    engine = Engine(store, seed=1, refresh_interval=0.1, flush_interval=0.005)
+    stop = threading.Event()
+
+    def busy() -> None:  # neutral outcomes, back to back
+        while not stop.is_set():
+            decision = engine.decide("g", PATHS)
+            engine.report(Outcome(decision.trace_id, "g", decision.path_id, 0.5, model=decision.model))
+            time.sleep(0.0005)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        # Another process: path b succeeds 300 times and path a fails 300 times.
+        other = [
+            (Outcome(f"other-{path.model}-{i}", "g", path.path_id, score, model=path.model), _step(engine, score))
+            for path, score in ((PATHS[0], 0.0), (PATHS[1], 1.0))
+            for i in range(300)
+        ]
+        MemoryStore.apply_outcomes(store, "default", other)
+        time.sleep(1.0)
+        chosen = [engine.decide("g", PATHS).model for _ in range(50)]
+    finally:
+        stop.set()
+        worker.join()
+        engine.close()
+    assert chosen.count("b") > 40

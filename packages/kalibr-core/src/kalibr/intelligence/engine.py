@@ -1,9 +1,10 @@
 """The embedded intelligence: the policy and a store, in process.
 
-Decisions are computed from an in-memory cache of arm states (refreshed from the store every
-``refresh_interval`` seconds, so other processes' outcomes are seen). Writes go through a queue that a
-background thread flushes to the store in batches (``write_behind=True``, the default for the embedded
-router), or straight to the store (``write_behind=False``, what the service uses so replicas agree).
+Decisions are computed from an in-memory cache of arm states, re-read from the store every
+``refresh_interval`` seconds so other processes' outcomes are seen. With ``write_behind=True`` (the default)
+a background writer flushes queued writes to the store in batches and does those re-reads too, so a decide
+touches the store only on a goal's first decision; ``flushed()`` lets the service answer a report once it is
+committed. With ``write_behind=False`` every write goes straight to the store and stale arms are re-read inline.
 
 What a crash can lose: with write-behind, outcomes and decisions queued in the last ``flush_interval``
 (50 ms by default) if the process is killed outright. A clean shutdown (``close()``, interpreter exit)
@@ -77,6 +78,7 @@ class Engine:
         self._arms: dict[str, dict[str, ArmState]] = {}  # goal -> path id -> arm
         self._path_ids: dict[int, tuple[Sequence[Path], tuple[str, ...]]] = {}
         self._loaded_at: dict[str, float] = {}
+        self._due: dict[str, Sequence[Path]] = {}  # goals whose arms the writer re-reads next, with their paths
         self._configs: dict[str, tuple[float, PolicyConfig]] = {}
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
         self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
@@ -84,7 +86,6 @@ class Engine:
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._pending_decisions: list[Decision] = []
         self._pending_outcomes: list[tuple[Outcome, Callable[[ArmState], ArmState]]] = []
-        self._pending_goals: set[str] = set()
         # The write queues have their own lock, held only to append or swap, so the flusher never waits
         # behind a decide and a decide never waits behind the flusher.
         self._queue_lock = threading.Lock()
@@ -138,18 +139,45 @@ class Engine:
             self._registered.add(key)
 
     def _arms_for(self, goal: str, paths: Sequence[Path], now: float) -> list[ArmState]:
-        arms = self._arms.setdefault(goal, {})
-        stale = now - self._loaded_at.get(goal, -1e18) > self._refresh_interval
-        if stale and goal not in self._pending_goals:
-            for arm in self.store.load_arms(self.tenant, goal, paths):
-                arms[arm.path_id] = arm
-            self._loaded_at[goal] = now
+        arms = self._arms.get(goal)
+        if now - self._loaded_at.get(goal, -1e18) > self._refresh_interval:
+            if arms is None or self._flusher is None:
+                arms = self._load(goal, paths)  # a goal seen for the first time (or no writer): read it now
+            else:
+                self._due[goal] = paths  # the writer re-reads it within a flush interval: no store I/O here
+        if arms is None:
+            arms = self._arms[goal] = {}
         try:
             return [arms[path_id] for path_id in self._ids(paths)]
         except KeyError:
             for path in paths:
                 arms.setdefault(path.path_id, ArmState(path.path_id, path.model))
             return [arms[path.path_id] for path in paths]
+
+    def _load(self, goal: str, paths: Sequence[Path]) -> dict[str, ArmState]:
+        """The goal's arms as stored, plus the outcomes still queued (the caller holds ``_lock``)."""
+        arms = {arm.path_id: arm for arm in self.store.load_arms(self.tenant, goal, paths)}
+        with self._queue_lock:
+            queued = [(outcome.path_id, step) for outcome, step in self._pending_outcomes if outcome.goal == goal]
+        for path_id, step in queued:
+            if path_id in arms:
+                arms[path_id] = step(arms[path_id])
+        self._arms[goal] = arms
+        self._loaded_at[goal] = time.time()
+        return arms
+
+    def _refresh_due(self) -> None:
+        """Re-read the arms decides found stale (other processes' outcomes). Runs holding the flush lock, so no
+        write is in flight: the store plus the queue is every outcome, each counted once."""
+        with self._lock:
+            due, self._due = self._due, {}
+        for goal, paths in due.items():
+            try:
+                with self._lock:
+                    self._load(goal, paths)
+            except Exception:  # the writes succeeded: a failed re-read must not fail them; decides ask again
+                logger.warning("kalibr: could not re-read the arms of goal %r; keeping the cached ones", goal)
+                return
 
     def _ids(self, paths: Sequence[Path]) -> tuple[str, ...]:
         """The path ids of ``paths``, remembered per sequence object (a router passes the same tuple each call)."""
@@ -243,7 +271,7 @@ class Engine:
         if record is None:
             raise OutcomeNotFound(f"no outcome with trace_id {trace_id!r} for goal {goal!r}: report it first")
         with self._lock:
-            self._loaded_at.pop(record.goal, None)  # reload the corrected arm on the next decide
+            self._loaded_at.pop(record.goal, None)  # the corrected arm is re-read after the next decide
             if trace_id in self._applied:
                 self._applied[trace_id] = _Applied(record.goal, record.path_id, record.score, "update")
         return changes.fields()
@@ -270,12 +298,12 @@ class Engine:
             return
         with self._queue_lock:
             self._pending_outcomes.append((outcome, step))
-            self._pending_goals.add(outcome.goal)
 
     def flush(self) -> None:
         """Write every queued decision and outcome to the store now."""
         with self._flush_lock:
             self._write_queued()
+            self._refresh_due()
 
     def flushed(self) -> Future[None]:
         """A future that completes once everything queued so far is written, or fails with the store's error.
@@ -299,7 +327,6 @@ class Engine:
         with self._queue_lock:
             outcomes, self._pending_outcomes = self._pending_outcomes, []
             decisions, self._pending_decisions = self._pending_decisions, []
-            goals = {outcome.goal for outcome, _ in outcomes}
         if not decisions and not outcomes:
             return
         try:
@@ -312,12 +339,6 @@ class Engine:
                 self._pending_decisions[:0] = decisions
                 self._pending_outcomes[:0] = outcomes
             raise
-        with self._queue_lock:
-            # Goals stay "pending" (no reload from the store) until their queued outcomes are written,
-            # so a decide never reloads an arm that is missing its in-flight updates.
-            self._pending_goals = {outcome.goal for outcome, _ in self._pending_outcomes}
-            for goal in goals:
-                self._loaded_at.pop(goal, None)
 
     def _flush_loop(self) -> None:
         delay = self._flush_interval
