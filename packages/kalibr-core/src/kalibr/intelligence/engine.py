@@ -79,7 +79,7 @@ class Engine:
         self._path_ids: dict[int, tuple[Sequence[Path], tuple[str, ...]]] = {}
         self._loaded_at: dict[str, float] = {}
         self._due: dict[str, Sequence[Path]] = {}  # goals whose arms the writer re-reads next, with their paths
-        self._configs: dict[str, tuple[float, PolicyConfig]] = {}
+        self._configs: dict[str, PolicyConfig] = {}
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
         self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
         self._registered: set[tuple[str, str]] = set()
@@ -107,7 +107,7 @@ class Engine:
         now = time.time()
         with self._lock:
             arms = self._arms_for(goal, paths, now)
-            config = self._config(goal, now)
+            config = self._config(goal)
             priors = self._priors(goal, paths, arms, now)
             choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors)
         decision = Decision(
@@ -142,7 +142,7 @@ class Engine:
         arms = self._arms.get(goal)
         if now - self._loaded_at.get(goal, -1e18) > self._refresh_interval:
             if arms is None or self._flusher is None:
-                arms = self._load(goal, paths)  # a goal seen for the first time (or no writer): read it now
+                arms = self._install(goal, *self._read(goal, paths))  # a goal seen first (or no writer): read now
             else:
                 self._due[goal] = paths  # the writer re-reads it within a flush interval: no store I/O here
         if arms is None:
@@ -154,30 +154,42 @@ class Engine:
                 arms.setdefault(path.path_id, ArmState(path.path_id, path.model))
             return [arms[path.path_id] for path in paths]
 
-    def _load(self, goal: str, paths: Sequence[Path]) -> dict[str, ArmState]:
-        """The goal's arms as stored, plus the outcomes still queued (the caller holds ``_lock``)."""
-        arms = {arm.path_id: arm for arm in self.store.load_arms(self.tenant, goal, paths)}
+    def _read(self, goal: str, paths: Sequence[Path]) -> tuple[list[ArmState], PolicyConfig]:
+        """The goal's stored arms and config; the tenant's model totals too when stale."""
+        arms = self.store.load_arms(self.tenant, goal, paths)
+        config = self.store.get_config(self.tenant, goal)
+        now = time.time()
+        if now - self._totals[0] > self._refresh_interval:
+            self._totals = (now, self.store.model_totals(self.tenant))
+        return arms, config
+
+    def _install(self, goal: str, stored: list[ArmState], config: PolicyConfig) -> dict[str, ArmState]:
+        """Cache the goal's stored arms with the outcomes still queued replayed on top (the caller holds ``_lock``)."""
+        arms = {arm.path_id: arm for arm in stored}
         with self._queue_lock:
             queued = [(outcome.path_id, step) for outcome, step in self._pending_outcomes if outcome.goal == goal]
         for path_id, step in queued:
             if path_id in arms:
                 arms[path_id] = step(arms[path_id])
         self._arms[goal] = arms
+        self._configs[goal] = config
         self._loaded_at[goal] = time.time()
         return arms
 
     def _refresh_due(self) -> None:
         """Re-read the arms decides found stale (other processes' outcomes). Runs holding the flush lock, so no
-        write is in flight: the store plus the queue is every outcome, each counted once."""
+        write is in flight: the store plus the queue is every outcome, each counted once. The reads hold no other
+        lock, so decides go on meanwhile."""
         with self._lock:
             due, self._due = self._due, {}
         for goal, paths in due.items():
             try:
-                with self._lock:
-                    self._load(goal, paths)
+                stored, config = self._read(goal, paths)
             except Exception:  # the writes succeeded: a failed re-read must not fail them; decides ask again
                 logger.warning("kalibr: could not re-read the arms of goal %r; keeping the cached ones", goal)
                 return
+            with self._lock:
+                self._install(goal, stored, config)
 
     def _ids(self, paths: Sequence[Path]) -> tuple[str, ...]:
         """The path ids of ``paths``, remembered per sequence object (a router passes the same tuple each call)."""
@@ -193,17 +205,14 @@ class Engine:
         ids = self._ids(paths)
         cached = self._prior_cache.get(goal)
         if cached is None or cached[1] != ids or now - cached[0] > self._refresh_interval:
-            if now - self._totals[0] > self._refresh_interval:
-                self._totals = (now, self.store.model_totals(self.tenant))
             cached = self._prior_cache[goal] = (now, ids, priors_from_model_totals(arms, self._totals[1]))
         return cached[2]
 
-    def _config(self, goal: str, now: float) -> PolicyConfig:
-        cached = self._configs.get(goal)
-        if cached is None or now - cached[0] > self._refresh_interval:
-            cached = (now, self.store.get_config(self.tenant, goal))
-            self._configs[goal] = cached
-        return cached[1]
+    def _config(self, goal: str) -> PolicyConfig:
+        config = self._configs.get(goal)
+        if config is None:  # just changed with set_config
+            config = self._configs[goal] = self.store.get_config(self.tenant, goal)
+        return config
 
     def get_config(self, goal: str) -> PolicyConfig:
         return self.store.get_config(self.tenant, goal)
