@@ -63,6 +63,18 @@ def test_no_floor_once_every_path_has_min_samples() -> None:
     assert picks(arms, PolicyConfig(exploration_rate=0.5))[1] < 10
 
 
+def test_without_exploration_the_best_looking_arm_is_always_taken() -> None:
+    """A high-risk task: no floor, no probe, no gamble on a close or untried rival."""
+    arms = [arm("close", 11, 9), arm("best", 12, 8), arm("new", 0, 0)]
+    policy, rng = default_policy(), np.random.default_rng(0)
+    config = PolicyConfig(exploration_rate=1.0)
+    choices = [policy.choose(arms, config=config, rng=rng, now=0.0, explore=False) for _ in range(300)]
+    assert {choice.index for choice in choices} == {1}
+    assert not any(choice.exploration for choice in choices)
+    assert "high-risk" in choices[0].reason
+    assert picks(arms, config, n=300)[[0, 2]].sum() > 30  # the same arms with exploration allowed
+
+
 def test_stale_path_is_explored_again() -> None:
     now = 30 * DAY
     arms = [arm("fresh", 90, 10, last_outcome_at=now), arm("stale", 2, 28, last_outcome_at=now - 8 * DAY)]

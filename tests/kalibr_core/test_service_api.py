@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kalibr import Path
+from kalibr._domain import new_trace_id
 from kalibr._exceptions import MissingExtraError, StoreError
 from kalibr.service import create_app, hash_api_key, new_api_key
 from kalibr.service._server import serve_in_thread
@@ -99,6 +100,24 @@ def test_a_report_the_store_refuses_is_a_503_and_its_retry_counts_once() -> None
     assert list(_stored_outcomes(store)) == [decision["trace_id"]]
     (arm,) = store.load_arms("default", GOAL, [Path("gpt-4o")])
     assert (arm.successes, arm.failures) == (1.0, 0.0)
+
+
+def test_a_high_risk_task_does_not_explore_unless_the_config_allows_it(client: TestClient) -> None:
+    _register(client, "gpt-4o", "claude-sonnet-4-5")
+    for success in [True] * 8 + [False] * 2:
+        body = {"trace_id": new_trace_id(), "goal": GOAL, "model_id": "gpt-4o", "success": success}
+        assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200
+    config = {"goal": GOAL, "exploration_rate": 1.0, "min_samples_before_exploit": 20}
+    assert client.post("/api/v1/routing/config", json=config).status_code == 200
+
+    def models(risk: str) -> set[str]:
+        decide = {"goal": GOAL, "task_risk_level": risk}
+        return {client.post("/api/v1/routing/decide", json=decide).json()["model_id"] for _ in range(40)}
+
+    assert models("high") == {"gpt-4o"}
+    assert models("low") == {"gpt-4o", "claude-sonnet-4-5"}  # the untried path gets the exploration floor
+    assert client.post("/api/v1/routing/config", json={**config, "exploration_on_high_risk": True}).status_code == 200
+    assert models("high") == {"gpt-4o", "claude-sonnet-4-5"}
 
 
 def test_decide_honours_candidate_model_ids_and_disabled_paths(client: TestClient) -> None:

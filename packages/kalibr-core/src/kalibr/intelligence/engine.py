@@ -102,14 +102,17 @@ class Engine:
             _flush_at_exit.add(self)
 
     # --- deciding ---------------------------------------------------------------------------------------
-    def decide(self, goal: str, paths: Sequence[Path]) -> Decision:
+    def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        """Choose among ``paths``; for a ``high_risk`` task, without exploring unless the goal's config allows it
+        (``exploration_on_high_risk``)."""
         check_goal(goal)
         now = time.time()
         with self._lock:
             arms = self._arms_for(goal, paths, now)
             config = self._config(goal)
             priors = self._priors(goal, paths, arms, now)
-            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors)
+            explore = not high_risk or config.exploration_on_high_risk
+            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
         decision = Decision(
             trace_id=new_trace_id(),
             goal=goal,

@@ -73,6 +73,8 @@ class PolicyConfig:
     """Cost-aware mode: reward = score - cost_weight * cost_usd. 0 means success rate alone decides."""
     rollback_threshold: float = 0.3
     exploration_on_high_risk: bool = False
+    """Whether a decision for a high-risk task (``task_risk_level="high"``) may explore; by default it takes the
+    path that looks best now."""
 
     def __post_init__(self) -> None:
         from kalibr._exceptions import UserError
@@ -112,8 +114,11 @@ class Policy(Protocol):
         rng: np.random.Generator,
         now: float,
         priors: Sequence[tuple[float, float]] | None = None,
+        explore: bool = True,
     ) -> Choice:
-        """Pick one arm. ``priors`` are optional Beta pseudo-counts per arm (from other goals, or an import)."""
+        """Pick one arm. ``priors`` are optional Beta pseudo-counts per arm (from other goals, or an import).
+
+        ``explore=False`` (a high-risk task): the arm that looks best now, never a probe or a sample's gamble."""
         ...
 
     def update(

@@ -68,6 +68,7 @@ class ThompsonPolicy:
         rng: np.random.Generator,
         now: float,
         priors: Sequence[tuple[float, float]] | None = None,
+        explore: bool = True,
     ) -> Choice:
         count = len(arms)
         if count == 0:
@@ -76,6 +77,8 @@ class ThompsonPolicy:
             arm = arms[0]
             return Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
         alpha, beta = _posterior(arms, priors)
+        if not explore:
+            return self._best_now(arms, config, alpha, beta)
         forced = self._forced_exploration(arms, config, rng, now, alpha, beta)
         if forced is not None:
             return forced
@@ -94,6 +97,23 @@ class ThompsonPolicy:
             _probability_best(index, best_mean, means, alpha, beta),
             arms[index].success_rate,
             arms[index].samples,
+        )
+
+    def _best_now(self, arms: Sequence[ArmState], config: PolicyConfig, alpha: np.ndarray, beta: np.ndarray) -> Choice:
+        """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
+        means = alpha / (alpha + beta)
+        if config.cost_weight > 0.0:
+            means = means - config.cost_weight * _mean_costs(arms)
+        best = int(means.argmax())
+        index = _break_tie(arms, means, best, config)
+        arm = arms[index]
+        return Choice(
+            index,
+            False,
+            f"no exploration for a high-risk task: {_reason(arms, index, index, means)}",
+            _probability_best(index, best, means, alpha, beta),
+            arm.success_rate,
+            arm.samples,
         )
 
     def _forced_exploration(

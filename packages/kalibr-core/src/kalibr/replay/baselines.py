@@ -29,6 +29,7 @@ class _Counting:
         rng: np.random.Generator,
         now: float,
         priors: Sequence[tuple[float, float]] | None = None,
+        explore: bool = True,  # baselines know no risk levels
     ) -> Choice:
         return self.pick(arms, rng)
 

@@ -142,7 +142,8 @@ class Backend:
     # --- decide ---------------------------------------------------------------------------------------------
     def decide(self, tenant: str, request: s.DecideRequest) -> s.DecideResponse:
         candidates = self._candidates(tenant, request)
-        decision = self.engine(tenant).decide(request.goal, [record.path for record in candidates])
+        paths = [record.path for record in candidates]
+        decision = self.engine(tenant).decide(request.goal, paths, high_risk=request.task_risk_level == "high")
         self._recent.add(tenant, decision.trace_id, (request.goal, decision.path_id, decision.model))
         chosen = next((r for r in candidates if r.path.path_id == decision.path_id), candidates[0])
         return s.DecideResponse(
