@@ -80,6 +80,7 @@ class Engine:
         self._loaded_at: dict[str, float] = {}
         self._due: dict[str, Sequence[Path]] = {}  # goals whose arms the writer re-reads next, with their paths
         self._configs: dict[str, PolicyConfig] = {}
+        self._config_changes = 0
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
         self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
         self._registered: set[tuple[str, str]] = set()
@@ -166,8 +167,9 @@ class Engine:
             self._totals = (now, self.store.model_totals(self.tenant))
         return arms, config
 
-    def _install(self, goal: str, stored: list[ArmState], config: PolicyConfig) -> dict[str, ArmState]:
-        """Cache the goal's stored arms with the outcomes still queued replayed on top (the caller holds ``_lock``)."""
+    def _install(self, goal: str, stored: list[ArmState], config: PolicyConfig | None) -> dict[str, ArmState]:
+        """Cache the goal's stored arms with the outcomes still queued replayed on top, and its ``config`` unless
+        None (the caller holds ``_lock``)."""
         arms = {arm.path_id: arm for arm in stored}
         with self._queue_lock:
             queued = [(outcome.path_id, step) for outcome, step in self._pending_outcomes if outcome.goal == goal]
@@ -175,7 +177,8 @@ class Engine:
             if path_id in arms:
                 arms[path_id] = step(arms[path_id])
         self._arms[goal] = arms
-        self._configs[goal] = config
+        if config is not None:
+            self._configs[goal] = config
         self._loaded_at[goal] = time.time()
         return arms
 
@@ -186,13 +189,16 @@ class Engine:
         with self._lock:
             due, self._due = self._due, {}
         for goal, paths in due.items():
+            with self._lock:
+                config_changes = self._config_changes
             try:
                 stored, config = self._read(goal, paths)
             except Exception:  # the writes succeeded: a failed re-read must not fail them; decides ask again
                 logger.warning("kalibr: could not re-read the arms of goal %r; keeping the cached ones", goal)
                 return
             with self._lock:
-                self._install(goal, stored, config)
+                # A set_config during the read wins over the config read before it.
+                self._install(goal, stored, config if config_changes == self._config_changes else None)
 
     def _ids(self, paths: Sequence[Path]) -> tuple[str, ...]:
         """The path ids of ``paths``, remembered per sequence object (a router passes the same tuple each call)."""
@@ -224,6 +230,7 @@ class Engine:
         self.store.set_config(self.tenant, goal, config)
         with self._lock:
             self._configs.clear()
+            self._config_changes += 1
 
     # --- learning ---------------------------------------------------------------------------------------
     def report(self, outcome: Outcome) -> None:

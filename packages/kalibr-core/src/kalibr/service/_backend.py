@@ -359,7 +359,7 @@ class Backend:
             staleness_days=body.staleness_days,
             exploration_on_high_risk=body.exploration_on_high_risk,
         )
-        self.store.set_config(tenant, body.goal, config)
+        self.engine(tenant).set_config(body.goal, config)  # applied by this replica's next decide
         return _config_body(body.goal, config)
 
 
