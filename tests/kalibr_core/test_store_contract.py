@@ -291,6 +291,32 @@ def test_apply_outcomes_records_its_decisions_in_the_same_transaction(store: Sto
     assert store.apply_outcomes(A, [(reported, count(1.0))], [decision]) == [False]  # both idempotent
 
 
+def test_prune_deletes_old_decisions_and_outcomes_of_every_tenant_and_keeps_what_was_learned(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kalibr.stores._records.PRUNE_BATCH", 1)  # several batches, however few rows
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=40), now - timedelta(days=1)
+    kept = []
+    for tenant in (A, B):
+        for when in (old, recent):
+            reported = outcome(reported_at=when)
+            decision = Decision(reported.trace_id, GOAL, FAST, False, "best", 0.9, decided_at=when)
+            store.apply_outcomes(tenant, [(reported, count(1.0))], [decision])
+            if when == recent:
+                kept.append((tenant, reported.trace_id))
+        store.record_event(tenant, GOAL, "config_changed", {"exploration_rate": 0.2})
+    assert store.prune(now - timedelta(days=30)) == (2, 2)
+    for tenant in (A, B):
+        assert [o.trace_id for o in store.outcomes(tenant, GOAL, old - timedelta(days=1))] == [
+            trace_id for owner, trace_id in kept if owner == tenant
+        ]
+        assert store.load_arms(tenant, GOAL, [FAST])[0].samples == 2  # the learned state stays
+        assert len(store.events(tenant, GOAL, old)) == 1
+    assert all(store.get_decision(tenant, trace_id) is not None for tenant, trace_id in kept)
+    assert store.prune(now - timedelta(days=30)) == (0, 0)
+
+
 def test_model_totals_sum_over_goals(store: Store) -> None:
     store.apply_outcomes(A, [(outcome(FAST, 1.0), count(1.0)), (outcome(FAST, 0.0, goal="other"), count(0.0))])
     store.apply_outcomes(A, [(outcome(SMART, 0.5), count(0.5))])

@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "keys": "kalibr.cli.keys:keys",
     "insights": "kalibr.cli.insights:insights",
     "policy": "kalibr.cli.insights:policy",
+    "prune": "kalibr.cli.prune:prune",
 }
 
 

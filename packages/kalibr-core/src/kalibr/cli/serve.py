@@ -33,6 +33,12 @@ __all__ = ["serve"]
     type=click.FloatRange(0.0, 60.0),
     help="Seconds a replica may serve cached arm state before re-reading outcomes other replicas wrote.",
 )
+@click.option(
+    "--retention-days",
+    default=None,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Delete decisions and outcomes older than this, at start and hourly (what was learned stays).",
+)
 @click.option("--max-body-bytes", default=1_048_576, show_default=True, type=click.IntRange(1024))
 @click.option(
     "--log-level",
@@ -47,6 +53,7 @@ def serve(
     workers: int,
     no_auth: bool,
     refresh_interval: float,
+    retention_days: float | None,
     max_body_bytes: int,
     log_level: str,
 ) -> None:
@@ -66,7 +73,11 @@ def serve(
 
     url = store_url or default_db_location()
     options = ServeOptions(
-        store=url, auth=not no_auth, max_body_bytes=max_body_bytes, refresh_interval=refresh_interval
+        store=url,
+        auth=not no_auth,
+        max_body_bytes=max_body_bytes,
+        refresh_interval=refresh_interval,
+        retention_days=retention_days,
     )
     if no_auth:
         click.echo("kalibr serve: WARNING --no-auth: every request is tenant 'default'; never expose this.", err=True)

@@ -32,12 +32,14 @@ def create_app(
     refresh_interval: float = 0.2,
     engine_factory: EngineFactory | None = None,
     key_cache_seconds: float = 5.0,
+    retention_days: float | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``store`` (a Store, or a store URL such as ``postgresql://...``).
 
     ``auth=False`` maps every request to the ``default`` tenant without checking keys: for local use and
     tests only, never for a service others can reach. ``refresh_interval`` bounds how stale a replica's
-    view of outcomes reported to other replicas may be.
+    view of outcomes reported to other replicas may be. ``retention_days`` deletes decisions and outcomes older
+    than that at start and hourly (``kalibr prune``); what was learned from them stays.
     """
     try:
         from kalibr.service.app import build_app
@@ -54,5 +56,6 @@ def create_app(
         "refresh_interval": refresh_interval,
         "engine_factory": engine_factory,
         "key_cache_seconds": key_cache_seconds,
+        "retention_days": retention_days,
     }
     return build_app(store, owns_store=owns_store, **options)

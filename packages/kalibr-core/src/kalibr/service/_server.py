@@ -33,6 +33,7 @@ class ServeOptions:
     auth: bool = True
     max_body_bytes: int = 1_048_576
     refresh_interval: float = 0.2
+    retention_days: float | None = None
 
 
 def app_from_env() -> FastAPI:
@@ -45,6 +46,7 @@ def app_from_env() -> FastAPI:
         auth=options.auth,
         max_body_bytes=options.max_body_bytes,
         refresh_interval=options.refresh_interval,
+        retention_days=options.retention_days,
     )
 
 

@@ -24,6 +24,7 @@ from kalibr.service._fastpath import FastPath
 from kalibr.service._limits import ASGIApp, BodySizeLimit, Receive, Scope, Send
 from kalibr.service._tenants import TenantResolver
 from kalibr.stores.base import Store
+from kalibr.stores.retention import RetentionJob
 
 __all__ = ["build_app"]
 
@@ -38,14 +39,20 @@ def build_app(
     refresh_interval: float = 0.2,
     engine_factory: EngineFactory | None = None,
     key_cache_seconds: float = 5.0,
+    retention_days: float | None = None,
     owns_store: bool = False,
 ) -> FastAPI:
     backend = Backend(store, engine_factory or default_engine_factory(refresh_interval))
     resolver = TenantResolver(store, auth=auth, cache_seconds=key_cache_seconds)
+    retention = None if retention_days is None else RetentionJob(store, retention_days)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if retention is not None:
+            retention.start()
         yield
+        if retention is not None:
+            retention.stop()
         backend.close()
         if owns_store:
             store.close()

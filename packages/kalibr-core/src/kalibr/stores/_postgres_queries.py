@@ -125,6 +125,11 @@ LIST_KEYS = """
 """
 DELETE_KEY = "DELETE FROM api_keys WHERE key_hash = %s"
 
+PRUNE_DECISIONS = """
+    DELETE FROM decisions WHERE ctid IN (SELECT ctid FROM decisions WHERE decided_at < %s LIMIT %s)
+"""
+PRUNE_OUTCOMES = "DELETE FROM outcomes WHERE id IN (SELECT id FROM outcomes WHERE reported_at < %s LIMIT %s)"
+
 INSERT_EVENT = "INSERT INTO events (tenant, goal, kind, data, at) VALUES (%s, %s, %s, %s::jsonb, %s)"
 EVENTS_SINCE = "SELECT at, goal, kind, data FROM events WHERE tenant = %s AND at >= %s ORDER BY at, id"
 GOAL_EVENTS_SINCE = (

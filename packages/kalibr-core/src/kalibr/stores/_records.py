@@ -30,6 +30,7 @@ __all__ = [
     "config_from_json",
     "config_to_json",
     "decision_record",
+    "delete_in_batches",
     "event_entry",
     "event_json",
     "from_micros",
@@ -103,6 +104,21 @@ def storable_path(path: Path) -> Path:
         provider=path.provider,
         base_url=path.base_url,
     )
+
+
+PRUNE_BATCH = 5_000
+"""Rows one pruning transaction deletes at most: short transactions, so writers never wait behind a long delete."""
+
+
+def delete_in_batches(delete_batch: Callable[[int], int]) -> int:
+    """Call ``delete_batch(limit)`` (one transaction deleting at most ``limit`` rows, returning how many) until it
+    deletes fewer than a batch; returns the total."""
+    deleted = 0
+    while True:
+        count = delete_batch(PRUNE_BATCH)
+        deleted += count
+        if count < PRUNE_BATCH:
+            return deleted
 
 
 def translate_errors(

@@ -96,6 +96,12 @@ LIST_KEYS = """
 """
 DELETE_KEY = "DELETE FROM api_keys WHERE key_hash = ?"
 
+PRUNE_DECISIONS = """
+    DELETE FROM decisions
+    WHERE (tenant, trace_id) IN (SELECT tenant, trace_id FROM decisions WHERE decided_at < ? LIMIT ?)
+"""
+PRUNE_OUTCOMES = "DELETE FROM outcomes WHERE id IN (SELECT id FROM outcomes WHERE reported_at < ? LIMIT ?)"
+
 INSERT_EVENT = "INSERT INTO events (tenant, goal, kind, data, at) VALUES (?, ?, ?, ?, ?)"
 EVENTS_SINCE = "SELECT at, goal, kind, data FROM events WHERE tenant = ? AND at >= ? ORDER BY at, id"
 GOAL_EVENTS_SINCE = "SELECT at, goal, kind, data FROM events WHERE tenant = ? AND goal = ? AND at >= ? ORDER BY at, id"

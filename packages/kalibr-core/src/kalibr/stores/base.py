@@ -145,6 +145,12 @@ class Store(Protocol):
         """Outcomes reported since ``since`` (for one goal, or every goal), oldest first."""
         ...
 
+    def prune(self, before: datetime) -> tuple[int, int]:
+        """Delete, for every tenant, decisions made and outcomes reported before ``before``; returns how many of
+        each. What was learned stays: arms, paths, config, keys and the change log are kept. A pruned outcome can
+        no longer be updated, and one re-sent after pruning counts again."""
+        ...
+
     def goals(self, tenant: str) -> list[str]:
         """Every goal with a registered path or an outcome."""
         ...

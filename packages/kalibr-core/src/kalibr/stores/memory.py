@@ -147,6 +147,17 @@ class MemoryStore:
             ]
         return sorted(found, key=lambda record: record.reported_at)
 
+    def prune(self, before: datetime) -> tuple[int, int]:
+        before = utc(before, "before")
+        with self._lock:
+            old_decisions = [key for key, record in self._decisions.items() if record.decided_at < before]
+            old_outcomes = [key for key, record in self._outcomes.items() if record.reported_at < before]
+            for key in old_decisions:
+                del self._decisions[key]
+            for key in old_outcomes:
+                del self._outcomes[key]
+        return len(old_decisions), len(old_outcomes)
+
     def goals(self, tenant: str) -> list[str]:
         with self._lock:
             found = {goal for (path_tenant, goal, _) in self._paths if path_tenant == tenant}

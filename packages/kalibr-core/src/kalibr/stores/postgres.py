@@ -31,6 +31,7 @@ from kalibr.stores._records import (
     changed_outcome,
     config_from_json,
     config_to_json,
+    delete_in_batches,
     event_entry,
     event_json,
     outcome_record,
@@ -221,6 +222,15 @@ class PostgresStore:
         else:
             rows = self._query(q.GOAL_OUTCOMES_SINCE, (tenant, goal, start))
         return [q.outcome_from_row(row) for row in rows]
+
+    @_translated
+    def prune(self, before: datetime) -> tuple[int, int]:
+        cutoff = utc(before, "before")
+
+        def deleter(statement: str) -> Callable[[int], int]:
+            return lambda limit: self._transaction(lambda conn: conn.execute(statement, (cutoff, limit)).rowcount)
+
+        return delete_in_batches(deleter(q.PRUNE_DECISIONS)), delete_in_batches(deleter(q.PRUNE_OUTCOMES))
 
     @_translated
     def goals(self, tenant: str) -> list[str]:

@@ -30,6 +30,7 @@ from kalibr.stores._records import (
     config_from_json,
     config_to_json,
     decision_record,
+    delete_in_batches,
     event_entry,
     event_json,
     from_micros,
@@ -266,6 +267,19 @@ class SQLiteStore:
         else:
             rows = self._conn().execute(q.GOAL_OUTCOMES_SINCE, (tenant, goal, start))
         return [q.outcome_from_row(row) for row in rows]
+
+    @_translated
+    def prune(self, before: datetime) -> tuple[int, int]:
+        cutoff = to_micros(before, "before")
+
+        def deleter(statement: str) -> Callable[[int], int]:
+            def delete_batch(limit: int) -> int:
+                with self._write() as conn:
+                    return conn.execute(statement, (cutoff, limit)).rowcount
+
+            return delete_batch
+
+        return delete_in_batches(deleter(q.PRUNE_DECISIONS)), delete_in_batches(deleter(q.PRUNE_OUTCOMES))
 
     @_translated
     def goals(self, tenant: str) -> list[str]:
