@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Any
 
+import httpx
 import pytest
 
 import kalibr
@@ -72,3 +73,32 @@ def test_a_router_passes_its_resilience_to_the_client(service: tuple[str, Memory
     router = kalibr.Router("remote_res", _paths(sandbox), intelligence=service[0], resilience=resilience)
     assert isinstance(router.intelligence, RemoteIntelligence)
     assert router.intelligence.resilience == resilience
+
+
+@pytest.mark.parametrize("where", ["embedded", "service"])
+def test_a_high_risk_router_never_explores(where: str, service: tuple[str, MemoryStore]) -> None:
+    url, _ = service
+    paths = ["proven-model", "untried-model"]
+    intelligence = url if where == "service" else None
+    store = MemoryStore() if where == "embedded" else None
+    routers = {
+        risky: kalibr.Router("risk_goal", paths, intelligence=intelligence, store=store, high_risk=risky)
+        for risky in (True, False)
+    }
+    learner = routers[False]
+    for success in [True] * 8 + [False] * 2:
+        learner.report(success=success, trace_id=learner.decide(force_model="proven-model").trace_id)
+    if where == "service":
+        learner.intelligence.flush()
+        body = {"goal": "risk_goal", "exploration_rate": 1.0, "min_samples_before_exploit": 20}
+        assert httpx.post(f"{url}/api/v1/routing/config", json=body).status_code == 200
+    else:
+        learner.intelligence.set_config("risk_goal", kalibr.PolicyConfig(exploration_rate=1.0))  # type: ignore[attr-defined]
+
+    def chosen(router: kalibr.Router) -> set[str]:
+        decisions = [router.decide() for _ in range(30)]
+        assert not any(decision.fallback for decision in decisions)
+        return {decision.model for decision in decisions}
+
+    assert chosen(routers[True]) == {"proven-model"}
+    assert chosen(routers[False]) == {"proven-model", "untried-model"}

@@ -83,6 +83,8 @@ class Router:
         path_generation: the generation job's settings (interval, bounds, samples before retiring).
         resilience: for a service URL, the decide timeout, breaker threshold and cool-down
             (``kalibr.Resilience(timeout=0.05, breaker_after=3, cooldown=5.0)``).
+        high_risk: a goal whose mistakes are costly: every decision takes the path that looks best now and
+            never explores, unless the goal's config sets ``exploration_on_high_risk``.
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class Router:
         auto_path_generation: bool | None = None,
         path_generation: PathGenerationConfig | None = None,
         resilience: Resilience | None = None,
+        high_risk: bool = False,
     ) -> None:
         self.goal = check_goal(goal)
+        self.high_risk = high_risk
         self.paths = parse_paths(paths)
         if success_when is not None and score_when is not None:
             raise UserError("pass success_when or score_when, not both")
@@ -137,9 +141,10 @@ class Router:
     # --- deciding ---------------------------------------------------------------------------------------
     def decide(self, force_model: str | Path | None = None) -> Decision:
         """Choose a path for a call you make yourself; report it with ``report(trace_id=decision.trace_id)``."""
-        decision = (
-            self._forced(force_model) if force_model is not None else self.intelligence.decide(self.goal, self.paths)
-        )
+        if force_model is not None:
+            decision = self._forced(force_model)
+        else:
+            decision = self.intelligence.decide(self.goal, self.paths, high_risk=self.high_risk)
         self._remember(_CallRecord(decision))
         return decision
 
@@ -147,7 +152,7 @@ class Router:
         if force_model is not None:
             decision = self._forced(force_model)
         else:
-            decision = await self.intelligence.adecide(self.goal, self.paths)
+            decision = await self.intelligence.adecide(self.goal, self.paths, high_risk=self.high_risk)
         self._remember(_CallRecord(decision))
         return decision
 

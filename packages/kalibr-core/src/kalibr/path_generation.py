@@ -346,11 +346,11 @@ class GeneratedPathsIntelligence:
             self._cache[goal] = (now, paths)
         return paths
 
-    def decide(self, goal: str, paths: Sequence[Path]) -> Decision:
-        return self.inner.decide(goal, self.paths_for(goal, paths))
+    def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        return self.inner.decide(goal, self.paths_for(goal, paths), high_risk=high_risk)
 
-    async def adecide(self, goal: str, paths: Sequence[Path]) -> Decision:
-        return await self.inner.adecide(goal, self.paths_for(goal, paths))
+    async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        return await self.inner.adecide(goal, self.paths_for(goal, paths), high_risk=high_risk)
 
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
         register = getattr(self.inner, "register_paths", None)

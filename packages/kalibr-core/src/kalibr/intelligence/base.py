@@ -47,11 +47,13 @@ class PolicyAnswer:
 class Intelligence(Protocol):
     """Decides paths and learns from outcomes."""
 
-    def decide(self, goal: str, paths: Sequence[Path]) -> Decision:
-        """Choose a path among ``paths`` for ``goal``. Never raises because the intelligence is unavailable."""
+    def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        """Choose a path among ``paths`` for ``goal``. Never raises because the intelligence is unavailable.
+
+        ``high_risk``: no exploration, unless the goal's config sets ``exploration_on_high_risk``."""
         ...
 
-    async def adecide(self, goal: str, paths: Sequence[Path]) -> Decision: ...
+    async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision: ...
 
     def record_forced(self, decision: Decision) -> None:
         """Remember a decision the caller forced (``force_model``), so its outcome is attributed."""

@@ -127,8 +127,8 @@ class Engine:
         self._record(decision)
         return decision
 
-    async def adecide(self, goal: str, paths: Sequence[Path]) -> Decision:
-        return self.decide(goal, paths)
+    async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        return self.decide(goal, paths, high_risk=high_risk)
 
     def record_forced(self, decision: Decision) -> None:
         self._record(decision)

@@ -85,22 +85,24 @@ class RemoteIntelligence:
         with self._lock:
             self._paths.update((path.path_id, path) for path in paths)
 
-    def decide(self, goal: str, paths: Sequence[Path]) -> Decision:
+    def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
-            body = self._send("POST", _DECIDE, self.resilience.timeout, json=self._decide_body(goal, paths))
+            request = self._decide_body(goal, paths, high_risk)
+            body = self._send("POST", _DECIDE, self.resilience.timeout, json=request)
             decision = self._decision_from(goal, paths, body)
         except (_Unavailable, UserError) as exc:
             return _fallback(goal, paths, str(exc))
         self._resume_spool()
         return decision
 
-    async def adecide(self, goal: str, paths: Sequence[Path]) -> Decision:
+    async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
-            body = await self._asend("POST", _DECIDE, self.resilience.timeout, json=self._decide_body(goal, paths))
+            request = self._decide_body(goal, paths, high_risk)
+            body = await self._asend("POST", _DECIDE, self.resilience.timeout, json=request)
             decision = self._decision_from(goal, paths, body)
         except (_Unavailable, UserError) as exc:
             return _fallback(goal, paths, str(exc))
@@ -111,11 +113,11 @@ class RemoteIntelligence:
         """Nothing to send: the outcome carries the model, which is how the service attributes it."""
         self.register_paths(decision.goal, [decision.path])
 
-    def _decide_body(self, goal: str, paths: Sequence[Path]) -> dict[str, Any]:
+    def _decide_body(self, goal: str, paths: Sequence[Path], high_risk: bool) -> dict[str, Any]:
         self.register_paths(goal, paths)
         return {
             "goal": goal,
-            "task_risk_level": "low",
+            "task_risk_level": "high" if high_risk else "low",
             "candidate_model_ids": sorted({path.model for path in paths}),
             "paths": [{"model_id": p.model, "params": _jsonable(p.params), "tool_id": _tool_id(p)} for p in paths],
         }
