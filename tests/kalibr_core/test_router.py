@@ -267,6 +267,12 @@ def test_bad_reports_say_what_to_fix(sandbox: SandboxServer) -> None:
         router.report()
     with pytest.raises(kalibr.UserError, match="not a call of this router"):
         router.report(success=True, trace_id="0" * 32)
+    with pytest.raises(kalibr.UserError, match="invalid cost_usd nan: give a finite number >= 0"):
+        router.report(success=True, cost_usd=float("nan"))
+    with pytest.raises(kalibr.UserError, match="invalid latency_ms -5"):
+        router.report(success=True, latency_ms=-5)
+    with pytest.raises(kalibr.UserError, match="without NUL characters"):
+        kalibr.Router("reports", ["gpt\x00-4o"], store="memory:")
 
 
 def test_an_adapter_can_judge_a_larger_output_than_the_text(sandbox: SandboxServer) -> None:

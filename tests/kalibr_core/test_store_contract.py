@@ -152,6 +152,13 @@ def test_apply_outcomes_stores_metadata(store: Store) -> None:
     assert record.params == {"temperature": 0.2}
 
 
+def test_a_reason_with_a_nul_character_is_stored_without_it(store: Store) -> None:
+    reported = outcome(reason="bad\x00byte")
+    assert store.apply_outcomes(A, [(reported, count(0.0))]) == [True]
+    (stored,) = store.outcomes(A, GOAL, datetime.now(UTC) - timedelta(hours=1))
+    assert stored.reason == "badbyte"
+
+
 def test_update_outcome_changes_only_given_fields_and_adjusts_on_score(store: Store) -> None:
     reported = outcome(score=0.0, success=False, failure_category="timeout", reason="slow")
     store.apply_outcomes(A, [(reported, count(0.0))])

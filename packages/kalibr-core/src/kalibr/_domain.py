@@ -112,8 +112,10 @@ class Path:
         return hash(self.path_id)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise UserError(f"invalid path model {self.model!r}: give the model name as a non-empty string")
+        if not isinstance(self.model, str) or not self.model.strip() or "\x00" in self.model:
+            raise UserError(
+                f"invalid path model {self.model!r}: give the model name as a non-empty string without NUL characters"
+            )
         if not isinstance(self.params, Mapping):
             raise UserError(f"invalid params {self.params!r} for path {self.model!r}: params must be a dict")
         if self.tools is not None and not isinstance(self.tools, Sequence):
@@ -255,6 +257,12 @@ class Outcome:
         if not (isinstance(self.score, int | float) and math.isfinite(self.score) and 0.0 <= self.score <= 1.0):
             raise UserError(f"invalid score {self.score!r}: a score is a number in [0, 1]")
         check_failure_category(self.failure_category)
+        for name in ("cost_usd", "latency_ms"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ):
+                raise UserError(f"invalid {name} {value!r}: give a finite number >= 0, or None when unknown")
         if self.reason is not None and len(self.reason) > 2000:
             object.__setattr__(self, "reason", self.reason[:2000])
 

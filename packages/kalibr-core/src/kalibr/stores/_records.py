@@ -90,7 +90,8 @@ def from_micros(micros: int) -> datetime:
 
 
 def cap_reason(reason: str | None) -> str | None:
-    return None if reason is None else reason[:MAX_REASON_CHARS]
+    """At most ``MAX_REASON_CHARS``, without NUL characters (PostgreSQL text cannot hold them)."""
+    return None if reason is None else reason.replace("\x00", "")[:MAX_REASON_CHARS]
 
 
 def storable_path(path: Path) -> Path:
