@@ -154,6 +154,55 @@ def _measure(store_url: str, replicas: int, quick: bool, workdir: FilePath) -> d
     }
 
 
+async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A do-nothing ASGI app: reads the body, answers a fixed decision-shaped JSON. The HTTP ceiling."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = b'{"trace_id": "0123456789abcdef0123456789abcdef", "model_id": "model-b", "status": "accepted"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_echo(fd: int) -> None:
+    """Serve ``_echo_app`` on the listening socket ``fd`` with uvicorn's defaults (httptools, uvloop), as kalibr
+    serve does."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(fileno=fd)
+    uvicorn.Server(uvicorn.Config(_echo_app, log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+def _http_ceiling(quick: bool) -> dict[str, float]:
+    """Pairs per second of the same client against ``_echo_app`` in one process: what HTTP alone costs."""
+    import subprocess
+    import sys
+
+    from kalibr.service._server import bind
+
+    sock = bind("127.0.0.1", 0)
+    code = f"from benchmarks.service import serve_echo; serve_echo({sock.fileno()})"
+    root = FilePath(__file__).resolve().parent.parent
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=root, pass_fds=[sock.fileno()])
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        asyncio.run(_decide_latencies(url, {}, 50))  # waits for the server: the kernel queues the connection
+        seconds = 2.0 if quick else 8.0
+        cpu_before = _cpu_seconds([server.pid])
+        pairs = asyncio.run(_pairs([url], {}, seconds, concurrency=CONNECTIONS_PER_REPLICA))
+        cpu_after = _cpu_seconds([server.pid])
+    finally:
+        server.kill()
+        server.wait()
+        sock.close()
+    cpu = float("nan") if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / pairs * 1000
+    return {"pairs_per_s": pairs / seconds, "cpu_ms_per_pair": cpu}
+
+
 def _hung_service_figures(quick: bool) -> dict[str, float]:
     """Our client against a service that accepts connections and never answers."""
     import socket
@@ -217,6 +266,7 @@ def run(quick: bool) -> str:
         "| store | processes | decide p50 | decide p99 | decide+report pairs/s | server CPU per pair |",
         "|---|---|---|---|---|---|",
     ]
+    best_pairs = 0.0
     with tempfile.TemporaryDirectory() as folder:
         workdir = FilePath(folder)
         sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
@@ -232,6 +282,19 @@ def run(quick: bool) -> str:
             )
             print(row)
             lines.append(row)
+            best_pairs = max(best_pairs, figures["pairs_per_s"])
+    ceiling = _http_ceiling(quick)
+    row = (
+        f"| *HTTP ceiling: a do-nothing ASGI app* | 1 | - | - | {ceiling['pairs_per_s']:,.0f} "
+        f"| {ceiling['cpu_ms_per_pair']:.2f} ms |"
+    )
+    print(row)
+    lines += [
+        row,
+        "\nThe ceiling row is the same client against an app that only reads each request and answers a fixed "
+        "JSON, on the same uvicorn: what HTTP alone costs here. The best Kalibr configuration reaches "
+        f"{best_pairs / ceiling['pairs_per_s']:.0%} of it.",
+    ]
     if not pg_url:
         lines.append(f"\nPostgreSQL rows skipped: set {PG_ENV} to include them.")
     hung = _hung_service_figures(quick)
