@@ -1,5 +1,6 @@
-"""The PostgreSQL store's statements. Batches travel as JSON rows through ``json_to_recordset``, so every text
-is fixed."""
+"""The PostgreSQL store's statements. Batches travel as one JSON document each, read by ``json_to_recordset``, so
+every text is fixed; psycopg would dump a list parameter element by element in Python, which cost more CPU than
+the rest of a flush."""
 
 from __future__ import annotations
 
@@ -41,8 +42,6 @@ MODEL_TOTALS = """
     WHERE tenant = %s AND model != '' GROUP BY model ORDER BY model
 """
 
-# Batches travel as one JSON document (``json_to_recordset``): psycopg dumps a list parameter element by
-# element in Python, which cost more CPU than the rest of a flush.
 INSERT_DECISIONS = """
     INSERT INTO decisions (tenant, trace_id, goal, path_id, model, exploration, decided_at)
     SELECT %s, * FROM json_to_recordset(%s::json)
