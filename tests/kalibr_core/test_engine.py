@@ -130,6 +130,19 @@ def test_flushed_fails_with_the_store_error_and_the_outcome_stays_queued() -> No
         engine.flushed().result(timeout=5)
 
 
+def test_callers_share_the_next_commit_and_a_cancelled_one_stops_nothing() -> None:
+    store = MemoryStore()
+    engine = Engine(store, seed=1, flush_interval=60)
+    engine.report(_outcome(engine, 1.0))
+    first, second = engine.flushed(), engine.flushed()
+    assert first is second  # one future per commit, however many wait for it
+    first.cancel()
+    engine.report(_outcome(engine, 1.0))
+    engine.flushed().result(timeout=5)  # the writer survived the cancelled future
+    assert len(_stored(store)) == 2
+    engine.close()
+
+
 def test_an_explicit_report_replaces_an_automatic_one_and_not_the_reverse() -> None:
     store = MemoryStore()
     engine = Engine(store, seed=1, write_behind=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,6 +120,31 @@ def test_a_high_risk_task_does_not_explore_unless_the_config_allows_it(client: T
     assert models("low") == {"gpt-4o", "claude-sonnet-4-5"}  # the untried path gets the exploration floor
     assert client.post("/api/v1/routing/config", json={**config, "exploration_on_high_risk": True}).status_code == 200
     assert models("high") == {"gpt-4o", "claude-sonnet-4-5"}
+
+
+async def test_a_cancelled_report_does_not_cancel_the_reports_sharing_its_commit() -> None:
+    from kalibr.service import _schemas as schemas
+    from kalibr.service._backend import Backend, default_engine_factory
+
+    class SlowStore(MemoryStore):
+        def apply_outcomes(self, tenant: str, items: Any, decisions: Any = ()) -> list[bool]:
+            time.sleep(0.2)  # a commit in progress while the requests wait
+            return super().apply_outcomes(tenant, items, decisions)
+
+    store = SlowStore()
+    backend = Backend(store, default_engine_factory(0.2))
+    backend.register_path("default", schemas.PathRequest(goal=GOAL, model_id="gpt-4o"))
+    reports = []
+    for _ in range(2):
+        decision = backend.decide("default", schemas.DecideRequest(goal=GOAL))
+        reports.append(schemas.ReportRequest(trace_id=decision.trace_id, goal=GOAL, success=True))
+    cancelled, kept = (asyncio.create_task(backend.report_async("default", report)) for report in reports)
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    assert (await kept).status == "accepted"
+    assert cancelled.cancelled()
+    backend.close()
+    assert set(_stored_outcomes(store)) == {report.trace_id for report in reports}  # both were committed
 
 
 def test_decide_honours_candidate_model_ids_and_disabled_paths(client: TestClient) -> None:

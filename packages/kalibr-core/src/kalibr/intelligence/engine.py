@@ -91,7 +91,7 @@ class Engine:
         # behind a decide and a decide never waits behind the flusher.
         self._queue_lock = threading.Lock()
         self._wake = threading.Condition(self._queue_lock)
-        self._flush_waiters: list[Future[None]] = []
+        self._next_flush: Future[None] | None = None  # what flushed() callers wait on until the writer takes it
         # One flush at a time: when flush() returns, everything queued before it was called is written, even the
         # part a concurrent flush had already taken.
         self._flush_lock = threading.Lock()
@@ -327,20 +327,22 @@ class Engine:
     def flushed(self) -> Future[None]:
         """A future that completes once everything queued so far is written, or fails with the store's error.
 
-        The background writer is woken at once, and every caller waiting meanwhile shares its next transaction
-        (group commit): the service answers a report only once it is durable, without one commit per report.
+        The background writer is woken at once, and every caller until it starts shares its next transaction (group
+        commit) and the same future: the service answers a report only once it is durable, without one commit per
+        report.
         """
-        future: Future[None] = Future()
-        if self._flusher is None:  # write-through: already written
-            future.set_result(None)
-            return future
         with self._queue_lock:
-            if self._closed:
-                future.set_exception(RuntimeError("the engine is closed"))
-            else:
-                self._flush_waiters.append(future)
+            if self._flusher is None or self._closed:
+                future: Future[None] = Future()
+                if self._closed:
+                    future.set_exception(RuntimeError("the engine is closed"))
+                else:  # write-through: already written
+                    future.set_result(None)
+                return future
+            if self._next_flush is None or self._next_flush.cancelled():
+                self._next_flush = Future()
                 self._wake.notify()
-        return future
+            return self._next_flush
 
     def _write_queued(self) -> None:
         with self._queue_lock:
@@ -363,21 +365,23 @@ class Engine:
         delay = self._flush_interval
         while True:
             with self._queue_lock:
-                if not self._closed and not self._flush_waiters:
+                if not self._closed and self._next_flush is None:
                     self._wake.wait(timeout=delay)  # flushed() and close() wake it early
                 closed = self._closed
-                # Taken before the queues are: everything queued before a waiter arrived is in this flush.
-                waiters, self._flush_waiters = self._flush_waiters, []
+                # Taken before the queues are: everything queued before its callers asked is in this flush.
+                waiter, self._next_flush = self._next_flush, None
+            if waiter is not None and not waiter.set_running_or_notify_cancel():
+                waiter = None  # a caller cancelled it: nobody is waiting
             try:
                 self.flush()
             except Exception as exc:
                 logger.exception("kalibr: store write failed; outcomes stay queued and will be retried")
                 delay = min(max(delay, 0.05) * 2, 5.0)
-                for waiter in waiters:
+                if waiter is not None:
                     waiter.set_exception(exc)
             else:
                 delay = self._flush_interval
-                for waiter in waiters:
+                if waiter is not None:
                     waiter.set_result(None)
             if closed:
                 return

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, get_args
 
@@ -70,6 +71,7 @@ class Backend:
         self._engines_lock = threading.Lock()
         self._paths = PathCache(store, path_cache_seconds)
         self._recent = RecentDecisions()
+        self._commits: dict[tuple[Future[None], asyncio.AbstractEventLoop], asyncio.Future[None]] = {}
         self._generators: list[Any] = []
 
     def engine(self, tenant: str) -> Engine:
@@ -217,9 +219,21 @@ class Backend:
             engine.report(self._outcome(tenant, request, decided))
         else:
             await anyio.to_thread.run_sync(lambda: engine.report(self._outcome(tenant, request)))
-        await asyncio.wrap_future(engine.flushed())
+        await self._committed(engine)
         self._recent.forget(tenant, [request.trace_id])
         return _accepted(request)
+
+    async def _committed(self, engine: Engine) -> None:
+        """Wait, without blocking the event loop, for the commit every report queued so far shares. Reports waiting for
+        the same commit share one asyncio future, so the writer wakes the loop once per commit, not once per report;
+        each waits through a shield, so a cancelled request cannot cancel the others' wait."""
+        commit = engine.flushed()
+        key = (commit, asyncio.get_running_loop())
+        waiting = self._commits.get(key)
+        if waiting is None:
+            waiting = self._commits[key] = asyncio.wrap_future(commit)
+            waiting.add_done_callback(lambda _: self._commits.pop(key, None))
+        await asyncio.shield(waiting)
 
     def report_batch(self, tenant: str, request: s.ReportBatchRequest) -> s.ReportBatchResponse:
         """Each item is accepted or rejected on its own; the accepted ones share one commit."""
