@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["Forbidden", "Invalid", "NotFound", "ServiceError", "Unauthorized", "describe_validation"]
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from kalibr._exceptions import StoreError, UserError
+
+__all__ = [
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "ServiceError",
+    "Unauthorized",
+    "describe_validation",
+    "error_body",
+    "error_response",
+]
+
+logger = logging.getLogger("kalibr.service")
 
 
 class ServiceError(Exception):
@@ -47,3 +64,24 @@ def describe_validation(errors: Iterable[Mapping[str, Any]]) -> tuple[str, list[
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         problems.append({"field": ".".join(location) or "body", "message": message, "type": str(error.get("type", ""))})
     return "; ".join(f"{p['field']}: {p['message']}" for p in problems) or "invalid request", problems
+
+
+def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON every error is answered with."""
+    return {"detail": message, "error": kind, **extra}
+
+
+def error_response(exc: BaseException, where: str) -> tuple[int, dict[str, Any]]:
+    """The status and body ``exc`` is answered with; store failures and bugs are logged (``where``: the request)."""
+    if isinstance(exc, ServiceError):
+        return exc.status_code, error_body(exc.kind, exc.message)
+    if isinstance(exc, ValidationError | RequestValidationError):
+        message, problems = describe_validation(exc.errors())
+        return 422, error_body("invalid_request", message, errors=problems)
+    if isinstance(exc, UserError):
+        return 422, error_body("invalid_request", str(exc))
+    if isinstance(exc, StoreError):
+        logger.error("store error on %s: %s", where, exc)
+        return 503, error_body("store_unavailable", f"the store failed: {exc}; retry later")
+    logger.error("unexpected error on %s", where, exc_info=exc)
+    return 500, error_body("internal", "internal error (a bug, logged by the service)")

@@ -10,22 +10,18 @@ to the FastAPI app.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from kalibr._exceptions import StoreError, UserError
 from kalibr.service import _schemas as s
 from kalibr.service._backend import Backend
-from kalibr.service._errors import ServiceError, describe_validation
-from kalibr.service._limits import ASGIApp, Receive, Scope, Send
+from kalibr.service._errors import error_response
+from kalibr.service._limits import ASGIApp, Receive, Scope, Send, send_json
 from kalibr.service._tenants import TenantResolver
 
 __all__ = ["FastPath"]
 
-logger = logging.getLogger("kalibr.service")
 
 _DECIDE = "/api/v1/routing/decide"
 _REPORT = "/api/v1/intelligence/report-outcome"
@@ -49,10 +45,7 @@ class FastPath:
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
-        status, payload = await self._answer(route, scope, body)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, *await self._answer(route, scope, body))
 
     async def _answer(
         self, route: Callable[[str, bytes], Awaitable[BaseModel]], scope: Scope, body: bytes
@@ -62,23 +55,13 @@ class FastPath:
             tenant = self._resolver.resolve(_text(headers.get(b"x-api-key")), _text(headers.get(b"x-tenant-id")))
             answer = await route(tenant, body)
             return 200, answer.model_dump_json().encode()
-        except ValidationError as exc:
-            message, problems = describe_validation(exc.errors(include_url=False, include_context=False))
-            return _error(422, "invalid_request", message, errors=problems)
-        except ServiceError as exc:
-            return _error(exc.status_code, exc.kind, exc.message)
-        except UserError as exc:
-            return _error(422, "invalid_request", str(exc))
-        except StoreError as exc:
-            logger.error("store error: %s", exc)
-            return _error(503, "store_unavailable", f"the store failed: {exc}; retry later")
-        except Exception:
-            logger.exception("unexpected error on POST %s", scope.get("path"))
-            return _error(500, "internal", "internal error (a bug, logged by the service)")
+        except Exception as exc:
+            status, error = error_response(exc, f"POST {scope.get('path')}")
+            return status, json.dumps(error).encode()
 
     async def _decide(self, tenant: str, body: bytes) -> BaseModel:
-        # In the event loop: a decision is computed from cached arm state (a store read at most every
-        # refresh_interval), and its record is written behind.
+        # In the event loop: a decision is computed from cached arm state (the store is read only for a goal's
+        # first decision), and its record is written behind.
         return self._backend.decide(tenant, s.DecideRequest.model_validate_json(body))
 
     async def _report(self, tenant: str, body: bytes) -> BaseModel:
@@ -98,7 +81,3 @@ async def _read_body(receive: Receive) -> bytes | None:
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
-
-
-def _error(status: int, kind: str, message: str, **extra: Any) -> tuple[int, bytes]:
-    return status, json.dumps({"detail": message, "error": kind, **extra}).encode()

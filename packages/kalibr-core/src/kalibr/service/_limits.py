@@ -6,7 +6,9 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["BodySizeLimit"]
+from kalibr.service._errors import error_body
+
+__all__ = ["BodySizeLimit", "send_json"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,15 +65,15 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "detail": f"request body larger than {self.max_bytes} bytes: send less (split batches)",
-                "error": "payload_too_large",
-            }
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body larger than {self.max_bytes} bytes: send less (split batches)"
+        await send_json(send, 413, json.dumps(error_body("payload_too_large", message)).encode())
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """A whole JSON response, straight over ASGI."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

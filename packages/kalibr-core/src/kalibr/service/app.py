@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from kalibr._exceptions import StoreError, UserError
 from kalibr.service import _schemas as s
 from kalibr.service._backend import Backend, EngineFactory, default_engine_factory
-from kalibr.service._errors import ServiceError, describe_validation
+from kalibr.service._errors import ServiceError, error_response
 from kalibr.service._fastpath import FastPath
 from kalibr.service._limits import ASGIApp, BodySizeLimit, Receive, Scope, Send
 from kalibr.service._tenants import TenantResolver
@@ -178,30 +178,10 @@ def _add_intelligence_routes(app: FastAPI, backend: Backend) -> None:
         return backend.insights(tenant, goal, window_hours)
 
 
-def _error(status_code: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": message, "error": kind, **extra}, status_code=status_code)
-
-
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status_code, exc.kind, exc.message)
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        status, body = error_response(exc, f"{request.method} {request.url.path}")
+        return JSONResponse(body, status_code=status)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, problems = describe_validation(exc.errors())
-        return _error(422, "invalid_request", message, errors=problems)
-
-    @app.exception_handler(UserError)
-    async def user_error(_: Request, exc: UserError) -> JSONResponse:
-        return _error(422, "invalid_request", str(exc))
-
-    @app.exception_handler(StoreError)
-    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
-        logger.error("store error: %s", exc)
-        return _error(503, "store_unavailable", f"the store failed: {exc}; retry later")
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error(500, "internal", "internal error (a bug, logged by the service)")
+    for kind in (ServiceError, RequestValidationError, UserError, StoreError, Exception):
+        app.add_exception_handler(kind, answer)
