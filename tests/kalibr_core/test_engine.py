@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import pytest
+from tests.hooked_store import HookedStore
 
-from kalibr import Decision, Outcome, Path
+from kalibr import Outcome, Path
 from kalibr.intelligence.engine import Engine
 from kalibr.policies.base import ArmState
 from kalibr.stores import open_store
@@ -20,20 +21,16 @@ from kalibr.stores.memory import MemoryStore
 PATHS = (Path("a"), Path("b"))
 
 
-class FlakyStore(MemoryStore):
+class FlakyStore(HookedStore):
     """A memory store whose writes fail while ``broken`` is set."""
 
-    broken = False
+    def __init__(self) -> None:
+        super().__init__(self._fail_if_broken)
+        self.broken = False
 
-    def apply_outcomes(
-        self,
-        tenant: str,
-        items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
-        decisions: Sequence[Decision] = (),
-    ) -> list[bool]:
+    def _fail_if_broken(self) -> None:
         if self.broken:
             raise OSError("disk full")
-        return super().apply_outcomes(tenant, items, decisions)
 
 
 def _outcome(engine: Engine, score: float, source: Any = "explicit") -> Outcome:
@@ -86,29 +83,22 @@ def test_flushed_wakes_the_writer_and_completes_once_everything_queued_is_writte
 def test_flushed_waits_for_a_write_another_thread_has_in_flight() -> None:
     """A report's outcome taken by someone else's flush is not durable until that flush ends: neither is flushed()."""
 
-    class SlowStore(MemoryStore):
-        entered, release = threading.Event(), threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
-        def apply_outcomes(
-            self,
-            tenant: str,
-            items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
-            decisions: Sequence[Decision] = (),
-        ) -> list[bool]:
-            self.entered.set()
-            assert self.release.wait(timeout=10)
-            return super().apply_outcomes(tenant, items, decisions)
+    def hold() -> None:
+        entered.set()
+        assert release.wait(timeout=10)
 
-    store = SlowStore()
+    store = HookedStore(hold)
     engine = Engine(store, seed=1, flush_interval=60)
     engine.report(_outcome(engine, 1.0))
     other = threading.Thread(target=engine.flush)
     other.start()
-    assert store.entered.wait(timeout=5)  # the other thread holds our outcome, mid-write
+    assert entered.wait(timeout=5)  # the other thread holds our outcome, mid-write
     waiting = engine.flushed()
     time.sleep(0.1)
     assert not waiting.done()
-    store.release.set()
+    release.set()
     waiting.result(timeout=5)
     assert len(_stored(store)) == 1
     other.join()
@@ -173,17 +163,7 @@ def test_outcomes_written_by_another_process_change_decisions(tmp_path: Any) -> 
 def test_a_busy_engine_still_sees_other_processes_outcomes() -> None:
     """Reports keep this engine's queue from ever being empty; its arms are still re-read every refresh."""
 
-    class SlowStore(MemoryStore):
-        def apply_outcomes(
-            self,
-            tenant: str,
-            items: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]],
-            decisions: Sequence[Decision] = (),
-        ) -> list[bool]:
-            time.sleep(0.01)  # a commit: reports keep arriving meanwhile
-            return super().apply_outcomes(tenant, items, decisions)
-
-    store = SlowStore()
+    store = HookedStore(lambda: time.sleep(0.01))  # a commit: reports keep arriving meanwhile
     engine = Engine(store, seed=1, refresh_interval=0.1, flush_interval=0.005)
     stop = threading.Event()
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tests.hooked_store import HookedStore
 
 from kalibr import Path
 from kalibr._domain import new_trace_id
@@ -80,24 +81,22 @@ def test_a_second_report_of_a_trace_corrects_the_first_and_counts_once(client: T
 
 
 def test_a_report_the_store_refuses_is_a_503_and_its_retry_counts_once() -> None:
-    class FlakyStore(MemoryStore):
-        broken = False
+    broken = False
 
-        def apply_outcomes(self, tenant: str, items: Any, decisions: Any = ()) -> list[bool]:
-            if self.broken:
-                raise StoreError("connection refused")
-            return super().apply_outcomes(tenant, items, decisions)
+    def fail_if_broken() -> None:
+        if broken:
+            raise StoreError("connection refused")
 
-    store = FlakyStore()
+    store = HookedStore(fail_if_broken)
     with TestClient(create_app(store, auth=False)) as client:
         _register(client, "gpt-4o")
         decision = client.post("/api/v1/routing/decide", json={"goal": GOAL}).json()
         body = {"trace_id": decision["trace_id"], "goal": GOAL, "success": True}
-        store.broken = True
+        broken = True
         refused = client.post("/api/v1/intelligence/report-outcome", json=body)
         assert refused.status_code == 503
         assert "connection refused" in refused.json()["detail"]
-        store.broken = False
+        broken = False
         assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200  # a client's retry
     assert list(_stored_outcomes(store)) == [decision["trace_id"]]
     (arm,) = store.load_arms("default", GOAL, [Path("gpt-4o")])
@@ -126,12 +125,7 @@ async def test_a_cancelled_report_does_not_cancel_the_reports_sharing_its_commit
     from kalibr.service import _schemas as schemas
     from kalibr.service._backend import Backend, default_engine_factory
 
-    class SlowStore(MemoryStore):
-        def apply_outcomes(self, tenant: str, items: Any, decisions: Any = ()) -> list[bool]:
-            time.sleep(0.2)  # a commit in progress while the requests wait
-            return super().apply_outcomes(tenant, items, decisions)
-
-    store = SlowStore()
+    store = HookedStore(lambda: time.sleep(0.2))  # a commit in progress while the requests wait
     backend = Backend(store, default_engine_factory(0.2))
     backend.register_path("default", schemas.PathRequest(goal=GOAL, model_id="gpt-4o"))
     reports = []
