@@ -132,7 +132,7 @@ async def test_a_cancelled_report_does_not_cancel_the_reports_sharing_its_commit
     for _ in range(2):
         decision = backend.decide("default", schemas.DecideRequest(goal=GOAL))
         reports.append(schemas.ReportRequest(trace_id=decision.trace_id, goal=GOAL, success=True))
-    cancelled, kept = (asyncio.create_task(backend.report_async("default", report)) for report in reports)
+    cancelled, kept = (asyncio.create_task(backend.report("default", report)) for report in reports)
     await asyncio.sleep(0.05)
     cancelled.cancel()
     assert (await kept).status == "accepted"

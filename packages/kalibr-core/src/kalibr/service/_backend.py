@@ -201,18 +201,11 @@ class Backend:
         return chosen
 
     # --- outcomes -------------------------------------------------------------------------------------------
-    def report(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
-        engine = self.engine(tenant)
-        engine.report(self._outcome(tenant, request))
-        engine.flushed().result()
-        self._recent.forget(tenant, [request.trace_id])
-        return _accepted(request)
-
-    async def report_async(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
-        """``report`` for the event loop. The first outcome of a decision this replica made is applied right here, in
-        memory; any other needs the store (to find its decision, or to correct the outcome already written), so it
-        is applied in a worker thread. Either way the answer waits for the commit it shares with every report
-        queued meanwhile (group commit)."""
+    async def report(self, tenant: str, request: s.ReportRequest) -> s.ReportResponse:
+        """Apply an outcome and answer once it is committed, without blocking the event loop. The first outcome of a
+        decision this replica made is applied right here, in memory; any other needs the store (to find its
+        decision, or to correct the outcome already written), so it is applied in a worker thread. Either way the
+        answer waits for the commit it shares with every report queued meanwhile (group commit)."""
         engine = self.engine(tenant)
         decided = self._recent.get(tenant, request.trace_id)
         if decided is not None and not engine.has_outcome(request.trace_id):
@@ -221,7 +214,7 @@ class Backend:
             await anyio.to_thread.run_sync(lambda: engine.report(self._outcome(tenant, request)))
         await self._committed(engine)
         self._recent.forget(tenant, [request.trace_id])
-        return _accepted(request)
+        return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
 
     async def _committed(self, engine: Engine) -> None:
         """Wait, without blocking the event loop, for the commit every report queued so far shares. Reports waiting for
@@ -375,10 +368,6 @@ class Backend:
         )
         self.engine(tenant).set_config(body.goal, config)  # applied by this replica's next decide
         return _config_body(body.goal, config)
-
-
-def _accepted(request: s.ReportRequest) -> s.ReportResponse:
-    return s.ReportResponse(status="accepted", trace_id=request.trace_id, goal=request.goal)
 
 
 def _path_response(record: PathRecord) -> s.PathResponse:

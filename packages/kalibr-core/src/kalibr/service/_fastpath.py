@@ -65,7 +65,7 @@ class FastPath:
         return self._backend.decide(tenant, s.DecideRequest.model_validate_json(body))
 
     async def _report(self, tenant: str, body: bytes) -> BaseModel:
-        return await self._backend.report_async(tenant, s.ReportRequest.model_validate_json(body))
+        return await self._backend.report(tenant, s.ReportRequest.model_validate_json(body))
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -153,8 +153,8 @@ def _add_routing_routes(app: FastAPI, backend: Backend) -> None:
 
 def _add_intelligence_routes(app: FastAPI, backend: Backend) -> None:
     @app.post("/api/v1/intelligence/report-outcome", tags=["outcomes"])
-    def report_outcome(body: s.ReportRequest, tenant: Tenant) -> s.ReportResponse:
-        return backend.report(tenant, body)
+    async def report_outcome(body: s.ReportRequest, tenant: Tenant) -> s.ReportResponse:
+        return await backend.report(tenant, body)
 
     @app.post("/api/v1/intelligence/report-outcomes", tags=["outcomes"])
     def report_outcomes(body: s.ReportBatchRequest, tenant: Tenant) -> s.ReportBatchResponse:
