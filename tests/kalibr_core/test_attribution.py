@@ -134,7 +134,7 @@ def test_concurrent_runs_make_a_report_without_trace_id_ambiguous(sandbox: Sandb
     assert {t: o.score for t, o in _outcomes(router).items()} == {first: 1.0, second: 0.0}
 
 
-def test_a_batch_in_worker_threads_joins_the_callers_shared_scope(sandbox: SandboxServer) -> None:
+def test_a_batch_in_worker_threads_is_seen_by_the_caller(sandbox: SandboxServer) -> None:
     router, tracker = _router(sandbox), RunTracker()
     with tracker.shared_scope():
         workers = []
@@ -146,6 +146,32 @@ def test_a_batch_in_worker_threads_joins_the_callers_shared_scope(sandbox: Sandb
             worker.join()
     with pytest.raises(kalibr.UserError, match="ambiguous: 3 runs"):
         router.report(success=True)
+
+
+def test_runs_in_worker_threads_are_seen_by_a_caller_that_made_a_direct_call(sandbox: SandboxServer) -> None:
+    router, tracker = _router(sandbox), RunTracker()
+    earlier = router.completion("an earlier direct call")
+    context = contextvars.copy_context()  # an executor's copy of the caller's context, for one item
+    worker = threading.Thread(target=context.run, args=(_run, tracker, router, 2))
+    worker.start()
+    worker.join()
+    router.report(success=False)  # the worker's run, not the earlier direct call
+    stored = _outcomes(router)
+    assert earlier.trace_id not in stored and len(stored) == 2
+
+
+def test_one_after_another_inside_a_shared_window_still_counts_as_a_batch(sandbox: SandboxServer) -> None:
+    router, tracker = _router(sandbox), RunTracker()
+    with tracker.shared_scope():
+        for _ in range(2):
+            worker = threading.Thread(target=contextvars.copy_context().run, args=(_run, tracker, router, 1))
+            worker.start()
+            worker.join()  # the first item ends before the second starts
+    with pytest.raises(kalibr.UserError, match="ambiguous: 2 runs"):
+        router.report(success=True)
+    _, traces = _run(tracker, router)  # a run after the batch is the last one, alone
+    router.report(success=True)
+    assert set(_outcomes(router)) == set(traces)
 
 
 def test_another_thread_never_reports_this_threads_run(sandbox: SandboxServer) -> None:
@@ -192,9 +218,13 @@ async def test_an_async_run_ended_in_another_task_is_reported_by_the_task_that_s
         router.report(score=index / 10)
         return [trace]
 
+    gatherer = await router.acompletion("the gathering task's own call, before the gather")
     results = await asyncio.gather(*(item(i) for i in range(8)))
     stored = _outcomes(router)
     assert {t: o.score for t, o in stored.items()} == {traces[0]: i / 10 for i, traces in enumerate(results)}
+    with pytest.raises(kalibr.UserError, match="ambiguous: 8 runs"):  # the gathering task saw them all...
+        router.report(success=True)
+    assert gatherer.trace_id not in _outcomes(router)  # ...and never reports its older call instead
 
 
 def test_the_tracker_is_bounded_and_forgets_unknown_runs(sandbox: SandboxServer) -> None:

@@ -31,7 +31,7 @@ from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
 from kalibr.providers import base as provider_io
 from kalibr.providers.base import ProviderRequest, ProviderResponse, StreamChunk
 from kalibr.providers.registry import resolve
-from kalibr.runs import next_sequence, run_targets
+from kalibr.runs import ensure_scope, next_sequence, run_targets
 from kalibr.stores.base import OutcomeChanges
 
 if TYPE_CHECKING:
@@ -510,6 +510,7 @@ class Router:
             if len(self._calls) > _RECENT_CALLS:
                 self._calls.popitem(last=False)
         self._last_trace.set((next_sequence(), record.decision.trace_id))
+        ensure_scope()  # runs started later from copies of this context are then seen by report() here
 
     # --- reading ----------------------------------------------------------------------------------------
     def update_outcome(self, trace_id: str, **changes: Any) -> list[str]:
