@@ -74,7 +74,7 @@ class _RunHandler(BaseCallbackHandler):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._outputs: OrderedDict[int, tuple[Any, Run]] = OrderedDict()
+        self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
 
     # --- starts -----------------------------------------------------------------------------------------
     def on_chain_start(
@@ -155,7 +155,9 @@ class _RunHandler(BaseCallbackHandler):
     # --- outputs, for llm.report(output) ------------------------------------------------------------------
     def _remember(self, output: Any, run: Run) -> None:
         with self._lock:
-            self._outputs[id(output)] = (output, run)  # holding the output keeps its id() unique
+            known = self._outputs.get(id(output))
+            shared = known is not None and known[0] is output and known[1] is not None  # an interned "4"
+            self._outputs[id(output)] = (output, None if shared else run)  # holding it keeps its id() unique
             if len(self._outputs) > _MAX_OUTPUTS:
                 self._outputs.popitem(last=False)
 
@@ -163,7 +165,14 @@ class _RunHandler(BaseCallbackHandler):
         """``router``'s decisions in the recent run that returned ``output`` (that very object), else none."""
         with self._lock:
             known = self._outputs.get(id(output))
-        return known[1].trace_ids(router) if known is not None and known[0] is output else []
+        if known is None or known[0] is not output:
+            return []
+        if known[1] is None:
+            raise kalibr.UserError(
+                f"several runs returned the very same {type(output).__name__} object: report each with trace_id= (the "
+                "kalibr_trace_id of its AIMessage), or return the message from the chain"
+            )
+        return known[1].trace_ids(router)
 
 
 def _by_router(run: Run) -> dict[kalibr.Router, list[str]]:

@@ -25,6 +25,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, model_validator
 
 import kalibr
+from kalibr.runs import ensure_scope
 from kalibr_langchain import _convert, _runs, _structured
 from kalibr_langchain._provider import child_callbacks, is_chat_model, path_for_model
 from kalibr_langchain._reporting import report_result
@@ -81,6 +82,7 @@ class ChatKalibr(BaseChatModel):
     @model_validator(mode="after")
     def _build_router(self) -> Self:
         _runs.install()
+        ensure_scope()  # runs of this model started from copies of this context (abatch's tasks) are seen here
         if self.router is not None:
             if self.goal is not None and self.goal != self.router.goal:
                 raise kalibr.UserError(f"goal {self.goal!r} differs from the router's goal {self.router.goal!r}")
