@@ -373,3 +373,14 @@ def test_a_judge_raising_on_a_chain_output_stores_only_its_type(sandbox: Sandbox
     stored = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("chain.db"))
     assert secret in answer and raised and secret in raised[0] and b"langchain_reports" in stored  # the guards
     assert secret.encode() not in stored
+
+
+def test_reporting_an_object_several_runs_returned_asks_for_the_trace_id(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    verdict = "ok"  # an interned string: every run returns this very object
+    chain = PROMPT | router.as_langchain() | StrOutputParser() | RunnableLambda(lambda _: verdict)
+    first, second = chain.invoke({"topic": "owls"}), chain.invoke({"topic": "tides"})
+    assert first is second
+    with pytest.raises(kalibr.UserError, match="several runs returned the very same str object"):
+        router.as_langchain().report(first, success=True)
+    assert _explicit(router) == {}
