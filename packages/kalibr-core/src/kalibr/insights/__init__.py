@@ -45,11 +45,19 @@ from kalibr._domain import check_goal
 from kalibr._exceptions import UserError
 from kalibr.insights import _signals as signals
 from kalibr.insights._changes import changes, record_change
-from kalibr.insights._goal import MIN_GOAL_SAMPLES, failure_modes, goal_status, param_sensitivity, trend
+from kalibr.insights._drops import find_drops, since_drops
+from kalibr.insights._goal import (
+    MIN_GOAL_SAMPLES,
+    failure_modes,
+    goal_status,
+    param_sensitivity,
+    path_status,
+    trend,
+)
 from kalibr.insights._policy import answer_policy
-from kalibr.insights._stats import PathStats, find_changepoint, rounded, summarise_paths
+from kalibr.insights._stats import PathStats, rounded, summarise_paths
 from kalibr.intelligence.base import Constraints, PolicyAnswer
-from kalibr.policies.base import PolicyConfig
+from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores.base import OutcomeRecord, PathRecord, Store
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "generated_path_ids",
     "recommend",
     "record_change",
+    "router_arms",
 ]
 
 SCHEMA_VERSION = 1
@@ -86,16 +95,18 @@ def recommend(
     config = store.get_config(tenant, goal)
     registered = store.list_paths(tenant, goal, include_disabled=True)
     generated = generated_path_ids(store, tenant, goal)
+    arms = router_arms(store, tenant, goal, registered)
     answer: PolicyAnswer | None = None
     for hours in _windows(window_hours):
-        records = store.outcomes(tenant, goal, now - timedelta(hours=hours))
+        evidence = _Evidence(store.outcomes(tenant, goal, now - timedelta(hours=hours)), registered, generated, arms)
         answer = answer_policy(
             goal,
-            summarise_paths(records, registered, generated),
+            evidence.current,
             window_hours=hours,
             constraints=constraints,
             min_samples=_min_samples(config),
             tie_tolerance=config.tie_tolerance,
+            drops=evidence.drops,
         )
         if answer.enough_data:
             break
@@ -125,13 +136,15 @@ def build_insights(
         analyse_goal(
             name,
             by_goal.get(name, []),
-            store.list_paths(tenant, name, include_disabled=True),
+            registered,
             path_changes=[c for c in all_changes if c["goal"] == name],
             window_hours=window_hours,
             config=store.get_config(tenant, name),
             since=since,
+            arms=router_arms(store, tenant, name, registered),
         )
         for name in names
+        for registered in [store.list_paths(tenant, name, include_disabled=True)]
     ]
     goals.sort(key=lambda item: (_STATUS_ORDER[item["status"]], item["goal"]))
     return {
@@ -156,18 +169,25 @@ def analyse_goal(
     window_hours: float = 168,
     config: PolicyConfig | None = None,
     since: datetime = _EPOCH,
+    arms: Mapping[str, ArmState] | None = None,
 ) -> dict[str, Any]:
-    """One goal's insights from its outcomes (oldest first), registered paths and change log. Pure."""
+    """One goal's insights from its outcomes (oldest first), registered paths, change log and the router's arms
+    (path id -> ``ArmState``: its drop detections). Pure."""
     config = config or PolicyConfig()
-    stats = summarise_paths(records, registered, _generated_in(path_changes))
+    evidence = _Evidence(records, registered, _generated_in(path_changes), arms or {})
     total = len(records)
     rate = sum(r.score for r in records) / total if total else None
     answer = answer_policy(
-        goal, stats, window_hours=window_hours, min_samples=_min_samples(config), tie_tolerance=config.tie_tolerance
+        goal,
+        evidence.current,
+        window_hours=window_hours,
+        min_samples=_min_samples(config),
+        tie_tolerance=config.tie_tolerance,
+        drops=evidence.drops,
     )
-    effects = param_sensitivity(stats)
+    effects = param_sensitivity(evidence.current)
     goal_trend = trend([r.score for r in records])
-    found = _signals_for(stats, effects, records, answer, total, config)
+    found = _signals_for(evidence, effects, answer, total, config)
     drifted = any(s["type"] == "drift_detected" and s["data"]["direction"] == "down" for s in found)
     degraded = drifted or goal_trend["direction"] == "declining" or any(s["severity"] == "high" for s in found)
     status = goal_status(rate, total, degraded=degraded)
@@ -180,8 +200,8 @@ def analyse_goal(
         "sample_count": total,
         "window_hours": window_hours,
         "trend": goal_trend,
-        "top_failure_modes": failure_modes(stats),
-        "paths": [item.to_dict(total) for item in stats],
+        "top_failure_modes": failure_modes(evidence.window),
+        "paths": [evidence.path_row(item, total) for item in evidence.window],
         "param_sensitivity": [effect.to_dict() for effect in effects],
         "recommendation": _recommendation(answer),
         "actionable_signals": found,
@@ -189,26 +209,58 @@ def analyse_goal(
     }
 
 
+class _Evidence:
+    """A goal's outcomes per path over the window, and the part of them each path is judged on now."""
+
+    def __init__(
+        self,
+        records: Sequence[OutcomeRecord],
+        registered: Sequence[PathRecord],
+        generated: set[str],
+        arms: Mapping[str, ArmState],
+    ) -> None:
+        per_path: dict[str, list[OutcomeRecord]] = {}
+        for record in records:
+            per_path.setdefault(record.path_id, []).append(record)
+        self.drops = find_drops(per_path, arms)
+        self.current_records = since_drops(per_path, self.drops)
+        self.window = summarise_paths(records, registered, generated)
+        self.current = summarise_paths(self.current_records, registered, generated)
+        self._current_by_id = {item.path_id: item for item in self.current}
+
+    def path_row(self, item: PathStats, total: int) -> dict[str, Any]:
+        current = self._current_by_id[item.path_id]
+        drop = self.drops.get(item.path_id)
+        dropped = drop is not None and drop.direction == "down"
+        return {
+            **item.to_dict(total),
+            "status": path_status(item, current, dropped),
+            "current_samples": current.samples,
+            "current_success_rate": rounded(current.success_rate),
+            "drift": None if drop is None else drop.to_dict(),
+        }
+
+
 def _signals_for(
-    stats: Sequence[PathStats],
-    effects: Sequence[Any],
-    records: Sequence[OutcomeRecord],
-    answer: PolicyAnswer,
-    total: int,
-    config: PolicyConfig,
+    evidence: _Evidence, effects: Sequence[Any], answer: PolicyAnswer, total: int, config: PolicyConfig
 ) -> list[dict[str, Any]]:
-    per_path: dict[str, list[OutcomeRecord]] = {}
-    for record in records:
-        per_path.setdefault(record.path_id, []).append(record)
-    changepoints = {pid: cp for pid, items in per_path.items() if (cp := find_changepoint(items)) is not None}
+    current, current_total = evidence.current, len(evidence.current_records)
     return [
-        *signals.path_underperforming(stats, total),
-        *signals.failure_mode_dominant(stats),
+        *signals.path_failing(evidence.window),
+        *signals.path_underperforming(current, current_total),
+        *signals.failure_mode_dominant(evidence.window),
         *signals.param_sensitivity_detected(effects),
-        *signals.drift_detected(changepoints, stats),
-        *signals.cost_inefficiency(stats, total, config.tie_tolerance),
+        *signals.drift_detected(evidence.drops, evidence.window),
+        *signals.cost_inefficiency(current, current_total, config.tie_tolerance),
         *signals.low_confidence(answer, total, MIN_GOAL_SAMPLES),
     ]
+
+
+def router_arms(store: Store, tenant: str, goal: str, registered: Sequence[PathRecord]) -> dict[str, ArmState]:
+    """The router's state of each registered path of ``goal``: the evidence it routes on, its drop detections."""
+    if not registered:
+        return {}
+    return {arm.path_id: arm for arm in store.load_arms(tenant, goal, [record.path for record in registered])}
 
 
 def _recommendation(answer: PolicyAnswer) -> dict[str, Any]:

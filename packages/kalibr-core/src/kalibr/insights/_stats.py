@@ -18,6 +18,7 @@ from kalibr.stores.base import OutcomeRecord, PathRecord
 __all__ = [
     "Changepoint",
     "PathStats",
+    "changepoint_at",
     "compare_rates",
     "find_changepoint",
     "normal_cdf",
@@ -103,20 +104,32 @@ def find_changepoint(records: Sequence[OutcomeRecord], *, min_segment: int = 4) 
     n = len(records)
     if n < 2 * min_segment:
         return None
+    prefix = _prefix_sums(records)
+    k = max(range(min_segment, n - min_segment + 1), key=lambda split: _split_statistic(prefix, split))
+    return _changepoint(records, prefix, k)
+
+
+def changepoint_at(records: Sequence[OutcomeRecord], index: int) -> Changepoint:
+    """The split of the outcomes at ``index`` (0 < index < len), as ``find_changepoint`` would report it."""
+    return _changepoint(records, _prefix_sums(records), index)
+
+
+def _prefix_sums(records: Sequence[OutcomeRecord]) -> list[float]:
     prefix = [0.0]
     for record in records:
         prefix.append(prefix[-1] + record.score)
-    total = prefix[-1]
-    whole = _log_likelihood(total, n)
-    best: tuple[float, int] | None = None
-    for k in range(min_segment, n - min_segment + 1):
-        statistic = 2 * (_log_likelihood(prefix[k], k) + _log_likelihood(total - prefix[k], n - k) - whole)
-        if best is None or statistic > best[0]:
-            best = (statistic, k)
-    assert best is not None
-    statistic, k = best
+    return prefix
+
+
+def _split_statistic(prefix: Sequence[float], k: int) -> float:
+    n, total = len(prefix) - 1, prefix[-1]
+    return 2 * (_log_likelihood(prefix[k], k) + _log_likelihood(total - prefix[k], n - k) - _log_likelihood(total, n))
+
+
+def _changepoint(records: Sequence[OutcomeRecord], prefix: Sequence[float], k: int) -> Changepoint:
+    n, total = len(records), prefix[-1]
     before, after = prefix[k] / k, (total - prefix[k]) / (n - k)
-    return Changepoint(k, records[k].reported_at, before, after, k, n - k, statistic)
+    return Changepoint(k, records[k].reported_at, before, after, k, n - k, _split_statistic(prefix, k))
 
 
 def _log_likelihood(successes: float, samples: int) -> float:
@@ -143,10 +156,17 @@ class PathStats:
     registered: bool = False
     enabled: bool = True
     generated: bool = False
+    answered: int = 0
+    """Outcomes of calls the provider answered (every outcome not reported for a provider failure)."""
 
     @property
     def success_rate(self) -> float | None:
         return self.successes / self.samples if self.samples else None
+
+    @property
+    def never_answered(self) -> bool:
+        """Called, and every call failed at the provider."""
+        return self.samples > 0 and self.answered == 0
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -240,6 +260,7 @@ def _with_outcomes(base: PathStats, records: Sequence[OutcomeRecord]) -> PathSta
         registered=base.registered,
         enabled=base.enabled,
         generated=base.generated,
+        answered=sum(1 for r in records if r.source != "error"),
     )
 
 
