@@ -8,8 +8,8 @@ import pytest
 import kalibr
 from kalibr import Path, ProviderHTTPError, RequestRejected
 from kalibr.providers import base as provider_io
-from kalibr.providers.openai import OpenAIChat
 from kalibr.providers.base import ProviderRequest
+from kalibr.providers.openai import OpenAIChat
 from kalibr.sandbox import SandboxServer
 
 
@@ -17,7 +17,8 @@ from kalibr.sandbox import SandboxServer
 def test_a_model_not_found_status_is_the_paths_failure(status: int) -> None:
     answer = {"error": {"message": "The model 'no-such-model' does not exist", "code": "model_not_found"}}
     client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(status, json=answer)))
-    request = ProviderRequest(Path("no-such-model", base_url="http://127.0.0.1:9/v1"), [{"role": "user", "content": "hi"}])
+    path = Path("no-such-model", base_url="http://127.0.0.1:9/v1")
+    request = ProviderRequest(path, [{"role": "user", "content": "hi"}])
     with pytest.raises(ProviderHTTPError) as caught:
         provider_io.complete(OpenAIChat(), request, client, 5.0)
     assert not isinstance(caught.value, RequestRejected)

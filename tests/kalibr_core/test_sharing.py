@@ -81,7 +81,7 @@ def test_path_generation_settings_that_cannot_apply_are_refused() -> None:
     with pytest.raises(kalibr.UserError, match=r"path_generation=.*cannot apply.*interval_s=60"):
         kalibr.Router("gen", ["m1"], store=store, auto_path_generation=True, path_generation=PathGenerationConfig())
     url = kalibr.Router("gen", ["m1"], store="memory:", auto_path_generation=True, path_generation=fast)
+    other = PathGenerationConfig(interval_s=5.0)
     with pytest.raises(kalibr.UserError, match="cannot apply"):
-        other = PathGenerationConfig(interval_s=5.0)
         kalibr.Router("gen", ["m1"], store="memory:", auto_path_generation=True, path_generation=other)
     assert url.intelligence is not first.intelligence

@@ -16,6 +16,7 @@ the job already running on its engine raises ``UserError`` instead of being sile
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -140,10 +141,9 @@ def _release(keys: tuple[object, ...]) -> None:
                 continue
             del _held[key]
             _generation_settings.pop(key, None)
-        try:
+        # RuntimeError: collected on the engine's own writer thread, which flushes and stops by itself.
+        with contextlib.suppress(RuntimeError):
             held.release()
-        except RuntimeError:  # collected on the engine's own writer thread: it flushes and stops by itself
-            pass
 
 
 def _check_generation_settings(key: object, settings: Any) -> None:

@@ -72,9 +72,7 @@ class Drop:
         return text
 
 
-def find_drops(
-    per_path: Mapping[str, Sequence[OutcomeRecord]], arms: Mapping[str, ArmState]
-) -> dict[str, Drop]:
+def find_drops(per_path: Mapping[str, Sequence[OutcomeRecord]], arms: Mapping[str, ArmState]) -> dict[str, Drop]:
     """Per path (outcomes oldest first): the router's standing detection, else a significant change the scan finds."""
     found: dict[str, Drop] = {}
     for path_id, records in per_path.items():
@@ -106,9 +104,7 @@ def _router_drop(path_id: str, records: Sequence[OutcomeRecord], arm: ArmState) 
     detected_at = datetime.fromtimestamp(detection.detected_at, records[0].reported_at.tzinfo)
     if start <= 0:  # the change came before the window: every outcome here is after it
         before = records[0]
-        change = Changepoint(
-            0, before.reported_at, detection.rate_before, _rate(records), 0, len(records), 0.0
-        )
+        change = Changepoint(0, before.reported_at, detection.rate_before, _rate(records), 0, len(records), 0.0)
     elif start >= len(records):
         return None
     else:

@@ -16,9 +16,9 @@ __all__ = [
     "ParamGroup",
     "failure_modes",
     "goal_status",
-    "path_status",
     "numeric_groups",
     "param_sensitivity",
+    "path_status",
     "trend",
 ]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from kalibr.insights._goal import MIN_PATH_SAMPLES, ParamEffect
 from kalibr.insights._drops import Drop
+from kalibr.insights._goal import MIN_PATH_SAMPLES, ParamEffect
 from kalibr.insights._stats import PathStats, compare_rates, rounded
 from kalibr.intelligence.base import PolicyAnswer
 
