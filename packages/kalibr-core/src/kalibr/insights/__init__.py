@@ -3,6 +3,16 @@
 ``recommend`` answers ``get_policy``; ``build_insights`` answers ``get_insights``. Both read the store only
 here, in the entry functions; the analysis itself is pure (``analyse_goal``: records in, dict out).
 
+Both judge each path on the evidence the router routes on: when the router's change detector found a drop on a
+path (``kalibr.policies.drift``; the arms are read from the store) or, failing that, the window's outcomes show a
+clear change (a likelihood-ratio scan), the path's outcomes before the drop are left out of its "current"
+evidence. The recommendation, ``path_underperforming`` and ``cost_inefficiency`` use the current evidence, so a
+broken path is not recommended on its stale record and the path the router moved to is not advised against; the
+recommendation's reasoning says what changed and when, and ``drift_detected`` names the broken path. A provider
+failure (timeout, 429, 5xx, and a 404/405 for a model or endpoint that does not exist) is reported against its
+path as ``provider_error`` (or ``timeout``, ``rate_limited``, ``auth_error``); a path whose every call failed so
+is ``failing`` with a ``path_failing`` signal.
+
 The insights document (``schema_version`` 1; field names are stable, new fields may be added)::
 
     schema_version      1
@@ -20,14 +30,23 @@ The insights document (``schema_version`` 1; field names are stable, new fields 
       top_failure_modes[]     {category, count, share_of_failures, rate, paths}
       paths[]                 {path_id, model, params, label, samples, traffic_share, success_rate, ci_low,
                                ci_high (95% Wilson), mean_cost_usd, mean_latency_ms, p95_latency_ms,
-                               failure_modes, enabled, generated}
+                               failure_modes, enabled, generated, status, current_samples,
+                               current_success_rate, drift}
+                              status: failing (never answered, or current evidence < 50% over >= 20
+                              outcomes) | degraded (a drop) | insufficient_data (< 20 current outcomes) | healthy;
+                              current_*: the outcomes the path is judged on (since its drop, else the window);
+                              drift: null or {direction: down|up, detected_by: router|insights, detected_at,
+                              on_probation, changed_at, before_success_rate, after_success_rate, before_samples,
+                              after_samples, statistic}
       param_sensitivity[]     {model, param, fixed_params, values[{value, path_id, success_rate, samples, ci_low,
                                ci_high}], best_value, worst_value, difference, p_value,
                                probability_best_beats_worst, significant, best_at_boundary: highest|lowest|null}
       recommendation          {path_id, model, params, success_rate, confidence, enough_data, reasoning}
+                              (get_policy's answer; its alternatives[] rows carry each path's drift too)
       actionable_signals[]    {type, severity: info|low|medium|high, message, data}; type is one of
-                              path_underperforming, failure_mode_dominant, param_sensitivity_detected,
-                              drift_detected, cost_inefficiency, low_confidence, goal_healthy
+                              path_failing, path_underperforming, failure_mode_dominant,
+                              param_sensitivity_detected, drift_detected, cost_inefficiency, low_confidence,
+                              goal_healthy
       path_changes[]          {at, goal, kind: path_generated|path_retired, data}: automatic path generation
     cross_goal_summary  {goal_count, total_samples, success_rate, status_counts, signal_counts,
                          needs_attention[{goal, status, worst_severity, signals}]}
@@ -234,7 +253,7 @@ class _Evidence:
         dropped = drop is not None and drop.direction == "down"
         return {
             **item.to_dict(total),
-            "status": path_status(item, current, dropped),
+            "status": path_status(item, current, dropped=dropped, min_samples=signals.MIN_PATH_SAMPLES),
             "current_samples": current.samples,
             "current_success_rate": rounded(current.success_rate),
             "drift": None if drop is None else drop.to_dict(),

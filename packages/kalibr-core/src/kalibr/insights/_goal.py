@@ -26,8 +26,6 @@ GoalStatus = Literal["healthy", "degraded", "failing", "insufficient_data"]
 
 MIN_GOAL_SAMPLES = 20
 """Below this many outcomes in the window a goal is ``insufficient_data``."""
-MIN_PATH_SAMPLES = 20
-"""A path needs this many outcomes (of its current evidence) before a signal is raised about it."""
 MIN_VALUE_SAMPLES = 10
 """A parameter value needs this many outcomes to take part in a sensitivity comparison."""
 SENSITIVITY_P_VALUE = 0.05
@@ -181,14 +179,14 @@ def goal_status(success_rate: float | None, samples: int, *, degraded: bool) -> 
     return "degraded" if degraded else "healthy"
 
 
-def path_status(window: PathStats, current: PathStats, dropped: bool) -> GoalStatus:
+def path_status(window: PathStats, current: PathStats, *, dropped: bool, min_samples: int) -> GoalStatus:
     """A path's status: ``failing`` when it never answered, or its current evidence (since a drop, if any) is
-    under 50% success over ``MIN_PATH_SAMPLES``; ``degraded`` after a drop; ``insufficient_data`` under
-    ``MIN_PATH_SAMPLES``; else ``healthy``."""
+    under 50% success over ``min_samples``; ``degraded`` after a drop; ``insufficient_data`` under ``min_samples``
+    current outcomes; else ``healthy``."""
     if window.never_answered:
         return "failing"
-    if current.samples >= MIN_PATH_SAMPLES and (current.success_rate or 0.0) < 0.5:
+    if current.samples >= min_samples and (current.success_rate or 0.0) < 0.5:
         return "failing"
     if dropped:
         return "degraded"
-    return "insufficient_data" if current.samples < MIN_PATH_SAMPLES else "healthy"
+    return "insufficient_data" if current.samples < min_samples else "healthy"

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from kalibr.insights._drops import Drop
-from kalibr.insights._goal import MIN_PATH_SAMPLES, ParamEffect
+from kalibr.insights._goal import ParamEffect
 from kalibr.insights._stats import PathStats, compare_rates, rounded
 from kalibr.intelligence.base import PolicyAnswer
 
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 Severity = Literal["info", "low", "medium", "high"]
+MIN_PATH_SAMPLES = 20
+"""A path needs this many outcomes (of its current evidence) before a signal is raised about it, or a status."""
 SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3}
 SIGNAL_TYPES = (
     "path_failing",
