@@ -97,7 +97,8 @@ def test_after_the_demo_policy_and_insights_agree_with_the_router(tmp_path: Path
     assert [by_id[s["data"]["path_id"]]["model"] for s in drifts] == ["atlas-large"]
     assert drifts[0]["data"]["direction"] == "down" and drifts[0]["severity"] == "high"
     nova = next(row["path_id"] for row in goal["paths"] if row["model"] == "nova-medium")
-    against = [s for s in goal["actionable_signals"] if s["data"].get("path_id") == nova]
+    advice = ("path_underperforming", "cost_inefficiency")
+    against = [s for s in goal["actionable_signals"] if s["type"] in advice and s["data"]["path_id"] == nova]
     assert against == [], against
     assert goal["recommendation"]["model"] == "nova-medium"
     atlas = next(row for row in goal["paths"] if row["model"] == "atlas-large")
