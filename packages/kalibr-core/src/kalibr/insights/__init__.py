@@ -242,9 +242,12 @@ class _Evidence:
         for record in records:
             per_path.setdefault(record.path_id, []).append(record)
         self.drops = find_drops(per_path, arms)
-        self.current_records = since_drops(per_path, self.drops)
         self.window = summarise_paths(records, registered, generated)
-        self.current = summarise_paths(self.current_records, registered, generated)
+        if any(drop.direction == "down" for drop in self.drops.values()):
+            self.current_records: Sequence[OutcomeRecord] = since_drops(per_path, self.drops)
+            self.current = summarise_paths(self.current_records, registered, generated)
+        else:  # nothing dropped: every path is judged on the whole window
+            self.current_records, self.current = records, self.window
         self._current_by_id = {item.path_id: item for item in self.current}
 
     def path_row(self, item: PathStats, total: int) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from kalibr.stores.base import OutcomeRecord, PathRecord
 
 __all__ = [
@@ -105,8 +107,14 @@ def find_changepoint(records: Sequence[OutcomeRecord], *, min_segment: int = 4) 
     if n < 2 * min_segment:
         return None
     prefix = _prefix_sums(records)
-    k = max(range(min_segment, n - min_segment + 1), key=lambda split: _split_statistic(prefix, split))
-    return _changepoint(records, prefix, k)
+    splits = np.arange(min_segment, n - min_segment + 1)
+    total = prefix[-1]
+    statistics = 2 * (
+        _log_likelihoods(prefix[splits], splits)
+        + _log_likelihoods(total - prefix[splits], n - splits)
+        - _log_likelihood(float(total), n)
+    )
+    return _changepoint(records, prefix, int(splits[int(np.argmax(statistics))]))
 
 
 def changepoint_at(records: Sequence[OutcomeRecord], index: int) -> Changepoint:
@@ -114,22 +122,28 @@ def changepoint_at(records: Sequence[OutcomeRecord], index: int) -> Changepoint:
     return _changepoint(records, _prefix_sums(records), index)
 
 
-def _prefix_sums(records: Sequence[OutcomeRecord]) -> list[float]:
-    prefix = [0.0]
-    for record in records:
-        prefix.append(prefix[-1] + record.score)
-    return prefix
+def _prefix_sums(records: Sequence[OutcomeRecord]) -> np.ndarray:
+    scores = np.fromiter((record.score for record in records), np.float64, len(records))
+    return np.concatenate(([0.0], np.cumsum(scores)))
 
 
-def _split_statistic(prefix: Sequence[float], k: int) -> float:
-    n, total = len(prefix) - 1, prefix[-1]
-    return 2 * (_log_likelihood(prefix[k], k) + _log_likelihood(total - prefix[k], n - k) - _log_likelihood(total, n))
+def _log_likelihoods(successes: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """``_log_likelihood`` of each (successes, samples) pair at once."""
+    rate = successes / samples
+    failures = samples - successes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hits = np.where(successes > 0, successes * np.log(rate), 0.0)
+        misses = np.where(failures > 0, failures * np.log1p(-rate), 0.0)
+    return np.asarray(hits + misses)
 
 
-def _changepoint(records: Sequence[OutcomeRecord], prefix: Sequence[float], k: int) -> Changepoint:
-    n, total = len(records), prefix[-1]
-    before, after = prefix[k] / k, (total - prefix[k]) / (n - k)
-    return Changepoint(k, records[k].reported_at, before, after, k, n - k, _split_statistic(prefix, k))
+def _changepoint(records: Sequence[OutcomeRecord], prefix: np.ndarray, k: int) -> Changepoint:
+    n, total, before_sum = len(records), float(prefix[-1]), float(prefix[k])
+    before, after = before_sum / k, (total - before_sum) / (n - k)
+    statistic = 2 * (
+        _log_likelihood(before_sum, k) + _log_likelihood(total - before_sum, n - k) - _log_likelihood(total, n)
+    )
+    return Changepoint(k, records[k].reported_at, before, after, k, n - k, statistic)
 
 
 def _log_likelihood(successes: float, samples: int) -> float:
