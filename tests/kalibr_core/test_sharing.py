@@ -21,26 +21,22 @@ def _engines() -> int:
     return sum(1 for item in gc.get_objects() if isinstance(item, Engine))
 
 
-def _flush_threads() -> int:
-    return sum(1 for thread in threading.enumerate() if thread.name == "kalibr-flush")
-
-
-def _writer_threads_stop(before: int) -> None:
-    for thread in threading.enumerate():
-        if thread.name == "kalibr-flush":
-            thread.join(timeout=10)
-    assert _flush_threads() == before
+def _flush_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name == "kalibr-flush"}
 
 
 def test_routers_with_their_own_store_leave_no_engine_or_thread_behind() -> None:
     engines, threads = _engines(), _flush_threads()
     routers = [kalibr.Router("leak_check", ["m1", "m2"], store=MemoryStore()) for _ in range(20)]
-    assert _engines() == engines + 20 and _flush_threads() == threads + 20
+    started = _flush_threads() - threads
+    assert _engines() == engines + 20 and len(started) == 20
     for router in routers:
         router.decide()
     del routers, router
     assert _engines() == engines
-    _writer_threads_stop(threads)
+    for thread in started:  # closed engines' writers finish their last flush and stop
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in started)
 
 
 def test_routers_given_one_store_object_share_one_engine_until_the_last_is_gone() -> None:
