@@ -32,7 +32,9 @@ WINDOW = 20
 
 
 @click.command()
-@click.option("--requests", "total", default=600, show_default=True, type=click.IntRange(min=20), help="How many calls.")
+@click.option(
+    "--requests", "total", default=600, show_default=True, type=click.IntRange(min=20), help="How many calls."
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the simulated models and of the router.")
 @click.option("--pace", default=0.01, show_default=True, help="Seconds to wait between calls, to watch it happen.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also save the chart as a PNG here.")
