@@ -31,8 +31,10 @@ def test_a_path_with_an_unknown_model_falls_back_is_counted_and_loses_its_traffi
     completions = [router.completion(f"Hello number {call}") for call in range(40)]  # none raises
     assert {completion.model for completion in completions} == {"sandbox-base"}
     first_choices = [(c.attempts[0].decision if c.attempts else c.decision).model for c in completions]
-    # Traffic leaves the broken path within 10 calls.
-    assert "no-such-model" not in first_choices[10:], first_choices
+    # Traffic leaves the broken path within 10 calls: from call 11 on, its share of any 20 consecutive calls stays
+    # under 10% (the time-to-recover measure of docs/benchmarks.md); a rare exploration probe is allowed.
+    later = [model == "no-such-model" for model in first_choices[10:]]
+    assert all(sum(later[start : start + 20]) <= 1 for start in range(len(later) - 19)), first_choices
     (goal,) = router.get_insights()["goals"]
     bad = next(row for row in goal["paths"] if row["model"] == "no-such-model")
     assert bad["samples"] == first_choices.count("no-such-model") >= 1
