@@ -51,20 +51,37 @@ def feed(
     for i in range(n):
         success = rng.random() < rate
         category = None if success else _category(rng, failure_category, failure_mix)
-        outcome = Outcome(
-            trace_id=new_trace_id(),
-            goal=goal,
-            path_id=path.path_id,
-            model=path.model,
-            score=1.0 if success else 0.0,
-            success=success,
-            failure_category=category,  # type: ignore[arg-type]
-            cost_usd=cost,
-            latency_ms=latency,
-            reported_at=start + timedelta(hours=span_hours * i / n),
-        )
-        items.append((outcome, lambda arm: arm))
+        at = start + timedelta(hours=span_hours * i / n)
+        items.append((outcome(path, success, at, goal=goal, category=category, cost=cost, latency=latency), _same))
     store.apply_outcomes(TENANT, items)
+
+
+def outcome(
+    path: Path,
+    success: bool,
+    at: datetime,
+    *,
+    goal: str = GOAL,
+    category: str | None = None,
+    cost: float | None = None,
+    latency: float | None = None,
+) -> Outcome:
+    return Outcome(
+        trace_id=new_trace_id(),
+        goal=goal,
+        path_id=path.path_id,
+        model=path.model,
+        score=1.0 if success else 0.0,
+        success=success,
+        failure_category=category,  # type: ignore[arg-type]
+        cost_usd=cost,
+        latency_ms=latency,
+        reported_at=at,
+    )
+
+
+def _same(arm: Any) -> Any:
+    return arm
 
 
 def _category(rng: random.Random, default: str | None, mix: Sequence[tuple[str, float]]) -> str | None:
@@ -429,17 +446,7 @@ def test_sandbox_degradation_schedule_fires_drift_detected() -> None:
 
 def _report_through_engine(engine: Engine, path: Path, outcomes: Sequence[bool], start: datetime) -> None:
     for i, success in enumerate(outcomes):
-        engine.report(
-            Outcome(
-                trace_id=new_trace_id(),
-                goal=GOAL,
-                path_id=path.path_id,
-                model=path.model,
-                score=1.0 if success else 0.0,
-                success=success,
-                reported_at=start + timedelta(minutes=i),
-            )
-        )
+        engine.report(outcome(path, success, start + timedelta(minutes=i)))
 
 
 def test_a_path_the_router_saw_drop_is_judged_on_its_outcomes_since(store: MemoryStore) -> None:
