@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,3 +104,21 @@ def test_after_the_demo_policy_and_insights_agree_with_the_router(tmp_path: Path
     assert goal["recommendation"]["model"] == "nova-medium"
     atlas = next(row for row in goal["paths"] if row["model"] == "atlas-large")
     assert atlas["status"] in ("degraded", "failing") and atlas["current_success_rate"] < 0.5
+
+
+def test_the_chart_windows_cover_the_run_and_none_mixes_calls_from_both_sides_of_the_break() -> None:
+    from kalibr.cli.demo import windows
+
+    spans = windows([("swift-mini", True)] * 95, 48)
+    assert spans[0][0] == 1 and spans[-1][1] == 95
+    assert all(later[0] == earlier[1] + 1 for earlier, later in itertools.pairwise(spans))
+    assert not [(first, last) for first, last in spans if first < 48 <= last]
+    assert (48, 67) in spans and all(last - first < 20 for first, last in spans)
+
+
+def test_the_demo_saves_its_chart(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "demo.png"
+    output = _run("--requests", "60", "--plot", str(target))
+    assert f"chart saved to {target}" in " ".join(output.split())
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
