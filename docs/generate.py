@@ -15,11 +15,12 @@ DOCS = Path(__file__).resolve().parent
 
 def render_insights() -> str:
     import kalibr.insights
-    from kalibr.insights import _signals
+    from kalibr.insights import _drops, _signals
 
     thresholds = [
-        f"| `{name}` | {value!r} | {_constant_doc(_signals, name)} |"
-        for name, value in vars(_signals).items()
+        f"| `{name}` | {value!r} | {_constant_doc(module, name)} |"
+        for module in (_signals, _drops)
+        for name, value in vars(module).items()
         if name.isupper() and isinstance(value, int | float) and not isinstance(value, bool)
     ]
     return "\n".join(
@@ -32,7 +33,7 @@ def render_insights() -> str:
             inspect.cleandoc(kalibr.insights.__doc__ or ""),
             "```",
             "",
-            "## Signal thresholds (`kalibr.insights._signals`)",
+            "## Signal thresholds (`kalibr.insights._signals`, `kalibr.insights._drops`)",
             "",
             "| constant | value | meaning |",
             "|---|---|---|",

@@ -51,20 +51,37 @@ def feed(
     for i in range(n):
         success = rng.random() < rate
         category = None if success else _category(rng, failure_category, failure_mix)
-        outcome = Outcome(
-            trace_id=new_trace_id(),
-            goal=goal,
-            path_id=path.path_id,
-            model=path.model,
-            score=1.0 if success else 0.0,
-            success=success,
-            failure_category=category,  # type: ignore[arg-type]
-            cost_usd=cost,
-            latency_ms=latency,
-            reported_at=start + timedelta(hours=span_hours * i / n),
-        )
-        items.append((outcome, lambda arm: arm))
+        at = start + timedelta(hours=span_hours * i / n)
+        items.append((outcome(path, success, at, goal=goal, category=category, cost=cost, latency=latency), _same))
     store.apply_outcomes(TENANT, items)
+
+
+def outcome(
+    path: Path,
+    success: bool,
+    at: datetime,
+    *,
+    goal: str = GOAL,
+    category: str | None = None,
+    cost: float | None = None,
+    latency: float | None = None,
+) -> Outcome:
+    return Outcome(
+        trace_id=new_trace_id(),
+        goal=goal,
+        path_id=path.path_id,
+        model=path.model,
+        score=1.0 if success else 0.0,
+        success=success,
+        failure_category=category,  # type: ignore[arg-type]
+        cost_usd=cost,
+        latency_ms=latency,
+        reported_at=at,
+    )
+
+
+def _same(arm: Any) -> Any:
+    return arm
 
 
 def _category(rng: random.Random, default: str | None, mix: Sequence[tuple[str, float]]) -> str | None:
@@ -425,3 +442,46 @@ def test_sandbox_degradation_schedule_fires_drift_detected() -> None:
     assert drifts[0]["data"]["after_success_rate"] < 0.5 < 0.85 < drifts[0]["data"]["before_success_rate"]
     assert abs(drifts[0]["data"]["before_samples"] - 100) <= 5
     assert goal["status"] == "degraded"
+
+
+def _report_through_engine(engine: Engine, path: Path, outcomes: Sequence[bool], start: datetime) -> None:
+    for i, success in enumerate(outcomes):
+        engine.report(outcome(path, success, start + timedelta(minutes=i)))
+
+
+def test_a_path_the_router_saw_drop_is_judged_on_its_outcomes_since(store: MemoryStore) -> None:
+    register(store, CHEAP, SMART)
+    engine = Engine(store, write_behind=False)
+    rng = random.Random(4)
+    start = NOW - timedelta(hours=10)
+    _report_through_engine(engine, CHEAP, [rng.random() < 0.8 for _ in range(150)], start)
+    _report_through_engine(engine, SMART, [rng.random() < 0.95 for _ in range(200)], start)
+    _report_through_engine(engine, SMART, [False] * 6, start + timedelta(hours=5))
+
+    answer = recommend(store, TENANT, GOAL, now=NOW)
+    assert answer.recommended_path_id == CHEAP.path_id, answer.reasoning
+    assert "'big-model' dropped from 9" in answer.reasoning and "the router detected it at" in answer.reasoning
+    smart_row = next(row for row in answer.alternatives if row["path_id"] == SMART.path_id)
+    assert smart_row["drift"]["detected_by"] == "router" and smart_row["sample_count"] <= 6
+
+    goal = insights_for(store)
+    drifts = signals_of(goal, "drift_detected")
+    assert [(s["data"]["path_id"], s["data"]["detected_by"]) for s in drifts] == [(SMART.path_id, "router")]
+    advice = [s for s in goal["actionable_signals"] if s["type"] in ("path_underperforming", "cost_inefficiency")]
+    assert [s["data"]["path_id"] for s in advice] == []
+    rows = {row["path_id"]: row for row in goal["paths"]}
+    assert rows[SMART.path_id]["samples"] == 206 and rows[SMART.path_id]["current_success_rate"] < 0.5
+    assert rows[SMART.path_id]["status"] == "degraded"
+    assert rows[CHEAP.path_id]["status"] == "healthy"
+    engine.close()
+
+
+def test_a_change_only_the_outcomes_show_also_moves_the_recommendation(store: MemoryStore) -> None:
+    """No router arm fired (outcomes written by another policy): the insights' own scan finds the drop."""
+    register(store, CHEAP, SMART)
+    feed(store, CHEAP, 0.8, 150, seed=1)
+    feed(store, SMART, 0.95, 200, seed=2, hours_ago=48, span_hours=20)
+    feed(store, SMART, 0.1, 30, seed=3, hours_ago=27, span_hours=2)
+    answer = recommend(store, TENANT, GOAL, now=NOW)
+    assert answer.recommended_path_id == CHEAP.path_id, answer.reasoning
+    assert "'big-model' dropped from" in answer.reasoning and "judged on its 3" in answer.reasoning

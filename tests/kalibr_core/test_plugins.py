@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -95,3 +99,31 @@ def test_loading_plugins_imports_no_framework() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == "", f"plugins imported {result.stdout.strip()} at load time"
+
+
+def test_an_installed_plugin_adds_a_cli_command(tmp_path: pathlib.Path) -> None:
+    """A real distribution on the path with a ``kalibr`` entry point, as ``pip install`` leaves it."""
+    (tmp_path / "kalibr_hello_plugin.py").write_text(
+        "import click\n"
+        "import kalibr\n\n"
+        "@kalibr.hookimpl\n"
+        "def kalibr_register_commands(cli):\n"
+        "    @cli.command()\n"
+        "    def hello():\n"
+        "        click.echo('hello from a plugin')\n"
+    )
+    dist = tmp_path / "kalibr_hello_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kalibr-hello-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[kalibr]\nhello = kalibr_hello_plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env.pop("KALIBR_LOAD_PLUGINS", None)
+    ran = subprocess.run(
+        [sys.executable, "-m", "kalibr", "hello"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "hello from a plugin"
+    listed = subprocess.run(
+        [sys.executable, "-m", "kalibr", "--help"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "hello" in listed.stdout

@@ -9,7 +9,7 @@ The hierarchy::
     ├── ProviderError             a model provider failed
     │   ├── ProviderTimeout       the call timed out
     │   ├── ProviderHTTPError     the provider answered with an error status (status_code, body)
-    │   └── RequestRejected       the provider refused the caller's own request (400, 404, 422): not the path's fault
+    │   └── RequestRejected       the provider refused the caller's own request (400, 413, 415, 422), not the path
     ├── AllPathsFailed            every path was tried and failed (an ExceptionGroup of the original ProviderErrors)
     ├── IntelligenceUnavailable   the remote intelligence service did not answer
     └── StoreError                the store could not read or write

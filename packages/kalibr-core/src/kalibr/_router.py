@@ -82,6 +82,8 @@ class Router:
         intelligence: an ``Intelligence``, a service URL, or None for the embedded engine (or
             ``KALIBR_INTELLIGENCE_URL`` when set).
         store: for the embedded engine, a store URL or ``Store``; None uses ``KALIBR_DB`` or the default file.
+            Routers on one URL share one engine for the life of the process; Routers given one store object share
+            one engine until the last of them is garbage collected (see ``kalibr._intelligence_registry``).
         timeout: seconds for each provider call.
         http_client, async_http_client: your own httpx clients (proxies, custom transports); by default the
             process-wide shared ones.
@@ -132,6 +134,7 @@ class Router:
             auto_path_generation=auto_path_generation,
             path_generation=path_generation,
             resilience=resilience,
+            owner=self,
         )
         register = getattr(self.intelligence, "register_paths", None)
         if callable(register):

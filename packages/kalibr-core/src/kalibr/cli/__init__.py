@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "register_plugin_commands"]
 
 # command name -> "module:attribute"; imported lazily so `kalibr --help` stays fast and extras stay optional.
 _COMMANDS: dict[str, str] = {
@@ -43,7 +43,13 @@ def cli() -> None:
 
 
 def main() -> None:
-    from kalibr.plugins import pm
-
-    pm.hook.kalibr_register_commands(cli=cli)
+    register_plugin_commands()
     cli()
+
+
+def register_plugin_commands() -> None:
+    """Load the installed plugins, then let each add its commands (``kalibr_register_commands``)."""
+    from kalibr.plugins import load_plugins, pm
+
+    load_plugins()
+    pm.hook.kalibr_register_commands(cli=cli)

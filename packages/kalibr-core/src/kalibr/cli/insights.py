@@ -185,20 +185,25 @@ def _print_goal(console: Console, item: Mapping[str, Any]) -> None:
 
 def _paths_table(paths: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="Paths", title_justify="left")
-    for header in ("path", "outcomes", "share", "success", "95% CI", "cost/call", "latency", "top failure"):
-        table.add_column(header, justify="left" if header in ("path", "top failure") else "right")
+    headers = ("path", "status", "outcomes", "share", "success", "95% CI", "now", "cost/call", "latency", "top failure")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("path", "status", "top failure") else "right")
     for row in paths:
         failures = row.get("failure_modes") or {}
         top = next(iter(failures.items()), None)
         ci = "-" if row.get("ci_low") is None else f"{row['ci_low']:.0%}-{row['ci_high']:.0%}"
         label = escape(row["label"]) + (" (generated)" if row.get("generated") else "")
         label += "" if row["enabled"] else " (off)"
+        # "now": the evidence the path is judged on (its outcomes since a detected drop, else the whole window).
+        now = f"{_percent(row.get('current_success_rate'))} of {row.get('current_samples', row['samples'])}"
         table.add_row(
             label,
+            _styled(str(row.get("status", "-")), _STATUS_STYLE),
             str(row["samples"]),
             _percent(row.get("traffic_share")),
             _percent(row.get("success_rate")),
             ci,
+            now,
             _money(row.get("mean_cost_usd")),
             _number(row.get("mean_latency_ms"), " ms"),
             "-" if top is None else f"{top[0]} ({top[1]})",

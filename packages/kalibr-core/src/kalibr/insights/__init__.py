@@ -3,6 +3,16 @@
 ``recommend`` answers ``get_policy``; ``build_insights`` answers ``get_insights``. Both read the store only
 here, in the entry functions; the analysis itself is pure (``analyse_goal``: records in, dict out).
 
+Both judge each path on the evidence the router routes on: when the router's change detector found a drop on a
+path (``kalibr.policies.drift``; the arms are read from the store) or, failing that, the window's outcomes show a
+clear change (a likelihood-ratio scan), the path's outcomes before the drop are left out of its "current"
+evidence. The recommendation, ``path_underperforming`` and ``cost_inefficiency`` use the current evidence, so a
+broken path is not recommended on its stale record and the path the router moved to is not advised against; the
+recommendation's reasoning says what changed and when, and ``drift_detected`` names the broken path. A provider
+failure (timeout, 429, 5xx, and a 404/405 for a model or endpoint that does not exist) is reported against its
+path as ``provider_error`` (or ``timeout``, ``rate_limited``, ``auth_error``); a path whose every call failed so
+is ``failing`` with a ``path_failing`` signal.
+
 The insights document (``schema_version`` 1; field names are stable, new fields may be added)::
 
     schema_version      1
@@ -20,14 +30,23 @@ The insights document (``schema_version`` 1; field names are stable, new fields 
       top_failure_modes[]     {category, count, share_of_failures, rate, paths}
       paths[]                 {path_id, model, params, label, samples, traffic_share, success_rate, ci_low,
                                ci_high (95% Wilson), mean_cost_usd, mean_latency_ms, p95_latency_ms,
-                               failure_modes, enabled, generated}
+                               failure_modes, enabled, generated, status, current_samples,
+                               current_success_rate, drift}
+                              status: failing (never answered, or current evidence < 50% over >= 20
+                              outcomes) | degraded (a drop) | insufficient_data (< 20 current outcomes) | healthy;
+                              current_*: the outcomes the path is judged on (since its drop, else the window);
+                              drift: null or {direction: down|up, detected_by: router|insights, detected_at,
+                              on_probation, changed_at, before_success_rate, after_success_rate, before_samples,
+                              after_samples, statistic}
       param_sensitivity[]     {model, param, fixed_params, values[{value, path_id, success_rate, samples, ci_low,
                                ci_high}], best_value, worst_value, difference, p_value,
                                probability_best_beats_worst, significant, best_at_boundary: highest|lowest|null}
       recommendation          {path_id, model, params, success_rate, confidence, enough_data, reasoning}
+                              (get_policy's answer; its alternatives[] rows carry each path's drift too)
       actionable_signals[]    {type, severity: info|low|medium|high, message, data}; type is one of
-                              path_underperforming, failure_mode_dominant, param_sensitivity_detected,
-                              drift_detected, cost_inefficiency, low_confidence, goal_healthy
+                              path_failing, path_underperforming, failure_mode_dominant,
+                              param_sensitivity_detected, drift_detected, cost_inefficiency, low_confidence,
+                              goal_healthy
       path_changes[]          {at, goal, kind: path_generated|path_retired, data}: automatic path generation
     cross_goal_summary  {goal_count, total_samples, success_rate, status_counts, signal_counts,
                          needs_attention[{goal, status, worst_severity, signals}]}
@@ -45,11 +64,19 @@ from kalibr._domain import check_goal
 from kalibr._exceptions import UserError
 from kalibr.insights import _signals as signals
 from kalibr.insights._changes import changes, record_change
-from kalibr.insights._goal import MIN_GOAL_SAMPLES, failure_modes, goal_status, param_sensitivity, trend
+from kalibr.insights._drops import find_drops, since_drops
+from kalibr.insights._goal import (
+    MIN_GOAL_SAMPLES,
+    failure_modes,
+    goal_status,
+    param_sensitivity,
+    path_status,
+    trend,
+)
 from kalibr.insights._policy import answer_policy
-from kalibr.insights._stats import PathStats, find_changepoint, rounded, summarise_paths
+from kalibr.insights._stats import PathStats, rounded, summarise_paths
 from kalibr.intelligence.base import Constraints, PolicyAnswer
-from kalibr.policies.base import PolicyConfig
+from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores.base import OutcomeRecord, PathRecord, Store
 
 __all__ = [
@@ -61,6 +88,7 @@ __all__ = [
     "generated_path_ids",
     "recommend",
     "record_change",
+    "router_arms",
 ]
 
 SCHEMA_VERSION = 1
@@ -86,16 +114,18 @@ def recommend(
     config = store.get_config(tenant, goal)
     registered = store.list_paths(tenant, goal, include_disabled=True)
     generated = generated_path_ids(store, tenant, goal)
+    arms = router_arms(store, tenant, goal, registered)
     answer: PolicyAnswer | None = None
     for hours in _windows(window_hours):
-        records = store.outcomes(tenant, goal, now - timedelta(hours=hours))
+        evidence = _Evidence(store.outcomes(tenant, goal, now - timedelta(hours=hours)), registered, generated, arms)
         answer = answer_policy(
             goal,
-            summarise_paths(records, registered, generated),
+            evidence.current,
             window_hours=hours,
             constraints=constraints,
             min_samples=_min_samples(config),
             tie_tolerance=config.tie_tolerance,
+            drops=evidence.drops,
         )
         if answer.enough_data:
             break
@@ -125,13 +155,15 @@ def build_insights(
         analyse_goal(
             name,
             by_goal.get(name, []),
-            store.list_paths(tenant, name, include_disabled=True),
+            registered,
             path_changes=[c for c in all_changes if c["goal"] == name],
             window_hours=window_hours,
             config=store.get_config(tenant, name),
             since=since,
+            arms=router_arms(store, tenant, name, registered),
         )
         for name in names
+        for registered in [store.list_paths(tenant, name, include_disabled=True)]
     ]
     goals.sort(key=lambda item: (_STATUS_ORDER[item["status"]], item["goal"]))
     return {
@@ -156,18 +188,25 @@ def analyse_goal(
     window_hours: float = 168,
     config: PolicyConfig | None = None,
     since: datetime = _EPOCH,
+    arms: Mapping[str, ArmState] | None = None,
 ) -> dict[str, Any]:
-    """One goal's insights from its outcomes (oldest first), registered paths and change log. Pure."""
+    """One goal's insights from its outcomes (oldest first), registered paths, change log and the router's arms
+    (path id -> ``ArmState``: its drop detections). Pure."""
     config = config or PolicyConfig()
-    stats = summarise_paths(records, registered, _generated_in(path_changes))
+    evidence = _Evidence(records, registered, _generated_in(path_changes), arms or {})
     total = len(records)
     rate = sum(r.score for r in records) / total if total else None
     answer = answer_policy(
-        goal, stats, window_hours=window_hours, min_samples=_min_samples(config), tie_tolerance=config.tie_tolerance
+        goal,
+        evidence.current,
+        window_hours=window_hours,
+        min_samples=_min_samples(config),
+        tie_tolerance=config.tie_tolerance,
+        drops=evidence.drops,
     )
-    effects = param_sensitivity(stats)
+    effects = param_sensitivity(evidence.current)
     goal_trend = trend([r.score for r in records])
-    found = _signals_for(stats, effects, records, answer, total, config)
+    found = _signals_for(evidence, effects, answer, total, config)
     drifted = any(s["type"] == "drift_detected" and s["data"]["direction"] == "down" for s in found)
     degraded = drifted or goal_trend["direction"] == "declining" or any(s["severity"] == "high" for s in found)
     status = goal_status(rate, total, degraded=degraded)
@@ -180,8 +219,8 @@ def analyse_goal(
         "sample_count": total,
         "window_hours": window_hours,
         "trend": goal_trend,
-        "top_failure_modes": failure_modes(stats),
-        "paths": [item.to_dict(total) for item in stats],
+        "top_failure_modes": failure_modes(evidence.window),
+        "paths": [evidence.path_row(item, total) for item in evidence.window],
         "param_sensitivity": [effect.to_dict() for effect in effects],
         "recommendation": _recommendation(answer),
         "actionable_signals": found,
@@ -189,26 +228,61 @@ def analyse_goal(
     }
 
 
+class _Evidence:
+    """A goal's outcomes per path over the window, and the part of them each path is judged on now."""
+
+    def __init__(
+        self,
+        records: Sequence[OutcomeRecord],
+        registered: Sequence[PathRecord],
+        generated: set[str],
+        arms: Mapping[str, ArmState],
+    ) -> None:
+        per_path: dict[str, list[OutcomeRecord]] = {}
+        for record in records:
+            per_path.setdefault(record.path_id, []).append(record)
+        self.drops = find_drops(per_path, arms)
+        self.window = summarise_paths(records, registered, generated)
+        if any(drop.direction == "down" for drop in self.drops.values()):
+            self.current_records: Sequence[OutcomeRecord] = since_drops(per_path, self.drops)
+            self.current = summarise_paths(self.current_records, registered, generated)
+        else:  # nothing dropped: every path is judged on the whole window
+            self.current_records, self.current = records, self.window
+        self._current_by_id = {item.path_id: item for item in self.current}
+
+    def path_row(self, item: PathStats, total: int) -> dict[str, Any]:
+        current = self._current_by_id[item.path_id]
+        drop = self.drops.get(item.path_id)
+        dropped = drop is not None and drop.direction == "down"
+        return {
+            **item.to_dict(total),
+            "status": path_status(item, current, dropped=dropped, min_samples=signals.MIN_PATH_SAMPLES),
+            "current_samples": current.samples,
+            "current_success_rate": rounded(current.success_rate),
+            "drift": None if drop is None else drop.to_dict(),
+        }
+
+
 def _signals_for(
-    stats: Sequence[PathStats],
-    effects: Sequence[Any],
-    records: Sequence[OutcomeRecord],
-    answer: PolicyAnswer,
-    total: int,
-    config: PolicyConfig,
+    evidence: _Evidence, effects: Sequence[Any], answer: PolicyAnswer, total: int, config: PolicyConfig
 ) -> list[dict[str, Any]]:
-    per_path: dict[str, list[OutcomeRecord]] = {}
-    for record in records:
-        per_path.setdefault(record.path_id, []).append(record)
-    changepoints = {pid: cp for pid, items in per_path.items() if (cp := find_changepoint(items)) is not None}
+    current, current_total = evidence.current, len(evidence.current_records)
     return [
-        *signals.path_underperforming(stats, total),
-        *signals.failure_mode_dominant(stats),
+        *signals.path_failing(evidence.window),
+        *signals.path_underperforming(current, current_total),
+        *signals.failure_mode_dominant(evidence.window),
         *signals.param_sensitivity_detected(effects),
-        *signals.drift_detected(changepoints, stats),
-        *signals.cost_inefficiency(stats, total, config.tie_tolerance),
+        *signals.drift_detected(evidence.drops, evidence.window),
+        *signals.cost_inefficiency(current, current_total, config.tie_tolerance),
         *signals.low_confidence(answer, total, MIN_GOAL_SAMPLES),
     ]
+
+
+def router_arms(store: Store, tenant: str, goal: str, registered: Sequence[PathRecord]) -> dict[str, ArmState]:
+    """The router's state of each registered path of ``goal``: the evidence it routes on, its drop detections."""
+    if not registered:
+        return {}
+    return {arm.path_id: arm for arm in store.load_arms(tenant, goal, [record.path for record in registered])}
 
 
 def _recommendation(answer: PolicyAnswer) -> dict[str, Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "goal_status",
     "numeric_groups",
     "param_sensitivity",
+    "path_status",
     "trend",
 ]
 
@@ -176,3 +177,16 @@ def goal_status(success_rate: float | None, samples: int, *, degraded: bool) -> 
     if success_rate < 0.5:
         return "failing"
     return "degraded" if degraded else "healthy"
+
+
+def path_status(window: PathStats, current: PathStats, *, dropped: bool, min_samples: int) -> GoalStatus:
+    """A path's status: ``failing`` when it never answered, or its current evidence (since a drop, if any) is
+    under 50% success over ``min_samples``; ``degraded`` after a drop; ``insufficient_data`` under ``min_samples``
+    current outcomes; else ``healthy``."""
+    if window.never_answered:
+        return "failing"
+    if current.samples >= min_samples and (current.success_rate or 0.0) < 0.5:
+        return "failing"
+    if dropped:
+        return "degraded"
+    return "insufficient_data" if current.samples < min_samples else "healthy"

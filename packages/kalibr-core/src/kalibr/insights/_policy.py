@@ -2,16 +2,20 @@
 
 Ranking follows the routing contract: success rate dominates; among paths within ``tie_tolerance`` of the best
 rate, the cheaper wins, then the faster. A path needs ``min_samples`` outcomes in the window to be recommended:
-below that the answer says "not enough data" instead of guessing.
+below that the answer says "not enough data" instead of guessing. ``stats`` are each path's current evidence: a
+path whose success rate dropped is judged on its outcomes since the drop (``kalibr.insights._drops``), and the
+answer says what changed and when, in ``reasoning`` and in the path's ``alternatives`` row (``drift``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from kalibr.insights._drops import Drop
 from kalibr.insights._stats import PathStats, rounded
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 
@@ -29,22 +33,27 @@ def answer_policy(
     constraints: Constraints | None = None,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     tie_tolerance: float = 0.05,
+    drops: Mapping[str, Drop] | None = None,
 ) -> PolicyAnswer:
     """Recommend a path from ``stats`` (enabled paths only), or say why none can be recommended."""
     constraints = constraints or Constraints()
+    drops = drops or {}
     usable = [item for item in stats if item.enabled]
     measured = [item for item in usable if item.samples >= min_samples]
+    changed = _what_changed(usable, drops)
     if not measured:
-        return not_enough_data(goal, usable, window_hours=window_hours, min_samples=min_samples)
+        answer = not_enough_data(goal, usable, window_hours=window_hours, min_samples=min_samples, drops=drops)
+        return _with_changes(answer, changed)
     excluded = {item.path_id: why for item in measured if (why := _violation(item, constraints)) is not None}
     candidates = [item for item in measured if item.path_id not in excluded]
-    alternatives = _alternatives(usable, excluded, min_samples)
+    alternatives = _alternatives(usable, excluded, min_samples, drops)
     if not candidates:
         reasons = "; ".join(f"{_label(stats, pid)}: {why}" for pid, why in excluded.items())
-        return _answer(goal, None, window_hours, f"no path meets the constraints ({reasons})", alternatives, True)
+        reasoning = f"no path meets the constraints ({reasons})" + changed
+        return _answer(goal, None, window_hours, reasoning, alternatives, True)
     chosen = rank_paths(candidates, tie_tolerance)[0]
     confidence = _confidence(chosen, [item for item in usable if item.samples], tie_tolerance)
-    reasoning = _reasoning(chosen, candidates, window_hours, tie_tolerance)
+    reasoning = _reasoning(chosen, candidates, window_hours, tie_tolerance) + changed
     if constraints.min_confidence is not None and confidence < constraints.min_confidence:
         reasoning = (
             f"best path {chosen.label!r} has confidence {confidence:.2f}, below min_confidence "
@@ -56,7 +65,12 @@ def answer_policy(
 
 
 def not_enough_data(
-    goal: str, stats: Sequence[PathStats], *, window_hours: float, min_samples: int = DEFAULT_MIN_SAMPLES
+    goal: str,
+    stats: Sequence[PathStats],
+    *,
+    window_hours: float,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    drops: Mapping[str, Drop] | None = None,
 ) -> PolicyAnswer:
     """The explicit "not enough data" answer: no recommendation, and how far each path is from one."""
     total = sum(item.samples for item in stats)
@@ -65,7 +79,22 @@ def not_enough_data(
         f"not enough data: {total} outcome(s) in the last {window_hours:g} h and no path has the {min_samples} "
         f"needed to recommend it (the best-covered has {most}); keep routing with exploration and ask again later"
     )
-    return _answer(goal, None, window_hours, reasoning, _alternatives(stats, {}, min_samples), False, samples=total)
+    alternatives = _alternatives(stats, {}, min_samples, drops or {})
+    return _answer(goal, None, window_hours, reasoning, alternatives, False, samples=total)
+
+
+def _what_changed(stats: Sequence[PathStats], drops: Mapping[str, Drop]) -> str:
+    """The reasoning's account of the drops it took into account ("" when none)."""
+    notes = [
+        f"{drops[item.path_id].describe(item.label)}: judged on its {item.samples} outcome(s) since"
+        for item in stats
+        if item.path_id in drops and drops[item.path_id].direction == "down"
+    ]
+    return "".join(f"; {note}" for note in notes)
+
+
+def _with_changes(answer: PolicyAnswer, changed: str) -> PolicyAnswer:
+    return replace(answer, reasoning=answer.reasoning + changed) if changed else answer
 
 
 def _violation(item: PathStats, constraints: Constraints) -> str | None:
@@ -137,10 +166,13 @@ def _reasoning(chosen: PathStats, candidates: Sequence[PathStats], window_hours:
     return text
 
 
-def _alternatives(stats: Sequence[PathStats], excluded: dict[str, str], min_samples: int) -> list[dict[str, Any]]:
+def _alternatives(
+    stats: Sequence[PathStats], excluded: dict[str, str], min_samples: int, drops: Mapping[str, Drop]
+) -> list[dict[str, Any]]:
     rows = []
     for item in stats:
         low, high = item.interval
+        drop = drops.get(item.path_id)
         rows.append(
             {
                 "path_id": item.path_id,
@@ -155,6 +187,7 @@ def _alternatives(stats: Sequence[PathStats], excluded: dict[str, str], min_samp
                 "eligible": item.samples >= min_samples and item.path_id not in excluded,
                 "excluded_because": excluded.get(item.path_id)
                 or (None if item.samples >= min_samples else f"only {item.samples} of {min_samples} samples"),
+                "drift": None if drop is None else drop.to_dict(),
             }
         )
     return rows

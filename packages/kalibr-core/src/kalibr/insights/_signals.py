@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from kalibr.insights._drops import Drop
 from kalibr.insights._goal import ParamEffect
-from kalibr.insights._stats import Changepoint, PathStats, compare_rates, rounded
+from kalibr.insights._stats import PathStats, compare_rates, rounded
 from kalibr.intelligence.base import PolicyAnswer
 
 __all__ = [
@@ -22,12 +23,16 @@ __all__ = [
     "goal_healthy",
     "low_confidence",
     "param_sensitivity_detected",
+    "path_failing",
     "path_underperforming",
 ]
 
 Severity = Literal["info", "low", "medium", "high"]
+MIN_PATH_SAMPLES = 20
+"""A path needs this many outcomes (of its current evidence) before a signal is raised about it, or a status."""
 SEVERITY_ORDER: dict[str, int] = {"info": 0, "low": 1, "medium": 2, "high": 3}
 SIGNAL_TYPES = (
+    "path_failing",
     "path_underperforming",
     "failure_mode_dominant",
     "param_sensitivity_detected",
@@ -37,17 +42,12 @@ SIGNAL_TYPES = (
     "goal_healthy",
 )
 
-MIN_PATH_SAMPLES = 20
-"""A path needs this many outcomes in the window before a signal is raised about it."""
 UNDERPERFORMING_P_VALUE = 0.01
 UNDERPERFORMING_GAP = 0.10
 FAILURE_MODE_RATE = 0.20
 """A failure category is dominant on a path when it hits at least 20% of its calls..."""
 FAILURE_MODE_SHARE = 0.50
 """...and makes up at least half of its failures."""
-DRIFT_STATISTIC = 20.0
-"""2 x log-likelihood ratio of the best split; 20 keeps false alarms under 1% on stable paths of 50-1000 outcomes."""
-DRIFT_MIN_CHANGE = 0.10
 COST_RATIO = 1.5
 COST_MIN_TRAFFIC = 0.20
 LOW_CONFIDENCE = 0.6
@@ -134,31 +134,35 @@ def param_sensitivity_detected(effects: Sequence[ParamEffect]) -> list[dict[str,
     return found
 
 
-def drift_detected(changes: Mapping[str, Changepoint], stats: Sequence[PathStats]) -> list[dict[str, Any]]:
-    """A path whose success rate shifted inside the window (likelihood-ratio scan of every split point)."""
+def drift_detected(drops: Mapping[str, Drop], stats: Sequence[PathStats]) -> list[dict[str, Any]]:
+    """A path whose success rate shifted inside the window: the router's detector fired on it, or the
+    likelihood-ratio scan of every split point finds a clear change."""
     labels = {item.path_id: item.label for item in stats}
     found = []
-    for path_id, change in sorted(changes.items()):
-        delta = change.after_rate - change.before_rate
-        if change.statistic < DRIFT_STATISTIC or abs(delta) < DRIFT_MIN_CHANGE:
-            continue
+    for path_id, drop in sorted(drops.items()):
+        delta = drop.change.after_rate - drop.change.before_rate
         severity: Severity = "high" if delta <= -0.3 else "medium" if delta <= -0.15 else "low"
-        direction = "dropped" if delta < 0 else "rose"
+        message = drop.describe(labels.get(path_id, path_id))
+        if drop.direction == "down":
+            message += f"; judged on its {drop.change.after_samples} outcome(s) since"
+        found.append(_signal("drift_detected", severity, message, {"path_id": path_id, **drop.to_dict()}))
+    return found
+
+
+def path_failing(stats: Sequence[PathStats]) -> list[dict[str, Any]]:
+    """A path that has never answered in the window: every call to it failed at the provider (a model that does
+    not exist, a wrong endpoint, a revoked key), so the router falls back from it on every call it gets."""
+    found = []
+    for item in stats:
+        if not item.never_answered:
+            continue
+        categories = ", ".join(f"{category} x{count}" for category, count in sorted(item.failures.items()))
         message = (
-            f"{labels.get(path_id, path_id)!r} {direction} from {change.before_rate:.0%} to "
-            f"{change.after_rate:.0%} around {change.changed_at:%Y-%m-%d %H:%M} UTC"
+            f"{item.label!r} never answered: all {item.samples} call(s) in the window failed at the provider "
+            f"({categories}); check the model name, base_url and key, or remove the path"
         )
-        data = {
-            "path_id": path_id,
-            "direction": "down" if delta < 0 else "up",
-            "before_success_rate": rounded(change.before_rate),
-            "after_success_rate": rounded(change.after_rate),
-            "before_samples": change.before_samples,
-            "after_samples": change.after_samples,
-            "changed_at": change.changed_at.isoformat(),
-            "statistic": rounded(change.statistic, 2),
-        }
-        found.append(_signal("drift_detected", severity, message, data))
+        data = {"path_id": item.path_id, "samples": item.samples, "failure_modes": dict(item.failures)}
+        found.append(_signal("path_failing", "high", message, data))
     return found
 
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from kalibr.stores.base import OutcomeRecord, PathRecord
 
 __all__ = [
     "Changepoint",
     "PathStats",
+    "changepoint_at",
     "compare_rates",
     "find_changepoint",
     "normal_cdf",
@@ -103,19 +106,43 @@ def find_changepoint(records: Sequence[OutcomeRecord], *, min_segment: int = 4) 
     n = len(records)
     if n < 2 * min_segment:
         return None
-    prefix = [0.0]
-    for record in records:
-        prefix.append(prefix[-1] + record.score)
+    prefix = _prefix_sums(records)
+    splits = np.arange(min_segment, n - min_segment + 1)
     total = prefix[-1]
-    whole = _log_likelihood(total, n)
-    best: tuple[float, int] | None = None
-    for k in range(min_segment, n - min_segment + 1):
-        statistic = 2 * (_log_likelihood(prefix[k], k) + _log_likelihood(total - prefix[k], n - k) - whole)
-        if best is None or statistic > best[0]:
-            best = (statistic, k)
-    assert best is not None
-    statistic, k = best
-    before, after = prefix[k] / k, (total - prefix[k]) / (n - k)
+    statistics = 2 * (
+        _log_likelihoods(prefix[splits], splits)
+        + _log_likelihoods(total - prefix[splits], n - splits)
+        - _log_likelihood(float(total), n)
+    )
+    return _changepoint(records, prefix, int(splits[int(np.argmax(statistics))]))
+
+
+def changepoint_at(records: Sequence[OutcomeRecord], index: int) -> Changepoint:
+    """The split of the outcomes at ``index`` (0 < index < len), as ``find_changepoint`` would report it."""
+    return _changepoint(records, _prefix_sums(records), index)
+
+
+def _prefix_sums(records: Sequence[OutcomeRecord]) -> np.ndarray:
+    scores = np.fromiter((record.score for record in records), np.float64, len(records))
+    return np.concatenate(([0.0], np.cumsum(scores)))
+
+
+def _log_likelihoods(successes: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """``_log_likelihood`` of each (successes, samples) pair at once."""
+    rate = successes / samples
+    failures = samples - successes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hits = np.where(successes > 0, successes * np.log(rate), 0.0)
+        misses = np.where(failures > 0, failures * np.log1p(-rate), 0.0)
+    return np.asarray(hits + misses)
+
+
+def _changepoint(records: Sequence[OutcomeRecord], prefix: np.ndarray, k: int) -> Changepoint:
+    n, total, before_sum = len(records), float(prefix[-1]), float(prefix[k])
+    before, after = before_sum / k, (total - before_sum) / (n - k)
+    statistic = 2 * (
+        _log_likelihood(before_sum, k) + _log_likelihood(total - before_sum, n - k) - _log_likelihood(total, n)
+    )
     return Changepoint(k, records[k].reported_at, before, after, k, n - k, statistic)
 
 
@@ -143,10 +170,17 @@ class PathStats:
     registered: bool = False
     enabled: bool = True
     generated: bool = False
+    answered: int = 0
+    """Outcomes of calls the provider answered (every outcome not reported for a provider failure)."""
 
     @property
     def success_rate(self) -> float | None:
         return self.successes / self.samples if self.samples else None
+
+    @property
+    def never_answered(self) -> bool:
+        """Called, and every call failed at the provider."""
+        return self.samples > 0 and self.answered == 0
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -240,6 +274,7 @@ def _with_outcomes(base: PathStats, records: Sequence[OutcomeRecord]) -> PathSta
         registered=base.registered,
         enabled=base.enabled,
         generated=base.generated,
+        answered=sum(1 for r in records if r.source != "error"),
     )
 
 

@@ -13,6 +13,10 @@ win it back), so the old record is held, not deleted: the restarted path is on p
 an occasional probe (a fifth of the exploration rate), and the probes' outcomes are weighed between the old
 rate and the dropped one. Evidence for the old rate restores the held record; ``probation_probes`` outcomes
 without it confirm the drop and the held record is forgotten.
+
+The last detection (when, how many outcomes since the estimated change, the rate before) stays in ``extra``
+until probes refute it, so the read side (``get_policy``, insights) judges the path on the evidence the policy
+trusts instead of its stale history: ``detected_drop(arm)``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from kalibr.policies.base import ArmState
 
-__all__ = ["DropDetector", "on_probation"]
+__all__ = ["DetectedDrop", "DropDetector", "detected_drop", "on_probation"]
 
 STATISTIC = "drop_cusum"
 RUN_SUCCESSES = "run_successes"
@@ -34,7 +38,11 @@ HELD_SUCCESSES = "held_successes"
 HELD_FAILURES = "held_failures"
 PROBATION_EVIDENCE = "probation_llr"
 PROBATION_PROBES = "probation_probes"
+DETECTED_AT = "drop_detected_at"
+DETECTED_RUN = "drop_detected_run"
+DETECTED_FROM_RATE = "drop_detected_from_rate"
 _PROBATION_CLEARED = {HELD_SUCCESSES: 0.0, HELD_FAILURES: 0.0, PROBATION_EVIDENCE: 0.0, PROBATION_PROBES: 0.0}
+_DETECTION_CLEARED = {DETECTED_AT: 0.0, DETECTED_RUN: 0.0, DETECTED_FROM_RATE: 0.0}
 _CLEARED = {STATISTIC: 0.0, RUN_SUCCESSES: 0.0, RUN_FAILURES: 0.0, RUN_LENGTH: 0.0}
 
 
@@ -82,6 +90,8 @@ class DropDetector:
         restarted = {**_CLEARED, RESETS: extra.get(RESETS, 0.0) + 1.0}
         restarted.update({HELD_SUCCESSES: trusted_s, HELD_FAILURES: trusted_f, PROBATION_EVIDENCE: 0.0})
         restarted[PROBATION_PROBES] = 0.0
+        restarted.update({DETECTED_AT: after.last_outcome_at or 0.0, DETECTED_RUN: run_length})
+        restarted[DETECTED_FROM_RATE] = rate
         return replace(
             after,
             successes=run_s,
@@ -103,7 +113,12 @@ class DropDetector:
                 successes=after.successes + held_s,
                 failures=after.failures + held_f,
                 samples=after.samples + round(held_s + held_f),
-                extra={**extra, **_PROBATION_CLEARED, RESTORES: extra.get(RESTORES, 0.0) + 1.0},
+                extra={
+                    **extra,
+                    **_PROBATION_CLEARED,
+                    **_DETECTION_CLEARED,
+                    RESTORES: extra.get(RESTORES, 0.0) + 1.0,
+                },
             )
         if probes >= self.probation_probes:
             return replace(after, extra={**extra, **_PROBATION_CLEARED})
@@ -118,3 +133,30 @@ def on_probation(arm: ArmState) -> bool:
     """True while a restarted arm's old record is held, waiting for probes to confirm or refute the drop."""
     extra = arm.extra
     return bool(extra) and extra.get(HELD_SUCCESSES, 0.0) + extra.get(HELD_FAILURES, 0.0) > 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedDrop:
+    """The detector's last drop on an arm that probes have not refuted."""
+
+    detected_at: float
+    """Timestamp (seconds) of the outcome that made the detector fire."""
+    outcomes_since_change: int
+    """Outcomes from the estimated change point to the detection, that one included."""
+    rate_before: float
+    """The success rate the path had before the drop (the record held on probation)."""
+    on_probation: bool
+    """True while the old record is held: probes have neither confirmed nor refuted the drop yet."""
+
+
+def detected_drop(arm: ArmState) -> DetectedDrop | None:
+    """The drop the detector found on ``arm`` and still believes in, or None."""
+    extra = arm.extra
+    if not extra or extra.get(DETECTED_AT, 0.0) <= 0.0:
+        return None
+    return DetectedDrop(
+        extra[DETECTED_AT],
+        int(extra.get(DETECTED_RUN, 0.0)),
+        extra.get(DETECTED_FROM_RATE, 0.0),
+        on_probation(arm),
+    )

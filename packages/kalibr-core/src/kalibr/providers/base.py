@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 # Statuses that mean the caller's request itself is wrong: raised to the caller, never blamed on the path.
-_CALLER_ERROR_STATUSES = frozenset({400, 404, 405, 413, 415, 422})
+# 404 and 405 are not among them: they say the path's model (or its endpoint) does not exist, which no change
+# to the request fixes, so they are the path's failure ("provider_error") and the router falls back.
+_CALLER_ERROR_STATUSES = frozenset({400, 413, 415, 422})
 
 
 @dataclass(frozen=True, slots=True)
