@@ -15,7 +15,7 @@ from dspy.lm15 import Request, Response, response_from_openai_chat, response_to_
 
 from kalibr import Completion, Router, UserError
 from kalibr_dspy._body import openai_body
-from kalibr_dspy._tracker import record_decision
+from kalibr_dspy._tracker import evaluates_each_call, record_decision
 
 __all__ = ["AsyncRouterEngine", "RouterEngine"]
 
@@ -24,7 +24,8 @@ def _router_arguments(request: Request) -> tuple[list[dict[str, Any]], dict[str,
     # DSPy's own serializer turns the canonical request into the OpenAI chat shape the router speaks.
     body = request_kwargs(request, "chat")
     messages = body.pop("messages")
-    return messages, body
+    # Inside a module the router does not judge the raw LM text: the module's Prediction is judged instead.
+    return messages, {**body, "evaluate": evaluates_each_call()}
 
 
 class _Shared:

@@ -12,7 +12,7 @@ from dspy.clients.base_lm import BaseLM
 
 from kalibr import Completion, Router, UserError
 from kalibr_dspy._body import openai_body
-from kalibr_dspy._tracker import record_decision
+from kalibr_dspy._tracker import evaluates_each_call, record_decision
 
 __all__ = ["LegacyRouterLM"]
 
@@ -51,7 +51,8 @@ class LegacyRouterLM(BaseLM):  # type: ignore[misc]  # dspy ships no type inform
         params = {**self.kwargs, **kwargs}
         for key in ("cache", "num_retries", "rollout_id"):
             params.pop(key, None)
-        return conversation, {key: value for key, value in params.items() if value is not None}
+        kept = {key: value for key, value in params.items() if value is not None}
+        return conversation, {**kept, "evaluate": evaluates_each_call()}
 
     def _response(self, completion: Completion) -> Any:
         record_decision(self.router, completion.trace_id)

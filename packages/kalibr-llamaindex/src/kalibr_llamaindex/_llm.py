@@ -34,7 +34,7 @@ from pydantic import Field, PrivateAttr
 
 from kalibr import Completion, Router, StreamChunk, UserError
 from kalibr_llamaindex._messages import chat_response, message_to_dict, tool_calls_of
-from kalibr_llamaindex._runs import record_decision
+from kalibr_llamaindex._runs import evaluates_each_call, record_decision
 from kalibr_llamaindex._streaming import StreamedMessage
 
 if TYPE_CHECKING:
@@ -61,8 +61,9 @@ class KalibrLLM(FunctionCallingLLM):
         call_params: model parameters sent with every call (temperature, max_tokens, ...).
         context_window: what ``metadata`` reports; LlamaIndex sizes prompts with it.
         num_output: likewise, the room left for the answer.
-        run_outcomes: attach each call to the LlamaIndex run (query, agent run) it is part of, so that the
-            run's final response is judged by ``success_when`` for every decision the run made.
+        run_outcomes: attach each call to the LlamaIndex run (query, ``structured_predict``, agent run) it is
+            part of: the run's final output is judged by ``success_when``/``score_when`` for every decision the
+            run made, and ``router.report()`` after the run reports all of them.
     """
 
     router: Any = Field(exclude=True, description="The kalibr.Router that picks a path per call.")
@@ -96,17 +97,17 @@ class KalibrLLM(FunctionCallingLLM):
     # --- chat ---------------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        completion = self._router.completion(self._dicts(messages), **self._params(kwargs))
+        completion = self._router.completion(self._dicts(messages), **self._call(kwargs))
         return self._response(completion)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        completion = await self._router.acompletion(self._dicts(messages), **self._params(kwargs))
+        completion = await self._router.acompletion(self._dicts(messages), **self._call(kwargs))
         return self._response(completion)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream = self._router.stream(self._dicts(messages), **self._params(kwargs))
+        stream = self._router.stream(self._dicts(messages), **self._call(kwargs))
 
         def generate() -> ChatResponseGen:
             message = StreamedMessage()
@@ -118,7 +119,7 @@ class KalibrLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        stream = self._router.astream(self._dicts(messages), **self._params(kwargs))
+        stream = self._router.astream(self._dicts(messages), **self._call(kwargs))
 
         async def generate() -> ChatResponseAsyncGen:
             message = StreamedMessage()
@@ -193,9 +194,12 @@ class KalibrLLM(FunctionCallingLLM):
     def _dicts(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         return [message_to_dict(message) for message in messages]
 
-    def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The router's keyword arguments: model parameters, and whether to judge this call on its own (not
+        when it is one step of a larger LlamaIndex run, whose final output is judged instead)."""
         merged = {**self.call_params, **kwargs}
-        return {key: value for key, value in merged.items() if key not in _LLAMAINDEX_ONLY and value is not None}
+        params = {key: value for key, value in merged.items() if key not in _LLAMAINDEX_ONLY and value is not None}
+        return {**params, "evaluate": not self.run_outcomes or evaluates_each_call()}
 
     def _response(self, completion: Completion) -> ChatResponse:
         self._record(completion)

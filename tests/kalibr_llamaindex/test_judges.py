@@ -1,0 +1,121 @@
+"""Judges receive what the user thinks of as the output; failed runs are blamed with the right category."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.output_parsers.base import OutputParserException
+from llama_index.core.prompts import PromptTemplate
+from llama_index.core.query_engine import CustomQueryEngine
+from llama_index.core.tools import FunctionTool
+from pydantic import BaseModel
+
+import kalibr
+from kalibr.sandbox import SandboxServer
+
+from .conftest import AGENT_WARNINGS, RecordingRouter, sandbox_paths
+
+pytestmark = AGENT_WARNINGS
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def _judging_router(sandbox: SandboxServer, judged: list[Any], verdict: bool = True) -> RecordingRouter:
+    def success_when(output: Any) -> bool:
+        judged.append(output)
+        return verdict
+
+    return RecordingRouter("li_judges", sandbox_paths(sandbox), store="memory:", success_when=success_when)
+
+
+def test_structured_predict_is_judged_on_the_parsed_object(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    llm = _judging_router(sandbox, judged).as_llamaindex()
+    person = llm.structured_predict(Person, PromptTemplate("Extract: {text}"), text="Ada Lovelace is 36 years old.")
+    assert judged == [person]
+    assert isinstance(person, Person)
+
+
+async def test_astructured_predict_is_judged_on_the_parsed_object(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    llm = _judging_router(sandbox, judged).as_llamaindex()
+    person = await llm.astructured_predict(Person, PromptTemplate("Extract: {text}"), text="Ada is 36 years old.")
+    assert judged == [person]
+
+
+def test_a_structured_llm_is_judged_on_the_parsed_object(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    router = _judging_router(sandbox, judged)
+    sllm = router.as_llamaindex().as_structured_llm(Person)
+    response = sllm.complete("Ada Lovelace is 36 years old.")
+    assert isinstance(response.raw, Person)
+    assert judged == [response.raw]
+    assert [r.source for r in router.reports] == ["run"]
+
+
+def test_a_tool_call_turn_is_judged_on_its_tool_calls(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    llm = _judging_router(sandbox, judged).as_llamaindex()
+    llm.chat_with_tools([FunctionTool.from_defaults(fn=multiply)], user_msg="What is 6 times 7?", tool_required=True)
+    ((call,),) = judged
+    assert isinstance(call, kalibr.ToolCall)
+    assert (call.name, call.parsed_arguments()) == ("multiply", {"a": 6, "b": 7})
+
+
+async def test_an_agent_is_judged_on_its_final_answer_only(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    router = _judging_router(sandbox, judged, verdict=False)
+    agent = FunctionAgent(tools=[multiply], llm=router.as_llamaindex())
+    response = await agent.run("Use the multiply tool: what is 6 times 7?")
+    assert judged == [str(response)], "the tool-call turn is a step, not an answer to judge"
+    assert [(r.source, r.success) for r in router.reports] == [("run", False), ("run", False)]
+
+
+class Ask(CustomQueryEngine):
+    """A query engine that asks the model, then fails the way it is told to."""
+
+    llm: Any
+    error: Any = None
+
+    def custom_query(self, query_str: str) -> str:
+        answer = self.llm.complete(query_str).text
+        if self.error is not None:
+            raise self.error
+        return str(answer)
+
+
+def test_a_parser_failure_in_a_query_is_malformed_output(sandbox: SandboxServer) -> None:
+    router = RecordingRouter("li_judges", sandbox_paths(sandbox), store="memory:")
+    engine = Ask(llm=router.as_llamaindex(), error=OutputParserException("no JSON in the answer"))
+    with pytest.raises(OutputParserException):
+        engine.query("Hello there")
+    assert [(r.success, r.failure_category) for r in router.reports] == [(False, "malformed_output")]
+
+
+def test_all_paths_failing_later_in_a_query_is_blamed_with_the_providers_category(sandbox: SandboxServer) -> None:
+    router = RecordingRouter("li_judges", sandbox_paths(sandbox), store="memory:")
+    dead = kalibr.Router("li_dead", [{"model": "sandbox-mini", "base_url": "http://127.0.0.1:9/v1"}], store="memory:")
+
+    class AskThenCheck(Ask):
+        checker: Any
+
+        def custom_query(self, query_str: str) -> str:
+            answer = super().custom_query(query_str)
+            return self.checker.complete(f"Check: {answer}").text
+
+    engine = AskThenCheck(llm=router.as_llamaindex(), checker=dead.as_llamaindex())
+    with pytest.raises(kalibr.AllPathsFailed) as caught:
+        engine.query("Hello there")
+    category = caught.value.exceptions[-1].failure_category
+    assert category != "unknown"
+    assert [(r.success, r.failure_category) for r in router.reports] == [(False, category)]
