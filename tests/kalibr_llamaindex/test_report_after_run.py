@@ -16,6 +16,7 @@ from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.tools import FunctionTool
 
 from kalibr import UserError
 from kalibr.sandbox import SandboxServer
@@ -141,7 +142,7 @@ def _sync_calls(llm: KalibrLLM) -> dict[str, Any]:
         "complete": lambda: llm.complete("Hello there"),
         "stream_chat": lambda: list(llm.stream_chat(HELLO)),
         "stream_complete": lambda: list(llm.stream_complete("Hello there")),
-        "predict": lambda: llm.predict_and_call([multiply], "Use the multiply tool: 6 times 7"),
+        "predict": lambda: llm.predict_and_call([FunctionTool.from_defaults(fn=multiply)], "Multiply 6 by 7"),
     }
 
 

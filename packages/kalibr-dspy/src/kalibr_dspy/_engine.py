@@ -15,7 +15,7 @@ from dspy.lm15 import Request, Response, response_from_openai_chat, response_to_
 
 from kalibr import Completion, Router, UserError
 from kalibr_dspy._body import openai_body
-from kalibr_dspy._tracker import evaluates_each_call, record_decision
+from kalibr_dspy._tracker import arouted_completion, routed_completion
 
 __all__ = ["AsyncRouterEngine", "RouterEngine"]
 
@@ -24,8 +24,7 @@ def _router_arguments(request: Request) -> tuple[list[dict[str, Any]], dict[str,
     # DSPy's own serializer turns the canonical request into the OpenAI chat shape the router speaks.
     body = request_kwargs(request, "chat")
     messages = body.pop("messages")
-    # Inside a module the router does not judge the raw LM text: the module's Prediction is judged instead.
-    return messages, {**body, "evaluate": evaluates_each_call()}
+    return messages, body
 
 
 class _Shared:
@@ -41,7 +40,6 @@ class _Shared:
         self.router = router
 
     def _response(self, request: Request, completion: Completion) -> Response:
-        record_decision(self.router, completion.trace_id)
         return response_from_openai_chat(openai_body(completion), model=request.model)
 
     def dump_state(self) -> dict[str, Any]:
@@ -60,7 +58,7 @@ class RouterEngine(_Shared):
 
     def complete(self, request: Request) -> Response:
         messages, params = _router_arguments(request)
-        return self._response(request, self.router.completion(messages, **params))
+        return self._response(request, routed_completion(self.router, messages, params))
 
     def stream(self, request: Request) -> Iterator[Any]:
         # DSPy streams field by field from whole events; one routed completion replayed as events suffices.
@@ -75,7 +73,7 @@ class AsyncRouterEngine(_Shared):
 
     async def complete(self, request: Request) -> Response:
         messages, params = _router_arguments(request)
-        return self._response(request, await self.router.acompletion(messages, **params))
+        return self._response(request, await arouted_completion(self.router, messages, params))
 
     async def stream(self, request: Request) -> AsyncIterator[Any]:
         for event in response_to_events(await self.complete(request)):

@@ -2,8 +2,8 @@
 
 DSPy gives every module, LM and tool call an id and, while the call runs, keeps it in
 ``callback_context.ACTIVE_CALL_ID`` (only when at least one callback is configured). ``DecisionTracker`` tells the
-core's ``kalibr.runs.RunTracker`` when each call starts and ends; the router's engine records each decision under
-the active LM call. The outermost module call is the run: when it ends, its ``Prediction`` carries the run's
+core's ``kalibr.runs.RunTracker`` when each call starts and ends; each routed call is recorded under the active
+LM call. The outermost module call is the run: when it ends, its ``Prediction`` carries the run's
 decisions, the router's ``success_when``/``score_when`` judge that prediction for each of them (a module's LM
 calls are steps, not answers), and ``router.report()`` afterwards reports all of them. A module that raises
 reports its decisions as failed.
@@ -16,6 +16,8 @@ length of its ``compile``. Each score goes to exactly the decisions behind the p
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import logging
 import math
@@ -29,15 +31,15 @@ from dspy.primitives.prediction import Prediction
 from dspy.utils.callback import BaseCallback
 from dspy.utils.callback_context import ACTIVE_CALL_ID
 
-from kalibr import KalibrError, Router, UserError, failure_category_of
+from kalibr import Completion, KalibrError, Router, UserError, failure_category_of
 from kalibr.runs import Run, RunTracker
 
 __all__ = [
     "DecisionTracker",
+    "arouted_completion",
     "decisions_of",
-    "evaluates_each_call",
     "install_tracker",
-    "record_decision",
+    "routed_completion",
     "score_of",
 ]
 
@@ -56,21 +58,41 @@ _wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # compile call id -> (optimiz
 _warned = False
 
 
-def record_decision(router: Router, trace_id: str) -> None:
-    """Attach a routed call to the DSPy LM call it answers (called by the router's engine)."""
+def _is_step() -> bool:
+    """Whether the LM call being made is one step of a larger run (a module call), not a run of its own."""
     if not _tracker_active():
         _warn_once(
             "kalibr_dspy: DSPy's callbacks do not include kalibr_dspy.DecisionTracker (dspy.configure or "
             "dspy.context replaced them), so metric scores and report() after a module call cannot reach the "
             f"router; add it: {_ADD_IT}"
         )
-    _tracker.record(ACTIVE_CALL_ID.get(), router, trace_id)
-
-
-def evaluates_each_call() -> bool:
-    """Whether the router should judge the LM call about to be made: yes unless it is a step of a module run."""
     call_id = ACTIVE_CALL_ID.get()
-    return call_id is None or _tracker.root_of(call_id) in (None, call_id)
+    return call_id is not None and _tracker.root_of(call_id) not in (None, call_id)
+
+
+def routed_completion(router: Router, messages: list[dict[str, Any]], params: dict[str, Any]) -> Completion:
+    """The routed call behind one DSPy LM call, recorded under it.
+
+    A step of a module run is not judged on its raw text (the module's Prediction is judged instead), and is
+    made in a copy of the caller's context, so it does not count as the caller's own last call: ``report()``
+    after the run finds the run, also when earlier runs (an evaluation's examples) ran in the same thread.
+    """
+    if _is_step():
+        completion = contextvars.copy_context().run(router.completion, messages, evaluate=False, **params)
+    else:
+        completion = router.completion(messages, **params)
+    _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)
+    return completion
+
+
+async def arouted_completion(router: Router, messages: list[dict[str, Any]], params: dict[str, Any]) -> Completion:
+    """The async form of ``routed_completion``; a step runs in a task of its own (a copy of the context)."""
+    if _is_step():
+        completion = await asyncio.create_task(router.acompletion(messages, evaluate=False, **params))
+    else:
+        completion = await router.acompletion(messages, **params)
+    _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)
+    return completion
 
 
 def decisions_of(prediction: Any) -> Decisions:
