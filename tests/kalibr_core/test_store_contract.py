@@ -181,6 +181,20 @@ def test_update_outcome_changes_only_given_fields_and_adjusts_on_score(store: St
     assert store.outcomes(A, GOAL, reported.reported_at)[0].score == 1.0
 
 
+def test_a_replacing_change_clears_what_it_does_not_give_and_stores_its_source(store: Store) -> None:
+    reported = outcome(score=0.0, success=False, failure_category="hallucination_detected", reason="made it up")
+    store.apply_outcomes(A, [(reported, count(0.0))])
+    replaced = OutcomeChanges(score=0.1, success=True, replace=True, source="explicit")
+    record = store.update_outcome(A, reported.trace_id, replaced, replace_score)
+    assert record is not None
+    (stored,) = store.outcomes(A, GOAL, reported.reported_at)
+    for found in (record, stored):
+        assert (found.score, found.success, found.failure_category, found.reason) == (0.1, True, None, None)
+        assert found.source == "explicit"
+    (arm,) = store.load_arms(A, GOAL, [FAST])
+    assert (arm.successes, arm.failures) == pytest.approx((0.1, 0.9))  # counted once, with the new score
+
+
 def test_update_outcome_of_unknown_trace_is_none(store: Store) -> None:
     assert store.update_outcome(A, new_trace_id(), OutcomeChanges(score=1.0), replace_score) is None
 

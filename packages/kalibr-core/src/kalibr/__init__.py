@@ -22,6 +22,7 @@ from kalibr._exceptions import (
     RequestRejected,
     StoreError,
     UserError,
+    failure_category_of,
 )
 from kalibr._router import Router
 from kalibr._streams import AsyncCompletionStream, CompletionStream
@@ -63,6 +64,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "UserError",
+    "failure_category_of",
     "get_insights",
     "get_policy",
     "hookimpl",

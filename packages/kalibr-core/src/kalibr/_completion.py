@@ -18,11 +18,12 @@ __all__ = ["Attempt", "Completion", "StreamAccumulator", "all_failed"]
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """A path tried before the one that answered, and why it failed."""
+    """A path tried before the one that answered, and why it failed (``exception``: the provider's own error)."""
 
     decision: Decision
     error: str
     failure_category: str
+    exception: ProviderError | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,11 @@ class Completion:
     @property
     def trace_id(self) -> str:
         return self.decision.trace_id
+
+    @property
+    def output(self) -> str | list[ToolCall]:
+        """What ``success_when``/``score_when`` judge: the tool calls for a tool-call turn, else the text."""
+        return list(self.tool_calls) if self.tool_calls else self.text
 
     @property
     def message(self) -> dict[str, Any]:
@@ -110,7 +116,7 @@ class StreamAccumulator:
 
 
 def all_failed(goal: str, attempts: Sequence[Attempt]) -> AllPathsFailed:
-    """The error raised when every path of ``goal`` failed, with each path's error in order."""
+    """The error raised when every path of ``goal`` failed, with each path's own error in order."""
     summary = "; ".join(f"{a.decision.path.label}: {a.failure_category}" for a in attempts)
-    errors = [ProviderError(a.error, model=a.decision.model) for a in attempts]
+    errors = [a.exception or ProviderError(a.error, model=a.decision.model) for a in attempts]
     return AllPathsFailed(f"every path of goal {goal!r} failed ({summary})", errors)

@@ -10,18 +10,20 @@ The hierarchy::
     │   ├── ProviderTimeout       the call timed out
     │   ├── ProviderHTTPError     the provider answered with an error status (status_code, body)
     │   └── RequestRejected       the provider refused the caller's own request (400, 404, 422): not the path's fault
-    ├── AllPathsFailed            every path was tried and failed (an ExceptionGroup of the ProviderErrors)
+    ├── AllPathsFailed            every path was tried and failed (an ExceptionGroup of the original ProviderErrors)
     ├── IntelligenceUnavailable   the remote intelligence service did not answer
     └── StoreError                the store could not read or write
 
 ``UserError`` also subclasses ``ValueError`` so that bad input is a ``ValueError`` as users expect.
+``failure_category_of(error)`` maps any exception to the failure category its outcome is reported with.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from kalibr._types import FailureCategory
+from kalibr._types import FAILURE_CATEGORIES, FailureCategory
 
 __all__ = [
     "AllPathsFailed",
@@ -35,6 +37,7 @@ __all__ = [
     "RequestRejected",
     "StoreError",
     "UserError",
+    "failure_category_of",
 ]
 
 
@@ -67,6 +70,13 @@ class ProviderError(KalibrError):
         super().__init__(message)
         self.model = model
 
+    @property
+    def summary(self) -> str:
+        """What is stored as the failed outcome's reason: the error's kind, never the provider's text (which
+        may quote the prompt), and the kind of the error it was raised from."""
+        cause = self.__cause__
+        return type(self).__name__ if cause is None else f"{type(self).__name__} from {type(cause).__name__}"
+
 
 class ProviderTimeout(ProviderError):
     """The provider did not answer in time."""
@@ -83,6 +93,10 @@ class ProviderHTTPError(ProviderError):
         self.body = body
         self.failure_category = _category_for_status(status_code, body)
 
+    @property
+    def summary(self) -> str:
+        return f"{type(self).__name__}: HTTP {self.status_code}"
+
 
 class RequestRejected(ProviderHTTPError):
     """The provider rejected the caller's request itself (bad messages, unknown parameter).
@@ -92,13 +106,20 @@ class RequestRejected(ProviderHTTPError):
 
 
 class AllPathsFailed(KalibrError, ExceptionGroup[ProviderError]):
-    """Every path was tried and every one failed; ``exceptions`` holds each path's error in order."""
+    """Every path was tried and every one failed; ``exceptions`` holds each path's own error in order (the
+    exceptions the providers raised, with their status code, failure category and ``__cause__``)."""
 
     def __new__(cls, message: str, errors: Sequence[ProviderError]) -> AllPathsFailed:
         return super().__new__(cls, message, list(errors))
 
     def derive(self, excs: Sequence[ProviderError]) -> AllPathsFailed:  # type: ignore[override,unused-ignore]
         return AllPathsFailed(self.message, excs)
+
+    @property
+    def failure_category(self) -> FailureCategory:
+        """The category of the last path's failure (what finally made the call fail)."""
+        last = self.exceptions[-1]
+        return last.failure_category if isinstance(last, ProviderError) else failure_category_of(last)
 
 
 class IntelligenceUnavailable(KalibrError):
@@ -119,3 +140,32 @@ def _category_for_status(status_code: int, body: str) -> FailureCategory:
     if status_code in (400, 413) and "context" in body.lower():
         return "context_exceeded"
     return "provider_error"
+
+
+def failure_category_of(error: BaseException) -> FailureCategory:
+    """The failure category an outcome that failed with ``error`` is reported with.
+
+    Kalibr's own errors carry theirs (``AllPathsFailed``: its last path's); ``TimeoutError`` is ``timeout``,
+    pydantic's ``ValidationError`` ``validation_failed``, ``json.JSONDecodeError`` ``malformed_output``. For any
+    other exception the ``kalibr_failure_category`` plugin hook is asked (adapters map their framework's
+    errors there), and ``unknown`` is the answer when no plugin knows it.
+    """
+    category = getattr(error, "failure_category", None)
+    if isinstance(error, KalibrError) and category in FAILURE_CATEGORIES:
+        return category  # type: ignore[no-any-return]
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, json.JSONDecodeError):
+        return "malformed_output"
+    if _is_pydantic_validation_error(error):
+        return "validation_failed"
+    from kalibr.plugins import plugin_failure_category
+
+    found = plugin_failure_category(error)
+    return found if found in FAILURE_CATEGORIES else "unknown"  # type: ignore[return-value,unused-ignore]
+
+
+def _is_pydantic_validation_error(error: BaseException) -> bool:
+    from pydantic import ValidationError  # imported here: most processes never need it
+
+    return isinstance(error, ValidationError)

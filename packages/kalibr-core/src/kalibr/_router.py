@@ -2,12 +2,14 @@
 
 All per-call state lives in the returned ``Decision``/``Completion``; the instance holds only configuration,
 HTTP clients and a bounded map of recent calls, so one Router is safe to share between threads and asyncio
-tasks. ``report()`` without a trace id reports the last call made in the same thread or task (a ContextVar).
+tasks. ``report()`` without a trace id reports the last call made in the same thread or task (a ContextVar), or
+the last framework run made there when that is newer (``kalibr.runs``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import threading
 import time
@@ -29,6 +31,7 @@ from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
 from kalibr.providers import base as provider_io
 from kalibr.providers.base import ProviderRequest, ProviderResponse, StreamChunk
 from kalibr.providers.registry import resolve
+from kalibr.runs import ensure_scope, next_sequence, run_targets
 from kalibr.stores.base import OutcomeChanges
 
 if TYPE_CHECKING:
@@ -70,7 +73,11 @@ class Router:
         goal: the task's name; goals never share outcomes.
         paths: model names, dicts with ``model``/``params``/``tools``, or ``kalibr.Path`` values. The first
             path is the fallback when the intelligence is unavailable.
-        success_when: called with the answer's text; its bool is reported automatically.
+        success_when: judges each answer; its bool is reported automatically. It receives the output as you
+            think of it: the text for a text answer, the list of ``ToolCall`` for a tool-call turn, the parsed
+            object when an adapter parses structured output. A judge taking two positional parameters receives
+            ``(output, completion)``, the whole ``kalibr.Completion`` (None for a run's final output). If it raises,
+            the call counts as failed (``validation_failed``) and only the exception's type is stored.
         score_when: like ``success_when`` but returns a score in [0, 1].
         intelligence: an ``Intelligence``, a service URL, or None for the embedded engine (or
             ``KALIBR_INTELLIGENCE_URL`` when set).
@@ -91,9 +98,9 @@ class Router:
         self,
         goal: str,
         paths: Sequence[Any],
-        success_when: Callable[[str], bool] | None = None,
+        success_when: Callable[..., bool] | None = None,
         *,
-        score_when: Callable[[str], float] | None = None,
+        score_when: Callable[..., float] | None = None,
         intelligence: Intelligence | str | None = None,
         store: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
@@ -111,9 +118,11 @@ class Router:
             raise UserError("pass success_when or score_when, not both")
         for name, callback in (("success_when", success_when), ("score_when", score_when)):
             if callback is not None and not callable(callback):
-                raise UserError(f"{name} must be a callable taking the answer's text, got {callback!r}")
+                raise UserError(f"{name} must be a callable taking the answer's output, got {callback!r}")
         self.success_when = success_when
         self.score_when = score_when
+        judge = success_when or score_when
+        self._judge_takes_completion = judge is not None and _required_positionals(judge) >= 2
         self.timeout = timeout
         from kalibr._intelligence_registry import resolve_intelligence
 
@@ -131,7 +140,8 @@ class Router:
         self._ahttp = async_http_client
         self._calls: OrderedDict[str, _CallRecord] = OrderedDict()
         self._calls_lock = threading.Lock()
-        self._last_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+        # (when, trace id) of the last direct call in this thread or task; "when" orders it against framework runs.
+        self._last_trace: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
             f"kalibr_last_trace_{id(self)}", default=None
         )
 
@@ -369,16 +379,22 @@ class Router:
             _reporter=lambda **kw: self.report(trace_id=decision.trace_id, **kw),
         )
         if evaluate:
-            self.evaluate(completion.trace_id, completion.text)
+            self.evaluate(completion.trace_id, completion.output, completion=completion)
         return completion
 
-    def evaluate(self, trace_id: str, output: Any, *, final: bool = False) -> None:
+    def evaluate(
+        self, trace_id: str, output: Any, *, final: bool = False, completion: Completion | None = None
+    ) -> None:
         """Run ``success_when``/``score_when`` on ``output`` and report the result for ``trace_id``.
 
-        The router calls this on every answer. Adapters call it with ``final=True`` on the final output of a
-        whole run (a chain, a query, an agent): that verdict replaces the per-call one, and an explicit
-        ``report()`` replaces both. A callback that raises counts as a failure (``validation_failed``), never as
-        the caller's error.
+        The router calls this on every answer (with ``completion.output``). Adapters call it with ``final=True``
+        on the final output of a whole run (a chain's parsed result, a query's response, an agent's answer) for
+        each decision of the run: that verdict replaces the per-call one, and an explicit ``report()`` replaces
+        both. A judge taking two positional parameters also receives ``completion`` (None when not given).
+
+        A judge that raises counts as a failure (``validation_failed``, reason "success_when raised ValueError":
+        the exception's text may quote the output, so it is never stored or logged). Only the judge's own
+        exception is caught: an error while reporting (a ``StoreError``) propagates as itself.
         """
         callback = self.success_when or self.score_when
         if callback is None:
@@ -386,19 +402,16 @@ class Router:
         name = "success_when" if self.success_when is not None else "score_when"
         source = "run" if final else name
         try:
-            value = callback(output)
+            value = callback(output, completion) if self._judge_takes_completion else callback(output)
             score = resolve_score(bool(value), None) if self.success_when is not None else resolve_score(None, value)
-            self._report(trace_id, score=score, success=score >= 0.5, source=source)
         except Exception as error:
-            logger.warning("kalibr: %s raised %r; counting the call as failed", name, error)
+            reason = f"{name} raised {type(error).__name__}"
+            logger.warning("kalibr: %s for trace %s; counting the call as failed", reason, trace_id)
             self._report(
-                trace_id,
-                score=0.0,
-                success=False,
-                source=source,
-                reason=f"{name} raised {error!r}",
-                failure_category="validation_failed",
+                trace_id, score=0.0, success=False, source=source, reason=reason, failure_category="validation_failed"
             )
+            return
+        self._report(trace_id, score=score, success=score >= 0.5, source=source)
 
     def _report_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
         self._remember(_CallRecord(decision, latency_ms=(time.perf_counter() - started) * 1000))
@@ -407,10 +420,10 @@ class Router:
             score=0.0,
             success=False,
             source="error",
-            reason=str(error)[:300],
+            reason=error.summary,
             failure_category=error.failure_category,
         )
-        return Attempt(decision, str(error), error.failure_category)
+        return Attempt(decision, str(error), error.failure_category, error)
 
     # --- reporting --------------------------------------------------------------------------------------
     def report(
@@ -427,28 +440,44 @@ class Router:
     ) -> None:
         """Report how a call went: ``success`` and/or a ``score`` in [0, 1].
 
-        Without ``trace_id`` it reports the last call made in this thread or asyncio task. An explicit report
-        always wins over what ``success_when``/``score_when`` reported for the same call.
+        Without ``trace_id`` it reports, in this thread or asyncio task, whichever is newer: the router's last
+        direct call (``completion``/``stream``/``decide``), or the last framework run (a chain, a query, an
+        agent, a DSPy module) that made calls of this router. A run's report applies to every one of its calls
+        of this router: its final answer depends on every step. Several runs at once (a batch), or a run still
+        going, raise ``UserError``: pass ``trace_id=`` then.
+
+        An explicit report replaces the call's whole outcome: what ``success_when``/``score_when`` or an
+        earlier ``report()`` said, fields not passed here included (they are cleared). For a partial change use
+        ``update_outcome``.
         """
-        if trace_id is None:
-            trace_id = self._last_trace.get()
-            if trace_id is None:
-                raise UserError(
-                    "no call to report in this thread or task: call completion()/decide() first, "
-                    "or pass trace_id= (every Completion and Decision has one)"
-                )
         value = resolve_score(success, score)
-        self._report(
-            trace_id,
-            score=value,
-            success=success if success is not None else value >= 0.5,
-            source="explicit",
-            reason=reason,
-            failure_category=check_failure_category(failure_category),
-            cost_usd=cost_usd,
-            latency_ms=latency_ms,
-            usage=usage,
-        )
+        category = check_failure_category(failure_category)
+        targets = [trace_id] if trace_id is not None else self._report_targets()
+        for target in targets:
+            self._report(
+                target,
+                score=value,
+                success=success if success is not None else value >= 0.5,
+                source="explicit",
+                reason=reason,
+                failure_category=category,
+                cost_usd=cost_usd,
+                latency_ms=latency_ms,
+                usage=usage,
+            )
+
+    def _report_targets(self) -> list[str]:
+        last = self._last_trace.get()
+        direct_sequence, direct_trace = last if last is not None else (0, None)
+        from_run = run_targets(self, direct_sequence)
+        if from_run is not None:
+            return from_run
+        if direct_trace is None:
+            raise UserError(
+                "no call to report in this thread or task: call completion()/decide() first, "
+                "or pass trace_id= (every Completion and Decision has one)"
+            )
+        return [direct_trace]
 
     def _report(self, trace_id: str, *, score: float, success: bool, source: str, **fields: Any) -> None:
         with self._calls_lock:
@@ -480,7 +509,8 @@ class Router:
             self._calls.move_to_end(record.decision.trace_id)
             if len(self._calls) > _RECENT_CALLS:
                 self._calls.popitem(last=False)
-        self._last_trace.set(record.decision.trace_id)
+        self._last_trace.set((next_sequence(), record.decision.trace_id))
+        ensure_scope()  # runs started later from copies of this context are then seen by report() here
 
     # --- reading ----------------------------------------------------------------------------------------
     def update_outcome(self, trace_id: str, **changes: Any) -> list[str]:
@@ -511,6 +541,16 @@ class Router:
         from kalibr.plugins import make_adapter
 
         return make_adapter("dspy", "dspy", self, **options)
+
+
+def _required_positionals(function: Callable[..., Any]) -> int:
+    """How many positional arguments ``function`` needs (2 for ``lambda output, completion: ...``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: give it the output alone
+        return 1
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty)
 
 
 def _check_messages(messages: Sequence[Message] | str) -> list[Message]:

@@ -43,8 +43,10 @@ SOURCE_PRECEDENCE: dict[str, int] = {
     "explicit": 3,
     "update": 3,
 }
-"""A later outcome for a trace id replaces an earlier one whose source ranks lower (an explicit report also
-replaces an earlier explicit one): the caller's word beats a run's verdict, which beats a per-call check."""
+"""A later outcome for a trace id replaces an earlier one whose source ranks lower; the latest explicit report
+replaces any earlier outcome (an update too) and the latest run verdict an earlier one: the caller's word beats a
+run's verdict, which beats a per-call check. A replacing outcome is the whole outcome (fields it does not give
+are cleared); ``update_outcome`` changes only the fields it is given."""
 
 
 def check_failure_category(value: str | None) -> FailureCategory | None:

@@ -1,6 +1,7 @@
 """Plugin hooks. A plugin is a module with ``@hookimpl`` functions, found through the ``kalibr`` entry point.
 
-Hooks receive a ``register`` callback and return nothing; the core settles name clashes itself.
+Registration hooks receive a ``register`` callback and return nothing; the core settles name clashes itself.
+``kalibr_failure_category`` is a question instead: the first plugin with an answer wins.
 """
 
 from __future__ import annotations
@@ -53,3 +54,10 @@ def kalibr_register_adapters(register: Any) -> None:
 @hookspec
 def kalibr_register_commands(cli: click.Group) -> None:
     """Add commands to the ``kalibr`` command line."""
+
+
+@hookspec(firstresult=True)
+def kalibr_failure_category(error: BaseException) -> str | None:
+    """The failure category (one of ``kalibr.FAILURE_CATEGORIES``) for an exception the core does not know, or
+    None to let another plugin answer. Adapters map their framework's errors here (a LangChain
+    ``OutputParserException`` is ``malformed_output``); ``kalibr.failure_category_of`` asks it."""

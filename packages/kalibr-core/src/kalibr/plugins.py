@@ -21,7 +21,15 @@ from kalibr import hookspecs
 if TYPE_CHECKING:
     from kalibr.hookspecs import AdapterFactory, ProviderFactory, StoreFactory
 
-__all__ = ["adapter_factories", "lazy_exports", "load_plugins", "pm", "provider_factories", "store_factories"]
+__all__ = [
+    "adapter_factories",
+    "lazy_exports",
+    "load_plugins",
+    "plugin_failure_category",
+    "pm",
+    "provider_factories",
+    "store_factories",
+]
 
 DEFAULT_PLUGINS = (
     "kalibr.default_plugins.providers",
@@ -85,6 +93,17 @@ def store_factories() -> dict[str, StoreFactory]:
 def adapter_factories() -> dict[str, AdapterFactory]:
     """Adapter name -> factory, from every plugin."""
     return _collect("kalibr_register_adapters")
+
+
+def plugin_failure_category(error: BaseException) -> str | None:
+    """The first plugin's ``kalibr_failure_category(error)`` answer, or None when no plugin knows the error."""
+    load_plugins()
+    try:
+        found = pm.hook.kalibr_failure_category(error=error)
+    except Exception:  # a broken plugin must not turn a failure report into a crash
+        logger.warning("kalibr: a kalibr_failure_category plugin raised", exc_info=True)
+        return None
+    return found if isinstance(found, str) else None
 
 
 def make_adapter(name: str, extra: str, router: Any, **options: Any) -> Any:

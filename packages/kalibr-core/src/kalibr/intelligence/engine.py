@@ -250,6 +250,8 @@ class Engine:
             success=outcome.success,
             failure_category=outcome.failure_category,
             reason=outcome.reason,
+            replace=True,  # the later report is the whole outcome: a category it does not give is cleared
+            source=outcome.source,
         )
         self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
 
@@ -414,8 +416,10 @@ class Engine:
 
 
 def _replaces(new: str, old: str) -> bool:
+    """The latest explicit report replaces any earlier outcome, the latest run verdict any but an explicit one
+    or an update, and otherwise only a higher-ranked source replaces a lower one."""
     rank_new, rank_old = SOURCE_PRECEDENCE.get(new, 1), SOURCE_PRECEDENCE.get(old, 1)
-    return rank_new > rank_old or (new == old == "explicit")
+    return new == "explicit" or rank_new > rank_old or (new == old == "run")
 
 
 def _utcnow() -> Any:

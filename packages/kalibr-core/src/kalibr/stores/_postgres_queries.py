@@ -90,7 +90,7 @@ GOAL_OUTCOMES_SINCE = (
     _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.goal = %s AND o.reported_at >= %s ORDER BY o.reported_at, o.id"
 )
 UPDATE_OUTCOME = """
-    UPDATE outcomes SET score = %s, success = %s, failure_category = %s, reason = %s
+    UPDATE outcomes SET score = %s, success = %s, failure_category = %s, reason = %s, source = %s
     WHERE tenant = %s AND trace_id = %s
 """
 GOALS = "SELECT goal FROM paths WHERE tenant = %s UNION SELECT goal FROM outcomes WHERE tenant = %s ORDER BY goal"

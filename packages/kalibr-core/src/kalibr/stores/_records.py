@@ -253,13 +253,16 @@ def outcome_record(outcome: Outcome, params: Mapping[str, Any] | None = None) ->
 
 
 def changed_outcome(old: OutcomeRecord, changes: OutcomeChanges) -> OutcomeRecord:
-    """``old`` with the fields ``changes`` gives; the rest kept."""
+    """``old`` with the fields ``changes`` gives; the rest kept, or cleared when ``changes.replace``."""
+    keep = not changes.replace
+    category = changes.failure_category
     return dataclasses.replace(
         old,
         score=old.score if changes.score is None else float(changes.score),
         success=old.success if changes.success is None else changes.success,
-        failure_category=old.failure_category if changes.failure_category is None else changes.failure_category,
-        reason=old.reason if changes.reason is None else cap_reason(changes.reason),
+        failure_category=old.failure_category if keep and category is None else category,
+        reason=old.reason if keep and changes.reason is None else cap_reason(changes.reason),
+        source=changes.source or old.source,
     )
 
 

@@ -67,7 +67,8 @@ GOAL_OUTCOMES_SINCE = (
     _SELECT_OUTCOMES + "WHERE o.tenant = ? AND o.goal = ? AND o.reported_at >= ? ORDER BY o.reported_at, o.id"
 )
 UPDATE_OUTCOME = (
-    "UPDATE outcomes SET score = ?, success = ?, failure_category = ?, reason = ? WHERE tenant = ? AND trace_id = ?"
+    "UPDATE outcomes SET score = ?, success = ?, failure_category = ?, reason = ?, source = ? "
+    "WHERE tenant = ? AND trace_id = ?"
 )
 GOALS = "SELECT goal FROM paths WHERE tenant = ? UNION SELECT goal FROM outcomes WHERE tenant = ? ORDER BY goal"
 
@@ -135,6 +136,7 @@ def changeable_values(record: OutcomeRecord) -> tuple[Any, ...]:
         None if record.success is None else int(record.success),
         record.failure_category,
         record.reason,
+        record.source,
     )
 
 

@@ -67,12 +67,18 @@ class OutcomeRecord:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeChanges:
-    """The fields a late ``update_outcome`` changes; ``None`` keeps the stored value."""
+    """The fields a late ``update_outcome`` changes; ``None`` keeps the stored value.
+
+    With ``replace`` (a later explicit report, a run's verdict) the outcome is replaced as a whole: a
+    ``failure_category`` or ``reason`` of None clears the stored one. ``source``, when given, is stored too.
+    """
 
     score: float | None = None
     success: bool | None = None
     failure_category: str | None = None
     reason: str | None = None
+    replace: bool = False
+    source: str | None = None
 
     def fields(self) -> list[str]:
         return [name for name in ("success", "score", "failure_category", "reason") if getattr(self, name) is not None]

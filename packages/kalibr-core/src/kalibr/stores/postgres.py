@@ -206,7 +206,8 @@ class PostgresStore:
                 return None
             old = q.outcome_from_row(row)
             new = changed_outcome(old, changes)
-            conn.execute(q.UPDATE_OUTCOME, (new.score, new.success, new.failure_category, new.reason, tenant, trace_id))
+            changed = (new.score, new.success, new.failure_category, new.reason, new.source)
+            conn.execute(q.UPDATE_OUTCOME, (*changed, tenant, trace_id))
             if new.score != old.score:
                 (arm,) = _lock_arms(conn, tenant, [(old.goal, old.path_id, old.model or "")]).values()
                 _save_arms(conn, tenant, [(old.goal, adjust(arm, old.score, new.score))])

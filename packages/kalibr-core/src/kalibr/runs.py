@@ -1,0 +1,244 @@
+"""Which framework run each routed call belongs to, so ``router.report()`` after a run lands on that run.
+
+Frameworks run a model call inside a copy of the caller's context (a LangChain step, a LlamaIndex span, a DSPy
+thread), so what the call sets in a ``ContextVar`` never reaches the caller. They do call the callback for the
+start of the outermost run (the root) in the caller's own context. An adapter tells a ``RunTracker`` when each
+framework call starts and ends and which decisions were made inside it; at a root's start the tracker adds the
+run to the *scope* of the caller's thread or asyncio task (a mutable object in a ``ContextVar``), and to the
+scopes of the threads and tasks that one was started from (a batch's worker thread, a task of ``gather``).
+
+``Router.report()`` without a trace id then reports, in the caller's thread or asyncio task, whichever is newer:
+the router's last direct call made there, or the last run in its scope that made decisions of this router.
+A run's report applies to every decision of the router in that run: the final answer depends on every step, so
+a path that picks bad tools or writes a bad intermediate step shares the blame. Runs that overlapped the last
+one (``chain.batch([...])``, a ``gather``) make it ambiguous, and so does a run still going: the report raises a
+``UserError`` naming the fixes.
+
+Usage (an adapter)::
+
+    tracker = RunTracker()
+    tracker.start(run_id, parent_id)             # a framework call began (parent_id None: a root)
+    tracker.record(run_id, router, trace_id)     # a decision was made while run_id was the innermost call
+    run = tracker.end(run_id)                    # a root's end returns its Run; judge its final output:
+    for trace_id in run.trace_ids(router):
+        router.evaluate(trace_id, final_output, final=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kalibr._exceptions import UserError
+
+if TYPE_CHECKING:
+    from kalibr._router import Router
+
+__all__ = ["Run", "RunTracker"]
+
+_MAX_OPEN_RUNS = 100_000  # runs whose end never came (an abandoned stream) are forgotten oldest first
+_MAX_SCOPE_ROOTS = 256  # finished runs a scope remembers (more than any batch whose overlap matters)
+
+_sequence = itertools.count(1)
+_lock = threading.Lock()
+
+
+def next_sequence() -> int:
+    """A process-wide increasing number: orders direct calls and finished runs."""
+    return next(_sequence)
+
+
+def _owner() -> tuple[int, int]:
+    """The caller's thread and asyncio task: a scope belongs to the one that opened it."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return threading.get_ident(), id(task) if task is not None else 0
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished root run and every decision made under it, in order."""
+
+    run_id: Hashable
+    decisions: tuple[tuple[Router, str], ...]
+
+    def trace_ids(self, router: Router) -> list[str]:
+        """The trace ids of ``router``'s decisions in this run."""
+        return [trace_id for owner, trace_id in self.decisions if owner is router]
+
+
+@dataclass(eq=False)
+class _RootState:
+    run_id: Hashable
+    started: int
+    batch: int  # the shared window it started in (0: none); runs of one window count as concurrent
+    decisions: list[tuple[Router, str]] = field(default_factory=list)
+    ended: int = 0  # the sequence number of its end; 0 while it runs
+
+    def overlaps(self, other: _RootState) -> bool:
+        if self.batch and self.batch == other.batch:
+            return True
+        return self.started < other.ended and other.started < self.ended
+
+
+@dataclass(eq=False)
+class _Scope:
+    """The runs started in one thread or asyncio task, and in the tasks and threads it started (which each have
+    their own scope too, whose runs are also published here: the caller of ``abatch`` or ``gather`` sees them)."""
+
+    owner: tuple[int, int]
+    parent: _Scope | None
+    roots: list[_RootState] = field(default_factory=list)
+    batch: int = 0  # while a shared window is open: its id (a sequence number)
+
+    def add(self, root: _RootState) -> None:
+        self.roots.append(root)
+        if len(self.roots) > _MAX_SCOPE_ROOTS:
+            finished = next((r for r in self.roots if r.ended), None)
+            if finished is not None:
+                self.roots.remove(finished)
+
+
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("kalibr_run_scope", default=None)
+
+
+def _own_scope() -> _Scope:
+    """The scope of the current thread or task, opened in the current context if it has none (call holding
+    ``_lock``). A context copied from another task or thread holds that one's scope: it becomes the parent."""
+    owner = _owner()
+    scope = _scope.get()
+    if scope is None or scope.owner != owner:
+        scope = _Scope(owner, scope)
+        _scope.set(scope)
+    return scope
+
+
+def ensure_scope() -> None:
+    """Open the current thread's or task's scope if needed (the router does it on every direct call), so that
+    runs started later in copies of this context (a framework's batch workers) are seen by ``report()`` here."""
+    scope = _scope.get()
+    if scope is None or scope.owner != _owner():
+        with _lock:
+            _own_scope()
+
+
+class RunTracker:
+    """Which framework run each call belongs to, and the decisions each run made. Thread-safe, bounded.
+
+    Record only the decision that answered (``completion.trace_id``), not the failed fallback attempts: those
+    already carry their own failure outcome, which a report on the run must not replace.
+    """
+
+    def __init__(self) -> None:
+        self._roots: OrderedDict[Hashable, _RootState] = OrderedDict()  # every open run -> the root it is under
+
+    def start(self, run_id: Hashable, parent_id: Hashable | None) -> None:
+        """A framework call began; ``parent_id`` None (or not a run of this tracker) makes it a root.
+
+        Call it where the framework calls its start callback: for a root, that is the caller's own context,
+        where the caller scope is opened (or joined, while another root started there is still running).
+        """
+        with _lock:
+            if run_id in self._roots:
+                return
+            root = self._roots.get(parent_id) if parent_id is not None else None
+            if root is None:
+                scope: _Scope | None = _own_scope()
+                root = _RootState(run_id, next_sequence(), _window(scope))
+                while scope is not None:
+                    scope.add(root)
+                    scope = scope.parent
+            self._roots[run_id] = root
+            if len(self._roots) > _MAX_OPEN_RUNS:
+                self._roots.popitem(last=False)
+
+    def record(self, run_id: Hashable | None, router: Router, trace_id: str) -> None:
+        """A decision of ``router`` was made while ``run_id`` was the innermost framework call."""
+        if run_id is None:
+            return
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is not None:
+                root.decisions.append((router, trace_id))
+
+    def end(self, run_id: Hashable) -> Run | None:
+        """The call ended (or failed). A root's end returns its ``Run`` and publishes it to its caller scope;
+        any other call's end returns None (its decisions stay with the root)."""
+        with _lock:
+            root = self._roots.pop(run_id, None)
+            if root is None or root.run_id != run_id:
+                return None
+            root.ended = next_sequence()
+            return Run(run_id, tuple(root.decisions))
+
+    def root_of(self, run_id: Hashable) -> Hashable | None:
+        """The root run ``run_id`` is under, or None when it is not an open run of this tracker."""
+        with _lock:
+            root = self._roots.get(run_id)
+            return None if root is None else root.run_id
+
+    @contextlib.contextmanager
+    def shared_scope(self) -> Iterator[None]:
+        """Count every run started while it is open, here or in copies of this context (a batch's worker
+        threads or tasks), as one batch: ``report()`` afterwards is ambiguous unless the batch had one item.
+
+        An adapter wraps the framework's own ``batch``/``abatch`` in it.
+        """
+        with _lock:
+            scope = _own_scope()
+            outer = scope.batch
+            if not outer:
+                scope.batch = next_sequence()
+        try:
+            yield
+        finally:
+            with _lock:
+                scope.batch = outer
+
+
+def _window(scope: _Scope | None) -> int:
+    """The shared window open in ``scope`` or a scope it was started from (0: none)."""
+    while scope is not None:
+        if scope.batch:
+            return scope.batch
+        scope = scope.parent
+    return 0
+
+
+def run_targets(router: Router, direct_sequence: int) -> list[str] | None:
+    """The trace ids a report without one applies to, when the caller's last run is newer than its last direct
+    call (made at ``direct_sequence``, 0 for none); None when the direct call is the one to report.
+
+    Raises ``UserError`` when that run is still going, or when several runs there made decisions of ``router``.
+    """
+    scope = _scope.get()
+    if scope is None or scope.owner != _owner():
+        return None
+    with _lock:
+        roots = list(scope.roots)
+    if any(not root.ended and root.started > direct_sequence for root in roots):
+        raise UserError(
+            "report() without a trace_id while a run is still going: report after the chain, query or agent "
+            "returns, or pass trace_id= (each message or response carries kalibr_trace_id)"
+        )
+    mine = [root for root in roots if root.ended > direct_sequence and any(r is router for r, _ in root.decisions)]
+    if not mine:
+        return None
+    last = max(mine, key=lambda root: root.ended)
+    concurrent = [root for root in mine if root is last or root.overlaps(last)]
+    if len(concurrent) > 1:
+        raise UserError(
+            f"report() without a trace_id is ambiguous: {len(concurrent)} runs at once (a batch) made calls of "
+            f"{router!r}. Pass trace_id= (each message or response carries kalibr_trace_id), report each answer "
+            "with the adapter's llm.report(message_or_output, ...), or call report() inside each item"
+        )
+    return [trace_id for owner, trace_id in last.decisions if owner is router]
