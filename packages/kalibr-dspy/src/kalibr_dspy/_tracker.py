@@ -17,6 +17,7 @@ length of its ``compile``. Each score goes to exactly the decisions behind the p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -52,8 +53,9 @@ _ADD_IT = "dspy.configure(callbacks=[*your_callbacks, kalibr_dspy.DecisionTracke
 
 _tracker = RunTracker()
 _lock = threading.Lock()
-# Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example.
-_containers: set[str] = set()
+# Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example,
+# started in (a copy of) the caller's context and inside one shared window, so report() afterwards sees a batch.
+_containers: dict[str, tuple[contextvars.Context, contextlib.AbstractContextManager[None]]] = {}
 _wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # compile call id -> (optimizer, its own metric)
 _warned = False
 
@@ -206,9 +208,11 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
     def _start(self, call_id: str) -> None:
         parent = ACTIVE_CALL_ID.get()
         with _lock:
-            if parent in _containers:
-                parent = None  # one example of an evaluation: a run of its own
-        _tracker.start(call_id, parent)
+            container = _containers.get(parent) if parent is not None else None
+        if container is None:
+            _tracker.start(call_id, parent)
+        else:  # one example of an evaluation (maybe in a worker thread): a run of its own, published to the caller
+            container[0].copy().run(_tracker.start, call_id, None)
 
     def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> None:
         run = _tracker.end(call_id)
@@ -247,16 +251,18 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
             optimizer.metric = metric
 
     def _start_container(self, call_id: str) -> None:
-        # Opened as a run of its own, so a report() after an evaluation that ran in the caller's thread sees
-        # one run per example (ambiguous, an error) rather than only the last example's.
+        # Every example's run counts as one batch, so report() after an evaluation is ambiguous (an error naming
+        # the fix) rather than landing on the last example, or on a call made before the evaluation.
+        window = _tracker.shared_scope()
+        window.__enter__()
         with _lock:
-            _containers.add(call_id)
-        _tracker.start(call_id, None)
+            _containers[call_id] = (contextvars.copy_context(), window)
 
     def _end_container(self, call_id: str) -> None:
         with _lock:
-            _containers.discard(call_id)
-        _tracker.end(call_id)
+            container = _containers.pop(call_id, None)
+        if container is not None:
+            container[1].__exit__(None, None, None)
 
 
 def _tracker_active() -> bool:

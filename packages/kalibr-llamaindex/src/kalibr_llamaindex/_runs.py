@@ -7,18 +7,17 @@ every decision the run made, replacing the per-call verdicts; a run that raised 
 run the router does not judge each call (an agent's tool-call turns are steps, not answers); a bare LLM call, the
 root of its own run, is judged by the router as it answers.
 
-An agent (a workflow) runs in an asyncio task of its own, where the run's root span starts: LlamaIndex hands span
-handlers the caller's context when it starts that task (``capture_propagation_context``), so the run is opened
-there, in the caller's context, and ``router.report()`` after ``await agent.run(...)`` finds it.
+An agent (a workflow) runs in an asyncio task of its own, where the run's root span starts. LlamaIndex asks span
+handlers for what to propagate (``capture_propagation_context``) in the caller's context just before it starts
+that task: the handler opens the caller's run scope there, so the run is published to the caller as well and
+``router.report()`` after ``await agent.run(...)`` finds it.
 """
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -29,21 +28,15 @@ from llama_index_instrumentation.span_handlers import BaseSpanHandler
 from pydantic import BaseModel
 
 from kalibr import KalibrError, Router, failure_category_of
-from kalibr.runs import Run, RunTracker
+from kalibr.runs import Run, RunTracker, ensure_scope
 
 __all__ = ["RunOutcomeHandler", "evaluates_each_call", "final_output", "install_run_outcomes", "record_decision"]
 
 logger = logging.getLogger("kalibr.llamaindex")
 
-_PROPAGATION_KEY = "kalibr_run"
 _tracker = RunTracker()
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
-# workflow root span -> the run the caller's context opened for it (ended with that span), and those runs
-_claims: dict[str, str] = {}
-_claimed: set[str] = set()
-# In a workflow's task: the run opened in the caller's context, which the workflow's root span belongs to.
-_opened_by_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("kalibr_llamaindex_run", default=None)
 
 
 def final_output(result: Any) -> Any:
@@ -117,18 +110,10 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         return "KalibrRunOutcomeHandler"
 
     def capture_propagation_context(self) -> dict[str, Any]:
-        # Called in the caller's context just before a workflow starts its task: open the run here.
-        span = active_span_id.get()
-        if span is not None and _tracker.root_of(span) is not None:
-            return {}  # inside a run already: the workflow's spans descend from it
-        opened = f"kalibr-workflow-{uuid.uuid4().hex}"
-        _tracker.start(opened, None)
-        return {_PROPAGATION_KEY: opened}
-
-    def restore_propagation_context(self, context: dict[str, Any]) -> None:
-        opened = context.get(_PROPAGATION_KEY)
-        if isinstance(opened, str):
-            _opened_by_caller.set(opened)
+        # Called in the caller's context just before a workflow (an agent) starts its own task, which copies this
+        # context: open the caller's scope here, so the run the task starts is published to the caller too.
+        ensure_scope()
+        return {}
 
     def new_span(
         self,
@@ -139,26 +124,15 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         tags: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> SimpleSpan | None:
-        parent = parent_span_id
-        if parent is None and (opened := _opened_by_caller.get()) is not None:
-            parent = opened
-            with _lock:
-                if opened not in _claimed:
-                    _claimed.add(opened)
-                    _claims[id_] = opened
-        _tracker.start(id_, parent)
+        _tracker.start(id_, parent_span_id)
         return None  # no span objects kept: the tracker holds what we need
 
     def _end(self, id_: str) -> tuple[Run | None, bool]:
-        """The span's run if it was a root (or a workflow's root span), and whether the router judged it."""
+        """The span's run if it was a root, and whether the router already judged it (a bare LLM call)."""
         run = _tracker.end(id_)
         with _lock:
-            opened = _claims.pop(id_, None)
-            _claimed.discard(opened or "")
             judged = id_ in _judged_by_router
             _judged_by_router.discard(id_)
-        if opened is not None:
-            run = _tracker.end(opened)
         return run, judged
 
     def prepare_to_exit_span(
