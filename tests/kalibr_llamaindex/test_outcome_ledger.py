@@ -92,17 +92,17 @@ async def test_every_decision_ends_with_the_outcome_meant_for_it(
     *_, streamed = llm.stream_chat(hello)
     expected[_trace_id(streamed)] = ("success_when", False, None, 0.0)
 
-    async for last in await llm.astream_chat(hello):
-        pass
+    responses = [response async for response in await llm.astream_chat(hello)]
     router.report(success=False, failure_category="hallucination_detected")
-    expected[_trace_id(last)] = ("explicit", False, "hallucination_detected", 0.0)
+    expected[_trace_id(responses[-1])] = ("explicit", False, "hallucination_detected", 0.0)
 
     person = llm.structured_predict(Person, PromptTemplate("Extract: {text}"), text="Ada Lovelace is 36 years old.")
     assert person.age == 36
     structured = decisions[-1]
     expected[structured] = ("run", True, None, 1.0)
 
-    tool_turn = llm.chat_with_tools([FunctionTool.from_defaults(fn=multiply)], user_msg="6 times 7?", tool_required=True)
+    tools = [FunctionTool.from_defaults(fn=multiply)]
+    tool_turn = llm.chat_with_tools(tools, user_msg="6 times 7?", tool_required=True)
     expected[_trace_id(tool_turn)] = ("success_when", True, None, 1.0)
 
     index = VectorStoreIndex.from_documents([Document(text="Kalibr routes each call to the path that works.")])

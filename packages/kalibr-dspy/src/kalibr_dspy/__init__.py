@@ -1,7 +1,9 @@
 """Kalibr for DSPy: ``router.as_dspy()`` is a DSPy LM routed by Kalibr, and metric scores become outcomes.
 
 >>> dspy.configure(lm=router.as_dspy())  # doctest: +SKIP
->>> dspy.Evaluate(devset=devset, metric=metric, num_threads=8)(program)  # each score reaches its decisions  # doctest: +SKIP
+>>> dspy.Evaluate(devset=devset, metric=metric, num_threads=8)(program)  # doctest: +SKIP
+
+Each example's metric score reaches the decisions made while predicting it.
 
 Names are imported on first use: the core loads this package's plugin on every process's first routed call,
 and that must not pay for importing DSPy.

@@ -79,8 +79,9 @@ def routed_completion(router: Router, messages: list[dict[str, Any]], params: di
     made in a copy of the caller's context, so it does not count as the caller's own last call: ``report()``
     after the run finds the run, also when earlier runs (an evaluation's examples) ran in the same thread.
     """
+    completion: Completion
     if _is_step():
-        completion = contextvars.copy_context().run(router.completion, messages, evaluate=False, **params)
+        completion = contextvars.copy_context().run(lambda: router.completion(messages, evaluate=False, **params))
     else:
         completion = router.completion(messages, **params)
     _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)

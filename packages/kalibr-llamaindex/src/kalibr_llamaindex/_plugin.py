@@ -54,7 +54,7 @@ def kalibr_failure_category(error: BaseException) -> str | None:
     if "llama_index.core" not in sys.modules:
         return None  # LlamaIndex was never imported, so this is not one of its errors
     from llama_index.core.output_parsers.base import OutputParserException
-    from llama_index.core.workflow.errors import WorkflowTimeoutError
+    from llama_index.core.workflow import WorkflowTimeoutError
 
     if isinstance(error, OutputParserException):
         return "malformed_output"

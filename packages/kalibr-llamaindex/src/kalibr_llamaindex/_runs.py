@@ -97,9 +97,7 @@ def _fail(run: Run, error: BaseException | None) -> None:
     category = failure_category_of(error) if error is not None else "unknown"
     reason = f"the LlamaIndex run raised {type(error).__name__}" if error is not None else "the run was dropped"
     for router, trace_id in run.decisions:
-        _report_safely(
-            router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id
-        )
+        _report_safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
 
 
 class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
