@@ -327,22 +327,33 @@ def test_a_judge_that_raises_is_stored_as_its_type_never_its_text(
     assert secret not in caplog.text
 
 
-def test_evaluate_does_not_blame_a_store_failure_on_the_judge(
+def test_a_store_failure_while_replacing_an_outcome_is_neither_blamed_on_the_judge_nor_lost(
     sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class FailingUpdates(MemoryStore):
-        updates = 0
+    class FlakyUpdates(MemoryStore):
+        down = True
+        attempts = 0
 
         def update_outcome(self, *args: Any, **kwargs: Any) -> Any:
-            FailingUpdates.updates += 1
-            raise kalibr.StoreError("the database is down")
+            FlakyUpdates.attempts += 1
+            if FlakyUpdates.down:
+                raise kalibr.StoreError("the database is down")
+            return super().update_outcome(*args, **kwargs)
 
-    router = _router(sandbox, store=FailingUpdates(), success_when=lambda text: True)
-    completion = router.completion("Hello")  # the per-call verdict is queued: no store write yet
-    with caplog.at_level(logging.WARNING, logger="kalibr"), pytest.raises(kalibr.StoreError):
-        router.evaluate(completion.trace_id, "final answer", final=True)  # replacing it writes to the store
-    assert FailingUpdates.updates == 1  # one attempt, not a second "failed judge" report
+    store = FlakyUpdates()
+    router = _router(sandbox, store=store, success_when=lambda output: output == "final answer")
+    completion = router.completion("Hello")  # the per-call verdict (0: not "final answer")
+    engine: Any = router.intelligence
+    engine.flush()
+    with caplog.at_level(logging.WARNING, logger="kalibr"):
+        router.evaluate(completion.trace_id, "final answer", final=True)  # replaces it: a store write, queued
+        with pytest.raises(kalibr.StoreError):
+            engine.flush()
+    assert FlakyUpdates.attempts >= 1  # the background writer may have tried too
     assert "raised" not in caplog.text
+    FlakyUpdates.down = False
+    (stored,) = _outcomes(router).values()  # flushes: the queued replacement is written now
+    assert (stored.score, stored.source, stored.failure_category) == (1.0, "run", None)  # no "judge failed" report
 
 
 # --- failures -----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+from langchain_core.tools import ToolException
 
 import kalibr
 from kalibr.sandbox import SandboxServer
@@ -110,6 +111,7 @@ def test_decisions_of_other_goals_are_left_alone(sandbox: SandboxServer) -> None
     [
         (kalibr.ProviderTimeout("slow", model="m"), "timeout"),
         (OutputParserException("bad"), "malformed_output"),
+        (ToolException("the tool broke"), "tool_error"),
         (TimeoutError(), "timeout"),
         (RuntimeError("?"), "unknown"),
     ],

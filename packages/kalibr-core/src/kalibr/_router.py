@@ -474,8 +474,8 @@ class Router:
             return from_run
         if direct_trace is None:
             raise UserError(
-                "no call to report in this thread or task: call completion()/decide() first, "
-                "or pass trace_id= (every Completion and Decision has one)"
+                "no call to report in this thread or task: call completion()/decide() first, or pass trace_id= "
+                "(every Completion and Decision has one, and adapters' messages carry it as kalibr_trace_id)"
             )
         return [direct_trace]
 

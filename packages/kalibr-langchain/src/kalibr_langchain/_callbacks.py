@@ -17,12 +17,10 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.exceptions import OutputParserException
 from langchain_core.outputs import LLMResult
-from langchain_core.tools import ToolException
-from pydantic import ValidationError
 
 import kalibr
+from kalibr import failure_category_of
 from kalibr_langchain._reporting import report_result, report_trace, trace_ids_in
 
 __all__ = ["KalibrCallbackHandler", "failure_category_of"]
@@ -31,24 +29,6 @@ logger = logging.getLogger("kalibr.langchain")
 
 _MAX_RUNS = 10_000
 _MAX_OUTPUTS = 1_000
-
-
-def failure_category_of(error: BaseException) -> kalibr.FailureCategory:
-    """The Kalibr failure category for an exception a chain raised."""
-    if isinstance(error, kalibr.AllPathsFailed):
-        first = error.exceptions[0] if error.exceptions else None
-        return first.failure_category if isinstance(first, kalibr.ProviderError) else "provider_error"
-    if isinstance(error, kalibr.ProviderError):
-        return error.failure_category
-    if isinstance(error, OutputParserException):
-        return "malformed_output"
-    if isinstance(error, ValidationError):
-        return "validation_failed"
-    if isinstance(error, ToolException):
-        return "tool_error"
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    return "unknown"
 
 
 class KalibrCallbackHandler(BaseCallbackHandler):
@@ -149,7 +129,7 @@ class KalibrCallbackHandler(BaseCallbackHandler):
                 trace_id,
                 success=False,
                 failure_category=category,
-                reason=f"the chain raised {type(error).__name__}: {str(error)[:200]}",
+                reason=f"the chain raised {type(error).__name__}",  # never its text: it may quote the output
             )
 
     def _finish(self, root: UUID, output: Any) -> list[str]:
@@ -176,10 +156,9 @@ class KalibrCallbackHandler(BaseCallbackHandler):
         try:
             value = callback(output)
         except Exception as error:
-            logger.warning("kalibr: %s raised %r on the chain output; counting the run as failed", name, error)
-            self._safely(
-                trace_id, success=False, failure_category="validation_failed", reason=f"{name} raised {error!r}"
-            )
+            reason = f"{name} raised {type(error).__name__}"  # never its text: it may quote the output
+            logger.warning("kalibr: %s on the chain output; counting the run as failed", reason)
+            self._safely(trace_id, success=False, failure_category="validation_failed", reason=reason)
             return
         if self.success_when is not None:
             self._safely(trace_id, success=bool(value), reason=f"{name} on the chain output")
@@ -191,7 +170,7 @@ class KalibrCallbackHandler(BaseCallbackHandler):
         try:
             report_trace(self.router, trace_id, **outcome)
         except kalibr.KalibrError as error:
-            logger.warning("kalibr: could not report trace %s: %s", trace_id, error)
+            logger.warning("kalibr: could not report trace %s: %s", trace_id, type(error).__name__)
 
     # --- late reports ---------------------------------------------------------------------------------------
     def trace_ids_for(self, output: Any) -> list[str]:

@@ -52,24 +52,24 @@ def _messages(value: Any, depth: int) -> Iterator[BaseMessage]:
 
 
 def report_trace(router: kalibr.Router, trace_id: str, **outcome: Any) -> None:
-    """Report one call, replacing whatever was reported before (an automatic check, an earlier report)."""
-    changes = {key: value for key, value in outcome.items() if value is not None}
-    try:
-        router.update_outcome(trace_id, **changes)
-    except kalibr.UserError:
-        # Nothing reported yet for this call: this is its first outcome.
-        router.report(trace_id=trace_id, **outcome)
+    """Report one call explicitly: the whole outcome replaces whatever was reported before (an automatic check,
+    an earlier report)."""
+    router.report(trace_id=trace_id, **outcome)
 
 
 def report_result(router: kalibr.Router, result: Any, **outcome: Any) -> list[str]:
-    """Report every call of ``router``'s goal behind ``result``; returns their trace ids."""
+    """Report every call of ``router``'s goal behind ``result`` (a message, a recent run's output, a trace id);
+    returns their trace ids."""
+    from kalibr_langchain._runs import run_handler
+
     is_trace_id = isinstance(result, str) and len(result) == 32
-    trace_ids = [result] if is_trace_id else trace_ids_in(result, router.goal)
+    trace_ids = [result] if is_trace_id else run_handler.trace_ids_for(result, router)
+    trace_ids = trace_ids or trace_ids_in(result, router.goal)
     if not trace_ids:
         raise kalibr.UserError(
             f"found no Kalibr call of goal {router.goal!r} in {type(result).__name__!r}: pass the AIMessage the "
-            "model returned (its response_metadata holds 'kalibr_trace_id'), or use KalibrCallbackHandler.report "
-            "for a chain's output"
+            "model returned (its response_metadata holds 'kalibr_trace_id'), a recent run's very output object, "
+            "or trace_id"
         )
     for trace_id in trace_ids:
         report_trace(router, trace_id, **outcome)

@@ -2,7 +2,9 @@
 
 Every call asks the router for a path, calls it (falling back on provider failures) and returns an ``AIMessage``
 whose ``response_metadata`` names the model actually used (``model_name``) and the decision
-(``kalibr_trace_id``), so the outcome can be reported later.
+(``kalibr_trace_id``), so the outcome can be reported later. Each decision is recorded under its LangChain run
+(``kalibr_langchain._runs``): ``router.report()`` after a chain lands on it, and a call inside a larger run is
+judged on that run's final output, a call on its own on its answer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, model_validator
 
 import kalibr
-from kalibr_langchain import _convert, _structured
+from kalibr.runs import ensure_scope
+from kalibr_langchain import _convert, _runs, _structured
 from kalibr_langchain._provider import child_callbacks, is_chat_model, path_for_model
 from kalibr_langchain._reporting import report_result
 
@@ -78,6 +81,8 @@ class ChatKalibr(BaseChatModel):
 
     @model_validator(mode="after")
     def _build_router(self) -> Self:
+        _runs.install()
+        ensure_scope()  # runs of this model started from copies of this context (abatch's tasks) are seen here
         if self.router is not None:
             if self.goal is not None and self.goal != self.router.goal:
                 raise kalibr.UserError(f"goal {self.goal!r} differs from the router's goal {self.router.goal!r}")
@@ -160,9 +165,9 @@ class ChatKalibr(BaseChatModel):
         force_model, params = self._call_params(stop, kwargs)
         with _nested_under(run_manager):
             completion = self._router.completion(
-                _convert.to_openai_messages(messages), force_model=force_model, **params
+                _convert.to_openai_messages(messages), force_model=force_model, evaluate=False, **params
             )
-        return ChatResult(generations=[ChatGeneration(message=_convert.completion_to_message(completion))])
+        return ChatResult(generations=[ChatGeneration(message=self._answered(completion, run_manager))])
 
     async def _agenerate(
         self,
@@ -176,9 +181,24 @@ class ChatKalibr(BaseChatModel):
         force_model, params = self._call_params(stop, kwargs)
         with _nested_under(run_manager):
             completion = await self._router.acompletion(
-                _convert.to_openai_messages(messages), force_model=force_model, **params
+                _convert.to_openai_messages(messages), force_model=force_model, evaluate=False, **params
             )
-        return ChatResult(generations=[ChatGeneration(message=_convert.completion_to_message(completion))])
+        return ChatResult(generations=[ChatGeneration(message=self._answered(completion, run_manager))])
+
+    def _answered(
+        self,
+        completion: kalibr.Completion | None,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+    ) -> AIMessage:
+        """The answer as a message, its decision recorded under this LLM run. Judged here when this call is the
+        whole run; otherwise the run's final output is judged when the run ends."""
+        assert completion is not None, "a finished stream has its completion"
+        message = _convert.completion_to_message(completion)
+        run_id = run_manager.run_id if run_manager is not None else _runs.current_llm_run()
+        _runs.tracker.record(run_id, self._router, completion.trace_id)
+        if run_id is None or _runs.tracker.root_of(run_id) in (run_id, None):
+            self._router.evaluate(completion.trace_id, _runs.judged_output(message), completion=completion)
+        return message
 
     def _stream(
         self,
@@ -188,7 +208,9 @@ class ChatKalibr(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         force_model, params = self._call_params(stop, kwargs)
-        stream = self._router.stream(_convert.to_openai_messages(messages), force_model=force_model, **params)
+        stream = self._router.stream(
+            _convert.to_openai_messages(messages), force_model=force_model, evaluate=False, **params
+        )
         for piece in stream:
             if not piece.text and piece.tool_call is None:
                 continue
@@ -196,6 +218,7 @@ class ChatKalibr(BaseChatModel):
             if run_manager is not None:
                 run_manager.on_llm_new_token(piece.text, chunk=chunk)
             yield chunk
+        self._answered(stream.completion, run_manager)
         yield ChatGenerationChunk(message=_convert.last_chunk(stream.completion))
 
     async def _astream(
@@ -206,7 +229,9 @@ class ChatKalibr(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         force_model, params = self._call_params(stop, kwargs)
-        stream = self._router.astream(_convert.to_openai_messages(messages), force_model=force_model, **params)
+        stream = self._router.astream(
+            _convert.to_openai_messages(messages), force_model=force_model, evaluate=False, **params
+        )
         async for piece in stream:
             if not piece.text and piece.tool_call is None:
                 continue
@@ -214,7 +239,18 @@ class ChatKalibr(BaseChatModel):
             if run_manager is not None:
                 await run_manager.on_llm_new_token(piece.text, chunk=chunk)
             yield chunk
+        self._answered(stream.completion, run_manager)
         yield ChatGenerationChunk(message=_convert.last_chunk(stream.completion))
+
+    # --- batches ------------------------------------------------------------------------------------------
+    def batch(self, inputs: list[LanguageModelInput], *args: Any, **kwargs: Any) -> list[AIMessage]:
+        """LangChain's batch, with its items (which run in worker threads) seen as one batch by ``report()``."""
+        with _runs.tracker.shared_scope():
+            return super().batch(inputs, *args, **kwargs)
+
+    async def abatch(self, inputs: list[LanguageModelInput], *args: Any, **kwargs: Any) -> list[AIMessage]:
+        with _runs.tracker.shared_scope():
+            return await super().abatch(inputs, *args, **kwargs)
 
     # --- tools and structured output ----------------------------------------------------------------------
     def bind_tools(
@@ -262,9 +298,10 @@ class ChatKalibr(BaseChatModel):
         reason: str | None = None,
         failure_category: kalibr.FailureCategory | None = None,
     ) -> list[str]:
-        """Report how the calls behind ``result`` (a message, or a chain's output holding messages) went.
+        """Report how the calls behind ``result`` went: a message, a recent run's output (the very object the
+        chain, batch item or agent returned) or a trace id. The report replaces the whole earlier outcome.
 
-        Returns the trace ids reported. Works after an automatic report too: the later word wins.
+        Returns the trace ids reported. ``router.report()`` does the same for the last run, without ``result``.
         """
         return report_result(
             self._router, result, success=success, score=score, reason=reason, failure_category=failure_category

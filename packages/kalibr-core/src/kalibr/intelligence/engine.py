@@ -87,6 +87,7 @@ class Engine:
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._pending_decisions: list[Decision] = []
         self._pending_outcomes: list[tuple[Outcome, Callable[[ArmState], ArmState]]] = []
+        self._pending_replacements: list[tuple[str, OutcomeChanges]] = []  # written after the outcomes they replace
         # The write queues have their own lock, held only to append or swap, so the flusher never waits
         # behind a decide and a decide never waits behind the flusher.
         self._queue_lock = threading.Lock()
@@ -243,8 +244,6 @@ class Engine:
                 return
             # e.g. an explicit report after success_when's: correct the score already counted.
             self._correct_in_memory(outcome, previous)
-        # The stored outcome is corrected outside the lock: a decide never waits on the store.
-        self.flush()
         changes = OutcomeChanges(
             score=outcome.score,
             success=outcome.success,
@@ -253,7 +252,12 @@ class Engine:
             replace=True,  # the later report is the whole outcome: a category it does not give is cleared
             source=outcome.source,
         )
-        self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
+        if not self._write_behind:
+            self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
+            return
+        # Queued like any outcome: a store failure neither loses it nor fails the caller's report.
+        with self._queue_lock:
+            self._pending_replacements.append((outcome.trace_id, changes))
 
     async def areport(self, outcome: Outcome) -> None:
         self.report(outcome)
@@ -350,18 +354,25 @@ class Engine:
         with self._queue_lock:
             outcomes, self._pending_outcomes = self._pending_outcomes, []
             decisions, self._pending_decisions = self._pending_decisions, []
-        if not decisions and not outcomes:
-            return
+            replacements, self._pending_replacements = self._pending_replacements, []
         try:
             if outcomes:
                 self.store.apply_outcomes(self.tenant, outcomes, decisions)
-            else:
+            elif decisions:
                 self.store.record_decisions(self.tenant, decisions)
         except Exception:
             with self._queue_lock:  # keep everything for the next attempt: an outcome is never dropped
                 self._pending_decisions[:0] = decisions
                 self._pending_outcomes[:0] = outcomes
+                self._pending_replacements[:0] = replacements
             raise
+        for index, (trace_id, changes) in enumerate(replacements):
+            try:
+                self.store.update_outcome(self.tenant, trace_id, changes, self._adjuster)
+            except Exception:
+                with self._queue_lock:
+                    self._pending_replacements[:0] = replacements[index:]
+                raise
 
     def _flush_loop(self) -> None:
         delay = self._flush_interval

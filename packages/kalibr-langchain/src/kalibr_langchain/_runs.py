@@ -1,0 +1,205 @@
+"""Every LangChain run that calls a Kalibr model, followed without the user passing any callback.
+
+A handler is added to every run through LangChain's configure hook (``register_configure_hook``), once the
+first ``ChatKalibr`` exists. It tells the core's ``RunTracker`` where each run starts and ends; ``ChatKalibr``
+records each decision under its own LLM run. So ``router.report()`` after ``chain.invoke`` (or ``batch``,
+``stream``, ``ainvoke``, ``astream``, a LangGraph agent) lands on that run's decisions, and at the root's end the
+router's ``success_when``/``score_when`` judges the run's final output (the parsed object of structured output,
+an agent's final answer) for every decision of the run. For runs without a Kalibr model the handler only adds
+and removes a dictionary entry per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import LLMResult
+from langchain_core.tracers.context import register_configure_hook
+
+import kalibr
+from kalibr.runs import Run, RunTracker
+
+__all__ = ["OUTPUT_JUDGED_CATEGORIES", "current_llm_run", "install", "judged_output", "run_handler", "tracker"]
+
+logger = logging.getLogger("kalibr.langchain")
+
+tracker = RunTracker()
+
+OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
+"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
+Any other error (the caller's own code, a provider outage already blamed on its path) leaves them unjudged."""
+
+_MAX_OUTPUTS = 1_000
+
+# The chat model run that started last in this context: LangChain's stream() calls _stream without its run manager.
+_llm_run: ContextVar[UUID | None] = ContextVar("kalibr_langchain_llm_run", default=None)
+
+
+def current_llm_run() -> UUID | None:
+    """The chat model run whose call is being made here, when LangChain did not pass its run manager."""
+    run_id = _llm_run.get()
+    return run_id if run_id is not None and tracker.root_of(run_id) is not None else None
+
+
+def judged_output(output: Any) -> Any:
+    """What a judge sees of a run's output: a message's tool calls (a tool-call turn) or text, an agent's final
+    message (the last of a graph state's ``messages``), else the output itself (a parsed object, a string)."""
+    if isinstance(output, Mapping) and isinstance(messages := output.get("messages"), Sequence) and messages:
+        last = messages[-1]
+        if isinstance(last, AIMessage):
+            return judged_output(last)
+    if isinstance(output, AIMessage):
+        return list(output.tool_calls) if output.tool_calls else output.text
+    if isinstance(output, BaseMessage):
+        return output.text
+    return output
+
+
+class _RunHandler(BaseCallbackHandler):
+    """Follows run starts and ends for the tracker; judges or fails each finished root run's decisions."""
+
+    run_inline = True  # root starts then run in the caller's own context, which the tracker needs
+    raise_error = False
+    ignore_retry = True
+    ignore_custom_event = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
+
+    # --- starts -----------------------------------------------------------------------------------------
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        tracker.start(run_id, parent_run_id)
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        tracker.start(run_id, parent_run_id)
+        _llm_run.set(run_id)  # called in the context the model's _stream then runs in
+
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        tracker.start(run_id, parent_run_id)
+
+    def on_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        tracker.start(run_id, parent_run_id)
+
+    def on_retriever_start(
+        self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        tracker.start(run_id, parent_run_id)
+
+    # --- ends -------------------------------------------------------------------------------------------
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
+        self._ended(run_id, outputs)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
+        run = tracker.end(run_id)
+        if run is not None and run.decisions:  # a model called on its own: ChatKalibr judged its answer
+            self._remember(response, run)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
+        self._ended(run_id, output)
+
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kw: Any) -> None:
+        self._ended(run_id, documents)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        self._failed(run_id, error)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        self._failed(run_id, error)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        self._failed(run_id, error)
+
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        self._failed(run_id, error)
+
+    def _ended(self, run_id: UUID, output: Any) -> None:
+        run = tracker.end(run_id)
+        if run is None or not run.decisions:
+            return
+        self._remember(output, run)
+        judged = judged_output(output)
+        for router, trace_ids in _by_router(run).items():
+            for trace_id in trace_ids:
+                _safely(router.evaluate, trace_id, judged, final=True)
+
+    def _failed(self, run_id: UUID, error: BaseException) -> None:
+        run = tracker.end(run_id)
+        if run is None or not run.decisions:
+            return
+        category = kalibr.failure_category_of(error)
+        if category not in OUTPUT_JUDGED_CATEGORIES:
+            return
+        reason = f"the run raised {type(error).__name__}"
+        for router, trace_ids in _by_router(run).items():
+            for trace_id in trace_ids:
+                _safely(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+
+    # --- outputs, for llm.report(output) ------------------------------------------------------------------
+    def _remember(self, output: Any, run: Run) -> None:
+        with self._lock:
+            known = self._outputs.get(id(output))
+            shared = known is not None and known[0] is output and known[1] is not None  # an interned "4"
+            self._outputs[id(output)] = (output, None if shared else run)  # holding it keeps its id() unique
+            if len(self._outputs) > _MAX_OUTPUTS:
+                self._outputs.popitem(last=False)
+
+    def trace_ids_for(self, output: Any, router: kalibr.Router) -> list[str]:
+        """``router``'s decisions in the recent run that returned ``output`` (that very object), else none."""
+        with self._lock:
+            known = self._outputs.get(id(output))
+        if known is None or known[0] is not output:
+            return []
+        if known[1] is None:
+            raise kalibr.UserError(
+                f"several runs returned the very same {type(output).__name__} object: report each with trace_id= (the "
+                "kalibr_trace_id of its AIMessage), or return the message from the chain"
+            )
+        return known[1].trace_ids(router)
+
+
+def _by_router(run: Run) -> dict[kalibr.Router, list[str]]:
+    grouped: dict[kalibr.Router, list[str]] = defaultdict(list)
+    for router, trace_id in run.decisions:
+        grouped[router].append(trace_id)
+    return grouped
+
+
+def _safely(report: Any, *args: Any, **kwargs: Any) -> None:
+    # A callback must never break the user's run; an outcome that cannot be reported is logged.
+    try:
+        report(*args, **kwargs)
+    except kalibr.KalibrError as error:
+        logger.warning("kalibr: could not report a LangChain run's outcome: %s", type(error).__name__)
+
+
+run_handler = _RunHandler()
+_handler_var: ContextVar[_RunHandler | None] = ContextVar("kalibr_langchain_runs", default=run_handler)
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Add the handler to every LangChain run from now on (idempotent)."""
+    global _installed
+    with _install_lock:
+        if not _installed:
+            register_configure_hook(_handler_var, inheritable=True)
+            _installed = True

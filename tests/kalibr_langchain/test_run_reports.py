@@ -1,0 +1,325 @@
+"""``router.report()`` after each LangChain idiom, written as LangChain's docs write it, over HTTP to the sandbox.
+
+The chain is the FAQ's ``prompt | router.as_langchain() | parser``; no callback is passed anywhere. Each test first
+makes an unrelated direct ``router.completion`` call, which a report after the framework call must never touch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from pydantic import BaseModel
+
+import kalibr
+from kalibr.sandbox import SandboxServer
+from kalibr.stores.base import OutcomeRecord
+from kalibr_langchain import trace_ids_in
+
+from .conftest import sandbox_paths, stored_outcomes
+
+PROMPT = ChatPromptTemplate.from_template("Tell me a short fact about {topic}.")
+FAILING = {
+    "name": "failing",
+    "models": {"down": {"error_rates": {"server_error": 1.0}}, "limited": {"error_rates": {"rate_limited": 1.0}}},
+    "goals": {"chat": {"task": "chat"}},
+    "default_goal": "chat",
+}
+
+
+class Company(BaseModel):
+    """The company a text is about."""
+
+    company: str
+
+
+@tool
+def get_weather(location: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {location}"
+
+
+class Decisions(BaseCallbackHandler):
+    """What a user would attach to see which Kalibr decisions a call made (only to check the test's answer)."""
+
+    def __init__(self) -> None:
+        self.trace_ids: list[str] = []
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.trace_ids.extend(trace_ids_in(response))
+
+
+def _router(sandbox: SandboxServer, **options: Any) -> kalibr.Router:
+    options.setdefault("store", "memory:")
+    return kalibr.Router("langchain_reports", sandbox_paths(sandbox, "sandbox-mini", "sandbox-base"), **options)
+
+
+def _explicit(router: kalibr.Router) -> dict[str, OutcomeRecord]:
+    return {t: o for t, o in stored_outcomes(router).items() if o.source == "explicit"}
+
+
+def _react_agent(llm: Any) -> Any:
+    import warnings
+
+    from langgraph.prebuilt import create_react_agent
+
+    with warnings.catch_warnings():  # it moved to `langchain.agents`, not a dependency here
+        warnings.simplefilter("ignore")
+        return create_react_agent(llm, [get_weather])
+
+
+WEATHER = {"messages": [("user", "What is the weather in Paris? Use get_weather.")]}
+
+
+# --- one idiom at a time ------------------------------------------------------------------------------------
+def _chain_invoke(router: kalibr.Router, seen: Decisions) -> None:
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    chain.invoke({"topic": "otters"}, config={"callbacks": [seen]})
+
+
+def _chain_stream(router: kalibr.Router, seen: Decisions) -> None:
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    assert "".join(chain.stream({"topic": "otters"}, config={"callbacks": [seen]}))
+
+
+def _chain_batch_of_one(router: kalibr.Router, seen: Decisions) -> None:
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    chain.batch([{"topic": "otters"}], config={"callbacks": [seen]})
+
+
+def _llm_invoke(router: kalibr.Router, seen: Decisions) -> None:
+    router.as_langchain().invoke("Tell me a short fact about otters.", config={"callbacks": [seen]})
+
+
+def _llm_stream(router: kalibr.Router, seen: Decisions) -> None:
+    for _ in router.as_langchain().stream("Tell me a short fact about otters.", config={"callbacks": [seen]}):
+        pass
+
+
+def _structured(router: kalibr.Router, seen: Decisions) -> None:
+    structured = router.as_langchain().with_structured_output(Company)
+    structured.invoke("Apple makes the iPhone. Which company is this about?", config={"callbacks": [seen]})
+
+
+def _agent(router: kalibr.Router, seen: Decisions) -> None:
+    state = _react_agent(router.as_langchain()).invoke(WEATHER, config={"callbacks": [seen]})
+    assert [m.type for m in state["messages"]] == ["human", "ai", "tool", "ai"]  # a tool turn, then the answer
+
+
+@pytest.mark.parametrize(
+    "idiom",
+    [_chain_invoke, _chain_stream, _chain_batch_of_one, _llm_invoke, _llm_stream, _structured, _agent],
+    ids=["chain.invoke", "chain.stream", "chain.batch-of-one", "llm.invoke", "llm.stream", "structured", "agent"],
+)
+def test_report_after_a_sync_idiom_lands_on_its_decisions(
+    sandbox: SandboxServer, idiom: Callable[[kalibr.Router, Decisions], None]
+) -> None:
+    router = _router(sandbox)
+    earlier = router.completion("An unrelated question asked directly.")
+    seen = Decisions()
+    idiom(router, seen)
+    router.report(success=False, failure_category="user_unsatisfied")
+    reported = _explicit(router)
+    assert seen.trace_ids and set(reported) == set(seen.trace_ids)
+    assert earlier.trace_id not in stored_outcomes(router)
+    assert {(o.score, o.failure_category) for o in reported.values()} == {(0.0, "user_unsatisfied")}
+
+
+async def _chain_ainvoke(router: kalibr.Router, seen: Decisions) -> None:
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    await chain.ainvoke({"topic": "otters"}, config={"callbacks": [seen]})
+
+
+async def _chain_astream(router: kalibr.Router, seen: Decisions) -> None:
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    pieces: AsyncIterator[str] = chain.astream({"topic": "otters"}, config={"callbacks": [seen]})
+    assert "".join([piece async for piece in pieces])
+
+
+async def _llm_ainvoke(router: kalibr.Router, seen: Decisions) -> None:
+    await router.as_langchain().ainvoke("Tell me a short fact about otters.", config={"callbacks": [seen]})
+
+
+async def _agent_ainvoke(router: kalibr.Router, seen: Decisions) -> None:
+    state = await _react_agent(router.as_langchain()).ainvoke(WEATHER, config={"callbacks": [seen]})
+    assert len(state["messages"]) == 4
+
+
+@pytest.mark.parametrize(
+    "idiom",
+    [_chain_ainvoke, _chain_astream, _llm_ainvoke, _agent_ainvoke],
+    ids=["chain.ainvoke", "chain.astream", "llm.ainvoke", "agent.ainvoke"],
+)
+async def test_report_after_an_async_idiom_lands_on_its_decisions(
+    sandbox: SandboxServer, idiom: Callable[[kalibr.Router, Decisions], Awaitable[None]]
+) -> None:
+    router = _router(sandbox)
+    earlier = await router.acompletion("An unrelated question asked directly.")
+    seen = Decisions()
+    await idiom(router, seen)
+    router.report(score=0.25)
+    reported = _explicit(router)
+    assert seen.trace_ids and set(reported) == set(seen.trace_ids)
+    assert earlier.trace_id not in stored_outcomes(router)
+    assert {o.score for o in reported.values()} == {0.25}
+
+
+def test_an_agent_run_is_reported_on_every_step_it_took(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    state = _react_agent(router.as_langchain()).invoke(WEATHER)
+    steps = [m.response_metadata["kalibr_trace_id"] for m in state["messages"] if isinstance(m, AIMessage)]
+    router.report(success=False, failure_category="tool_error")  # the tool step and the answer share the blame
+    assert sorted(_explicit(router)) == sorted(steps) and len(steps) == 2
+
+
+# --- batches --------------------------------------------------------------------------------------------------
+def test_a_report_after_a_batch_of_many_names_the_fixes_and_each_fix_works(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    router.completion("An unrelated question asked directly.")
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    topics = ["otters", "glaciers", "violins"]
+    recorders = [Decisions() for _ in topics]
+    facts = chain.batch([{"topic": t} for t in topics], config=[{"callbacks": [r]} for r in recorders])
+    with pytest.raises(kalibr.UserError, match="ambiguous") as caught:
+        router.report(success=True)
+    message = str(caught.value)
+    assert "trace_id=" in message and "llm.report(" in message and "inside each item" in message
+    assert _explicit(router) == {}
+    llm = router.as_langchain()
+    for fact, score in zip(facts, (0.1, 0.2, 0.3), strict=True):
+        llm.report(fact, score=score)  # the output object of each item
+    scores = {t: o.score for t, o in _explicit(router).items()}
+    assert scores == {r.trace_ids[0]: s for r, s in zip(recorders, (0.1, 0.2, 0.3), strict=True)}
+
+
+def test_a_report_after_llm_batch_and_abatch_is_ambiguous(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    llm = router.as_langchain()
+    messages = llm.batch(["Tell me about otters.", "Tell me about glaciers."])
+    with pytest.raises(kalibr.UserError, match="ambiguous: 2 runs"):
+        router.report(success=True)
+    for message in messages:  # the messages carry their trace id: the fix the error names
+        router.report(success=True, trace_id=message.response_metadata["kalibr_trace_id"])
+    assert len(_explicit(router)) == 2
+
+
+async def test_abatch_then_a_report_inside_each_item(sandbox: SandboxServer) -> None:
+    import asyncio
+
+    router = _router(sandbox)
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+
+    async def one(topic: str, score: float) -> list[str]:
+        seen = Decisions()
+        await chain.ainvoke({"topic": topic}, config={"callbacks": [seen]})
+        router.report(score=score)  # inside the item: its own run
+        return seen.trace_ids
+
+    traces = await asyncio.gather(one("otters", 0.1), one("glaciers", 0.9))
+    assert {t: o.score for t, o in _explicit(router).items()} == {traces[0][0]: 0.1, traces[1][0]: 0.9}
+    await chain.abatch([{"topic": "a"}, {"topic": "b"}])
+    with pytest.raises(kalibr.UserError, match="ambiguous"):
+        router.report(success=True)
+
+
+def test_a_report_while_a_stream_is_still_going_says_so(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    pieces = chain.stream({"topic": "otters"})
+    next(pieces)
+    with pytest.raises(kalibr.UserError, match="still going"):
+        router.report(success=True)
+    rest = list(pieces)
+    assert rest is not None
+    router.report(success=True)
+    assert len(_explicit(router)) == 1
+
+
+# --- what judges see ------------------------------------------------------------------------------------------
+def test_the_readme_judge_passes_a_good_structured_answer(sandbox: SandboxServer) -> None:
+    seen: list[Any] = []
+
+    def readme_judge(answer: Any) -> bool:  # the README's: an answer, whatever its shape, that is not empty
+        seen.append(answer)
+        return bool(answer)
+
+    router = _router(sandbox, success_when=readme_judge)
+    chain = router.as_langchain().with_structured_output(Company)
+    company = chain.invoke("Apple makes the iPhone. Which company is this about?")
+    assert company == Company(company="Apple") and seen == [company]  # the parsed object, judged once
+    (outcome,) = stored_outcomes(router).values()
+    assert (outcome.success, outcome.source) == (True, "run")
+
+
+def test_a_tool_call_turn_is_judged_on_its_tool_calls(sandbox: SandboxServer) -> None:
+    seen: list[Any] = []
+    router = _router(sandbox, success_when=lambda answer: seen.append(answer) is None and bool(answer))
+    message = router.as_langchain().bind_tools([get_weather]).invoke("What is the weather in Paris? Use get_weather.")
+    chained = (PROMPT | router.as_langchain().bind_tools([get_weather])).invoke({"topic": "the weather in Paris"})
+    assert message.tool_calls and seen[0] == message.tool_calls
+    assert seen[1] == chained.tool_calls or seen[1] == chained.text  # a chain's final message: the same rule
+    assert all(o.success for o in stored_outcomes(router).values())
+
+
+def test_an_agents_tool_turn_is_not_judged_as_a_final_answer(sandbox: SandboxServer) -> None:
+    seen: list[Any] = []
+    router = _router(sandbox, score_when=lambda answer: seen.append(answer) or (0.8 if isinstance(answer, str) else 0))
+    state = _react_agent(router.as_langchain()).invoke(WEATHER)
+    final = state["messages"][-1]
+    assert seen == [final.text, final.text]  # the final answer, once for each step of the run
+    assert [o.score for o in stored_outcomes(router).values()] == [0.8, 0.8]
+
+
+def test_a_parser_failure_fails_the_run_with_its_category(sandbox: SandboxServer) -> None:
+    router = _router(sandbox, success_when=lambda answer: True)
+
+    def strict_parse(text: str) -> str:
+        raise OutputParserException("not the format asked for")
+
+    chain = PROMPT | router.as_langchain() | StrOutputParser() | RunnableLambda(strict_parse)
+    with pytest.raises(OutputParserException):
+        chain.invoke({"topic": "otters"})
+    (outcome,) = stored_outcomes(router).values()
+    assert (outcome.success, outcome.failure_category, outcome.reason) == (
+        False,
+        "malformed_output",
+        "the run raised OutputParserException",
+    )
+
+
+# --- repeated reports, failures, errors while reporting ------------------------------------------------------
+def test_a_second_report_after_a_chain_replaces_the_first_entirely(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    chain.invoke({"topic": "otters"})
+    router.report(success=False, failure_category="hallucination_detected", reason="invented otters")
+    router.report(success=True, score=0.1)
+    (outcome,) = stored_outcomes(router).values()
+    assert (outcome.score, outcome.success, outcome.failure_category, outcome.reason) == (0.1, True, None, None)
+
+
+def test_every_path_failing_keeps_each_paths_own_error(start_sandbox: Callable[..., SandboxServer]) -> None:
+    server = start_sandbox(FAILING)
+    router = kalibr.Router("chat", sandbox_paths(server, "down", "limited"), store="memory:")
+    chain = PROMPT | router.as_langchain(model="down") | StrOutputParser()  # "down" first, then "limited"
+    with pytest.raises(kalibr.AllPathsFailed) as caught:
+        chain.invoke({"topic": "otters"})
+    down, limited = caught.value.exceptions
+    assert isinstance(down, kalibr.ProviderHTTPError) and isinstance(limited, kalibr.ProviderHTTPError)
+    assert [(e.status_code, e.failure_category) for e in (down, limited)] == [
+        (500, "provider_error"),
+        (429, "rate_limited"),
+    ]
+    assert kalibr.failure_category_of(caught.value) == "rate_limited"
+    assert {o.model: o.failure_category for o in stored_outcomes(router).values()} == {
+        "down": "provider_error",
+        "limited": "rate_limited",
+    }
