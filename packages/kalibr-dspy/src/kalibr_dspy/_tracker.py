@@ -5,8 +5,8 @@ DSPy gives every module, LM and tool call an id and, while the call runs, keeps 
 core's ``kalibr.runs.RunTracker`` when each call starts and ends; each routed call is recorded under the active
 LM call. The outermost module call is the run: when it ends, its ``Prediction`` carries the run's
 decisions, the router's ``success_when``/``score_when`` judge that prediction for each of them (a module's LM
-calls are steps, not answers), and ``router.report()`` afterwards reports all of them. A module that raises
-reports its decisions as failed.
+calls are steps, not answers), and ``router.report()`` afterwards reports all of them. A module that raised because
+of what a model answered (an ``AdapterParseError``) reports its decisions as failed.
 
 Metric scores become outcomes without any wiring: ``dspy.Evaluate`` hands its callbacks every
 ``(example, prediction, score)``, and an optimizer's metric (``BootstrapFewShot(metric=...)``) is wrapped for the
@@ -52,6 +52,10 @@ _SCORED = "_kalibr_scored"  # on a Prediction: a metric's score has already been
 _ADD_IT = "dspy.configure(callbacks=[*your_callbacks, kalibr_dspy.DecisionTracker()])"
 
 _tracker = RunTracker()
+
+OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
+"""A module that raised one of these failed because of what a model answered: its decisions are reported failed.
+Any other error leaves them unjudged, as in every Kalibr adapter."""
 _lock = threading.Lock()
 # Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example,
 # started in (a copy of) the caller's context and inside one shared window, so report() afterwards sees a batch.
@@ -148,6 +152,8 @@ def _report_score(prediction: Any, value: Any) -> None:
 
 def _report_failure(run: Run, error: BaseException) -> None:
     category = failure_category_of(error)
+    if category not in OUTPUT_JUDGED_CATEGORIES:
+        return  # the program's own code, or a provider outage the router already blamed on its path
     for router, trace_id in run.decisions:
         try:
             router.report(

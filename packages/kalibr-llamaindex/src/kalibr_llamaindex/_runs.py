@@ -3,7 +3,8 @@
 A span handler on the root dispatcher tells the core's ``kalibr.runs.RunTracker`` when each span starts and ends;
 each routed call records its decision under the active span. When a root span ends, the run's final output (the
 query's answer, the parsed object, the agent's final message) is judged by ``success_when``/``score_when`` for
-every decision the run made, replacing the per-call verdicts; a run that raised reports them as failed. Inside a
+every decision the run made, replacing the per-call verdicts; a run that raised because of what a model answered
+(an output parser's error) reports them as failed. Inside a
 run the router does not judge each call (an agent's tool-call turns are steps, not answers); a bare LLM call, the
 root of its own run, is judged by the router as it answers.
 
@@ -30,11 +31,22 @@ from pydantic import BaseModel
 from kalibr import KalibrError, Router, failure_category_of
 from kalibr.runs import Run, RunTracker, ensure_scope
 
-__all__ = ["RunOutcomeHandler", "evaluates_each_call", "final_output", "install_run_outcomes", "record_decision"]
+__all__ = [
+    "OUTPUT_JUDGED_CATEGORIES",
+    "RunOutcomeHandler",
+    "evaluates_each_call",
+    "final_output",
+    "install_run_outcomes",
+    "record_decision",
+]
 
 logger = logging.getLogger("kalibr.llamaindex")
 
 _tracker = RunTracker()
+
+OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
+"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
+Any other error leaves them unjudged, as in every Kalibr adapter."""
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
 
@@ -95,7 +107,9 @@ def _judge(run: Run, output: Any) -> None:
 
 def _fail(run: Run, error: BaseException | None) -> None:
     category = failure_category_of(error) if error is not None else "unknown"
-    reason = f"the LlamaIndex run raised {type(error).__name__}" if error is not None else "the run was dropped"
+    if category not in OUTPUT_JUDGED_CATEGORIES:
+        return  # the caller's own code, or a provider outage the router already blamed on its path
+    reason = f"the LlamaIndex run raised {type(error).__name__}"
     for router, trace_id in run.decisions:
         _report_safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
 
