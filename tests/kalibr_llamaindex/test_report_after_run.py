@@ -16,7 +16,9 @@ from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
+from pydantic import BaseModel
 
 from kalibr import UserError
 from kalibr.sandbox import SandboxServer
@@ -25,6 +27,11 @@ from kalibr_llamaindex import KalibrLLM
 from .conftest import AGENT_WARNINGS, RecordingRouter, sandbox_paths
 
 pytestmark = AGENT_WARNINGS
+
+
+class Person(BaseModel):
+    name: str
+    age: int
 
 
 def multiply(a: int, b: int) -> int:
@@ -88,6 +95,30 @@ async def test_two_agent_runs_at_once_make_a_report_without_trace_id_ambiguous(
         router.report(success=True)
     assert "trace_id=" in str(caught.value)
     assert _explicit(router) == {}
+
+
+async def test_llm_report_names_the_run_by_its_output(router: RecordingRouter, llm: KalibrLLM) -> None:
+    agent = FunctionAgent(tools=[multiply], llm=llm)
+    first, second = await asyncio.gather(
+        agent.run("Use the multiply tool: 2 times 3"), agent.run("Use the multiply tool: 4 times 5")
+    )
+    right = llm.report(first, success=True)
+    wrong = llm.report(second, success=False, failure_category="hallucination_detected")
+    assert len(right) == len(wrong) == 2
+    assert _explicit(router) == {
+        **dict.fromkeys(right, (True, None)),
+        **dict.fromkeys(wrong, (False, "hallucination_detected")),
+    }
+
+
+def test_llm_report_takes_a_response_or_a_structured_answer(router: RecordingRouter, llm: KalibrLLM) -> None:
+    response = llm.chat(HELLO)
+    assert llm.report(response, success=False) == [response.raw["kalibr"]["trace_id"]]
+    person = llm.structured_predict(Person, PromptTemplate("Extract: {text}"), text="Ada Lovelace is 36 years old.")
+    (structured,) = llm.report(person, score=0.5)
+    assert _explicit(router) == {response.raw["kalibr"]["trace_id"]: (False, None), structured: (True, None)}
+    with pytest.raises(UserError, match="found no Kalibr call"):
+        llm.report(Person(name="Ada", age=36), success=True)
 
 
 async def test_each_agent_run_in_its_own_task_reports_its_own_steps(router: RecordingRouter, llm: KalibrLLM) -> None:

@@ -132,6 +132,14 @@ def _warn_once(message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
+def _safely(report: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    # A callback must never break the user's program; an outcome that cannot be reported is logged.
+    try:
+        report(*args, **kwargs)
+    except KalibrError as error:  # a decision too old for the router's memory, a store failure
+        logger.warning("kalibr: could not report a DSPy outcome: %s", type(error).__name__)
+
+
 def _report_score(prediction: Any, value: Any) -> None:
     """Report a metric's value for the decisions behind ``prediction``, once per prediction."""
     decisions = decisions_of(prediction)
@@ -139,39 +147,29 @@ def _report_score(prediction: Any, value: Any) -> None:
         return
     try:
         score = score_of(value)
-    except UserError as error:
-        _warn_once(f"kalibr_dspy: a metric score was not reported: {error}")
+    except UserError:
+        _warn_once(
+            f"kalibr_dspy: a metric returned a {type(value).__name__} that is not a bool or a score in [0, 1], so "
+            "its scores are not reported: return one from the metric (for a 0-10 grade, return grade / 10)"
+        )
         return
     setattr(prediction, _SCORED, True)
     for router, trace_id in decisions:
-        try:
-            router.report(score=score, reason="DSPy metric", trace_id=trace_id)
-        except KalibrError:  # evicted from the router's memory, a store failure: the metric's result still stands
-            logger.warning("kalibr: could not report a DSPy metric score", exc_info=True)
+        _safely(router.report, score=score, reason="DSPy metric", trace_id=trace_id)
 
 
 def _report_failure(run: Run, error: BaseException) -> None:
     category = failure_category_of(error)
     if category not in OUTPUT_JUDGED_CATEGORIES:
         return  # the program's own code, or a provider outage the router already blamed on its path
+    reason = f"the DSPy program raised {type(error).__name__}"
     for router, trace_id in run.decisions:
-        try:
-            router.report(
-                success=False,
-                reason=f"the DSPy program raised {type(error).__name__}",
-                failure_category=category,
-                trace_id=trace_id,
-            )
-        except KalibrError:  # a decision too old for the router's memory: never break the program
-            logger.warning("kalibr: could not report a DSPy module error", exc_info=True)
+        _safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
 
 
 def _judge(run: Run, prediction: Any) -> None:
     for router, trace_id in run.decisions:
-        try:
-            router.evaluate(trace_id, prediction, final=True)
-        except KalibrError:
-            logger.warning("kalibr: could not report a DSPy prediction's verdict", exc_info=True)
+        _safely(router.evaluate, trace_id, prediction, final=True)
 
 
 def _reporting(metric: Callable[..., Any]) -> Callable[..., Any]:

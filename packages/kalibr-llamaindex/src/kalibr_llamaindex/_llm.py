@@ -32,9 +32,9 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
-from kalibr import Completion, Router, StreamChunk, UserError
+from kalibr import Completion, FailureCategory, Router, StreamChunk, UserError
 from kalibr_llamaindex._messages import chat_response, message_to_dict, tool_calls_of
-from kalibr_llamaindex._runs import evaluates_each_call, record_decision
+from kalibr_llamaindex._runs import evaluates_each_call, record_decision, trace_ids_of
 from kalibr_llamaindex._streaming import StreamedMessage
 
 if TYPE_CHECKING:
@@ -189,6 +189,35 @@ class KalibrLLM(FunctionCallingLLM):
         if not selections and error_on_no_tool_call:
             raise ValueError(f"expected at least one tool call, got none in {response.message.content!r}")
         return selections
+
+    # --- outcomes -------------------------------------------------------------------------------------------
+    def report(
+        self,
+        output: Any,
+        success: bool | None = None,
+        *,
+        score: float | None = None,
+        failure_category: FailureCategory | None = None,
+        reason: str | None = None,
+    ) -> list[str]:
+        """Report the decisions behind ``output``; returns their trace ids.
+
+        ``output`` is a response of this LLM, or what a recent run that used it returned (a query's response,
+        an agent's output, a ``structured_predict`` object). Use it where ``router.report()`` alone would be
+        ambiguous, e.g. after ``asyncio.gather`` of two agent runs: ``llm.report(first_output, success=True)``.
+        """
+        trace_ids = trace_ids_of(output, self._router)
+        if not trace_ids:
+            raise UserError(
+                f"found no Kalibr call of goal {self._router.goal!r} behind this {type(output).__name__}: pass a "
+                "response of this LLM or the result of a query or agent run that used it, or call "
+                "router.report(trace_id=...) with response.raw['kalibr']['trace_id']"
+            )
+        for trace_id in trace_ids:
+            self._router.report(
+                success=success, score=score, failure_category=failure_category, reason=reason, trace_id=trace_id
+            )
+        return trace_ids
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _dicts(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

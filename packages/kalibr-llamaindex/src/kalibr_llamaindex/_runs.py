@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "final_output",
     "install_run_outcomes",
     "record_decision",
+    "trace_ids_of",
 ]
 
 logger = logging.getLogger("kalibr.llamaindex")
@@ -49,6 +51,8 @@ OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "
 Any other error leaves them unjudged, as in every Kalibr adapter."""
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
+_MAX_OUTPUTS = 1_000
+_outputs: OrderedDict[int, tuple[Any, Run]] = OrderedDict()  # id(a run's result) -> (that result, its run)
 
 
 def final_output(result: Any) -> Any:
@@ -71,6 +75,29 @@ def final_output(result: Any) -> Any:
         if value is not None and value is not result:
             return final_output(value)
     return "" if result is None else str(result)
+
+
+def _remember(result: Any, run: Run) -> None:
+    """Keep which run returned ``result`` (and the value a workflow's ``StopEvent`` carries), for ``llm.report``."""
+    for value in (result, getattr(result, "result", None)):
+        if value is not None and not isinstance(value, str | bytes | int | float):  # ids of those are shared
+            with _lock:
+                _outputs[id(value)] = (value, run)
+                if len(_outputs) > _MAX_OUTPUTS:
+                    _outputs.popitem(last=False)
+
+
+def trace_ids_of(output: Any, router: Router) -> list[str]:
+    """The decisions of ``router`` behind ``output``: a response of a Kalibr LLM (its ``raw["kalibr"]``), or the
+    result of a recent run that used one (a query's response, an agent's output, a parsed object)."""
+    with _lock:
+        known = _outputs.get(id(output))
+    if known is not None and known[0] is output:
+        return known[1].trace_ids(router)
+    raw = getattr(output, "raw", None)
+    if isinstance(raw, dict) and isinstance(info := raw.get("kalibr"), dict) and info.get("goal") == router.goal:
+        return [info["trace_id"]]
+    return []
 
 
 def record_decision(router: Router, trace_id: str) -> None:
@@ -96,8 +123,8 @@ def evaluates_each_call() -> bool:
 def _report_safely(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
     try:
         action(*args, **kwargs)
-    except KalibrError:  # a decision evicted from the router's memory, a store failure: never break the run
-        logger.warning("kalibr: could not report a LlamaIndex run's outcome", exc_info=True)
+    except KalibrError as error:  # a decision evicted from the router's memory, a store failure: never break the run
+        logger.warning("kalibr: could not report a LlamaIndex run's outcome: %s", type(error).__name__)
 
 
 def _judge(run: Run, output: Any) -> None:
@@ -156,8 +183,10 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         run, judged = self._end(id_)
-        if run is not None and not judged:
-            _judge(run, final_output(result))
+        if run is not None:
+            _remember(result, run)
+            if not judged:
+                _judge(run, final_output(result))
         return None
 
     def prepare_to_drop_span(
