@@ -14,6 +14,7 @@ import dspy
 import pytest
 from dspy.teleprompt import BootstrapFewShot, BootstrapFewShotWithRandomSearch
 
+import kalibr_dspy
 from kalibr import UserError
 from kalibr_dspy import decisions_of, score_of
 
@@ -67,10 +68,19 @@ def test_evaluate_reports_each_score_to_its_own_decisions(
     assert _metric_reports(router) == expected
 
 
-def test_report_after_an_evaluation_is_ambiguous(configured: Any, router: RecordingRouter) -> None:
-    dspy.Evaluate(devset=_examples(3), metric=weighted, num_threads=1)(dspy.Predict("question -> answer"))
+@pytest.mark.parametrize("num_threads", [4, 1])
+def test_report_after_an_evaluation_is_ambiguous_and_kalibr_dspy_report_names_one(
+    configured: Any, router: RecordingRouter, num_threads: int
+) -> None:
+    router.completion("Hello there")  # a direct call before the evaluation must not take the report
+    evaluate = dspy.Evaluate(devset=_examples(3), metric=weighted, num_threads=num_threads)
+    result = evaluate(dspy.Predict("question -> answer"))
     with pytest.raises(UserError, match="ambiguous"):
         router.report(success=False)
+    _example, prediction, _score = result.results[1]
+    (trace_id,) = kalibr_dspy.report(prediction, success=False, failure_category="hallucination_detected")
+    assert trace_id == decisions_of(prediction)[0][1]
+    assert [(r.trace_id, r.score) for r in router.reports][-1] == (trace_id, 0.0)
 
 
 def test_bootstrap_few_shot_reports_each_bootstrapped_example(configured: Any, router: RecordingRouter) -> None:

@@ -17,14 +17,15 @@ from kalibr.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from kalibr_dspy._plugin import as_dspy
-    from kalibr_dspy._tracker import DecisionTracker, decisions_of, score_of
+    from kalibr_dspy._tracker import DecisionTracker, decisions_of, report, score_of
 
-__all__ = ["DecisionTracker", "as_dspy", "decisions_of", "score_of"]
+__all__ = ["DecisionTracker", "as_dspy", "decisions_of", "report", "score_of"]
 
 _HOMES = {
     "DecisionTracker": "kalibr_dspy._tracker",
     "as_dspy": "kalibr_dspy._plugin",
     "decisions_of": "kalibr_dspy._tracker",
+    "report": "kalibr_dspy._tracker",
     "score_of": "kalibr_dspy._tracker",
 }
 

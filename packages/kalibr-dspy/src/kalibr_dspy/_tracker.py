@@ -32,7 +32,7 @@ from dspy.primitives.prediction import Prediction
 from dspy.utils.callback import BaseCallback
 from dspy.utils.callback_context import ACTIVE_CALL_ID
 
-from kalibr import Completion, KalibrError, Router, UserError, failure_category_of
+from kalibr import Completion, FailureCategory, KalibrError, Router, UserError, failure_category_of
 from kalibr.runs import Run, RunTracker
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "arouted_completion",
     "decisions_of",
     "install_tracker",
+    "report",
     "routed_completion",
     "score_of",
 ]
@@ -106,6 +107,30 @@ def decisions_of(prediction: Any) -> Decisions:
     """The decisions a prediction was made from (empty if it was not tracked)."""
     found = getattr(prediction, _DECISIONS, None) if isinstance(prediction, Prediction) else None
     return list(found or [])
+
+
+def report(
+    prediction: Any,
+    success: bool | None = None,
+    *,
+    score: float | None = None,
+    failure_category: FailureCategory | None = None,
+    reason: str | None = None,
+) -> list[str]:
+    """Report the decisions behind a module call's ``prediction``; returns their trace ids.
+
+    Use it where ``router.report()`` alone would be ambiguous, e.g. for one example after an evaluation:
+    ``kalibr_dspy.report(result.results[0][1], success=False)``.
+    """
+    decisions = decisions_of(prediction)
+    if not decisions:
+        raise UserError(
+            f"found no Kalibr call behind this {type(prediction).__name__}: pass the Prediction a module call "
+            f"returned, with kalibr_dspy.DecisionTracker in DSPy's callbacks ({_ADD_IT})"
+        )
+    for router, trace_id in decisions:
+        router.report(success=success, score=score, failure_category=failure_category, reason=reason, trace_id=trace_id)
+    return [trace_id for _, trace_id in decisions]
 
 
 def score_of(value: Any) -> float:
