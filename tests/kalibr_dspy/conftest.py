@@ -23,6 +23,22 @@ def sandbox_paths(sandbox: SandboxServer, *models: str) -> list[dict[str, Any]]:
     return [{"model": name, "base_url": sandbox.openai_base_url} for name in models or ("sandbox-mini",)]
 
 
+class DraftThenAnswer(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
+    """A module with several predictors, as DSPy's tutorials write them: two routed calls per question."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draft = dspy.Predict("question -> answer")
+        self.answer = dspy.ChainOfThought("question, draft -> answer")
+
+    def forward(self, question: str) -> dspy.Prediction:
+        return self.answer(question=question, draft=self.draft(question=question).answer)
+
+    async def aforward(self, question: str) -> dspy.Prediction:
+        draft = await self.draft.acall(question=question)
+        return await self.answer.acall(question=question, draft=draft.answer)
+
+
 @pytest.fixture
 def router(sandbox: SandboxServer) -> RecordingRouter:
     return RecordingRouter("dspy_contract", sandbox_paths(sandbox), store="memory:")

@@ -18,20 +18,7 @@ import kalibr_dspy
 from kalibr import UserError
 from kalibr_dspy import decisions_of, score_of
 
-from .conftest import RecordingRouter, trace_ids_by_question
-
-
-class TwoSteps(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
-    """Two routed calls per example: a draft and a final answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.draft = dspy.Predict("question -> answer")
-        self.final = dspy.ChainOfThought("question, draft -> answer")
-
-    def forward(self, question: str) -> dspy.Prediction:
-        draft = self.draft(question=question).answer
-        return self.final(question=question, draft=draft)
+from .conftest import DraftThenAnswer, RecordingRouter, trace_ids_by_question
 
 
 def _examples(count: int) -> list[dspy.Example]:
@@ -62,7 +49,7 @@ def test_evaluate_reports_each_score_to_its_own_decisions(
 ) -> None:
     devset = _examples(12)
     evaluate = dspy.Evaluate(devset=devset, metric=weighted, num_threads=num_threads, display_progress=True)
-    evaluate(TwoSteps())
+    evaluate(DraftThenAnswer())
     expected = _expected(configured, devset)
     assert len(expected) == 24, "each example made a draft and a final call"
     assert _metric_reports(router) == expected
@@ -107,7 +94,7 @@ def test_an_optimizer_that_evaluates_with_its_metric_reports_each_prediction_onc
 
 def test_a_metric_that_is_not_a_score_warns_once(configured: Any, router: RecordingRouter, warns_afresh: None) -> None:
     with pytest.warns(UserWarning, match=r"score in \[0, 1\]"):
-        dspy.Evaluate(devset=_examples(3), metric=lambda example, prediction: 7, num_threads=1)(TwoSteps())
+        dspy.Evaluate(devset=_examples(3), metric=lambda example, prediction: 7, num_threads=1)(DraftThenAnswer())
     assert router.reports == []
 
 

@@ -8,37 +8,22 @@ outcome meant for it, read back from the SQLite store, and the store must hold n
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dspy
 import pytest
 from dspy.teleprompt import BootstrapFewShot
+from tests.recording import stored_outcomes
 
 import kalibr
 from kalibr.sandbox import SandboxServer
-from kalibr.stores.base import DEFAULT_TENANT
 from kalibr.stores.sqlite import SQLiteStore
 
-from .conftest import sandbox_paths, trace_ids_by_question
+from .conftest import DraftThenAnswer, sandbox_paths, trace_ids_by_question
 
 GOAL = "dspy_ledger"
 Expected = dict[str, tuple[str, bool, str | None, float]]  # trace id -> (source, success, category, score)
-
-
-class DraftThenAnswer(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
-    def __init__(self) -> None:
-        super().__init__()
-        self.draft = dspy.Predict("question -> answer")
-        self.answer = dspy.ChainOfThought("question, draft -> answer")
-
-    def forward(self, question: str) -> dspy.Prediction:
-        return self.answer(question=question, draft=self.draft(question=question).answer)
-
-    async def aforward(self, question: str) -> dspy.Prediction:
-        draft = await self.draft.acall(question=question)
-        return await self.answer.acall(question=question, draft=draft.answer)
 
 
 def success_when(prediction: Any) -> bool:
@@ -58,18 +43,13 @@ def _examples(start: int, count: int) -> list[dspy.Example]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "ledger.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def router(sandbox: SandboxServer, store: SQLiteStore) -> Iterator[kalibr.Router]:
+def router(sandbox: SandboxServer, tmp_path: Path) -> Iterator[kalibr.Router]:
+    store = SQLiteStore(tmp_path / "ledger.db")
     built = kalibr.Router(GOAL, sandbox_paths(sandbox), store=store, success_when=success_when)
     dspy.configure(lm=built.as_dspy())
     yield built
     dspy.configure(lm=None)
+    store.close()
 
 
 def _new_calls(lm: Any, seen: set[str]) -> list[str]:
@@ -85,7 +65,7 @@ def _new_calls(lm: Any, seen: set[str]) -> list[str]:
     "behind (policies/drift.py), so a later outcome raises ZeroDivisionError or 'math domain error' and is lost; "
     "the test passes with the detector's rate kept inside (0, 1)",
 )
-async def test_every_decision_ends_with_the_outcome_meant_for_it(router: kalibr.Router, store: SQLiteStore) -> None:
+async def test_every_decision_ends_with_the_outcome_meant_for_it(router: kalibr.Router) -> None:
     lm, seen, expected = dspy.settings.lm, set[str](), Expected()
 
     dspy.Predict("question -> answer")(question="What is 2 + 3?")  # judged on its Prediction: right
@@ -125,7 +105,6 @@ async def test_every_decision_ends_with_the_outcome_meant_for_it(router: kalibr.
         expected[call] = ("explicit", example.weight >= 0.5, None, example.weight)
 
     assert set(expected) == {entry["response"].id for entry in lm.history}, "every decision is in the ledger"
-    router.intelligence.flush()  # type: ignore[attr-defined]  # the embedded engine: write what is queued
-    stored = store.outcomes(DEFAULT_TENANT, GOAL, datetime.now(UTC) - timedelta(hours=1))
+    stored = stored_outcomes(router)  # read back from the SQLite file
     assert sorted(r.trace_id for r in stored) == sorted(expected), "one outcome per decision, no other"
     assert {r.trace_id: (r.source, r.success, r.failure_category, r.score) for r in stored} == expected

@@ -11,23 +11,7 @@ from pydantic import BaseModel
 
 from kalibr.sandbox import SandboxServer
 
-from .conftest import RecordingRouter, sandbox_paths
-
-
-class DraftThenAnswer(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
-    """A module with several predictors, as DSPy's tutorials write them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.draft = dspy.Predict("question -> answer")
-        self.answer = dspy.ChainOfThought("question, draft -> answer")
-
-    def forward(self, question: str) -> dspy.Prediction:
-        return self.answer(question=question, draft=self.draft(question=question).answer)
-
-    async def aforward(self, question: str) -> dspy.Prediction:
-        draft = await self.draft.acall(question=question)
-        return await self.answer.acall(question=question, draft=draft.answer)
+from .conftest import DraftThenAnswer, RecordingRouter, sandbox_paths
 
 
 def _explicit(router: RecordingRouter) -> dict[str, bool | None]:

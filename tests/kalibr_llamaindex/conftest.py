@@ -12,7 +12,7 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
 from llama_index_instrumentation import get_dispatcher
-from pydantic import Field
+from pydantic import BaseModel, Field
 from tests.recording import RecordingRouter
 
 from kalibr_llamaindex import KalibrLLM
@@ -26,6 +26,18 @@ AGENT_WARNINGS = [
 
 if TYPE_CHECKING:
     from kalibr.sandbox import SandboxServer
+
+
+class Person(BaseModel):
+    """What the structured-output tests extract."""
+
+    name: str
+    age: int
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
 
 
 def sandbox_paths(sandbox: SandboxServer) -> list[dict[str, Any]]:

@@ -10,24 +10,13 @@ from llama_index.core.output_parsers.base import OutputParserException
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel
 
 import kalibr
 from kalibr.sandbox import SandboxServer
 
-from .conftest import AGENT_WARNINGS, RecordingRouter, sandbox_paths
+from .conftest import AGENT_WARNINGS, Person, RecordingRouter, multiply, sandbox_paths
 
 pytestmark = AGENT_WARNINGS
-
-
-class Person(BaseModel):
-    name: str
-    age: int
-
-
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
 
 
 def _judging_router(sandbox: SandboxServer, judged: list[Any], verdict: bool = True) -> RecordingRouter:

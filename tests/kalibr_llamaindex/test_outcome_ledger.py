@@ -8,7 +8,6 @@ SQLite store, and the store must hold no other outcome.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +18,17 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel
+from tests.recording import stored_outcomes
 
 import kalibr
 from kalibr.sandbox import SandboxServer
-from kalibr.stores.base import DEFAULT_TENANT
 from kalibr.stores.sqlite import SQLiteStore
 
-from .conftest import AGENT_WARNINGS, sandbox_paths
+from .conftest import AGENT_WARNINGS, Person, multiply, sandbox_paths
 
 pytestmark = AGENT_WARNINGS
 
 GOAL = "li_ledger"
-
-
-class Person(BaseModel):
-    name: str
-    age: int
-
-
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
 
 
 def success_when(output: Any) -> bool:
@@ -53,29 +41,22 @@ def success_when(output: Any) -> bool:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "ledger.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def settings(sandbox: SandboxServer, store: SQLiteStore) -> Iterator[kalibr.Router]:
+def settings(sandbox: SandboxServer, tmp_path: Path) -> Iterator[kalibr.Router]:
+    store = SQLiteStore(tmp_path / "ledger.db")
     router = kalibr.Router(GOAL, sandbox_paths(sandbox), store=store, success_when=success_when)
     Settings.llm = router.as_llamaindex()
     Settings.embed_model = MockEmbedding(embed_dim=8)
     yield router
     Settings.llm = None  # type: ignore[assignment]  # LlamaIndex resolves None to its MockLLM
     Settings.embed_model = None  # type: ignore[assignment]
+    store.close()
 
 
 def _trace_id(response: Any) -> str:
     return str(response.raw["kalibr"]["trace_id"])
 
 
-async def test_every_decision_ends_with_the_outcome_meant_for_it(
-    settings: kalibr.Router, store: SQLiteStore, decisions: list[str]
-) -> None:
+async def test_every_decision_ends_with_the_outcome_meant_for_it(settings: kalibr.Router, decisions: list[str]) -> None:
     router, llm = settings, Settings.llm
     hello = [ChatMessage(role="user", content="Hello there")]
     # (source, success, failure_category, score) each decision must end with
@@ -120,7 +101,6 @@ async def test_every_decision_ends_with_the_outcome_meant_for_it(
     expected.update(dict.fromkeys(steps, ("explicit", False, "tool_error", 0.0)))
 
     assert sorted(expected) == sorted(decisions), "every decision the workload made is in the ledger"
-    router.intelligence.flush()  # type: ignore[attr-defined]  # the embedded engine: write what is queued
-    stored = store.outcomes(DEFAULT_TENANT, GOAL, datetime.now(UTC) - timedelta(hours=1))
+    stored = stored_outcomes(router)  # read back from the SQLite file
     assert sorted(r.trace_id for r in stored) == sorted(expected), "one outcome per decision, no other"
     assert {r.trace_id: (r.source, r.success, r.failure_category, r.score) for r in stored} == expected

@@ -18,25 +18,14 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel
 
 from kalibr import UserError
 from kalibr.sandbox import SandboxServer
 from kalibr_llamaindex import KalibrLLM
 
-from .conftest import AGENT_WARNINGS, RecordingRouter, sandbox_paths
+from .conftest import AGENT_WARNINGS, Person, RecordingRouter, multiply, sandbox_paths
 
 pytestmark = AGENT_WARNINGS
-
-
-class Person(BaseModel):
-    name: str
-    age: int
-
-
-def multiply(a: int, b: int) -> int:
-    """Multiply two integers."""
-    return a * b
 
 
 @pytest.fixture
