@@ -18,6 +18,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from tests.openai_tools import WEATHER_TOOL
 
 import kalibr
 from kalibr.plugins import pm
@@ -26,14 +27,6 @@ from kalibr.sandbox import SandboxServer
 from kalibr.stores import MemoryStore
 from kalibr.stores.base import OutcomeRecord
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
-    },
-}
 FAILING = {
     "name": "failing",
     "models": {"down": {"error_rates": {"server_error": 1.0}}, "limited": {"error_rates": {"rate_limited": 1.0}}},

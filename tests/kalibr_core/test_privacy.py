@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.openai_tools import WEATHER_TOOL
 
 import kalibr
 from kalibr._intelligence_registry import reset_shared
@@ -27,14 +28,6 @@ from kalibr.sandbox import SandboxServer
 
 SECRET = "Zanzibar-7f3c-confidential"
 GOAL = "private_goal"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a place.",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
-    },
-}
 
 
 class _QuotingProvider:

@@ -31,7 +31,7 @@ import contextlib
 import contextvars
 import itertools
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -76,7 +76,7 @@ class Run:
         return [trace_id for owner, trace_id in self.decisions if owner is router]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _RootState:
     run_id: Hashable
     started: int
@@ -90,22 +90,15 @@ class _RootState:
         return self.started < other.ended and other.started < self.ended
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Scope:
     """The runs started in one thread or asyncio task, and in the tasks and threads it started (which each have
     their own scope too, whose runs are also published here: the caller of ``abatch`` or ``gather`` sees them)."""
 
     owner: tuple[int, int]
     parent: _Scope | None
-    roots: list[_RootState] = field(default_factory=list)
+    roots: deque[_RootState] = field(default_factory=lambda: deque(maxlen=_MAX_SCOPE_ROOTS))  # oldest dropped
     batch: int = 0  # while a shared window is open: its id (a sequence number)
-
-    def add(self, root: _RootState) -> None:
-        self.roots.append(root)
-        if len(self.roots) > _MAX_SCOPE_ROOTS:
-            finished = next((r for r in self.roots if r.ended), None)
-            if finished is not None:
-                self.roots.remove(finished)
 
 
 _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("kalibr_run_scope", default=None)
@@ -155,7 +148,7 @@ class RunTracker:
                 scope: _Scope | None = _own_scope()
                 root = _RootState(run_id, next_sequence(), _window(scope))
                 while scope is not None:
-                    scope.add(root)
+                    scope.roots.append(root)
                     scope = scope.parent
             self._roots[run_id] = root
             if len(self._roots) > _MAX_OPEN_RUNS:

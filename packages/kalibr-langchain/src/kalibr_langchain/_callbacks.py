@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 import kalibr
 from kalibr import failure_category_of
 from kalibr_langchain._reporting import report_result, report_trace, trace_ids_in
+from kalibr_langchain._runs import RunFollower
 
 __all__ = ["KalibrCallbackHandler", "failure_category_of"]
 
@@ -31,7 +31,7 @@ _MAX_RUNS = 10_000
 _MAX_OUTPUTS = 1_000
 
 
-class KalibrCallbackHandler(BaseCallbackHandler):
+class KalibrCallbackHandler(RunFollower):
     """Reports each chain run's outcome for the Kalibr decisions made inside it.
 
     Usage::
@@ -76,7 +76,7 @@ class KalibrCallbackHandler(BaseCallbackHandler):
         """The decisions of the run that ended last (handy right after a stream, whose output is in pieces)."""
 
     # --- following the run tree -----------------------------------------------------------------------------
-    def _start(self, run_id: UUID, parent_run_id: UUID | None) -> None:
+    def started(self, run_id: UUID, parent_run_id: UUID | None) -> None:
         with self._lock:
             root = run_id if parent_run_id is None else self._root_of.get(parent_run_id, parent_run_id)
             self._root_of[run_id] = root
@@ -85,21 +85,6 @@ class KalibrCallbackHandler(BaseCallbackHandler):
                 _, stale_root = self._root_of.popitem(last=False)
                 self._members.pop(stale_root, None)
                 self._traces.pop(stale_root, None)
-
-    def on_chain_start(
-        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        self._start(run_id, parent_run_id)
-
-    def on_chat_model_start(
-        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        self._start(run_id, parent_run_id)
-
-    def on_tool_start(
-        self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        self._start(run_id, parent_run_id)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> Any:
         trace_ids = trace_ids_in(response, self.router.goal)

@@ -27,7 +27,15 @@ from langchain_core.tracers.context import register_configure_hook
 import kalibr
 from kalibr.runs import Run, RunTracker
 
-__all__ = ["OUTPUT_JUDGED_CATEGORIES", "current_llm_run", "install", "judged_output", "run_handler", "tracker"]
+__all__ = [
+    "OUTPUT_JUDGED_CATEGORIES",
+    "RunFollower",
+    "current_llm_run",
+    "install",
+    "judged_output",
+    "run_handler",
+    "tracker",
+]
 
 logger = logging.getLogger("kalibr.langchain")
 
@@ -63,7 +71,39 @@ def judged_output(output: Any) -> Any:
     return output
 
 
-class _RunHandler(BaseCallbackHandler):
+class RunFollower(BaseCallbackHandler):
+    """Calls ``started(run_id, parent_run_id)`` for the start of every kind of LangChain run."""
+
+    def started(self, run_id: UUID, parent_run_id: UUID | None) -> None:
+        raise NotImplementedError
+
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        self.started(run_id, parent_run_id)
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        self.started(run_id, parent_run_id)
+
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        self.started(run_id, parent_run_id)
+
+    def on_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        self.started(run_id, parent_run_id)
+
+    def on_retriever_start(
+        self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ) -> None:
+        self.started(run_id, parent_run_id)
+
+
+class _RunHandler(RunFollower):
     """Follows run starts and ends for the tracker; judges or fails each finished root run's decisions."""
 
     run_inline = True  # root starts then run in the caller's own context, which the tracker needs
@@ -76,10 +116,7 @@ class _RunHandler(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
 
-    # --- starts -----------------------------------------------------------------------------------------
-    def on_chain_start(
-        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
-    ) -> None:
+    def started(self, run_id: UUID, parent_run_id: UUID | None) -> None:
         tracker.start(run_id, parent_run_id)
 
     def on_chat_model_start(
@@ -87,21 +124,6 @@ class _RunHandler(BaseCallbackHandler):
     ) -> None:
         tracker.start(run_id, parent_run_id)
         _llm_run.set(run_id)  # called in the context the model's _stream then runs in
-
-    def on_llm_start(
-        self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
-    ) -> None:
-        tracker.start(run_id, parent_run_id)
-
-    def on_tool_start(
-        self, serialized: Any, input_str: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
-    ) -> None:
-        tracker.start(run_id, parent_run_id)
-
-    def on_retriever_start(
-        self, serialized: Any, query: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
-    ) -> None:
-        tracker.start(run_id, parent_run_id)
 
     # --- ends -------------------------------------------------------------------------------------------
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -121,14 +143,7 @@ class _RunHandler(BaseCallbackHandler):
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
         self._failed(run_id, error)
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._failed(run_id, error)
-
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._failed(run_id, error)
-
-    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._failed(run_id, error)
+    on_llm_error = on_tool_error = on_retriever_error = on_chain_error
 
     def _ended(self, run_id: UUID, output: Any) -> None:
         run = tracker.end(run_id)
