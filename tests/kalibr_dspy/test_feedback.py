@@ -108,6 +108,16 @@ def test_replaced_callbacks_warn_once_naming_what_to_add(lm: Any, router: Record
     assert "dspy.configure(callbacks=[*your_callbacks, kalibr_dspy.DecisionTracker()])" in str(warning.message)
 
 
+def test_the_tracker_added_twice_reports_each_score_once(lm: Any, router: RecordingRouter) -> None:
+    devset, predict = _examples(3), dspy.Predict("question -> answer")
+    with dspy.context(lm=lm, callbacks=[*dspy.settings.callbacks, kalibr_dspy.DecisionTracker()]):
+        dspy.Evaluate(devset=devset, metric=weighted, num_threads=1)(predict)
+        assert [r.score for r in router.reports] == [example.weight for example in devset]
+        predict(question="What is 9 + 9?")
+        router.report(success=False)  # that call alone: the evaluation left no batch window open
+    assert [r.score for r in router.reports] == [example.weight for example in devset] + [0.0]
+
+
 class Breaks(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
     """Makes a routed call, then fails."""
 

@@ -57,6 +57,7 @@ _tracker = RunTracker()
 OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
 """A module that raised one of these failed because of what a model answered: its decisions are reported failed.
 Any other error leaves them unjudged, as in every Kalibr adapter."""
+
 _lock = threading.Lock()
 # Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example,
 # started in (a copy of) the caller's context and inside one shared window, so report() afterwards sees a batch.
@@ -284,9 +285,11 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
         # Every example's run counts as one batch, so report() after an evaluation is ambiguous (an error naming
         # the fix) rather than landing on the last example, or on a call made before the evaluation.
         window = _tracker.shared_scope()
-        window.__enter__()
         with _lock:
+            if call_id in _containers:
+                return  # a second tracker in DSPy's callbacks: the window is open already
             _containers[call_id] = (contextvars.copy_context(), window)
+        window.__enter__()
 
     def _end_container(self, call_id: str) -> None:
         with _lock:

@@ -4,9 +4,9 @@ A span handler on the root dispatcher tells the core's ``kalibr.runs.RunTracker`
 each routed call records its decision under the active span. When a root span ends, the run's final output (the
 query's answer, the parsed object, the agent's final message) is judged by ``success_when``/``score_when`` for
 every decision the run made, replacing the per-call verdicts; a run that raised because of what a model answered
-(an output parser's error) reports them as failed. Inside a
-run the router does not judge each call (an agent's tool-call turns are steps, not answers); a bare LLM call, the
-root of its own run, is judged by the router as it answers.
+(an output parser's error) reports them as failed. Inside a run the router does not judge each call (an agent's
+tool-call turns are steps, not answers); a bare LLM call, the root of its own run, is judged by the router as it
+answers.
 
 An agent (a workflow) runs in an asyncio task of its own, where the run's root span starts. LlamaIndex asks span
 handlers for what to propagate (``capture_propagation_context``) in the caller's context just before it starts
@@ -49,6 +49,7 @@ _tracker = RunTracker()
 OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
 """A run that raised one of these failed because of what a model answered: its decisions are reported failed.
 Any other error leaves them unjudged, as in every Kalibr adapter."""
+
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
 _MAX_OUTPUTS = 1_000
@@ -132,8 +133,8 @@ def _judge(run: Run, output: Any) -> None:
         _report_safely(router.evaluate, trace_id, output, final=True)
 
 
-def _fail(run: Run, error: BaseException | None) -> None:
-    category = failure_category_of(error) if error is not None else "unknown"
+def _fail(run: Run, error: BaseException) -> None:
+    category = failure_category_of(error)
     if category not in OUTPUT_JUDGED_CATEGORIES:
         return  # the caller's own code, or a provider outage the router already blamed on its path
     reason = f"the LlamaIndex run raised {type(error).__name__}"
@@ -183,7 +184,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         run, judged = self._end(id_)
-        if run is not None:
+        if run is not None and run.decisions:
             _remember(result, run)
             if not judged:
                 _judge(run, final_output(result))
@@ -198,7 +199,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         run, _ = self._end(id_)
-        if run is not None:
+        if run is not None and err is not None:
             _fail(run, err)
         return None
 
