@@ -55,6 +55,19 @@ def test_evaluate_reports_each_score_to_its_own_decisions(
     assert _metric_reports(router) == expected
 
 
+def test_a_metric_passed_to_the_evaluate_call_is_reported_too(configured: Any, router: RecordingRouter) -> None:
+    devset = _examples(4)
+    evaluate = dspy.Evaluate(devset=devset, metric=lambda example, prediction: 0.0, num_threads=2)
+    evaluate(DraftThenAnswer(), metric=weighted)
+    assert _metric_reports(router) == _expected(configured, devset)
+
+
+def test_evaluate_gets_its_own_metric_back(configured: Any) -> None:
+    evaluate = dspy.Evaluate(devset=_examples(2), metric=weighted, num_threads=1)
+    evaluate(dspy.Predict("question -> answer"))
+    assert evaluate.metric is weighted
+
+
 @pytest.mark.parametrize("num_threads", [4, 1])
 def test_report_after_an_evaluation_is_ambiguous_and_kalibr_dspy_report_names_one(
     configured: Any, router: RecordingRouter, num_threads: int

@@ -58,13 +58,6 @@ def _new_calls(lm: Any, seen: set[str]) -> list[str]:
     return made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug, reported to the core's owners: a replaced outcome leaves the drift detector's run counts "
-    "behind (policies/drift.py), so a later outcome raises ZeroDivisionError or 'math domain error' and is lost; "
-    "the test passes with the detector's rate kept inside (0, 1)",
-)
 async def test_every_decision_ends_with_the_outcome_meant_for_it(router: kalibr.Router) -> None:
     lm, seen, expected = dspy.settings.lm, set[str](), Expected()
 

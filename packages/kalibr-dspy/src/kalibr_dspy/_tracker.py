@@ -8,10 +8,11 @@ decisions, the router's ``success_when``/``score_when`` judge that prediction fo
 calls are steps, not answers), and ``router.report()`` afterwards reports all of them. A module that raised because
 of what a model answered (an ``AdapterParseError``) reports its decisions as failed.
 
-Metric scores become outcomes without any wiring: ``dspy.Evaluate`` hands its callbacks every
-``(example, prediction, score)``, and an optimizer's metric (``BootstrapFewShot(metric=...)``) is wrapped for the
-length of its ``compile``. Each score goes to exactly the decisions behind the prediction it scored, even with
-``Evaluate``'s threads. ``as_dspy()`` adds the tracker to DSPy's callbacks; where it cannot, it warns once.
+Metric scores become outcomes without any wiring: the metric of a ``dspy.Evaluate`` or an optimizer
+(``BootstrapFewShot(metric=...)``) is wrapped for the length of its call, so each score is reported as it is
+computed and the router learns during the evaluation; ``Evaluate`` also hands its callbacks every
+``(example, prediction, score)``, which covers a metric passed to the call itself. Each score goes to exactly the
+decisions behind the prediction it scored, once, even with ``Evaluate``'s threads. ``as_dspy()`` adds the tracker to DSPy's callbacks; where it cannot, it warns once.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ _lock = threading.Lock()
 # Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example,
 # started in (a copy of) the caller's context and inside one shared window, so report() afterwards sees a batch.
 _containers: dict[str, tuple[contextvars.Context, contextlib.AbstractContextManager[None]]] = {}
-_wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # compile call id -> (optimizer, its own metric)
+_wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # Evaluate or compile call id -> (its object, its own metric)
 _warned = False
 
 
@@ -257,8 +258,12 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
         # A bare LM call's run (outputs: a list of strings) was judged by the router as it answered.
 
     # --- calls that score predictions: Evaluate and optimizers ---------------------------------------------
+    # Each score is reported as the metric returns it, so the router learns during the evaluation: the metric
+    # is wrapped for the call's length. Evaluate's results catch the scores of a metric passed to the call itself.
     def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._start_container(call_id)
+        if inputs.get("metric") is None:
+            self._wrap_metric(call_id, instance)
 
     def on_evaluate_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         self._end_container(call_id)
@@ -267,19 +272,17 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
 
     def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._start_container(call_id)
-        metric = getattr(instance, "metric", None)
-        if callable(metric) and not getattr(metric, "_kalibr_reports", False):
-            with _lock:
-                _wrapped_metrics[call_id] = (instance, metric)
-            instance.metric = _reporting(metric)
+        self._wrap_metric(call_id, instance)
 
     def on_compile_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         self._end_container(call_id)
-        with _lock:
-            wrapped = _wrapped_metrics.pop(call_id, None)
-        if wrapped is not None:
-            optimizer, metric = wrapped
-            optimizer.metric = metric
+
+    def _wrap_metric(self, call_id: str, scorer: Any) -> None:
+        metric = getattr(scorer, "metric", None)
+        if callable(metric) and not getattr(metric, "_kalibr_reports", False):
+            with _lock:
+                _wrapped_metrics[call_id] = (scorer, metric)
+            scorer.metric = _reporting(metric)
 
     def _start_container(self, call_id: str) -> None:
         # Every example's run counts as one batch, so report() after an evaluation is ambiguous (an error naming
@@ -294,8 +297,12 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
     def _end_container(self, call_id: str) -> None:
         with _lock:
             container = _containers.pop(call_id, None)
+            wrapped = _wrapped_metrics.pop(call_id, None)
         if container is not None:
             container[1].__exit__(None, None, None)
+        if wrapped is not None:
+            scorer, metric = wrapped
+            scorer.metric = metric  # the user's own metric is back
 
 
 def _tracker_active() -> bool:
