@@ -12,7 +12,8 @@ Metric scores become outcomes without any wiring: the metric of a ``dspy.Evaluat
 (``BootstrapFewShot(metric=...)``) is wrapped for the length of its call, so each score is reported as it is
 computed and the router learns during the evaluation; ``Evaluate`` also hands its callbacks every
 ``(example, prediction, score)``, which covers a metric passed to the call itself. Each score goes to exactly the
-decisions behind the prediction it scored, once, even with ``Evaluate``'s threads. ``as_dspy()`` adds the tracker to DSPy's callbacks; where it cannot, it warns once.
+decisions behind the prediction it scored, once, even with ``Evaluate``'s threads. ``as_dspy()`` adds the tracker
+to DSPy's callbacks; where it cannot, it warns once.
 """
 
 from __future__ import annotations
