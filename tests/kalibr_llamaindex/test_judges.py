@@ -111,3 +111,11 @@ def test_a_provider_outage_later_in_a_query_is_not_blamed_on_the_path_that_answe
     assert router.reports == []
     (failed,) = caught.value.exceptions  # the path's own error, blamed on that path alone
     assert [(r.source, r.failure_category) for r in checker.reports] == [("error", failed.failure_category)]
+
+
+def test_llamaindex_errors_have_their_failure_category() -> None:
+    from llama_index.core.workflow import WorkflowTimeoutError
+
+    assert kalibr.failure_category_of(OutputParserException("no JSON")) == "malformed_output"
+    assert kalibr.failure_category_of(WorkflowTimeoutError("the agent took too long")) == "timeout"
+    assert kalibr.failure_category_of(RuntimeError("the caller's own bug")) == "unknown"
