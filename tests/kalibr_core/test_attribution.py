@@ -220,7 +220,7 @@ async def test_an_async_run_ended_in_another_task_is_reported_by_the_task_that_s
     assert gatherer.trace_id not in _outcomes(router)  # ...and never reports its older call instead
 
 
-def test_the_tracker_is_bounded_and_forgets_unknown_runs(sandbox: SandboxServer) -> None:
+def test_unknown_runs_are_ignored_and_only_a_roots_end_returns_a_run(sandbox: SandboxServer) -> None:
     router, tracker = _router(sandbox), RunTracker()
     assert tracker.end("never started") is None
     tracker.record("never started", router, "0" * 32)  # a call outside any known run: ignored

@@ -6,6 +6,7 @@ makes an unrelated direct ``router.completion`` call, which a report after the f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -263,9 +264,11 @@ def test_a_tool_call_turn_is_judged_on_its_tool_calls(sandbox: SandboxServer) ->
     seen: list[Any] = []
     router = _router(sandbox, success_when=lambda answer: seen.append(answer) is None and bool(answer))
     message = router.as_langchain().bind_tools([get_weather]).invoke("What is the weather in Paris? Use get_weather.")
-    chained = (PROMPT | router.as_langchain().bind_tools([get_weather])).invoke({"topic": "the weather in Paris"})
+    weather = ChatPromptTemplate.from_template("What is the weather in {city}? Use get_weather.")
+    chained = (weather | router.as_langchain().bind_tools([get_weather])).invoke({"city": "Oslo"})
     assert message.tool_calls and seen[0] == message.tool_calls
-    assert seen[1] == chained.tool_calls or seen[1] == chained.text  # a chain's final message: the same rule
+    assert chained.tool_calls and seen[1] == chained.tool_calls  # a chain's final message: the same rule
+    assert len(seen) == 2
     assert all(o.success for o in stored_outcomes(router).values())
 
 
@@ -323,3 +326,63 @@ def test_every_path_failing_keeps_each_paths_own_error(start_sandbox: Callable[.
         "down": "provider_error",
         "limited": "rate_limited",
     }
+
+
+def test_a_second_report_survives_a_store_outage_and_no_judge_is_blamed(
+    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kalibr.stores import MemoryStore
+
+    class FlakyUpdates(MemoryStore):
+        down = True
+
+        def update_outcome(self, *args: Any, **kwargs: Any) -> Any:
+            if FlakyUpdates.down:
+                raise kalibr.StoreError("the database is down")
+            return super().update_outcome(*args, **kwargs)
+
+    router = _router(sandbox, store=FlakyUpdates(), success_when=lambda answer: True)
+    chain = PROMPT | router.as_langchain() | StrOutputParser()
+    with caplog.at_level(logging.WARNING, logger="kalibr"):
+        chain.invoke({"topic": "otters"})  # the run's verdict: success
+        engine: Any = router.intelligence
+        engine.flush()
+        router.report(success=False, failure_category="hallucination_detected")  # replaces it: the store is down
+        with pytest.raises(kalibr.StoreError):
+            engine.flush()
+    assert "raised" not in caplog.text  # neither the judge nor the report is blamed
+    FlakyUpdates.down = False
+    (outcome,) = stored_outcomes(router).values()
+    assert (outcome.success, outcome.failure_category, outcome.source) == (False, "hallucination_detected", "explicit")
+
+
+def test_a_judge_raising_on_a_chain_output_stores_only_its_type(sandbox: SandboxServer, tmp_path: Any) -> None:
+    from kalibr._intelligence_registry import reset_shared
+
+    secret = "Quokka-51b2-private"
+    raised: list[str] = []
+
+    def judge(answer: str) -> bool:
+        raised.append(f"unexpected answer {answer!r}")
+        raise ValueError(raised[-1])
+
+    router = _router(sandbox, success_when=judge, store=f"sqlite:///{tmp_path}/chain.db")
+    chain = ChatPromptTemplate.from_template("Please repeat this exactly: {text}") | router.as_langchain()
+    answer = (chain | StrOutputParser()).invoke({"text": secret})
+    (outcome,) = stored_outcomes(router).values()
+    assert (outcome.failure_category, outcome.reason) == ("validation_failed", "success_when raised ValueError")
+    reset_shared()
+    stored = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("chain.db"))
+    assert secret in answer and raised and secret in raised[0] and b"langchain_reports" in stored  # the guards
+    assert secret.encode() not in stored
+
+
+def test_reporting_an_object_several_runs_returned_asks_for_the_trace_id(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    verdict = "ok"  # an interned string: every run returns this very object
+    chain = PROMPT | router.as_langchain() | StrOutputParser() | RunnableLambda(lambda _: verdict)
+    first, second = chain.invoke({"topic": "owls"}), chain.invoke({"topic": "tides"})
+    assert first is second
+    with pytest.raises(kalibr.UserError, match="several runs returned the very same str object"):
+        router.as_langchain().report(first, success=True)
+    assert _explicit(router) == {}

@@ -1,7 +1,9 @@
 """Kalibr for LangChain: a router as a chat model (``ChatKalibr``), and outcomes from LangChain's callbacks.
 
 ``router.as_langchain()`` returns a ``ChatKalibr`` around an existing router; ``ChatKalibr(goal=..., paths=[...])``
-builds one. ``KalibrCallbackHandler`` judges whole chain runs with ``success_when``.
+builds one. Every LangChain run that calls it is followed (``router.report()`` after a chain, batch, stream or agent
+lands on that run, and the router's ``success_when`` judges the run's final output); ``KalibrCallbackHandler``
+judges chain runs with a judge of its own.
 Names are imported on first use: the core loads this package's plugin on every process's first routed call, and
 that must not pay for importing LangChain.
 """

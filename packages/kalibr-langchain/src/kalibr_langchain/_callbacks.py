@@ -1,10 +1,11 @@
-"""Outcomes from LangChain's callbacks: judge a whole chain (or agent, or graph) run, not just the model's text.
+"""A judge of its own for chain (or agent, or graph) runs, passed as a LangChain callback.
 
-``KalibrCallbackHandler`` follows the run tree. Each Kalibr decision made inside a run (found in the model's
-``response_metadata``) is linked to the outermost run; when that run ends, ``success_when`` (or ``score_when``)
-runs on its final output and the verdict replaces the one the router drew from the model's text alone. A run
-that raises reports its decisions as failed, with a category. Afterwards ``handler.report(output, ...)`` reports
-the calls behind an output the handler saw.
+The router's own ``success_when``/``score_when`` already judges every run's final output (``_runs``), with no
+callback passed. ``KalibrCallbackHandler`` is for a different judge per chain: it follows the run tree, links each
+Kalibr decision made inside a run (found in the model's ``response_metadata``) to the outermost run, and when that
+run ends reports its own verdict on the final output explicitly, replacing the router's. A run that raises reports
+its decisions as failed, with a category. Afterwards ``handler.report(output, ...)`` reports the calls behind an
+output the handler saw.
 """
 
 from __future__ import annotations

@@ -130,9 +130,7 @@ class _RunHandler(RunFollower):
         self._ended(run_id, outputs)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
-        run = tracker.end(run_id)
-        if run is not None and run.decisions:  # a model called on its own: ChatKalibr judged its answer
-            self._remember(response, run)
+        tracker.end(run_id)  # a model called on its own: ChatKalibr judged its answer, which carries its trace id
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         self._ended(run_id, output)
@@ -171,7 +169,7 @@ class _RunHandler(RunFollower):
     def _remember(self, output: Any, run: Run) -> None:
         with self._lock:
             known = self._outputs.get(id(output))
-            shared = known is not None and known[0] is output and known[1] is not None  # an interned "4"
+            shared = known is not None and known[0] is output  # an interned "4" returned by several runs
             self._outputs[id(output)] = (output, None if shared else run)  # holding it keeps its id() unique
             if len(self._outputs) > _MAX_OUTPUTS:
                 self._outputs.popitem(last=False)
