@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
+from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.output_parsers.base import OutputParserException
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.query_engine import CustomQueryEngine
@@ -119,3 +121,19 @@ def test_llamaindex_errors_have_their_failure_category() -> None:
     assert kalibr.failure_category_of(OutputParserException("no JSON")) == "malformed_output"
     assert kalibr.failure_category_of(WorkflowTimeoutError("the agent took too long")) == "timeout"
     assert kalibr.failure_category_of(RuntimeError("the caller's own bug")) == "unknown"
+
+
+@pytest.mark.usefixtures("closes_leftover_loop")
+def test_a_streaming_query_is_judged_on_the_streamed_answer(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    router = _judging_router(sandbox, judged, verdict=False)
+    Settings.llm, Settings.embed_model = router.as_llamaindex(), MockEmbedding(embed_dim=8)
+    try:
+        index = VectorStoreIndex.from_documents([Document(text="Kalibr routes each call to the path that works.")])
+        response = index.as_query_engine(streaming=True).query("What does Kalibr do?")
+        streamed = "".join(response.response_gen)
+    finally:
+        Settings.llm, Settings.embed_model = None, None  # type: ignore[assignment]  # back to LlamaIndex's defaults
+    assert judged == [streamed]
+    router.report(success=True)  # the streamed call, consumed here after the query returned
+    assert [(r.source, r.success) for r in router.reports] == [("explicit", True)]

@@ -97,19 +97,24 @@ class KalibrLLM(FunctionCallingLLM):
     # --- chat ---------------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        completion = self._router.completion(self._dicts(messages), **self._call(kwargs))
+        completion = self._router.completion(self._dicts(messages), evaluate=self._evaluates(), **self._params(kwargs))
         return self._response(completion)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        completion = await self._router.acompletion(self._dicts(messages), **self._call(kwargs))
+        completion = await self._router.acompletion(
+            self._dicts(messages), evaluate=self._evaluates(), **self._params(kwargs)
+        )
         return self._response(completion)
 
+    # A stream's span ends as soon as the generator is returned; the call is made when it is consumed, so that is
+    # where it is attributed (to the agent step consuming it, or to the caller after a streaming query).
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream = self._router.stream(self._dicts(messages), **self._call(kwargs))
+        conversation, params = self._dicts(messages), self._params(kwargs)
 
         def generate() -> ChatResponseGen:
+            stream = self._router.stream(conversation, evaluate=self._evaluates(), **params)
             message = StreamedMessage()
             for chunk in stream:
                 yield message.add(chunk)
@@ -119,9 +124,10 @@ class KalibrLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        stream = self._router.astream(self._dicts(messages), **self._call(kwargs))
+        conversation, params = self._dicts(messages), self._params(kwargs)
 
         async def generate() -> ChatResponseAsyncGen:
+            stream = self._router.astream(conversation, evaluate=self._evaluates(), **params)
             message = StreamedMessage()
             chunk: StreamChunk
             async for chunk in stream:
@@ -223,12 +229,14 @@ class KalibrLLM(FunctionCallingLLM):
     def _dicts(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         return [message_to_dict(message) for message in messages]
 
-    def _call(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The router's keyword arguments: model parameters, and whether to judge this call on its own (not
-        when it is one step of a larger LlamaIndex run, whose final output is judged instead)."""
+    def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         merged = {**self.call_params, **kwargs}
-        params = {key: value for key, value in merged.items() if key not in _LLAMAINDEX_ONLY and value is not None}
-        return {**params, "evaluate": not self.run_outcomes or evaluates_each_call()}
+        return {key: value for key, value in merged.items() if key not in _LLAMAINDEX_ONLY and value is not None}
+
+    def _evaluates(self) -> bool:
+        """Whether the router judges this call on its own: not when it is one step of a larger LlamaIndex run,
+        whose final output is judged instead."""
+        return not self.run_outcomes or evaluates_each_call()
 
     def _response(self, completion: Completion) -> ChatResponse:
         self._record(completion)
