@@ -3,8 +3,8 @@
 Overhead: ``dspy.Predict`` on ``router.as_dspy()`` next to ``dspy.Predict`` on ``dspy.LM("openai/<model>")``
 pointed straight at the same sandbox model over loopback HTTP; rounds alternate between the two.
 
-Learning: ``dspy.Evaluate`` (4 threads) over arithmetic tasks against the sandbox's ``demo`` scenario, with
-``report_metric`` feeding each example's score to the decisions behind it. Run once with a metric that rewards
+Learning: ``dspy.Evaluate`` (4 threads) over arithmetic tasks against the sandbox's ``demo`` scenario; the adapter
+feeds each example's metric score to the decisions behind it, with no wiring. Run once with a metric that rewards
 right answers and once with one that rewards wrong answers: the router's traffic follows whichever the metric
 favours, which shows it learns from the metric and not from a fixed preference.
 """
@@ -27,7 +27,6 @@ import kalibr
 from benchmarks._timing import markdown_table, percentiles_us, time_calls
 from kalibr.sandbox import builtin_scenario, serve
 from kalibr.sandbox.tasks import TaskGenerator
-from kalibr_dspy import DecisionTracker, report_metric
 
 _STRONG, _WEAK = "atlas-large", "swift-mini"
 
@@ -83,8 +82,8 @@ def _learning_run(examples: int, rewards_right: bool) -> tuple[list[str], float]
     with serve(builtin_scenario("demo"), seed=0) as sandbox:
         paths = [{"model": name, "base_url": sandbox.openai_base_url} for name in (_WEAK, _STRONG)]
         lm = kalibr.Router("bench_dspy_learning", paths, store="memory:").as_dspy()
-        with dspy.context(lm=lm, callbacks=[DecisionTracker()]):
-            evaluate = dspy.Evaluate(devset=devset, metric=report_metric(metric), num_threads=4)
+        with dspy.context(lm=lm):
+            evaluate = dspy.Evaluate(devset=devset, metric=metric, num_threads=4)
             result = evaluate(dspy.Predict("question -> answer"))
     return [entry["response_model"] for entry in lm.history], float(result.score)
 
@@ -103,7 +102,7 @@ def _learning(quick: bool) -> str:
     )
     print(table)
     return (
-        f"{examples} arithmetic examples through `dspy.Evaluate(num_threads=4)` with `report_metric`, sandbox "
+        f"{examples} arithmetic examples through `dspy.Evaluate(num_threads=4)`, sandbox "
         f"`demo` scenario, share of calls per path per block of {block}:\n\n{table}\n"
     )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import kalibr
+from kalibr.stores.base import OutcomeRecord
 
-__all__ = ["RecordingRouter", "Report"]
+__all__ = ["RecordingRouter", "Report", "stored_outcomes"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,10 @@ class RecordingRouter(kalibr.Router):
         super().__init__(*args, **kwargs)
         self.reports: list[Report] = []
         self.intelligence = _RecordingIntelligence(self.intelligence, self.reports)  # type: ignore[assignment]
+
+
+def stored_outcomes(router: kalibr.Router) -> list[OutcomeRecord]:
+    """Every outcome of the router's goal in its embedded engine's store, once the queued writes are flushed."""
+    engine: Any = router.intelligence
+    engine.flush()
+    return list(engine.store.outcomes(engine.tenant, router.goal, datetime(2000, 1, 1, tzinfo=UTC)))

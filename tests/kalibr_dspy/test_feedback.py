@@ -1,31 +1,24 @@
-"""Metric scores reach exactly the decisions behind each example; module errors are reported as failures."""
+"""Metric scores reach exactly the decisions behind each example, with nothing but ``dspy.configure(lm=...)``.
+
+Written as DSPy's documentation writes evaluation and optimization; the decisions behind each example are read
+from the LM's own history (each entry's response id is the decision's trace id).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import dspy
 import pytest
-from dspy.teleprompt import BootstrapFewShot
+from dspy.teleprompt import BootstrapFewShot, BootstrapFewShotWithRandomSearch
 
+import kalibr_dspy
 from kalibr import UserError
-from kalibr_dspy import DecisionTracker, decisions_of, report_metric, score_of
+from kalibr_dspy import decisions_of, score_of
 
-from .conftest import RecordingRouter
-
-
-class TwoSteps(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
-    """Two routed calls per example: a draft and a final answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.draft = dspy.Predict("question -> answer")
-        self.final = dspy.ChainOfThought("question, draft -> answer")
-
-    def forward(self, question: str) -> dspy.Prediction:
-        draft = self.draft(question=question).answer
-        return self.final(question=question, draft=draft)
+from .conftest import DraftThenAnswer, RecordingRouter, trace_ids_by_question
 
 
 def _examples(count: int) -> list[dspy.Example]:
@@ -40,28 +33,102 @@ def weighted(example: dspy.Example, prediction: dspy.Prediction, trace: Any = No
     return float(example.weight)
 
 
-def test_threaded_evaluate_reports_each_score_to_its_own_decisions(tracked: Any, router: RecordingRouter) -> None:
-    evaluate = dspy.Evaluate(devset=_examples(12), metric=report_metric(weighted), num_threads=4)
-    result = evaluate(TwoSteps())
-    reported = {r.trace_id: r.score for r in router.reports}
-    expected: dict[str, float] = {}
-    for _example, prediction, score in result.results:
-        decisions = decisions_of(prediction)
-        assert len(decisions) == 2, "each example made a draft and a final call"
-        expected.update({trace_id: score for _, trace_id in decisions})
-    assert reported == expected
-    assert len(expected) == 24
+def _expected(lm: Any, devset: list[dspy.Example]) -> dict[str, float]:
+    """Each call's expected score: the weight of the example it was made for."""
+    by_question = trace_ids_by_question(lm)
+    return {trace_id: example.weight for example in devset for trace_id in by_question.get(example.question, [])}
 
 
-def test_bootstrap_few_shot_reports_while_bootstrapping(tracked: Any, router: RecordingRouter) -> None:
-    def exact(example: dspy.Example, prediction: dspy.Prediction, trace: Any = None) -> bool:
-        return bool(str(prediction.answer).strip() == example.answer)
+def _metric_reports(router: RecordingRouter) -> dict[str, float | None]:
+    return {r.trace_id: r.score for r in router.reports if r.source == "explicit"}
 
-    optimizer = BootstrapFewShot(metric=report_metric(exact), max_bootstrapped_demos=2, max_rounds=1)
-    compiled = optimizer.compile(dspy.Predict("question -> answer"), trainset=_examples(4))
-    assert compiled.demos, "the sandbox answers right, so demos were bootstrapped"
-    assert router.reports
-    assert all(r.score == 1.0 for r in router.reports)
+
+@pytest.mark.parametrize("num_threads", [4, 1])
+def test_evaluate_reports_each_score_to_its_own_decisions(
+    configured: Any, router: RecordingRouter, num_threads: int
+) -> None:
+    devset = _examples(12)
+    evaluate = dspy.Evaluate(devset=devset, metric=weighted, num_threads=num_threads, display_progress=True)
+    evaluate(DraftThenAnswer())
+    expected = _expected(configured, devset)
+    assert len(expected) == 24, "each example made a draft and a final call"
+    assert _metric_reports(router) == expected
+
+
+def test_a_metric_passed_to_the_evaluate_call_is_reported_too(configured: Any, router: RecordingRouter) -> None:
+    devset = _examples(4)
+    evaluate = dspy.Evaluate(devset=devset, metric=lambda example, prediction: 0.0, num_threads=2)
+    evaluate(DraftThenAnswer(), metric=weighted)
+    assert _metric_reports(router) == _expected(configured, devset)
+
+
+def test_evaluate_gets_its_own_metric_back(configured: Any) -> None:
+    evaluate = dspy.Evaluate(devset=_examples(2), metric=weighted, num_threads=1)
+    evaluate(dspy.Predict("question -> answer"))
+    assert evaluate.metric is weighted
+
+
+@pytest.mark.parametrize("num_threads", [4, 1])
+def test_report_after_an_evaluation_is_ambiguous_and_kalibr_dspy_report_names_one(
+    configured: Any, router: RecordingRouter, num_threads: int
+) -> None:
+    router.completion("Hello there")  # a direct call before the evaluation must not take the report
+    evaluate = dspy.Evaluate(devset=_examples(3), metric=weighted, num_threads=num_threads)
+    result = evaluate(dspy.Predict("question -> answer"))
+    with pytest.raises(UserError, match="ambiguous"):
+        router.report(success=False)
+    _example, prediction, _score = result.results[1]
+    (trace_id,) = kalibr_dspy.report(prediction, success=False, failure_category="hallucination_detected")
+    assert trace_id == decisions_of(prediction)[0][1]
+    assert [(r.trace_id, r.score) for r in router.reports][-1] == (trace_id, 0.0)
+
+
+def test_bootstrap_few_shot_reports_each_bootstrapped_example(configured: Any, router: RecordingRouter) -> None:
+    trainset = _examples(6)
+    optimizer = BootstrapFewShot(metric=weighted, max_bootstrapped_demos=3, max_rounds=1)
+    compiled = optimizer.compile(dspy.Predict("question -> answer"), trainset=trainset)
+    assert compiled.demos, "examples with a positive score became demos"
+    expected = _expected(configured, trainset)
+    assert len(expected) >= 4, "bootstrapping stops once it has its demos"
+    assert _metric_reports(router) == expected
+    assert optimizer.metric is weighted, "the optimizer's own metric is back after compile"
+
+
+def test_an_optimizer_that_evaluates_with_its_metric_reports_each_prediction_once(
+    configured: Any, router: RecordingRouter
+) -> None:
+    trainset = _examples(4)
+    optimizer = BootstrapFewShotWithRandomSearch(metric=weighted, max_bootstrapped_demos=1, num_candidate_programs=1)
+    optimizer.compile(dspy.Predict("question -> answer"), trainset=trainset)
+    reported = [r.trace_id for r in router.reports]
+    assert len(reported) == len(set(reported)), "each prediction's score is reported once"
+    assert _metric_reports(router) == _expected(configured, trainset)
+
+
+def test_a_metric_that_is_not_a_score_warns_once(configured: Any, router: RecordingRouter, warns_afresh: None) -> None:
+    with pytest.warns(UserWarning, match=r"score in \[0, 1\]"):
+        dspy.Evaluate(devset=_examples(3), metric=lambda example, prediction: 7, num_threads=1)(DraftThenAnswer())
+    assert router.reports == []
+
+
+def test_replaced_callbacks_warn_once_naming_what_to_add(lm: Any, router: RecordingRouter, warns_afresh: None) -> None:
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=lm, callbacks=[]), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict(question="What is 1 + 1?")
+        predict(question="What is 2 + 2?")
+    (warning,) = caught
+    assert "dspy.configure(callbacks=[*your_callbacks, kalibr_dspy.DecisionTracker()])" in str(warning.message)
+
+
+def test_the_tracker_added_twice_reports_each_score_once(lm: Any, router: RecordingRouter) -> None:
+    devset, predict = _examples(3), dspy.Predict("question -> answer")
+    with dspy.context(lm=lm, callbacks=[*dspy.settings.callbacks, kalibr_dspy.DecisionTracker()]):
+        dspy.Evaluate(devset=devset, metric=weighted, num_threads=1)(predict)
+        assert [r.score for r in router.reports] == [example.weight for example in devset]
+        predict(question="What is 9 + 9?")
+        router.report(success=False)  # that call alone: the evaluation left no batch window open
+    assert [r.score for r in router.reports] == [example.weight for example in devset] + [0.0]
 
 
 class Breaks(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
@@ -76,13 +143,15 @@ class Breaks(dspy.Module):  # type: ignore[misc]  # dspy ships no type informati
         raise RuntimeError("post-processing failed")
 
 
-def test_a_module_error_reports_its_decisions_as_failed(tracked: Any, router: RecordingRouter) -> None:
+def test_an_error_in_the_programs_own_code_leaves_its_decisions_unjudged(
+    configured: Any, router: RecordingRouter
+) -> None:
     with pytest.raises(RuntimeError, match="post-processing failed"):
         Breaks()(question="What is 1 + 1?")
-    assert [(r.success, r.failure_category) for r in router.reports] == [(False, "unknown")]
+    assert router.reports == [], "the model answered; the program's own code broke"
 
 
-def test_an_error_caught_inside_the_program_is_not_a_failure(tracked: Any, router: RecordingRouter) -> None:
+def test_an_error_caught_inside_the_program_is_not_a_failure(configured: Any, router: RecordingRouter) -> None:
     class Recovers(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
         def __init__(self) -> None:
             super().__init__()
@@ -99,28 +168,6 @@ def test_an_error_caught_inside_the_program_is_not_a_failure(tracked: Any, route
     assert len(decisions_of(prediction)) == 2, "the recovered call still counts toward the final answer"
 
 
-def test_a_raising_metric_reports_validation_failed_and_reraises(tracked: Any, router: RecordingRouter) -> None:
-    def broken(example: Any, prediction: Any, trace: Any = None) -> float:
-        raise KeyError("missing label")
-
-    prediction = dspy.Predict("question -> answer")(question="What is 1 + 1?")
-    with pytest.raises(KeyError):
-        report_metric(broken)(dspy.Example(question="x"), prediction)
-    assert [(r.success, r.failure_category) for r in router.reports] == [(False, "validation_failed")]
-
-
-def test_report_metric_needs_the_tracker(lm: Any) -> None:
-    with dspy.context(lm=lm, callbacks=[]), pytest.raises(UserError, match=r"DecisionTracker\(\)"):
-        report_metric(weighted)(dspy.Example(weight=1.0), dspy.Prediction(answer="2"))
-
-
-def test_without_the_tracker_predictions_carry_no_decisions(lm: Any) -> None:
-    with dspy.context(lm=lm, callbacks=[]):
-        assert decisions_of(dspy.Predict("question -> answer")(question="hi")) == []
-    with dspy.context(lm=lm, callbacks=[DecisionTracker()]):
-        assert len(decisions_of(dspy.Predict("question -> answer")(question="hi"))) == 1
-
-
 @pytest.mark.parametrize(
     ("value", "score"),
     [(True, 1.0), (False, 0.0), (0.25, 0.25), (1, 1.0), ({"score": 0.5}, 0.5), (dspy.Prediction(score=0.75), 0.75)],
@@ -131,12 +178,5 @@ def test_score_of_accepts_what_dspy_metrics_return(value: Any, score: float) -> 
 
 @pytest.mark.parametrize("value", [3.0, -0.1, float("nan"), "good", None])
 def test_score_of_refuses_what_is_not_a_score(value: Any) -> None:
-    with pytest.raises(UserError, match="to_score="):
+    with pytest.raises(UserError, match=r"score in \[0, 1\]"):
         score_of(value)
-
-
-def test_to_score_maps_other_scales(tracked: Any, router: RecordingRouter) -> None:
-    prediction = dspy.Predict("question -> answer")(question="What is 1 + 1?")
-    metric = report_metric(lambda example, prediction: 7, to_score=lambda value: value / 10)
-    assert metric(dspy.Example(), prediction) == 7
-    assert [r.score for r in router.reports] == [0.7]

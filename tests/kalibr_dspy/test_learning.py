@@ -11,7 +11,6 @@ import pytest
 import kalibr
 from kalibr.sandbox import SandboxServer
 from kalibr.sandbox.tasks import TaskGenerator
-from kalibr_dspy import DecisionTracker, report_metric
 
 STRONG, WEAK = "atlas-large", "swift-mini"  # 95% and 75% right on arithmetic in the demo scenario
 
@@ -28,8 +27,8 @@ def _share_of_last_hundred(sandbox: SandboxServer, rewards_right: bool) -> dict[
 
     paths = [{"model": name, "base_url": sandbox.openai_base_url} for name in (WEAK, STRONG)]
     lm = kalibr.Router("dspy_learning", paths, store="memory:").as_dspy()
-    with dspy.context(lm=lm, callbacks=[DecisionTracker()]):
-        dspy.Evaluate(devset=devset, metric=report_metric(metric), num_threads=4)(dspy.Predict("question -> answer"))
+    with dspy.context(lm=lm):  # nothing else: Evaluate's scores reach the router by themselves
+        dspy.Evaluate(devset=devset, metric=metric, num_threads=4)(dspy.Predict("question -> answer"))
     last = [entry["response_model"] for entry in lm.history[-100:]]
     return {model: last.count(model) / len(last) for model in (WEAK, STRONG)}
 

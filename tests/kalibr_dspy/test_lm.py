@@ -16,6 +16,7 @@ from .conftest import RecordingRouter, sandbox_paths
 
 def test_is_a_dspy_lm_without_cache_or_retries(lm: Any) -> None:
     assert isinstance(lm, dspy.BaseLM)
+    assert any(isinstance(callback, DecisionTracker) for callback in dspy.settings.callbacks), "installed by as_dspy"
     assert lm.model == "kalibr/dspy_contract"
     assert lm.cache is False
     assert lm.num_retries == 0
@@ -76,7 +77,7 @@ async def test_async_predict(lm: Any) -> None:
     assert prediction.answer == 5
 
 
-def test_every_call_reaches_the_router_even_when_identical(tracked: Any) -> None:
+def test_every_call_reaches_the_router_even_when_identical(configured: Any) -> None:
     predict = dspy.Predict("question -> answer")
     first, second = predict(question="What is 2 + 3?"), predict(question="What is 2 + 3?")
     (one,), (two,) = decisions_of(first), decisions_of(second)
@@ -105,7 +106,7 @@ def test_legacy_lm_for_dspy_before_3_4(router: RecordingRouter) -> None:
     from kalibr_dspy._legacy import LegacyRouterLM
 
     lm = LegacyRouterLM(router)
-    with dspy.context(lm=lm, callbacks=[DecisionTracker()]), pytest.warns(DeprecationWarning, match="forward"):
+    with dspy.context(lm=lm), pytest.warns(DeprecationWarning, match="forward"):
         prediction = dspy.Predict("question -> answer: int")(question="What is 2 + 3?")
     assert prediction.answer == 5
     assert len(decisions_of(prediction)) == 1

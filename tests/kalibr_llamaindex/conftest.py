@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
 from llama_index_instrumentation import get_dispatcher
-from pydantic import Field
+from pydantic import BaseModel, Field
 from tests.recording import RecordingRouter
 
 from kalibr_llamaindex import KalibrLLM
@@ -25,6 +26,18 @@ AGENT_WARNINGS = [
 
 if TYPE_CHECKING:
     from kalibr.sandbox import SandboxServer
+
+
+class Person(BaseModel):
+    """What the structured-output tests extract."""
+
+    name: str
+    age: int
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
 
 
 def sandbox_paths(sandbox: SandboxServer) -> list[dict[str, Any]]:
@@ -78,3 +91,31 @@ def closes_leftover_loop() -> Iterator[None]:
             return
     loop.close()
     asyncio.set_event_loop(None)
+
+
+class DecisionRecorder(BaseEventHandler):
+    """Keeps the trace id of every routed LLM answer, as LlamaIndex's instrumentation reports them."""
+
+    trace_ids: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "KalibrTestDecisionRecorder"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        response = getattr(event, "response", None)
+        raw = getattr(response, "raw", None)
+        if isinstance(event, LLMChatEndEvent | LLMCompletionEndEvent) and isinstance(raw, dict) and "kalibr" in raw:
+            trace_id = raw["kalibr"]["trace_id"]
+            if trace_id not in self.trace_ids:
+                self.trace_ids.append(trace_id)
+
+
+@pytest.fixture
+def decisions() -> Iterator[list[str]]:
+    """The trace ids of the routed LLM answers made during the test, in order."""
+    recorder = DecisionRecorder(trace_ids=[])
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(recorder)
+    yield recorder.trace_ids
+    dispatcher.event_handlers.remove(recorder)

@@ -15,7 +15,7 @@ from dspy.lm15 import Request, Response, response_from_openai_chat, response_to_
 
 from kalibr import Completion, Router, UserError
 from kalibr_dspy._body import openai_body
-from kalibr_dspy._tracker import record_decision
+from kalibr_dspy._tracker import arouted_completion, routed_completion
 
 __all__ = ["AsyncRouterEngine", "RouterEngine"]
 
@@ -40,7 +40,6 @@ class _Shared:
         self.router = router
 
     def _response(self, request: Request, completion: Completion) -> Response:
-        record_decision(self.router, completion.trace_id)
         return response_from_openai_chat(openai_body(completion), model=request.model)
 
     def dump_state(self) -> dict[str, Any]:
@@ -59,7 +58,7 @@ class RouterEngine(_Shared):
 
     def complete(self, request: Request) -> Response:
         messages, params = _router_arguments(request)
-        return self._response(request, self.router.completion(messages, **params))
+        return self._response(request, routed_completion(self.router, messages, params))
 
     def stream(self, request: Request) -> Iterator[Any]:
         # DSPy streams field by field from whole events; one routed completion replayed as events suffices.
@@ -74,7 +73,7 @@ class AsyncRouterEngine(_Shared):
 
     async def complete(self, request: Request) -> Response:
         messages, params = _router_arguments(request)
-        return self._response(request, await self.router.acompletion(messages, **params))
+        return self._response(request, await arouted_completion(self.router, messages, params))
 
     async def stream(self, request: Request) -> AsyncIterator[Any]:
         for event in response_to_events(await self.complete(request)):

@@ -12,7 +12,7 @@ from dspy.clients.base_lm import BaseLM
 
 from kalibr import Completion, Router, UserError
 from kalibr_dspy._body import openai_body
-from kalibr_dspy._tracker import record_decision
+from kalibr_dspy._tracker import arouted_completion, install_tracker, routed_completion
 
 __all__ = ["LegacyRouterLM"]
 
@@ -44,6 +44,7 @@ class LegacyRouterLM(BaseLM):  # type: ignore[misc]  # dspy ships no type inform
         kwargs.setdefault("cache", False)
         kwargs.setdefault("num_retries", 0)
         super().__init__(model=f"kalibr/{router.goal}", model_type="chat", **kwargs)
+        install_tracker()
         self.router = router
 
     def _arguments(self, prompt: str | None, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> Any:
@@ -54,15 +55,14 @@ class LegacyRouterLM(BaseLM):  # type: ignore[misc]  # dspy ships no type inform
         return conversation, {key: value for key, value in params.items() if value is not None}
 
     def _response(self, completion: Completion) -> Any:
-        record_decision(self.router, completion.trace_id)
         return _fields(openai_body(completion))
 
     def forward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
         conversation, params = self._arguments(prompt, messages, kwargs)
-        return self._response(self.router.completion(conversation, **params))
+        return self._response(routed_completion(self.router, conversation, params))
 
     async def aforward(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> Any:
         conversation, params = self._arguments(prompt, messages, kwargs)
-        return self._response(await self.router.acompletion(conversation, **params))
+        return self._response(await arouted_completion(self.router, conversation, params))

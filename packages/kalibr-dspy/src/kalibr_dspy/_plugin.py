@@ -5,11 +5,12 @@ Loaded on every process's first routed call, so DSPy is imported only when the f
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import kalibr
 
-__all__ = ["as_dspy", "engine_interface_available", "kalibr_register_adapters"]
+__all__ = ["as_dspy", "engine_interface_available", "kalibr_failure_category", "kalibr_register_adapters"]
 
 
 def engine_interface_available() -> bool:
@@ -28,10 +29,17 @@ def as_dspy(router: kalibr.Router, /, **lm_options: Any) -> Any:
     ``lm_options`` go to ``dspy.LM`` (``temperature``, ``max_tokens``, ``callbacks``, ...). DSPy's response cache
     and retries are off unless you pass ``cache=True`` or ``num_retries=``: a cached answer never reaches the
     router, and a retry hides a failure the router should learn from (it falls back between paths itself).
+
+    It also adds a ``kalibr_dspy.DecisionTracker`` to DSPy's callbacks (once per process), which ties each
+    prediction to its decisions: ``dspy.Evaluate`` and optimizers' metric scores then reach the router, and
+    ``router.report()`` after a module call reports that call's decisions.
     """
 
     import dspy
 
+    from kalibr_dspy._tracker import install_tracker
+
+    install_tracker()
     lm_options.setdefault("cache", False)
     lm_options.setdefault("num_retries", 0)
     if not engine_interface_available():
@@ -48,3 +56,13 @@ def as_dspy(router: kalibr.Router, /, **lm_options: Any) -> Any:
 @kalibr.hookimpl
 def kalibr_register_adapters(register: Any) -> None:
     register("dspy", as_dspy)
+
+
+@kalibr.hookimpl
+def kalibr_failure_category(error: BaseException) -> str | None:
+    """DSPy's own failures: an adapter that could not parse the model's answer into the signature's fields."""
+    if "dspy" not in sys.modules:
+        return None  # DSPy was never imported, so this is not one of its errors
+    from dspy.utils.exceptions import AdapterParseError
+
+    return "malformed_output" if isinstance(error, AdapterParseError) else None

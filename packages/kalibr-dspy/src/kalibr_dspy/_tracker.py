@@ -1,127 +1,323 @@
-"""Which routed decisions each DSPy prediction was made from, through DSPy's callbacks.
+"""Which routed decisions each DSPy prediction was made from, and the outcomes DSPy's metrics give them.
 
 DSPy gives every module, LM and tool call an id and, while the call runs, keeps it in
-``callback_context.ACTIVE_CALL_ID`` (only when at least one callback is configured). ``DecisionTracker``
-remembers each call's parent; the router's engine records each decision under the active LM call. When a
-call ends its decisions move to its parent, and the outermost module's ``Prediction`` carries them, so a
-metric scoring that prediction can report to exactly those decisions, even with ``Evaluate``'s threads.
-A module that raises reports its decisions as failed.
+``callback_context.ACTIVE_CALL_ID`` (only when at least one callback is configured). ``DecisionTracker`` tells the
+core's ``kalibr.runs.RunTracker`` when each call starts and ends; each routed call is recorded under the active
+LM call. The outermost module call is the run: when it ends, its ``Prediction`` carries the run's
+decisions, the router's ``success_when``/``score_when`` judge that prediction for each of them (a module's LM
+calls are steps, not answers), and ``router.report()`` afterwards reports all of them. A module that raised because
+of what a model answered (an ``AdapterParseError``) reports its decisions as failed.
+
+Metric scores become outcomes without any wiring: the metric of a ``dspy.Evaluate`` or an optimizer
+(``BootstrapFewShot(metric=...)``) is wrapped for the length of its call, so each score is reported as it is
+computed and the router learns during the evaluation; ``Evaluate`` also hands its callbacks every
+``(example, prediction, score)``, which covers a metric passed to the call itself. Each score goes to exactly the
+decisions behind the prediction it scored, once, even with ``Evaluate``'s threads. ``as_dspy()`` adds the tracker
+to DSPy's callbacks; where it cannot, it warns once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
+import math
 import threading
+import warnings
+from collections.abc import Callable
 from typing import Any
 
+import dspy
 from dspy.primitives.prediction import Prediction
 from dspy.utils.callback import BaseCallback
 from dspy.utils.callback_context import ACTIVE_CALL_ID
 
-from kalibr import KalibrError, ProviderError, Router
+from kalibr import Completion, FailureCategory, KalibrError, Router, UserError, failure_category_of
+from kalibr.runs import Run, RunTracker
 
-__all__ = ["DecisionTracker", "decisions_of", "record_decision"]
+__all__ = [
+    "DecisionTracker",
+    "arouted_completion",
+    "decisions_of",
+    "install_tracker",
+    "report",
+    "routed_completion",
+    "score_of",
+]
 
 logger = logging.getLogger("kalibr.dspy")
 
 Decisions = list[tuple[Router, str]]
-_ATTRIBUTE = "_kalibr_decisions"
+_DECISIONS = "_kalibr_decisions"  # on a Prediction: the decisions of the run that returned it
+_SCORED = "_kalibr_scored"  # on a Prediction: a metric's score has already been reported for it
+_ADD_IT = "dspy.configure(callbacks=[*your_callbacks, kalibr_dspy.DecisionTracker()])"
+
+_tracker = RunTracker()
+
+OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
+"""A module that raised one of these failed because of what a model answered: its decisions are reported failed.
+Any other error leaves them unjudged, as in every Kalibr adapter."""
+
+_lock = threading.Lock()
+# Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example,
+# started in (a copy of) the caller's context and inside one shared window, so report() afterwards sees a batch.
+_containers: dict[str, tuple[contextvars.Context, contextlib.AbstractContextManager[None]]] = {}
+_wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # Evaluate or compile call id -> (its object, its own metric)
+_warned = False
 
 
-class _CallTree:
-    """Open DSPy calls, their parents and the decisions made inside them. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._parent: dict[str, str | None] = {}
-        self._decisions: dict[str, Decisions] = {}
-
-    def start(self, call_id: str) -> None:
-        with self._lock:
-            self._parent[call_id] = ACTIVE_CALL_ID.get()
-
-    def record(self, router: Router, trace_id: str) -> None:
-        call_id = ACTIVE_CALL_ID.get()
-        if call_id is None:
-            return
-        with self._lock:
-            if call_id in self._parent:
-                self._decisions.setdefault(call_id, []).append((router, trace_id))
-
-    def end(self, call_id: str) -> tuple[Decisions, bool]:
-        """The call's decisions, and whether it was outermost; non-outermost decisions move to the parent."""
-        with self._lock:
-            parent = self._parent.pop(call_id, None)
-            decisions = self._decisions.pop(call_id, [])
-            outermost = parent is None or parent not in self._parent
-            if decisions and not outermost:
-                assert parent is not None
-                self._decisions.setdefault(parent, []).extend(decisions)
-            return decisions, outermost
+def _is_step() -> bool:
+    """Whether the LM call being made is one step of a larger run (a module call), not a run of its own."""
+    if not _tracker_active():
+        _warn_once(
+            "kalibr_dspy: DSPy's callbacks do not include kalibr_dspy.DecisionTracker (dspy.configure or "
+            "dspy.context replaced them), so metric scores and report() after a module call cannot reach the "
+            f"router; add it: {_ADD_IT}"
+        )
+    call_id = ACTIVE_CALL_ID.get()
+    return call_id is not None and _tracker.root_of(call_id) not in (None, call_id)
 
 
-_tree = _CallTree()
+def routed_completion(router: Router, messages: list[dict[str, Any]], params: dict[str, Any]) -> Completion:
+    """The routed call behind one DSPy LM call, recorded under it.
+
+    A step of a module run is not judged on its raw text (the module's Prediction is judged instead), and is
+    made in a copy of the caller's context, so it does not count as the caller's own last call: ``report()``
+    after the run finds the run, also when earlier runs (an evaluation's examples) ran in the same thread.
+    """
+    completion: Completion
+    if _is_step():
+        completion = contextvars.copy_context().run(lambda: router.completion(messages, evaluate=False, **params))
+    else:
+        completion = router.completion(messages, **params)
+    _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)
+    return completion
 
 
-def record_decision(router: Router, trace_id: str) -> None:
-    """Attach a routed call to the DSPy LM call it answers (called by the router's engine)."""
-    _tree.record(router, trace_id)
+async def arouted_completion(router: Router, messages: list[dict[str, Any]], params: dict[str, Any]) -> Completion:
+    """The async form of ``routed_completion``; a step runs in a task of its own (a copy of the context)."""
+    if _is_step():
+        completion = await asyncio.create_task(router.acompletion(messages, evaluate=False, **params))
+    else:
+        completion = await router.acompletion(messages, **params)
+    _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)
+    return completion
 
 
 def decisions_of(prediction: Any) -> Decisions:
     """The decisions a prediction was made from (empty if it was not tracked)."""
-    found = getattr(prediction, _ATTRIBUTE, None) if isinstance(prediction, Prediction) else None
+    found = getattr(prediction, _DECISIONS, None) if isinstance(prediction, Prediction) else None
     return list(found or [])
 
 
-def failure_category(error: BaseException) -> Any:
-    if isinstance(error, ProviderError):
-        return error.failure_category
-    if type(error).__name__ == "AdapterParseError":
-        return "malformed_output"
-    return "unknown"
+def report(
+    prediction: Any,
+    success: bool | None = None,
+    *,
+    score: float | None = None,
+    failure_category: FailureCategory | None = None,
+    reason: str | None = None,
+) -> list[str]:
+    """Report the decisions behind a module call's ``prediction``; returns their trace ids.
 
-
-def report_failure(decisions: Decisions, error: BaseException, category: Any = None) -> None:
+    Use it where ``router.report()`` alone would be ambiguous, e.g. for one example after an evaluation:
+    ``kalibr_dspy.report(result.results[0][1], success=False)``.
+    """
+    decisions = decisions_of(prediction)
+    if not decisions:
+        raise UserError(
+            f"found no Kalibr call behind this {type(prediction).__name__}: pass the Prediction a module call "
+            f"returned, with kalibr_dspy.DecisionTracker in DSPy's callbacks ({_ADD_IT})"
+        )
     for router, trace_id in decisions:
-        try:
-            router.report(
-                success=False,
-                reason=f"the DSPy program raised {error!r}"[:300],
-                failure_category=category or failure_category(error),
-                trace_id=trace_id,
-            )
-        except KalibrError:  # a decision too old for the router's memory: never break the program
-            logger.warning("kalibr: could not report a DSPy module error", exc_info=True)
+        router.report(success=success, score=score, failure_category=failure_category, reason=reason, trace_id=trace_id)
+    return [trace_id for _, trace_id in decisions]
+
+
+def score_of(value: Any) -> float:
+    """A metric's value as a score in [0, 1]: a bool, a number in [0, 1], or anything with a ``score``."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0:
+        return float(value)
+    inner = value.get("score") if isinstance(value, dict) else getattr(value, "score", None)
+    if inner is not None and inner is not value:
+        return score_of(inner)
+    raise UserError(
+        f"the metric returned {value!r}: Kalibr needs a bool or a score in [0, 1]; "
+        "return one from the metric (for a 0-10 grade, return grade / 10)"
+    )
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    with _lock:
+        if _warned:
+            return
+        _warned = True
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _safely(report: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    # A callback must never break the user's program; an outcome that cannot be reported is logged.
+    try:
+        report(*args, **kwargs)
+    except KalibrError as error:  # a decision too old for the router's memory, a store failure
+        logger.warning("kalibr: could not report a DSPy outcome: %s", type(error).__name__)
+
+
+def _report_score(prediction: Any, value: Any) -> None:
+    """Report a metric's value for the decisions behind ``prediction``, once per prediction."""
+    decisions = decisions_of(prediction)
+    if not decisions or getattr(prediction, _SCORED, False):
+        return
+    try:
+        score = score_of(value)
+    except UserError:
+        _warn_once(
+            f"kalibr_dspy: a metric returned a {type(value).__name__} that is not a bool or a score in [0, 1], so "
+            "its scores are not reported: return one from the metric (for a 0-10 grade, return grade / 10)"
+        )
+        return
+    setattr(prediction, _SCORED, True)
+    for router, trace_id in decisions:
+        _safely(router.report, score=score, reason="DSPy metric", trace_id=trace_id)
+
+
+def _report_failure(run: Run, error: BaseException) -> None:
+    category = failure_category_of(error)
+    if category not in OUTPUT_JUDGED_CATEGORIES:
+        return  # the program's own code, or a provider outage the router already blamed on its path
+    reason = f"the DSPy program raised {type(error).__name__}"
+    for router, trace_id in run.decisions:
+        _safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
+
+
+def _judge(run: Run, prediction: Any) -> None:
+    for router, trace_id in run.decisions:
+        _safely(router.evaluate, trace_id, prediction, final=True)
+
+
+def _reporting(metric: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(metric)
+    def reporting_metric(example: Any, prediction: Any, *args: Any, **kwargs: Any) -> Any:
+        value = metric(example, prediction, *args, **kwargs)
+        _report_score(prediction, value)
+        return value
+
+    reporting_metric._kalibr_reports = True  # type: ignore[attr-defined]
+    return reporting_metric
 
 
 class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type information
-    """Links DSPy predictions to the router decisions behind them; reports module errors as failures.
+    """Links DSPy predictions to the router decisions behind them and reports metric scores to them.
 
-    Add one to DSPy's callbacks: ``dspy.configure(lm=router.as_dspy(), callbacks=[DecisionTracker()])``.
+    ``router.as_dspy()`` adds one to DSPy's callbacks. When you set DSPy's callbacks yourself, include it:
+    ``dspy.configure(lm=router.as_dspy(), callbacks=[MyCallback(), kalibr_dspy.DecisionTracker()])``.
+    Several instances share one state, so adding it twice does no harm.
     """
 
+    # --- calls that make decisions: modules, their LM calls, tools -----------------------------------------
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        _tree.start(call_id)
+        self._start(call_id)
 
     def on_module_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         self._end(call_id, outputs, exception)
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        _tree.start(call_id)
+        self._start(call_id)
 
     def on_lm_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         self._end(call_id, outputs, exception)
 
     def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        _tree.start(call_id)
+        self._start(call_id)
 
     def on_tool_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         self._end(call_id, outputs, exception)
 
+    def _start(self, call_id: str) -> None:
+        parent = ACTIVE_CALL_ID.get()
+        with _lock:
+            container = _containers.get(parent) if parent is not None else None
+        if container is None:
+            _tracker.start(call_id, parent)
+        else:  # one example of an evaluation (maybe in a worker thread): a run of its own, published to the caller
+            container[0].copy().run(_tracker.start, call_id, None)
+
     def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> None:
-        decisions, outermost = _tree.end(call_id)
-        if exception is not None and outermost:
-            report_failure(decisions, exception)
-        elif outermost and isinstance(outputs, Prediction):
-            setattr(outputs, _ATTRIBUTE, decisions_of(outputs) + decisions)
+        run = _tracker.end(call_id)
+        if run is None or not run.decisions:
+            return
+        if exception is not None:
+            _report_failure(run, exception)
+        elif isinstance(outputs, Prediction):
+            setattr(outputs, _DECISIONS, decisions_of(outputs) + list(run.decisions))
+            _judge(run, outputs)
+        # A bare LM call's run (outputs: a list of strings) was judged by the router as it answered.
+
+    # --- calls that score predictions: Evaluate and optimizers ---------------------------------------------
+    # Each score is reported as the metric returns it, so the router learns during the evaluation: the metric
+    # is wrapped for the call's length. Evaluate's results catch the scores of a metric passed to the call itself.
+    def on_evaluate_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._start_container(call_id)
+        if inputs.get("metric") is None:
+            self._wrap_metric(call_id, instance)
+
+    def on_evaluate_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
+        self._end_container(call_id)
+        for _example, prediction, score in getattr(outputs, "results", None) or []:
+            _report_score(prediction, score)
+
+    def on_compile_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self._start_container(call_id)
+        self._wrap_metric(call_id, instance)
+
+    def on_compile_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
+        self._end_container(call_id)
+
+    def _wrap_metric(self, call_id: str, scorer: Any) -> None:
+        metric = getattr(scorer, "metric", None)
+        if callable(metric) and not getattr(metric, "_kalibr_reports", False):
+            with _lock:
+                _wrapped_metrics[call_id] = (scorer, metric)
+            scorer.metric = _reporting(metric)
+
+    def _start_container(self, call_id: str) -> None:
+        # Every example's run counts as one batch, so report() after an evaluation is ambiguous (an error naming
+        # the fix) rather than landing on the last example, or on a call made before the evaluation.
+        window = _tracker.shared_scope()
+        with _lock:
+            if call_id in _containers:
+                return  # a second tracker in DSPy's callbacks: the window is open already
+            _containers[call_id] = (contextvars.copy_context(), window)
+        window.__enter__()
+
+    def _end_container(self, call_id: str) -> None:
+        with _lock:
+            container = _containers.pop(call_id, None)
+            wrapped = _wrapped_metrics.pop(call_id, None)
+        if container is not None:
+            container[1].__exit__(None, None, None)
+        if wrapped is not None:
+            scorer, metric = wrapped
+            scorer.metric = metric  # the user's own metric is back
+
+
+def _tracker_active() -> bool:
+    return any(isinstance(callback, DecisionTracker) for callback in dspy.settings.get("callbacks") or [])
+
+
+def install_tracker() -> None:
+    """Add a ``DecisionTracker`` to DSPy's global callbacks unless one is there; warn once when DSPy refuses."""
+    if _tracker_active():
+        return
+    try:
+        dspy.configure(callbacks=[*(dspy.settings.get("callbacks") or []), DecisionTracker()])
+    except RuntimeError as error:  # only the thread (or task) that first configured DSPy may configure it
+        _warn_once(
+            f"kalibr_dspy: could not add its callback to DSPy's settings here ({error}), so metric scores and "
+            f"report() after a module call cannot reach the router; add it where you configure DSPy: {_ADD_IT}"
+        )

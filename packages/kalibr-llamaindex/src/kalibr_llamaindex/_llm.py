@@ -32,9 +32,9 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr
 
-from kalibr import Completion, Router, StreamChunk, UserError
+from kalibr import Completion, FailureCategory, Router, StreamChunk, UserError
 from kalibr_llamaindex._messages import chat_response, message_to_dict, tool_calls_of
-from kalibr_llamaindex._runs import record_decision
+from kalibr_llamaindex._runs import evaluates_each_call, record_decision, trace_ids_of
 from kalibr_llamaindex._streaming import StreamedMessage
 
 if TYPE_CHECKING:
@@ -61,8 +61,9 @@ class KalibrLLM(FunctionCallingLLM):
         call_params: model parameters sent with every call (temperature, max_tokens, ...).
         context_window: what ``metadata`` reports; LlamaIndex sizes prompts with it.
         num_output: likewise, the room left for the answer.
-        run_outcomes: attach each call to the LlamaIndex run (query, agent run) it is part of, so that the
-            run's final response is judged by ``success_when`` for every decision the run made.
+        run_outcomes: attach each call to the LlamaIndex run (query, ``structured_predict``, agent run) it is
+            part of: the run's final output is judged by ``success_when``/``score_when`` for every decision the
+            run made, and ``router.report()`` after the run reports all of them.
     """
 
     router: Any = Field(exclude=True, description="The kalibr.Router that picks a path per call.")
@@ -96,19 +97,24 @@ class KalibrLLM(FunctionCallingLLM):
     # --- chat ---------------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        completion = self._router.completion(self._dicts(messages), **self._params(kwargs))
+        completion = self._router.completion(self._dicts(messages), evaluate=self._evaluates(), **self._params(kwargs))
         return self._response(completion)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        completion = await self._router.acompletion(self._dicts(messages), **self._params(kwargs))
+        completion = await self._router.acompletion(
+            self._dicts(messages), evaluate=self._evaluates(), **self._params(kwargs)
+        )
         return self._response(completion)
 
+    # A stream's span ends as soon as the generator is returned; the call is made when it is consumed, so that is
+    # where it is attributed (to the agent step consuming it, or to the caller after a streaming query).
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        stream = self._router.stream(self._dicts(messages), **self._params(kwargs))
+        conversation, params = self._dicts(messages), self._params(kwargs)
 
         def generate() -> ChatResponseGen:
+            stream = self._router.stream(conversation, evaluate=self._evaluates(), **params)
             message = StreamedMessage()
             for chunk in stream:
                 yield message.add(chunk)
@@ -118,9 +124,10 @@ class KalibrLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        stream = self._router.astream(self._dicts(messages), **self._params(kwargs))
+        conversation, params = self._dicts(messages), self._params(kwargs)
 
         async def generate() -> ChatResponseAsyncGen:
+            stream = self._router.astream(conversation, evaluate=self._evaluates(), **params)
             message = StreamedMessage()
             chunk: StreamChunk
             async for chunk in stream:
@@ -189,6 +196,35 @@ class KalibrLLM(FunctionCallingLLM):
             raise ValueError(f"expected at least one tool call, got none in {response.message.content!r}")
         return selections
 
+    # --- outcomes -------------------------------------------------------------------------------------------
+    def report(
+        self,
+        output: Any,
+        success: bool | None = None,
+        *,
+        score: float | None = None,
+        failure_category: FailureCategory | None = None,
+        reason: str | None = None,
+    ) -> list[str]:
+        """Report the decisions behind ``output``; returns their trace ids.
+
+        ``output`` is a response of this LLM, or what a recent run that used it returned (a query's response,
+        an agent's output, a ``structured_predict`` object). Use it where ``router.report()`` alone would be
+        ambiguous, e.g. after ``asyncio.gather`` of two agent runs: ``llm.report(first_output, success=True)``.
+        """
+        trace_ids = trace_ids_of(output, self._router)
+        if not trace_ids:
+            raise UserError(
+                f"found no Kalibr call of goal {self._router.goal!r} behind this {type(output).__name__}: pass a "
+                "response of this LLM or the result of a query or agent run that used it, or call "
+                "router.report(trace_id=...) with response.raw['kalibr']['trace_id']"
+            )
+        for trace_id in trace_ids:
+            self._router.report(
+                success=success, score=score, failure_category=failure_category, reason=reason, trace_id=trace_id
+            )
+        return trace_ids
+
     # --- helpers --------------------------------------------------------------------------------------------
     def _dicts(self, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
         return [message_to_dict(message) for message in messages]
@@ -196,6 +232,11 @@ class KalibrLLM(FunctionCallingLLM):
     def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         merged = {**self.call_params, **kwargs}
         return {key: value for key, value in merged.items() if key not in _LLAMAINDEX_ONLY and value is not None}
+
+    def _evaluates(self) -> bool:
+        """Whether the router judges this call on its own: not when it is one step of a larger LlamaIndex run,
+        whose final output is judged instead."""
+        return not self.run_outcomes or evaluates_each_call()
 
     def _response(self, completion: Completion) -> ChatResponse:
         self._record(completion)

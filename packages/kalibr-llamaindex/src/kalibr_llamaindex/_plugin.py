@@ -5,6 +5,7 @@ Loaded on every process's first routed call, so LlamaIndex is imported only when
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import kalibr
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from kalibr_llamaindex._llm import KalibrLLM
     from kalibr_llamaindex._provider import LlamaIndexProvider
 
-__all__ = ["as_llamaindex", "kalibr_register_adapters", "kalibr_register_providers"]
+__all__ = ["as_llamaindex", "kalibr_failure_category", "kalibr_register_adapters", "kalibr_register_providers"]
 
 
 def as_llamaindex(router: kalibr.Router, /, *, run_outcomes: bool = True, **options: Any) -> KalibrLLM:
@@ -27,7 +28,7 @@ def as_llamaindex(router: kalibr.Router, /, *, run_outcomes: bool = True, **opti
 
     llm = KalibrLLM(router=router, run_outcomes=run_outcomes, **options)
     if run_outcomes:
-        install_run_outcomes(lambda instance: isinstance(instance, KalibrLLM))
+        install_run_outcomes()
     return llm
 
 
@@ -45,3 +46,18 @@ def kalibr_register_adapters(register: Any) -> None:
 @kalibr.hookimpl
 def kalibr_register_providers(register: Any) -> None:
     register("llamaindex", _provider)
+
+
+@kalibr.hookimpl
+def kalibr_failure_category(error: BaseException) -> str | None:
+    """LlamaIndex's own failures: an output parser that could not parse, a workflow (agent) that timed out."""
+    if "llama_index.core" not in sys.modules:
+        return None  # LlamaIndex was never imported, so this is not one of its errors
+    from llama_index.core.output_parsers.base import OutputParserException
+    from llama_index.core.workflow import WorkflowTimeoutError
+
+    if isinstance(error, OutputParserException):
+        return "malformed_output"
+    if isinstance(error, WorkflowTimeoutError):
+        return "timeout"
+    return None

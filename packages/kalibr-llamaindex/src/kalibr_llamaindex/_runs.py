@@ -1,10 +1,17 @@
-"""Outcomes of whole LlamaIndex runs (a query, an agent run) through LlamaIndex's instrumentation.
+"""Outcomes of whole LlamaIndex runs (a query, ``structured_predict``, an agent run) through its instrumentation.
 
-A span handler on the root dispatcher maps every span to the outermost span it runs under (the run). Each
-routed call records its decision under the active span, so when the run's span ends the handler knows every
-decision the run made: it runs the router's ``success_when``/``score_when`` on the run's final response, or,
-if the run raised, reports each decision as failed. A bare LLM call (its own outermost span) is left to the
-router, which already judged its answer.
+A span handler on the root dispatcher tells the core's ``kalibr.runs.RunTracker`` when each span starts and ends;
+each routed call records its decision under the active span. When a root span ends, the run's final output (the
+query's answer, the parsed object, the agent's final message) is judged by ``success_when``/``score_when`` for
+every decision the run made, replacing the per-call verdicts; a run that raised because of what a model answered
+(an output parser's error) reports them as failed. Inside a run the router does not judge each call (an agent's
+tool-call turns are steps, not answers); a bare LLM call, the root of its own run, is judged by the router as it
+answers.
+
+An agent (a workflow) runs in an asyncio task of its own, where the run's root span starts. LlamaIndex asks span
+handlers for what to propagate (``capture_propagation_context``) in the caller's context just before it starts
+that task: the handler opens the caller's run scope there, so the run is published to the caller as well and
+``router.report()`` after ``await agent.run(...)`` finds it.
 """
 
 from __future__ import annotations
@@ -12,114 +19,141 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
 from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.span import SimpleSpan, active_span_id
 from llama_index_instrumentation.span_handlers import BaseSpanHandler
-from pydantic import PrivateAttr
+from pydantic import BaseModel
 
-from kalibr import KalibrError, ProviderError, Router
+from kalibr import KalibrError, Router, failure_category_of
+from kalibr.runs import Run, RunTracker, ensure_scope
 
-__all__ = ["RunOutcomeHandler", "final_text", "install_run_outcomes", "record_decision"]
+__all__ = [
+    "OUTPUT_JUDGED_CATEGORIES",
+    "RunOutcomeHandler",
+    "evaluates_each_call",
+    "final_output",
+    "install_run_outcomes",
+    "record_decision",
+    "trace_ids_of",
+]
 
 logger = logging.getLogger("kalibr.llamaindex")
 
+_tracker = RunTracker()
 
-def final_text(result: Any) -> str:
-    """The text of a run's final result: a query ``Response``, an ``AgentOutput``, a chat response, ..."""
-    for attribute in ("response", "message", "text", "content"):
+OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
+"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
+Any other error leaves them unjudged, as in every Kalibr adapter."""
+
+_lock = threading.Lock()
+_judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
+_MAX_OUTPUTS = 1_000
+_outputs: OrderedDict[int, tuple[Any, Run]] = OrderedDict()  # id(a run's result) -> (that result, its run)
+
+
+def final_output(result: Any) -> Any:
+    """What the user thinks of as a run's output: the parsed object of structured output, else the answer's text.
+
+    Handles a query ``Response``, an agent's ``AgentOutput`` (or the ``StopEvent`` carrying it), a chat or
+    completion response (``as_structured_llm`` puts the parsed object in ``raw``) and plain values.
+    """
+    if isinstance(result, BaseModel) and type(result).__module__.split(".")[0] not in ("llama_index", "workflows"):
+        return result  # the user's own model: structured_predict's answer
+    structured = getattr(result, "structured_response", None)
+    if structured is not None:
+        return structured
+    if isinstance(result, ChatResponse | CompletionResponse) and isinstance(result.raw, BaseModel):
+        return result.raw
+    for attribute in ("result", "response", "message", "text", "content"):
         value = getattr(result, attribute, None)
         if isinstance(value, str):
             return value
         if value is not None and value is not result:
-            return final_text(value)
+            return final_output(value)
     return "" if result is None else str(result)
 
 
-def failure_category(error: BaseException) -> Any:
-    if isinstance(error, ProviderError):
-        return error.failure_category
-    return "unknown"
+def _remember(result: Any, run: Run) -> None:
+    """Keep which run returned ``result`` (and the value a workflow's ``StopEvent`` carries), for ``llm.report``."""
+    for value in (result, getattr(result, "result", None)):
+        if value is not None and not isinstance(value, str | bytes | int | float):  # ids of those are shared
+            with _lock:
+                _outputs[id(value)] = (value, run)
+                if len(_outputs) > _MAX_OUTPUTS:
+                    _outputs.popitem(last=False)
 
 
-class _RunBook:
-    """Which run each open span belongs to, and the decisions each open run made. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._run_of: dict[str, str] = {}
-        self._bare_runs: set[str] = set()
-        self._decisions: dict[str, list[tuple[Router, str]]] = {}
-
-    def enter(self, span_id: str, parent_id: str | None, is_bare_llm_call: bool) -> None:
-        with self._lock:
-            run = span_id if parent_id is None else self._run_of.get(parent_id, parent_id)
-            self._run_of[span_id] = run
-            if run == span_id and is_bare_llm_call:
-                self._bare_runs.add(span_id)
-
-    def record(self, router: Router, trace_id: str) -> None:
-        span_id = active_span_id.get()
-        if span_id is None:
-            return
-        with self._lock:
-            run = self._run_of.get(span_id)
-            if run is not None and run not in self._bare_runs:
-                self._decisions.setdefault(run, []).append((router, trace_id))
-
-    def leave(self, span_id: str) -> list[tuple[Router, str]]:
-        """Forget the span; if it was a run, return the decisions it made."""
-        with self._lock:
-            run = self._run_of.pop(span_id, None)
-            if run != span_id:
-                return []
-            self._bare_runs.discard(span_id)
-            return self._decisions.pop(span_id, [])
-
-
-_book = _RunBook()
+def trace_ids_of(output: Any, router: Router) -> list[str]:
+    """The decisions of ``router`` behind ``output``: a response of a Kalibr LLM (its ``raw["kalibr"]``), or the
+    result of a recent run that used one (a query's response, an agent's output, a parsed object)."""
+    with _lock:
+        known = _outputs.get(id(output))
+    if known is not None and known[0] is output:
+        return known[1].trace_ids(router)
+    raw = getattr(output, "raw", None)
+    if isinstance(raw, dict) and isinstance(info := raw.get("kalibr"), dict) and info.get("goal") == router.goal:
+        return [info["trace_id"]]
+    return []
 
 
 def record_decision(router: Router, trace_id: str) -> None:
-    """Attach a routed call to the run it was made in, if any."""
-    _book.record(router, trace_id)
+    """Attach a routed call to the LlamaIndex span it was made in (and so to that span's run)."""
+    _tracker.record(active_span_id.get(), router, trace_id)
 
 
-def _judge(router: Router, trace_id: str, output: str) -> None:
-    # The run's verdict replaces what success_when said of the single call; an explicit report replaces both.
-    router.evaluate(trace_id, output, final=True)
+def evaluates_each_call() -> bool:
+    """Whether the router should judge the call about to be made: yes unless it is one step of a larger run."""
+    span = active_span_id.get()
+    if span is None:
+        return True
+    root = _tracker.root_of(span)
+    if root is None:
+        return True
+    if root != span:
+        return False
+    with _lock:
+        _judged_by_router.add(span)  # a bare LLM call: its run needs no verdict of its own
+    return True
 
 
-def _fail(router: Router, trace_id: str, error: BaseException | None) -> None:
-    router.report(
-        success=False,
-        reason=f"the run raised {error!r}"[:300],
-        failure_category=failure_category(error) if error is not None else "unknown",
-        trace_id=trace_id,
-    )
-
-
-def _report_safely(action: Callable[..., None], *args: Any) -> None:
+def _report_safely(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
     try:
-        action(*args)
-    except KalibrError:  # a decision evicted from the router's memory, or a bad score: never break the run
-        logger.warning("kalibr: could not report a run outcome", exc_info=True)
+        action(*args, **kwargs)
+    except KalibrError as error:  # a decision evicted from the router's memory, a store failure: never break the run
+        logger.warning("kalibr: could not report a LlamaIndex run's outcome: %s", type(error).__name__)
+
+
+def _judge(run: Run, output: Any) -> None:
+    for router, trace_id in run.decisions:
+        _report_safely(router.evaluate, trace_id, output, final=True)
+
+
+def _fail(run: Run, error: BaseException) -> None:
+    category = failure_category_of(error)
+    if category not in OUTPUT_JUDGED_CATEGORIES:
+        return  # the caller's own code, or a provider outage the router already blamed on its path
+    reason = f"the LlamaIndex run raised {type(error).__name__}"
+    for router, trace_id in run.decisions:
+        _report_safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
 
 
 class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
     """Reports each run's outcome to the routers whose decisions it used (installed once per process)."""
 
-    _is_bare_llm_call: Callable[[Any], bool] = PrivateAttr()
-
-    def __init__(self, is_bare_llm_call: Callable[[Any], bool]) -> None:
-        super().__init__()
-        self._is_bare_llm_call = is_bare_llm_call
-
     @classmethod
     def class_name(cls) -> str:
         return "KalibrRunOutcomeHandler"
+
+    def capture_propagation_context(self) -> dict[str, Any]:
+        # Called in the caller's context just before a workflow (an agent) starts its own task, which copies this
+        # context: open the caller's scope here, so the run the task starts is published to the caller too.
+        ensure_scope()
+        return {}
 
     def new_span(
         self,
@@ -130,8 +164,16 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         tags: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> SimpleSpan | None:
-        _book.enter(id_, parent_span_id, self._is_bare_llm_call(instance))
-        return None  # no span objects kept: the run book holds all we need
+        _tracker.start(id_, parent_span_id)
+        return None  # no span objects kept: the tracker holds what we need
+
+    def _end(self, id_: str) -> tuple[Run | None, bool]:
+        """The span's run if it was a root, and whether the router already judged it (a bare LLM call)."""
+        run = _tracker.end(id_)
+        with _lock:
+            judged = id_ in _judged_by_router
+            _judged_by_router.discard(id_)
+        return run, judged
 
     def prepare_to_exit_span(
         self,
@@ -141,11 +183,11 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         result: Any | None = None,
         **kwargs: Any,
     ) -> SimpleSpan | None:
-        decisions = _book.leave(id_)
-        if decisions:
-            output = final_text(result)
-            for router, trace_id in decisions:
-                _report_safely(_judge, router, trace_id, output)
+        run, judged = self._end(id_)
+        if run is not None and run.decisions:
+            _remember(result, run)
+            if not judged:
+                _judge(run, final_output(result))
         return None
 
     def prepare_to_drop_span(
@@ -156,8 +198,9 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         err: BaseException | None = None,
         **kwargs: Any,
     ) -> SimpleSpan | None:
-        for router, trace_id in _book.leave(id_):
-            _report_safely(_fail, router, trace_id, err)
+        run, _ = self._end(id_)
+        if run is not None and err is not None:
+            _fail(run, err)
         return None
 
 
@@ -165,11 +208,11 @@ _install_lock = threading.Lock()
 _installed: RunOutcomeHandler | None = None
 
 
-def install_run_outcomes(is_bare_llm_call: Callable[[Any], bool]) -> RunOutcomeHandler:
+def install_run_outcomes() -> RunOutcomeHandler:
     """Add the handler to LlamaIndex's root dispatcher, once per process; returns it."""
     global _installed
     with _install_lock:
         if _installed is None:
-            _installed = RunOutcomeHandler(is_bare_llm_call)
+            _installed = RunOutcomeHandler()
             get_dispatcher().add_span_handler(_installed)
         return _installed
