@@ -169,14 +169,20 @@ export class RemoteIntelligence {
 
   /** Register each path once per process (documented `POST /api/v1/routing/paths`; the service keeps one). */
   private async register(goal: string, paths: readonly Path[], signal: AbortSignal): Promise<void> {
-    const missing = paths.filter((path) => !this.registered.has(`${goal}\n${path.key}`));
-    await Promise.all(
-      missing.map(async (path) => {
-        const body = { goal, model_id: path.model, params: path.params, tool_id: toolId(path), risk_level: "low" };
-        await this.send("POST", "/api/v1/routing/paths", body, signal);
-        this.registered.add(`${goal}\n${path.key}`);
-      }),
-    );
+    await Promise.all(paths.map((path) => this.registerPath(goal, path.model, path.params, toolId(path), signal)));
+  }
+
+  private async registerPath(
+    goal: string,
+    model: string,
+    params: Readonly<Record<string, unknown>>,
+    tool: string | null,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const key = `${goal}\n${pathKey(model, params)}`;
+    if (this.registered.has(key)) return;
+    await this.send("POST", "/api/v1/routing/paths", { goal, model_id: model, params, tool_id: tool, risk_level: "low" }, signal);
+    this.registered.add(key);
   }
 
   // --- learning ------------------------------------------------------------------------------------------
@@ -251,7 +257,11 @@ export class RemoteIntelligence {
 
   private async deliver(payload: OutcomePayload): Promise<DeliveryResult> {
     const signal = AbortSignal.timeout(this.resilience.callTimeoutMs);
+    const params = (payload["execution_params"] as Record<string, unknown> | null) ?? {};
     try {
+      // A forced call or a fallback may be the first this process makes on its path: the service counts an
+      // outcome it did not decide for the registered path of its model.
+      await this.registerPath(String(payload["goal"]), String(payload["model_id"]), params, payload["tool_id"] as string | null, signal);
       await this.send("POST", "/api/v1/intelligence/report-outcome", payload, signal);
       return "settled";
     } catch (error) {
