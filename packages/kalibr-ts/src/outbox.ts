@@ -45,7 +45,9 @@ export class Outbox {
     private readonly storage?: SpoolStorage,
   ) {}
 
-  get size(): number {
+  /** How many outcomes wait for the service (the spool's included). */
+  async count(): Promise<number> {
+    await this.load();
     return this.pending.size;
   }
 

@@ -198,7 +198,7 @@ export class RemoteIntelligence {
 
   /** How many outcomes wait for the service. */
   async pendingOutcomes(): Promise<number> {
-    return (await this.outbox()).size;
+    return (await this.outbox()).count();
   }
 
   async updateOutcome(traceId: string, goal: string, changes: OutcomeChanges): Promise<string[]> {

@@ -3,11 +3,12 @@
  * each started with `kalibr` from PATH (the nox session puts its venv's first) on a free loopback port.
  */
 
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 
 export const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 export const REPO_DIR = resolve(PACKAGE_DIR, "../..");
@@ -71,7 +72,7 @@ export interface Service extends Running {
 /** A fresh SQLite store with one tenant's key (`kalibr keys create`), served by `kalibr serve`. */
 export async function startService(store?: string, apiKey?: string, port = 0): Promise<Service> {
   const storeUrl = store ?? `sqlite:///${join(mkdtempSync(join(tmpdir(), "kalibr-ts-")), "kalibr.db")}`;
-  const key = apiKey ?? createKey(storeUrl, "acme");
+  const key = apiKey ?? (await createKey(storeUrl, "acme"));
   const started = await startProcess(
     ["serve", "--store", storeUrl, "--port", String(port), "--log-level", "warning"],
     /listening on (http:\/\/\S+)/,
@@ -81,10 +82,10 @@ export async function startService(store?: string, apiKey?: string, port = 0): P
   return { ...started, url, apiKey: key, store: storeUrl, restart };
 }
 
-export function createKey(storeUrl: string, tenant: string): string {
-  const made = spawnSync("kalibr", ["keys", "create", "--tenant", tenant, "--store", storeUrl], { encoding: "utf8" });
-  if (made.status !== 0) throw new Error(`kalibr keys create failed: ${made.stderr}`);
-  return made.stdout.trim();
+/** A new API key for `tenant`, made the operator's way. */
+export async function createKey(storeUrl: string, tenant: string): Promise<string> {
+  const { stdout } = await promisify(execFile)("kalibr", ["keys", "create", "--tenant", tenant, "--store", storeUrl]);
+  return stdout.trim();
 }
 
 /** Point the SDK's defaults (and the providers) at these processes, as an operator's environment would. */
