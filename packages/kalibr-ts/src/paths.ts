@@ -68,16 +68,25 @@ function parsePath(spec: PathSpec, index: number): Path {
   if (provider !== "openai" && provider !== "anthropic") {
     throw new UserError(`paths[${index}].provider is ${describe(provider)}: use 'openai' or 'anthropic'`);
   }
-  return Object.freeze({
+  return makePath({
     model: declared.model,
-    params: Object.freeze({ ...params }),
-    tools: Object.freeze([...tools]),
+    params: { ...params },
+    tools: [...tools],
     provider,
     baseUrl: declared.baseUrl,
     apiKey: declared.apiKey,
     price: declared.price,
-    key: pathKey(declared.model, params),
   });
+}
+
+/** A frozen Path. Its `apiKey` is not enumerable, so a response sent on as JSON (`res.json(response)`) never
+ * carries a provider key. */
+export function makePath(fields: Omit<Path, "key">): Path {
+  const { apiKey, ...visible } = fields;
+  const path = { ...visible, params: Object.freeze({ ...visible.params }), tools: Object.freeze([...visible.tools]) };
+  Object.defineProperty(path, "apiKey", { value: apiKey, enumerable: false });
+  Object.defineProperty(path, "key", { value: pathKey(fields.model, fields.params), enumerable: false });
+  return Object.freeze(path) as Path;
 }
 
 /** The tools' names joined by commas (the wire contract's `tool_id`), or null without tools. */

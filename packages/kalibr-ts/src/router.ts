@@ -9,7 +9,7 @@
 
 import { beginCall, lastTraceId, type Slot } from "./context.js";
 import { AllPathsFailed, ProviderError, RequestRejected, UserError } from "./errors.js";
-import { checkChanges, checkGoal, checkMessages, checkScore, describe, newTraceId, parsePaths } from "./paths.js";
+import { checkChanges, checkGoal, checkMessages, checkScore, describe, makePath, newTraceId, parsePaths } from "./paths.js";
 import { costOf } from "./pricing.js";
 import { anthropicMessages } from "./providers/anthropic.js";
 import { readJson, send, serverSentEvents, transportError, type ProviderRequest, type WireFormat } from "./providers/base.js";
@@ -135,7 +135,7 @@ export class Router {
     }
     // A model outside the declared paths is called like the first path (same provider settings).
     const first = this.paths[0]!;
-    const chosen = path ?? this.paths.find((candidate) => candidate.model === model) ?? { ...first, model, params: {} };
+    const chosen = path ?? this.paths.find((candidate) => candidate.model === model) ?? makePath({ ...first, apiKey: first.apiKey, model, params: {} });
     return { traceId: newTraceId(), goal: this.goal, model, path: chosen, reason, exploration: false, confidence, fallback: false, forced: true };
   }
 

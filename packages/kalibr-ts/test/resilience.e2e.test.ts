@@ -99,7 +99,7 @@ test("outcomes a process could not deliver wait in its file spool for the next p
   const spoolFile = join(mkdtempSync(join(tmpdir(), "kalibr-spool-")), "spool.jsonl");
   const { url, apiKey } = service;
   await service.stop();
-  const script = join(PACKAGE_DIR, "build/test/support/report-while-down.js");
+  const script = join(PACKAGE_DIR, "build/support/report-while-down.js");
   const environment = { ...process.env, KALIBR_INTELLIGENCE_URL: url, KALIBR_API_KEY: apiKey, KALIBR_SPOOL: spoolFile };
   const { stdout } = await promisify(execFile)(process.execPath, [script, "7"], { env: environment });
   assert.match(stdout, /pending 7/);
