@@ -17,4 +17,3 @@ def test_the_committed_typescript_price_table_matches_kalibr_pricing() -> None:
     assert generator.TARGET.read_text() == expected, (
         f"{generator.TARGET} is stale: run python {SCRIPT.relative_to(SCRIPT.parents[3])}"
     )
-

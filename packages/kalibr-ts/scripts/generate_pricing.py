@@ -34,7 +34,7 @@ def render() -> str:
 
 def main() -> None:
     TARGET.write_text(render())
-    print(f"wrote {TARGET}", file=sys.stderr)
+    sys.stderr.write(f"wrote {TARGET}\n")
 
 
 if __name__ == "__main__":
