@@ -1,9 +1,9 @@
-/** The cost of a call, from the core's price table (generated into `pricing.generated.ts`, never edited here). */
+/** The cost of a call, from the core's price table (generated into `contract.generated.ts`, never edited here). */
 
-import { PRICE_TABLE } from "./pricing.generated.js";
+import { PRICE_TABLE } from "./contract.generated.js";
 import type { Path, Price, Usage } from "./types.js";
 
-export { PRICE_TABLE, PRICE_TABLE_VERSION } from "./pricing.generated.js";
+export { PRICE_TABLE, PRICE_TABLE_VERSION } from "./contract.generated.js";
 
 /** The path's own price, else the table's for its model (a dated snapshot like `gpt-4o-2024-08-06` too). */
 export function priceFor(path: Pick<Path, "model" | "price">): Price | undefined {

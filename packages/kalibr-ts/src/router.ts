@@ -156,7 +156,13 @@ export class Router {
   completion(messages: Message[] | string, options: CompletionOptions & { stream: true }): Promise<CompletionStream>;
   completion(messages: Message[] | string, options?: CompletionOptions): Promise<RoutedCompletion>;
   completion(messages: Message[] | string, options: CompletionOptions = {}): Promise<RoutedCompletion | CompletionStream> {
-    if (options.stream) return Promise.resolve().then(() => this.stream(messages, { ...options, stream: false }));
+    if (options.stream) {
+      try {
+        return Promise.resolve(this.stream(messages, options)); // begins the call in the caller's context
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     const slot = beginCall(this);
     return this.complete(slot, messages, options);
   }

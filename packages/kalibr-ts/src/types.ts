@@ -1,22 +1,9 @@
 /** Values shared by every module: failure categories, messages, paths, decisions, responses. */
 
+import { FAILURE_CATEGORIES } from "./contract.generated.js";
 import { UserError } from "./errors.js";
 
-/** Why a call failed: the twelve categories of the Kalibr wire contract. */
-export const FAILURE_CATEGORIES = [
-  "timeout",
-  "context_exceeded",
-  "tool_error",
-  "rate_limited",
-  "validation_failed",
-  "hallucination_detected",
-  "user_unsatisfied",
-  "empty_response",
-  "malformed_output",
-  "auth_error",
-  "provider_error",
-  "unknown",
-] as const;
+export { FAILURE_CATEGORIES };
 
 export type FailureCategory = (typeof FAILURE_CATEGORIES)[number];
 

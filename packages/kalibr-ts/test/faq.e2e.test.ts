@@ -1,26 +1,17 @@
 /** Every TypeScript snippet of the FAQ, run as printed against the sandbox and a real `kalibr serve`. */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { flush, type RoutedCompletion } from "@kalibr/sdk";
 import { faqSnippets, runSnippets } from "./support/faq.js";
-import { countedPerModel, startSandbox, startService, useEnvironment, type Sandbox, type Service } from "./support/services.js";
+import { countedPerModel } from "./support/services.js";
+import { withServices } from "./support/hooks.js";
 
-let sandbox: Sandbox;
-let service: Service;
-
-before(async () => {
-  [sandbox, service] = await Promise.all([startSandbox(), startService()]);
-  useEnvironment(sandbox, service);
-});
-
-after(async () => {
-  await Promise.all([sandbox?.stop(), service?.stop()]);
-});
+const services = withServices();
 
 async function counted(goal: string): Promise<number> {
   await flush();
-  return Object.values(await countedPerModel(service, goal)).reduce((sum, count) => sum + count, 0);
+  return Object.values(await countedPerModel(services.service, goal)).reduce((sum, count) => sum + count, 0);
 }
 
 test("the FAQ has the TypeScript snippets these tests run", () => {

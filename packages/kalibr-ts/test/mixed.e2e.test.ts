@@ -6,21 +6,11 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { Router, flush, getInsights, getPolicy } from "@kalibr/sdk";
-import { startSandbox, startService, useEnvironment, type Sandbox, type Service } from "./support/services.js";
+import { withServices } from "./support/hooks.js";
 
-let sandbox: Sandbox;
-let service: Service;
-
-before(async () => {
-  [sandbox, service] = await Promise.all([startSandbox(), startService()]);
-  useEnvironment(sandbox, service);
-});
-
-after(async () => {
-  await Promise.all([sandbox?.stop(), service?.stop()]);
-});
+const services = withServices();
 
 const GOAL = "shared_triage";
 const PATHS = ["gpt-4o", "claude-sonnet-4-20250514"];
@@ -47,7 +37,7 @@ test("outcomes from a Python and a TypeScript client on one goal feed one policy
   await flush();
 
   const spool = join(mkdtempSync(join(tmpdir(), "kalibr-py-")), "spool.db");
-  const { stdout, stderr } = await promisify(execFile)("python", ["-c", PYTHON_AGENT, service.url, "6"], {
+  const { stdout, stderr } = await promisify(execFile)("python", ["-c", PYTHON_AGENT, services.service.url, "6"], {
     env: { ...process.env, KALIBR_SPOOL: spool },
   });
   assert.equal(stdout.trim(), "0", "the Python client delivered everything");

@@ -7,22 +7,13 @@ import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { RemoteIntelligence, Router } from "@kalibr/sdk";
 import { FileSpool } from "@kalibr/sdk/node";
-import { PACKAGE_DIR, countedPerModel, startSandbox, startService, useEnvironment, type Sandbox, type Service } from "./support/services.js";
+import { PACKAGE_DIR, countedPerModel } from "./support/services.js";
+import { withServices } from "./support/hooks.js";
 
-let sandbox: Sandbox;
-let service: Service;
-
-before(async () => {
-  [sandbox, service] = await Promise.all([startSandbox(), startService()]);
-  useEnvironment(sandbox, service);
-});
-
-after(async () => {
-  await Promise.all([sandbox?.stop(), service?.stop()]);
-});
+const services = withServices();
 
 test("a hung service costs the decide timeout once; every later call falls back without the network", async () => {
   const sockets: Socket[] = [];
@@ -60,8 +51,8 @@ test("a hung service costs the decide timeout once; every later call falls back 
 
 test("outcomes reported while the service is down all arrive once it is back, none twice", async () => {
   const intelligence = new RemoteIntelligence({
-    url: service.url,
-    apiKey: service.apiKey,
+    url: services.service.url,
+    apiKey: services.service.apiKey,
     resilience: { decideTimeoutMs: 2000, cooldownMs: 100 },
   });
   try {
@@ -71,9 +62,9 @@ test("outcomes reported while the service is down all arrive once it is back, no
       await router.report(true);
     }
     await intelligence.flush();
-    assert.equal(sum(await countedPerModel(service, "outage_check")), 5);
+    assert.equal(sum(await countedPerModel(services.service, "outage_check")), 5);
 
-    await service.stop(); // the operator's outage
+    await services.service.stop(); // the operator's outage
     for (let call = 0; call < 15; call++) {
       const response = await router.completion("Say hello");
       // The first may take the decision fetched ahead before the outage; the others cannot reach the service.
@@ -83,11 +74,11 @@ test("outcomes reported while the service is down all arrive once it is back, no
     await intelligence.flush(); // refused: nothing listens
     assert.equal(await intelligence.pendingOutcomes(), 15);
 
-    service = await service.restart();
+    services.service = await services.service.restart();
     await intelligence.flush();
     assert.equal(await intelligence.pendingOutcomes(), 0);
     await intelligence.flush();
-    const counted = await countedPerModel(service, "outage_check");
+    const counted = await countedPerModel(services.service, "outage_check");
     assert.equal(sum(counted), 20);
     assert.ok(counted["gpt-4o"]! >= 14, "the outage's fallbacks count for the first path");
   } finally {
@@ -97,19 +88,19 @@ test("outcomes reported while the service is down all arrive once it is back, no
 
 test("outcomes a process could not deliver wait in its file spool for the next process", async () => {
   const spoolFile = join(mkdtempSync(join(tmpdir(), "kalibr-spool-")), "spool.jsonl");
-  const { url, apiKey } = service;
-  await service.stop();
+  const { url, apiKey } = services.service;
+  await services.service.stop();
   const script = join(PACKAGE_DIR, "build/support/report-while-down.js");
   const environment = { ...process.env, KALIBR_INTELLIGENCE_URL: url, KALIBR_API_KEY: apiKey, KALIBR_SPOOL: spoolFile };
   const { stdout } = await promisify(execFile)(process.execPath, [script, "7"], { env: environment });
   assert.match(stdout, /pending 7/);
 
-  service = await service.restart();
+  services.service = await services.service.restart();
   const next = new RemoteIntelligence({ url, apiKey, spool: new FileSpool(spoolFile) });
   assert.equal(await next.pendingOutcomes(), 7);
   await next.flush();
   assert.equal(await next.pendingOutcomes(), 0);
-  assert.deepEqual(await countedPerModel(service, "restart_check"), { "gpt-4o": 7 });
+  assert.deepEqual(await countedPerModel(services.service, "restart_check"), { "gpt-4o": 7 });
   const again = new RemoteIntelligence({ url, apiKey, spool: new FileSpool(spoolFile) });
   assert.equal(await again.pendingOutcomes(), 0, "delivered outcomes are not sent again");
   await Promise.all([next.close(), again.close()]);

@@ -1,21 +1,12 @@
 /** Calls through the sandbox's OpenAI and Anthropic endpoints, decided by a real `kalibr serve`. */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { AllPathsFailed, RequestRejected, Router, flush, getPolicy, type ChatCompletionChunk, type Tool } from "@kalibr/sdk";
-import { countedPerModel, startSandbox, startService, useEnvironment, type Sandbox, type Service } from "./support/services.js";
+import { countedPerModel } from "./support/services.js";
+import { withServices } from "./support/hooks.js";
 
-let sandbox: Sandbox;
-let service: Service;
-
-before(async () => {
-  [sandbox, service] = await Promise.all([startSandbox(), startService()]);
-  useEnvironment(sandbox, service);
-});
-
-after(async () => {
-  await Promise.all([sandbox?.stop(), service?.stop()]);
-});
+const services = withServices();
 
 const WEATHER: Tool = {
   type: "function",
@@ -75,7 +66,7 @@ test("a provider failure falls back to the next path and is blamed on its own pa
   assert.equal(response.attempts[0]!.failureCategory, "provider_error");
   await router.report(true);
   await flush();
-  const counted = await countedPerModel(service, "fallback_check");
+  const counted = await countedPerModel(services.service, "fallback_check");
   assert.deepEqual(counted, { "broken-model": 1, "gpt-4o": 1 });
   const insights = (await router.getInsights()) as { goals: Array<{ paths: Array<{ model: string; success_rate: number }> }> };
   const rates = Object.fromEntries(insights.goals[0]!.paths.map((path) => [path.model, path.success_rate]));
@@ -96,7 +87,7 @@ test("a request the provider refuses as the caller's fault is raised and blamed 
   const badFormat = { type: "json_schema", json_schema: { name: "x", schema: "not a schema" } };
   await assert.rejects(router.completion("Say hello", { forceModel: "gpt-4o", response_format: badFormat }), RequestRejected);
   await flush();
-  assert.deepEqual(await countedPerModel(service, "caller_error_check"), {});
+  assert.deepEqual(await countedPerModel(services.service, "caller_error_check"), {});
 });
 
 test("learning: traffic moves to the model that answers right", async () => {
