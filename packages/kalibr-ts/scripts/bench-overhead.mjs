@@ -22,7 +22,12 @@ async function direct() {
 function routed(decideAhead, judged = true) {
   const intelligence = new RemoteIntelligence({ resilience: { decideAhead, decideTimeoutMs: 5000 } });
   const successWhen = judged ? (text) => text.length > 0 : undefined;
-  const router = new Router({ goal: judged ? "ts_overhead" : "ts_overhead_unjudged", paths, intelligence, successWhen });
+  const router = new Router({
+    goal: judged ? "ts_overhead" : "ts_overhead_unjudged",
+    paths,
+    intelligence,
+    successWhen,
+  });
   return () => router.completion(messages);
 }
 
@@ -47,7 +52,18 @@ for (let round = 0; round < rounds; round++) {
     cpu[name] += used.user + used.system;
   }
 }
-const percentile = (values, p) => values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))];
-const result = Object.fromEntries(Object.entries(samples).map(([name, values]) => [name, { p50: percentile(values, 0.5), p99: percentile(values, 0.99), calls: values.length, cpu: cpu[name] / values.length }]));
+const percentile = (values, p) =>
+  values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))];
+const result = Object.fromEntries(
+  Object.entries(samples).map(([name, values]) => [
+    name,
+    {
+      p50: percentile(values, 0.5),
+      p99: percentile(values, 0.99),
+      calls: values.length,
+      cpu: cpu[name] / values.length,
+    },
+  ]),
+);
 console.log(JSON.stringify(result));
 process.exit(0); // outcomes still queued are not part of the measurement

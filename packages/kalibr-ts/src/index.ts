@@ -14,7 +14,14 @@
 
 export { CircuitBreaker, DEFAULT_RESILIENCE, type BreakerState, type Resilience } from "./breaker.js";
 export { perContextReports } from "./context.js";
-export { AllPathsFailed, IntelligenceUnavailable, KalibrError, ProviderError, RequestRejected, UserError } from "./errors.js";
+export {
+  AllPathsFailed,
+  IntelligenceUnavailable,
+  KalibrError,
+  ProviderError,
+  RequestRejected,
+  UserError,
+} from "./errors.js";
 export type { OutcomePayload, SpoolStorage } from "./outbox.js";
 export { PRICE_TABLE, PRICE_TABLE_VERSION, costOf, priceFor } from "./pricing.js";
 export {

@@ -66,7 +66,8 @@ export class FileSpool implements SpoolStorage {
 
   private rewrite(live: Map<string, Map<string, OutcomePayload>>): void {
     const lines: string[] = [];
-    for (const [e, outcomes] of live) for (const add of outcomes.values()) lines.push(`${JSON.stringify({ e, add })}\n`);
+    for (const [e, outcomes] of live)
+      for (const add of outcomes.values()) lines.push(`${JSON.stringify({ e, add })}\n`);
     const temporary = `${this.path}.${process.pid}.tmp`;
     writeFileSync(temporary, lines.join(""));
     renameSync(temporary, this.path);

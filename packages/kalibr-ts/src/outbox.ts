@@ -88,7 +88,8 @@ export class Outbox {
       if (!this.storage) return;
       try {
         for (const payload of await this.storage.load(this.endpoint)) {
-          if (!this.pending.has(payload.trace_id)) this.pending.set(payload.trace_id, { payload, version: ++this.version });
+          if (!this.pending.has(payload.trace_id))
+            this.pending.set(payload.trace_id, { payload, version: ++this.version });
         }
       } catch (error) {
         console.warn(`kalibr: could not read the spool (${String(error)}); starting with none of its outcomes`);

@@ -51,7 +51,12 @@ export function parsePaths(specs: unknown): Path[] {
 
 function parsePath(spec: PathSpec, index: number): Path {
   const declared = typeof spec === "string" ? { model: spec } : spec;
-  if (declared === null || typeof declared !== "object" || typeof declared.model !== "string" || !declared.model.trim()) {
+  if (
+    declared === null ||
+    typeof declared !== "object" ||
+    typeof declared.model !== "string" ||
+    !declared.model.trim()
+  ) {
     throw new UserError(
       `paths[${index}] is ${describe(spec)}: give a model name ('gpt-4o') or { model: 'gpt-4o', params: {...} }`,
     );
@@ -104,7 +109,9 @@ export function checkMessages(messages: unknown): Message[] {
   }
   messages.forEach((message, index) => {
     if (message === null || typeof message !== "object" || typeof message.role !== "string") {
-      throw new UserError(`messages[${index}] is ${describe(message)}: each message is an object with a role and content`);
+      throw new UserError(
+        `messages[${index}] is ${describe(message)}: each message is an object with a role and content`,
+      );
     }
   });
   return messages as Message[];
@@ -135,7 +142,9 @@ export function checkScore(value: unknown, what: string): number {
 
 export function checkChanges(changes: OutcomeChanges): OutcomeChanges {
   if (changes === null || typeof changes !== "object") {
-    throw new UserError(`changes is ${describe(changes)}: give e.g. { success: false, failureCategory: 'user_unsatisfied' }`);
+    throw new UserError(
+      `changes is ${describe(changes)}: give e.g. { success: false, failureCategory: 'user_unsatisfied' }`,
+    );
   }
   checkFailureCategory(changes.failureCategory);
   if (changes.score !== undefined) checkScore(changes.score, "score is");

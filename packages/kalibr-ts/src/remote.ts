@@ -139,7 +139,11 @@ export class RemoteIntelligence {
     try {
       decision = await this.fetchDecision(goal, paths, highRisk);
     } catch (error) {
-      return fallback(goal, paths, error instanceof Unavailable || error instanceof UserError ? error.message : String(error));
+      return fallback(
+        goal,
+        paths,
+        error instanceof Unavailable || error instanceof UserError ? error.message : String(error),
+      );
     }
     this.fetchAhead(key, goal, paths, highRisk);
     void this.outbox().then((outbox) => outbox.wake()); // the service answers: deliver what waited
@@ -181,7 +185,12 @@ export class RemoteIntelligence {
   ): Promise<void> {
     const key = `${goal}\n${pathKey(model, params)}`;
     if (this.registered.has(key)) return;
-    await this.send("POST", "/api/v1/routing/paths", { goal, model_id: model, params, tool_id: tool, risk_level: "low" }, signal);
+    await this.send(
+      "POST",
+      "/api/v1/routing/paths",
+      { goal, model_id: model, params, tool_id: tool, risk_level: "low" },
+      signal,
+    );
     this.registered.add(key);
   }
 
@@ -261,7 +270,13 @@ export class RemoteIntelligence {
     try {
       // A forced call or a fallback may be the first this process makes on its path: the service counts an
       // outcome it did not decide for the registered path of its model.
-      await this.registerPath(String(payload["goal"]), String(payload["model_id"]), params, payload["tool_id"] as string | null, signal);
+      await this.registerPath(
+        String(payload["goal"]),
+        String(payload["model_id"]),
+        params,
+        payload["tool_id"] as string | null,
+        signal,
+      );
       await this.send("POST", "/api/v1/intelligence/report-outcome", payload, signal);
       return "settled";
     } catch (error) {
@@ -274,7 +289,12 @@ export class RemoteIntelligence {
   }
 
   // --- HTTP ----------------------------------------------------------------------------------------------
-  private async send(method: string, path: string, body: unknown, signal: AbortSignal): Promise<Record<string, unknown>> {
+  private async send(
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>> {
     const headers: Record<string, string> = { "X-API-Key": this.apiKey, "Content-Type": "application/json" };
     if (this.tenantId) headers["X-Tenant-ID"] = this.tenantId;
     let response: Response;
@@ -314,7 +334,9 @@ function checkResilience(resilience: Resilience): Resilience {
     }
   }
   if (!Number.isInteger(resilience.breakerAfter) || resilience.breakerAfter < 1) {
-    throw new UserError(`resilience.breakerAfter is ${JSON.stringify(resilience.breakerAfter)}: give a whole number >= 1`);
+    throw new UserError(
+      `resilience.breakerAfter is ${JSON.stringify(resilience.breakerAfter)}: give a whole number >= 1`,
+    );
   }
   return Object.freeze(resilience);
 }
@@ -325,7 +347,9 @@ function timeoutFromEnv(): Partial<Resilience> {
   if (seconds === undefined) return {};
   const value = Number(seconds);
   if (!(value > 0)) {
-    throw new UserError(`KALIBR_INTELLIGENCE_TIMEOUT=${JSON.stringify(seconds)}: give the decide timeout in seconds, e.g. 0.05`);
+    throw new UserError(
+      `KALIBR_INTELLIGENCE_TIMEOUT=${JSON.stringify(seconds)}: give the decide timeout in seconds, e.g. 0.05`,
+    );
   }
   return { decideTimeoutMs: value * 1000 };
 }
@@ -353,7 +377,8 @@ function decisionFrom(goal: string, paths: readonly Path[], body: Record<string,
   const params = (body["params"] as Record<string, unknown> | null | undefined) ?? {};
   const sameModel = paths.filter((path) => path.model === model);
   const path = sameModel.find((candidate) => candidate.key === pathKey(model, params)) ?? sameModel[0];
-  if (path === undefined) throw new Unavailable(`the service chose model ${JSON.stringify(model)}, none of this router's paths`);
+  if (path === undefined)
+    throw new Unavailable(`the service chose model ${JSON.stringify(model)}, none of this router's paths`);
   return {
     traceId,
     goal,
@@ -408,7 +433,8 @@ function outcomeBody(outcome: Outcome): OutcomePayload {
 function detail(text: string): string {
   try {
     const parsed = JSON.parse(text) as { detail?: unknown };
-    if (parsed.detail !== undefined) return typeof parsed.detail === "string" ? parsed.detail : JSON.stringify(parsed.detail);
+    if (parsed.detail !== undefined)
+      return typeof parsed.detail === "string" ? parsed.detail : JSON.stringify(parsed.detail);
   } catch {
     // not JSON: quote the start of the body
   }

@@ -9,10 +9,26 @@
 
 import { beginCall, lastTraceId, type Slot } from "./context.js";
 import { AllPathsFailed, ProviderError, RequestRejected, UserError } from "./errors.js";
-import { checkChanges, checkGoal, checkMessages, checkScore, describe, makePath, newTraceId, parsePaths } from "./paths.js";
+import {
+  checkChanges,
+  checkGoal,
+  checkMessages,
+  checkScore,
+  describe,
+  makePath,
+  newTraceId,
+  parsePaths,
+} from "./paths.js";
 import { costOf } from "./pricing.js";
 import { anthropicMessages } from "./providers/anthropic.js";
-import { readJson, send, serverSentEvents, transportError, type ProviderRequest, type WireFormat } from "./providers/base.js";
+import {
+  readJson,
+  send,
+  serverSentEvents,
+  transportError,
+  type ProviderRequest,
+  type WireFormat,
+} from "./providers/base.js";
 import { openaiChat } from "./providers/openai.js";
 import { sharedIntelligence } from "./shared.js";
 import { type IntelligenceOptions, type OutcomeChanges, type PolicyAnswer, RemoteIntelligence } from "./remote.js";
@@ -95,7 +111,9 @@ export class Router {
 
   constructor(options: RouterOptions) {
     if (options === null || typeof options !== "object") {
-      throw new UserError("new Router({ goal, paths }) takes an options object, e.g. { goal: 'extract', paths: ['gpt-4o'] }");
+      throw new UserError(
+        "new Router({ goal, paths }) takes an options object, e.g. { goal: 'extract', paths: ['gpt-4o'] }",
+      );
     }
     this.goal = checkGoal(options.goal);
     this.paths = parsePaths(options.paths);
@@ -111,7 +129,9 @@ export class Router {
     this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
     this.highRisk = options.highRisk ?? false;
     this.intelligence =
-      options.intelligence instanceof RemoteIntelligence ? options.intelligence : sharedIntelligence(options.intelligence);
+      options.intelligence instanceof RemoteIntelligence
+        ? options.intelligence
+        : sharedIntelligence(options.intelligence);
   }
 
   // --- deciding ------------------------------------------------------------------------------------------
@@ -131,12 +151,27 @@ export class Router {
 
   private forced(model: string, reason: string, confidence: number, path?: Path): Decision {
     if (typeof model !== "string" || !model) {
-      throw new UserError(`forceModel is ${describe(model)}: give a model name such as ${JSON.stringify(this.paths[0]!.model)}`);
+      throw new UserError(
+        `forceModel is ${describe(model)}: give a model name such as ${JSON.stringify(this.paths[0]!.model)}`,
+      );
     }
     // A model outside the declared paths is called like the first path (same provider settings).
     const first = this.paths[0]!;
-    const chosen = path ?? this.paths.find((candidate) => candidate.model === model) ?? makePath({ ...first, apiKey: first.apiKey, model, params: {} });
-    return { traceId: newTraceId(), goal: this.goal, model, path: chosen, reason, exploration: false, confidence, fallback: false, forced: true };
+    const chosen =
+      path ??
+      this.paths.find((candidate) => candidate.model === model) ??
+      makePath({ ...first, apiKey: first.apiKey, model, params: {} });
+    return {
+      traceId: newTraceId(),
+      goal: this.goal,
+      model,
+      path: chosen,
+      reason,
+      exploration: false,
+      confidence,
+      fallback: false,
+      forced: true,
+    };
   }
 
   /** The chosen path, then every other path in declared order, each a decision of its own. */
@@ -155,7 +190,10 @@ export class Router {
   /** Call the chosen path (falling back on provider failures) and return its OpenAI-shaped answer. */
   completion(messages: Message[] | string, options: CompletionOptions & { stream: true }): Promise<CompletionStream>;
   completion(messages: Message[] | string, options?: CompletionOptions): Promise<RoutedCompletion>;
-  completion(messages: Message[] | string, options: CompletionOptions = {}): Promise<RoutedCompletion | CompletionStream> {
+  completion(
+    messages: Message[] | string,
+    options: CompletionOptions = {},
+  ): Promise<RoutedCompletion | CompletionStream> {
     if (options.stream) {
       try {
         return Promise.resolve(this.stream(messages, options)); // begins the call in the caller's context
@@ -175,13 +213,22 @@ export class Router {
     return new CompletionStream((stream) => this.streamCalls(stream, slot, conversation, forceModel, params));
   }
 
-  private async complete(slot: Slot, messages: Message[] | string, options: CompletionOptions): Promise<RoutedCompletion> {
+  private async complete(
+    slot: Slot,
+    messages: Message[] | string,
+    options: CompletionOptions,
+  ): Promise<RoutedCompletion> {
     const conversation = checkMessages(messages);
     const { forceModel, stream: _stream, ...params } = options;
     const attempts: Attempt[] = [];
     const errors: ProviderError[] = [];
     for (const decision of this.fallbacks(await this.decideInto(slot, forceModel), slot)) {
-      const request: ProviderRequest = { path: decision.path, messages: conversation, params: this.params(decision, params), stream: false };
+      const request: ProviderRequest = {
+        path: decision.path,
+        messages: conversation,
+        params: this.params(decision, params),
+        stream: false,
+      };
       const wire = WIRES[decision.path.provider];
       const started = performance.now();
       try {
@@ -207,7 +254,12 @@ export class Router {
     const attempts: Attempt[] = [];
     const errors: ProviderError[] = [];
     for (const decision of this.fallbacks(await this.decideInto(slot, forceModel), slot)) {
-      const request: ProviderRequest = { path: decision.path, messages, params: this.params(decision, params), stream: true };
+      const request: ProviderRequest = {
+        path: decision.path,
+        messages,
+        params: this.params(decision, params),
+        stream: true,
+      };
       const wire = WIRES[decision.path.provider];
       const started = performance.now();
       let chunks: AsyncGenerator<ChatCompletionChunk>;
@@ -246,7 +298,12 @@ export class Router {
     return merged;
   }
 
-  private async finish(decision: Decision, answer: ChatCompletion, started: number, attempts: Attempt[]): Promise<RoutedCompletion> {
+  private async finish(
+    decision: Decision,
+    answer: ChatCompletion,
+    started: number,
+    attempts: Attempt[],
+  ): Promise<RoutedCompletion> {
     const latencyMs = performance.now() - started;
     const costUsd = costOf(decision.path, answer.usage);
     this.remember({ decision, costUsd, latencyMs, usage: answer.usage });
@@ -284,7 +341,13 @@ export class Router {
   private async reportFailure(decision: Decision, error: ProviderError, started: number): Promise<Attempt> {
     this.remember({ decision, latencyMs: performance.now() - started });
     const failureCategory = error.failureCategory;
-    await this.send(decision.traceId, { score: 0, success: false, source: "error", reason: error.message.slice(0, 300), failureCategory });
+    await this.send(decision.traceId, {
+      score: 0,
+      success: false,
+      source: "error",
+      reason: error.message.slice(0, 300),
+      failureCategory,
+    });
     return { decision, error: error.message, failureCategory };
   }
 
@@ -304,7 +367,9 @@ export class Router {
     }
     const failureCategory = checkFailureCategory(options.failureCategory);
     if (success === undefined && options.score === undefined) {
-      throw new UserError("report() needs success or a score: router.report(true) or router.report(undefined, undefined, { score: 0.7 })");
+      throw new UserError(
+        "report() needs success or a score: router.report(true) or router.report(undefined, undefined, { score: 0.7 })",
+      );
     }
     const score = options.score === undefined ? (success ? 1 : 0) : checkScore(options.score, "score is");
     const traceId = options.traceId ?? lastTraceId(this);
@@ -314,7 +379,12 @@ export class Router {
           "(every response and decision has one)",
       );
     }
-    const fields = { score, success: success ?? score >= 0.5, source: "explicit" as const, reason: reason ?? undefined };
+    const fields = {
+      score,
+      success: success ?? score >= 0.5,
+      source: "explicit" as const,
+      reason: reason ?? undefined,
+    };
     await this.send(traceId, { ...fields, failureCategory, costUsd: options.costUsd, latencyMs: options.latencyMs });
   }
 
@@ -354,7 +424,7 @@ export class Router {
 
   // --- reading -------------------------------------------------------------------------------------------
   /** Change a reported outcome of this Router's goal (a late signal). */
-  updateOutcome(traceId: string, changes: OutcomeChanges): Promise<string[]> {
+  async updateOutcome(traceId: string, changes: OutcomeChanges): Promise<string[]> {
     return this.intelligence.updateOutcome(traceId, this.goal, checkChanges(changes));
   }
 
@@ -367,8 +437,13 @@ export class Router {
   }
 }
 
-async function* chunksOf(response: Response, wire: WireFormat, request: ProviderRequest): AsyncGenerator<ChatCompletionChunk> {
-  if (!response.body) throw new ProviderError(`${JSON.stringify(request.path.model)} sent no stream`, { model: request.path.model });
+async function* chunksOf(
+  response: Response,
+  wire: WireFormat,
+  request: ProviderRequest,
+): AsyncGenerator<ChatCompletionChunk> {
+  if (!response.body)
+    throw new ProviderError(`${JSON.stringify(request.path.model)} sent no stream`, { model: request.path.model });
   const parse = wire.eventParser(request);
   for await (const [event, data] of serverSentEvents(response.body)) {
     const chunk = parse(data, event);

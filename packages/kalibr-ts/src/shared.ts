@@ -2,7 +2,13 @@
  * module functions that read and correct outcomes. */
 
 import { env } from "./env.js";
-import { type IntelligenceOptions, type OutcomeChanges, type PolicyAnswer, type PolicyConstraints, RemoteIntelligence } from "./remote.js";
+import {
+  type IntelligenceOptions,
+  type OutcomeChanges,
+  type PolicyAnswer,
+  type PolicyConstraints,
+  RemoteIntelligence,
+} from "./remote.js";
 import { checkChanges, checkGoal } from "./paths.js";
 
 const clients = new Map<string, RemoteIntelligence>();
@@ -37,13 +43,17 @@ function clientOf(options: ServiceOption | undefined): RemoteIntelligence {
 }
 
 /** Change an outcome already reported (a late signal: the user came back unhappy); returns the changed fields. */
-export function updateOutcome(traceId: string, goal: string, changes: OutcomeChanges & ServiceOption): Promise<string[]> {
+export async function updateOutcome(
+  traceId: string,
+  goal: string,
+  changes: OutcomeChanges & ServiceOption,
+): Promise<string[]> {
   const { intelligence: _, ...fields } = checkChanges(changes) as OutcomeChanges & ServiceOption;
   return clientOf(changes).updateOutcome(traceId, checkGoal(goal), fields);
 }
 
 /** The path to use for `goal` now, how sure the service is, and the alternatives. */
-export function getPolicy(
+export async function getPolicy(
   goal: string,
   options: { windowHours?: number; constraints?: PolicyConstraints } & ServiceOption = {},
 ): Promise<PolicyAnswer> {
@@ -51,7 +61,10 @@ export function getPolicy(
 }
 
 /** What the outcomes say, per goal (schema in the core's docs/insights.md). */
-export function getInsights(goal?: string, options: { windowHours?: number } & ServiceOption = {}): Promise<Record<string, unknown>> {
+export async function getInsights(
+  goal?: string,
+  options: { windowHours?: number } & ServiceOption = {},
+): Promise<Record<string, unknown>> {
   return clientOf(options).getInsights(goal === undefined ? undefined : checkGoal(goal), options);
 }
 

@@ -48,7 +48,11 @@ export class ChunkAggregator {
       this.content += choice.delta?.content ?? "";
       this.finishReason = choice.finish_reason ?? this.finishReason;
       for (const part of choice.delta?.tool_calls ?? []) {
-        const call = (this.toolCalls[part.index] ??= { id: "", type: "function", function: { name: "", arguments: "" } });
+        const call = (this.toolCalls[part.index] ??= {
+          id: "",
+          type: "function",
+          function: { name: "", arguments: "" },
+        });
         call.id ||= part.id ?? "";
         call.function.name ||= part.function?.name ?? "";
         call.function.arguments += part.function?.arguments ?? "";

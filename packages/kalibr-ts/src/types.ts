@@ -11,9 +11,7 @@ export type FailureCategory = (typeof FAILURE_CATEGORIES)[number];
 export function checkFailureCategory(value: unknown): FailureCategory | undefined {
   if (value === undefined || value === null) return undefined;
   if ((FAILURE_CATEGORIES as readonly unknown[]).includes(value)) return value as FailureCategory;
-  throw new UserError(
-    `unknown failureCategory ${JSON.stringify(value)}: use one of ${FAILURE_CATEGORIES.join(", ")}`,
-  );
+  throw new UserError(`unknown failureCategory ${JSON.stringify(value)}: use one of ${FAILURE_CATEGORIES.join(", ")}`);
 }
 
 /** Who produced an outcome; the service lets an explicit report replace an automatic one. */
@@ -123,7 +121,12 @@ export interface ChatCompletionChunk {
     delta: {
       role?: "assistant";
       content?: string | null;
-      tool_calls?: Array<{ index: number; id?: string; type?: "function"; function?: { name?: string; arguments?: string } }>;
+      tool_calls?: Array<{
+        index: number;
+        id?: string;
+        type?: "function";
+        function?: { name?: string; arguments?: string };
+      }>;
     };
     finish_reason: string | null;
   }>;

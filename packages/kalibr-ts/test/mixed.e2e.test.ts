@@ -28,7 +28,10 @@ print(router.intelligence.pending_outcomes())
 
 test("outcomes from a Python and a TypeScript client on one goal feed one policy", async () => {
   const router = new Router({ goal: GOAL, paths: PATHS });
-  for (const [forceModel, calls] of [["claude-sonnet-4-20250514", 8], ["gpt-4o", 2]] as const) {
+  for (const [forceModel, calls] of [
+    ["claude-sonnet-4-20250514", 8],
+    ["gpt-4o", 2],
+  ] as const) {
     for (let call = 0; call < calls; call++) {
       await router.completion("Say hello", { forceModel });
       await router.report(true);
@@ -45,7 +48,11 @@ test("outcomes from a Python and a TypeScript client on one goal feed one policy
 
   const policy = await getPolicy(GOAL);
   assert.equal(policy.outcome_sample_count, 16);
-  const insights = (await getInsights(GOAL)) as { goals: Array<{ paths: Array<{ model: string; samples: number; success_rate: number }> }> };
-  const byModel = Object.fromEntries(insights.goals[0]!.paths.map((path) => [path.model, [path.samples, path.success_rate]]));
+  const insights = (await getInsights(GOAL)) as {
+    goals: Array<{ paths: Array<{ model: string; samples: number; success_rate: number }> }>;
+  };
+  const byModel = Object.fromEntries(
+    insights.goals[0]!.paths.map((path) => [path.model, [path.samples, path.success_rate]]),
+  );
   assert.deepEqual(byModel, { "gpt-4o": [8, 2 / 8], "claude-sonnet-4-20250514": [8, 1] });
 });

@@ -2,7 +2,17 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { AllPathsFailed, RequestRejected, Router, flush, getPolicy, type ChatCompletionChunk, type Tool } from "@kalibr/sdk";
+import {
+  AllPathsFailed,
+  RequestRejected,
+  Router,
+  flush,
+  getInsights,
+  getPolicy,
+  updateOutcome,
+  type ChatCompletionChunk,
+  type Tool,
+} from "@kalibr/sdk";
 import { countedPerModel } from "./support/services.js";
 import { withServices } from "./support/hooks.js";
 
@@ -31,7 +41,11 @@ for (const model of ["gpt-4o", "claude-sonnet-4-20250514"]) {
 
   test(`${model}: streaming, chunk by chunk, adds up to the completion and reports it`, async () => {
     let judged = "";
-    const router = new Router({ goal: "stream_check", paths: [model], successWhen: (output) => ((judged = output), true) });
+    const router = new Router({
+      goal: "stream_check",
+      paths: [model],
+      successWhen: (output) => ((judged = output), true),
+    });
     const stream = router.stream("Repeat after me: the quick brown fox jumps over the lazy dog");
     const pieces: string[] = [];
     for await (const chunk of stream) pieces.push((chunk as ChatCompletionChunk).choices[0]?.delta.content ?? "");
@@ -53,7 +67,10 @@ for (const model of ["gpt-4o", "claude-sonnet-4-20250514"]) {
     assert.equal(response.choices[0]!.finish_reason, "tool_calls");
     const streamed = await router.completion(ask, { stream: true, tool_choice: "required" });
     const whole = await streamed.finalCompletion();
-    assert.deepEqual(JSON.parse(whole.choices[0]!.message.tool_calls![0]!.function.arguments), JSON.parse(call!.function.arguments));
+    assert.deepEqual(
+      JSON.parse(whole.choices[0]!.message.tool_calls![0]!.function.arguments),
+      JSON.parse(call!.function.arguments),
+    );
   });
 }
 
@@ -68,7 +85,9 @@ test("a provider failure falls back to the next path and is blamed on its own pa
   await flush();
   const counted = await countedPerModel(services.service, "fallback_check");
   assert.deepEqual(counted, { "broken-model": 1, "gpt-4o": 1 });
-  const insights = (await router.getInsights()) as { goals: Array<{ paths: Array<{ model: string; success_rate: number }> }> };
+  const insights = (await router.getInsights()) as {
+    goals: Array<{ paths: Array<{ model: string; success_rate: number }> }>;
+  };
   const rates = Object.fromEntries(insights.goals[0]!.paths.map((path) => [path.model, path.success_rate]));
   assert.deepEqual(rates, { "broken-model": 0, "gpt-4o": 1 });
 });
@@ -85,9 +104,32 @@ test("every path failing raises AllPathsFailed with each path's error", async ()
 test("a request the provider refuses as the caller's fault is raised and blamed on no path", async () => {
   const router = new Router({ goal: "caller_error_check", paths: ["gpt-4o", "claude-sonnet-4-20250514"] });
   const badFormat = { type: "json_schema", json_schema: { name: "x", schema: "not a schema" } };
-  await assert.rejects(router.completion("Say hello", { forceModel: "gpt-4o", response_format: badFormat }), RequestRejected);
+  await assert.rejects(
+    router.completion("Say hello", { forceModel: "gpt-4o", response_format: badFormat }),
+    RequestRejected,
+  );
   await flush();
   assert.deepEqual(await countedPerModel(services.service, "caller_error_check"), {});
+});
+
+test("updateOutcome changes a reported outcome later; an unknown category is refused before any request", async () => {
+  const router = new Router({ goal: "resolve_ticket", paths: ["gpt-4o"] });
+  const response = await router.completion("Say hello");
+  await router.report(true);
+  const changed = await updateOutcome(response.traceId, "resolve_ticket", {
+    success: false,
+    failureCategory: "user_unsatisfied",
+  });
+  assert.ok(changed.includes("success") && changed.includes("failure_category"), changed.join(","));
+  const insights = (await getInsights("resolve_ticket")) as {
+    goals: Array<{ success_rate: number; top_failure_modes: unknown }>;
+  };
+  assert.equal(insights.goals[0]!.success_rate, 0);
+  assert.match(JSON.stringify(insights.goals[0]!.top_failure_modes), /user_unsatisfied/);
+  await assert.rejects(
+    updateOutcome(response.traceId, "resolve_ticket", { failureCategory: "angry" as never }),
+    TypeError,
+  );
 });
 
 test("learning: traffic moves to the model that answers right", async () => {

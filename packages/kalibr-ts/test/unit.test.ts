@@ -47,7 +47,10 @@ test("bad router options name the problem and the fix", () => {
   const both = { goal: "g", paths: ["gpt-4o"], successWhen: () => true, scoreWhen: () => 1 };
   assert.throws(() => new Router(both), /successWhen or scoreWhen, not both/);
   assert.throws(() => new RemoteIntelligence({ url: "localhost:8400" }), /invalid intelligence URL/);
-  assert.throws(() => new RemoteIntelligence({ url: "http://x", resilience: { decideTimeoutMs: 0 } }), /positive number/);
+  assert.throws(
+    () => new RemoteIntelligence({ url: "http://x", resilience: { decideTimeoutMs: 0 } }),
+    /positive number/,
+  );
 });
 
 test("the breaker opens after breakerAfter fast failures or one timeout, and lets one probe through per cool-down", () => {
@@ -76,10 +79,14 @@ test("the breaker opens after breakerAfter fast failures or one timeout, and let
 test("the outbox keeps a newer report of a call sent meanwhile, and settles each once", async () => {
   const sent: OutcomePayload[] = [];
   let release: (result: DeliveryResult) => void = () => undefined;
-  const outbox = new Outbox("e", (payload: OutcomePayload) => {
-    sent.push(payload);
-    return new Promise((resolve) => (release = resolve));
-  }, new CircuitBreaker(3, 1000));
+  const outbox = new Outbox(
+    "e",
+    (payload: OutcomePayload) => {
+      sent.push(payload);
+      return new Promise((resolve) => (release = resolve));
+    },
+    new CircuitBreaker(3, 1000),
+  );
   await outbox.add({ trace_id: "t1", score: 0 });
   assert.equal(sent.length, 1);
   await outbox.add({ trace_id: "t1", score: 1 }); // while the first is in flight
@@ -106,7 +113,11 @@ test("server-sent events parse the same however the bytes are split", async () =
     });
     const events: Array<[string | undefined, string]> = [];
     for await (const event of serverSentEvents(body)) events.push(event);
-    assert.deepEqual(events, [["a", '{"x":1}'], [undefined, "line one\nline two"], [undefined, "[DONE]"]]);
+    assert.deepEqual(events, [
+      ["a", '{"x":1}'],
+      [undefined, "line one\nline two"],
+      [undefined, "[DONE]"],
+    ]);
   }
 });
 
@@ -114,7 +125,11 @@ test("OpenAI-shaped messages become Anthropic's system text and alternating turn
   const [system, messages] = toAnthropicMessages([
     { role: "system", content: "Be brief." },
     { role: "user", content: "Weather in Paris?" },
-    { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function", function: { name: "w", arguments: '{"city":"Paris"}' } }] },
+    {
+      role: "assistant",
+      content: null,
+      tool_calls: [{ id: "c1", type: "function", function: { name: "w", arguments: '{"city":"Paris"}' } }],
+    },
     { role: "tool", tool_call_id: "c1", content: "sunny" },
     { role: "user", content: "Thanks" },
   ]);
@@ -122,7 +137,13 @@ test("OpenAI-shaped messages become Anthropic's system text and alternating turn
   assert.deepEqual(messages, [
     { role: "user", content: [{ type: "text", text: "Weather in Paris?" }] },
     { role: "assistant", content: [{ type: "tool_use", id: "c1", name: "w", input: { city: "Paris" } }] },
-    { role: "user", content: [{ type: "tool_result", tool_use_id: "c1", content: "sunny" }, { type: "text", text: "Thanks" }] },
+    {
+      role: "user",
+      content: [
+        { type: "tool_result", tool_use_id: "c1", content: "sunny" },
+        { type: "text", text: "Thanks" },
+      ],
+    },
   ]);
 });
 
@@ -180,9 +201,24 @@ function fakeRouter(): { router: Router; reported: Array<Record<string, unknown>
     providerKeys.push((init?.headers as Record<string, string>)["Authorization"]!);
     const body = JSON.parse(String(init?.body)) as { messages: Array<{ content: string }> };
     const message = { role: "assistant", content: body.messages.at(-1)!.content };
-    return Response.json({ id: "x", object: "chat.completion", created: 0, model: "gpt-4o", choices: [{ index: 0, message, finish_reason: "stop" }] });
+    return Response.json({
+      id: "x",
+      object: "chat.completion",
+      created: 0,
+      model: "gpt-4o",
+      choices: [{ index: 0, message, finish_reason: "stop" }],
+    });
   };
-  const intelligence = new RemoteIntelligence({ url: "http://fake", fetch: service, resilience: { decideAhead: false } });
-  const router = new Router({ goal: "unit", paths: [{ model: "gpt-4o", baseUrl: "http://fake-provider", apiKey: "sk-never-in-json" }], intelligence, fetch: provider });
+  const intelligence = new RemoteIntelligence({
+    url: "http://fake",
+    fetch: service,
+    resilience: { decideAhead: false },
+  });
+  const router = new Router({
+    goal: "unit",
+    paths: [{ model: "gpt-4o", baseUrl: "http://fake-provider", apiKey: "sk-never-in-json" }],
+    intelligence,
+    fetch: provider,
+  });
   return { router, reported, providerKeys };
 }

@@ -114,8 +114,15 @@ export const anthropicMessages: WireFormat = {
       }
       if (kind === "message_delta") {
         const outputTokens = Number((payload["usage"] as Block | undefined)?.["output_tokens"] ?? 0);
-        const last: ChatCompletionChunk = chunk({}, finishReason((payload["delta"] as Block | undefined)?.["stop_reason"]));
-        last.usage = { prompt_tokens: inputTokens, completion_tokens: outputTokens, total_tokens: inputTokens + outputTokens };
+        const last: ChatCompletionChunk = chunk(
+          {},
+          finishReason((payload["delta"] as Block | undefined)?.["stop_reason"]),
+        );
+        last.usage = {
+          prompt_tokens: inputTokens,
+          completion_tokens: outputTokens,
+          total_tokens: inputTokens + outputTokens,
+        };
         return last;
       }
       if (kind === "error") {

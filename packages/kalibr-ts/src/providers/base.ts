@@ -170,7 +170,8 @@ export function textOf(content: unknown): string {
 export function errorMessageOf(body: string): string {
   try {
     const error = (JSON.parse(body) as { error?: unknown }).error;
-    if (error && typeof error === "object") return String((error as { message?: unknown }).message ?? JSON.stringify(error));
+    if (error && typeof error === "object")
+      return String((error as { message?: unknown }).message ?? JSON.stringify(error));
     return String(error ?? body.slice(0, 300));
   } catch {
     return body.slice(0, 300);

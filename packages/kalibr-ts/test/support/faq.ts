@@ -48,7 +48,9 @@ export async function runSnippets(...names: string[]): Promise<Record<string, an
     })
     .join("\n");
   const importLine = body.includes("from '@kalibr/sdk'") ? "" : "import { Router } from '@kalibr/sdk';\n";
-  const exported = SCOPE_NAMES.map((name) => `${name}: typeof ${name} === 'undefined' ? undefined : ${name}`).join(", ");
+  const exported = SCOPE_NAMES.map((name) => `${name}: typeof ${name} === 'undefined' ? undefined : ${name}`).join(
+    ", ",
+  );
   const module = `${importLine}${PRELUDE}\n${body}\nexport const scope = { ${exported} };\n`;
   const directory = join(PACKAGE_DIR, "build", "faq");
   mkdirSync(directory, { recursive: true });

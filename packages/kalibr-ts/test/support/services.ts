@@ -23,7 +23,10 @@ export interface Running {
 
 /** Start `command` and wait until its output matches `ready`; the match and a way to stop it. */
 export function startProcess(args: string[], ready: RegExp): Promise<Running & { match: RegExpMatchArray }> {
-  const child = spawn("kalibr", args, { env: { ...process.env, PYTHONUNBUFFERED: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("kalibr", args, {
+    env: { ...process.env, PYTHONUNBUFFERED: "1" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const exited = new Promise<void>((done) => child.once("exit", () => done()));
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
@@ -44,7 +47,9 @@ export function startProcess(args: string[], ready: RegExp): Promise<Running & {
     child.stdout!.on("data", onData);
     child.stderr!.on("data", (data: Buffer) => (output += data.toString()));
     child.once("error", rejectStart);
-    child.once("exit", (code) => rejectStart(new Error(`kalibr ${args.join(" ")} exited (${code}) before ready:\n${output}`)));
+    child.once("exit", (code) =>
+      rejectStart(new Error(`kalibr ${args.join(" ")} exited (${code}) before ready:\n${output}`)),
+    );
   });
 }
 
