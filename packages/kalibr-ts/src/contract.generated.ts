@@ -29,7 +29,7 @@ export const PRICE_TABLE: Readonly<Record<string, readonly [number, number]>> = 
   "gpt-5": [1.25, 10.0],
   "gpt-5-mini": [0.25, 2.0],
   "gpt-5-nano": [0.05, 0.4],
-  o3: [2.0, 8.0],
+  "o3": [2.0, 8.0],
   "o4-mini": [1.1, 4.4],
   "claude-opus-4-1": [15.0, 75.0],
   "claude-sonnet-4-5": [3.0, 15.0],
