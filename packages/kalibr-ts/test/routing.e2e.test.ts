@@ -132,6 +132,19 @@ test("updateOutcome changes a reported outcome later; an unknown category is ref
   );
 });
 
+test("decide() for a call made elsewhere, and scoreWhen's fractional scores, both counted by the service", async () => {
+  const own = new Router({ goal: "own_call", paths: ["gpt-4o", "claude-sonnet-4-20250514"] });
+  const decision = await own.decide();
+  assert.ok(["gpt-4o", "claude-sonnet-4-20250514"].includes(decision.model));
+  await own.report(undefined, undefined, { traceId: decision.traceId, score: 0.5 });
+  const scored = new Router({ goal: "scored_call", paths: ["gpt-4o"], scoreWhen: () => 0.75 });
+  await scored.completion("Say hello");
+  await flush();
+  assert.equal(sumOf(await countedPerModel(services.service, "own_call")), 1);
+  const insights = (await scored.getInsights()) as { goals: Array<{ success_rate: number }> };
+  assert.equal(insights.goals[0]!.success_rate, 0.75);
+});
+
 test("learning: traffic moves to the model that answers right", async () => {
   const goal = "solve_arithmetic";
   let expected = 0;
@@ -153,3 +166,7 @@ test("learning: traffic moves to the model that answers right", async () => {
   await flush();
   assert.equal((await getPolicy(goal)).recommended_model, "good-model");
 });
+
+function sumOf(counts: Record<string, number>): number {
+  return Object.values(counts).reduce((total, count) => total + count, 0);
+}
