@@ -2,7 +2,6 @@
 
 interface NodeLikeProcess {
   env?: Record<string, string | undefined>;
-  versions?: { node?: string };
   getBuiltinModule?: (name: string) => unknown;
 }
 
@@ -19,10 +18,6 @@ export function env(name: string): string | undefined {
     return undefined; // Deno without --allow-env throws here
   }
   return value ? value : undefined;
-}
-
-export function isNode(): boolean {
-  return typeof runtimeProcess()?.versions?.node === "string";
 }
 
 /** A Node built-in (`node:async_hooks`) through `process.getBuiltinModule`, where the runtime has one. */

@@ -223,12 +223,7 @@ export class Router {
     const attempts: Attempt[] = [];
     const errors: ProviderError[] = [];
     for (const decision of this.fallbacks(await this.decideInto(slot, forceModel), slot)) {
-      const request: ProviderRequest = {
-        path: decision.path,
-        messages: conversation,
-        params: this.params(decision, params),
-        stream: false,
-      };
+      const request = this.request(decision, conversation, params, false);
       const wire = WIRES[decision.path.provider];
       const started = performance.now();
       try {
@@ -236,9 +231,7 @@ export class Router {
         const answer = wire.parse(await readJson(response, decision.model), request);
         return await this.finish(decision, answer, started, attempts);
       } catch (error) {
-        if (error instanceof RequestRejected || !(error instanceof ProviderError)) throw error;
-        attempts.push(await this.reportFailure(decision, error, started));
-        errors.push(error);
+        errors.push(await this.failedAttempt(error, decision, started, attempts));
       }
     }
     throw new AllPathsFailed(this.goal, errors);
@@ -254,12 +247,7 @@ export class Router {
     const attempts: Attempt[] = [];
     const errors: ProviderError[] = [];
     for (const decision of this.fallbacks(await this.decideInto(slot, forceModel), slot)) {
-      const request: ProviderRequest = {
-        path: decision.path,
-        messages,
-        params: this.params(decision, params),
-        stream: true,
-      };
+      const request = this.request(decision, messages, params, true);
       const wire = WIRES[decision.path.provider];
       const started = performance.now();
       let chunks: AsyncGenerator<ChatCompletionChunk>;
@@ -269,9 +257,7 @@ export class Router {
         chunks = chunksOf(response, wire, request);
         first = await chunks.next(); // a path that fails before its first chunk falls back to the next
       } catch (error) {
-        if (error instanceof RequestRejected || !(error instanceof ProviderError)) throw error;
-        attempts.push(await this.reportFailure(decision, error, started));
-        errors.push(error);
+        errors.push(await this.failedAttempt(error, decision, started, attempts));
         continue;
       }
       stream.decision = decision;
@@ -292,10 +278,18 @@ export class Router {
     throw new AllPathsFailed(this.goal, errors);
   }
 
-  private params(decision: Decision, params: Record<string, unknown>): Record<string, unknown> {
+  private request(decision: Decision, messages: Message[], params: Record<string, unknown>, stream: boolean) {
     const merged = { ...decision.path.params, ...params };
     if (decision.path.tools.length && merged["tools"] === undefined) merged["tools"] = [...decision.path.tools];
-    return merged;
+    return { path: decision.path, messages, params: merged, stream } satisfies ProviderRequest;
+  }
+
+  /** A provider failure before the answer: blamed on its path, and the next path is tried. A request the provider
+   * refuses as the caller's fault, and anything that is not a provider failure, is the caller's to see. */
+  private async failedAttempt(error: unknown, decision: Decision, started: number, attempts: Attempt[]) {
+    if (error instanceof RequestRejected || !(error instanceof ProviderError)) throw error;
+    attempts.push(await this.reportFailure(decision, error, started));
+    return error;
   }
 
   private async finish(
