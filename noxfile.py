@@ -1,4 +1,5 @@
-"""Development tasks. `nox` runs lint, type check and tests; `nox -l` lists every session."""
+"""Development tasks. `nox` runs lint, type check, the Python tests and the TypeScript tests; `nox -l` lists every
+session."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "ts"]
 nox.options.reuse_venv = "yes"
 
 # The interpreter nox runs under, unless KALIBR_NOX_PYTHON names another (e.g. "3.12").
@@ -44,6 +45,16 @@ def tests(session: nox.Session) -> None:
     """The whole pytest suite (PostgreSQL tests run when KALIBR_TEST_POSTGRES_URL is set)."""
     _sync(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def ts(session: nox.Session) -> None:
+    """The TypeScript client's tests: npm ci, tsc, node --test (end-to-end ones run this venv's `kalibr`)."""
+    _sync(session)
+    with session.chdir("packages/kalibr-ts"):
+        session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
+        session.run("npm", "run", "--silent", "build", external=True)
+        session.run("npm", "test", "--silent", "--", *session.posargs, external=True)
 
 
 @nox.session(python=PYTHON)

@@ -1,0 +1,69 @@
+// What `router.completion()` costs over calling the same sandbox model with fetch directly, taking turns in
+// rounds so a slow spell hits every variant alike. Run by `python -m benchmarks --only ts` (benchmarks/ts_client.py),
+// which starts the sandbox and `kalibr serve` and passes them in the environment. Prints JSON: microseconds per call
+// (wall p50, p99, and this process's CPU time per call, background delivery of outcomes included).
+
+import { RemoteIntelligence, Router } from "@kalibr/sdk";
+
+const [rounds, perRound] = [Number(process.argv[2] ?? 20), Number(process.argv[3] ?? 100)];
+const base = process.env.OPENAI_BASE_URL;
+const messages = [{ role: "user", content: "Repeat after me: benchmark" }];
+const paths = ["gpt-4o", { model: "gpt-4o", params: { temperature: 0.5 } }];
+
+async function direct() {
+  const response = await fetch(`${base}/chat/completions`, {
+    method: "POST",
+    headers: { Authorization: "Bearer sandbox", "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "gpt-4o", messages }),
+  });
+  await response.json();
+}
+
+function routed(decideAhead, judged = true) {
+  const intelligence = new RemoteIntelligence({ resilience: { decideAhead, decideTimeoutMs: 5000 } });
+  const successWhen = judged ? (text) => text.length > 0 : undefined;
+  const router = new Router({
+    goal: judged ? "ts_overhead" : "ts_overhead_unjudged",
+    paths,
+    intelligence,
+    successWhen,
+  });
+  return () => router.completion(messages);
+}
+
+const variants = {
+  "direct fetch": direct,
+  "router.completion": routed(true),
+  "router.completion, no successWhen (no report)": routed(true, false),
+  "router.completion, no decide-ahead": routed(false),
+};
+const samples = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+const cpu = Object.fromEntries(Object.keys(variants).map((name) => [name, 0]));
+for (const call of Object.values(variants)) for (let i = 0; i < 50; i++) await call(); // warm up
+for (let round = 0; round < rounds; round++) {
+  for (const [name, call] of Object.entries(variants)) {
+    const before = process.cpuUsage();
+    for (let i = 0; i < perRound; i++) {
+      const started = process.hrtime.bigint();
+      await call();
+      samples[name].push(Number(process.hrtime.bigint() - started) / 1000);
+    }
+    const used = process.cpuUsage(before);
+    cpu[name] += used.user + used.system;
+  }
+}
+const percentile = (values, p) =>
+  values.slice().sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(values.length * p))];
+const result = Object.fromEntries(
+  Object.entries(samples).map(([name, values]) => [
+    name,
+    {
+      p50: percentile(values, 0.5),
+      p99: percentile(values, 0.99),
+      calls: values.length,
+      cpu: cpu[name] / values.length,
+    },
+  ]),
+);
+console.log(JSON.stringify(result));
+process.exit(0); // outcomes still queued are not part of the measurement

@@ -1,0 +1,442 @@
+/**
+ * The client of the intelligence service (`kalibr serve`) over its wire contract, built never to slow the
+ * caller down or fail because of the service:
+ *
+ * - a decide waits at most `decideTimeoutMs` (50 ms), then the first path is used;
+ * - a circuit breaker stops asking a failing service (a timeout opens it at once) and probes after a cool-down;
+ * - with `decideAhead`, the next decision of a goal is fetched while the current call runs, so a call rarely
+ *   waits for the service at all;
+ * - reported outcomes go to an outbox and are delivered in the background, kept through outages.
+ *
+ * It speaks only documented fields: paths are registered with `POST /api/v1/routing/paths` (once per process),
+ * decisions come from `/routing/decide` with `candidate_model_ids`, outcomes go one by one to
+ * `/intelligence/report-outcome`.
+ */
+
+import { CircuitBreaker, DEFAULT_RESILIENCE, type Resilience } from "./breaker.js";
+import { env } from "./env.js";
+import { IntelligenceUnavailable, UserError } from "./errors.js";
+import { Outbox, type DeliveryResult, type OutcomePayload, type SpoolStorage } from "./outbox.js";
+import { canonicalJson, newTraceId, pathKey, toolId } from "./paths.js";
+import type { Decision, FailureCategory, OutcomeSource, Path, Usage } from "./types.js";
+
+export interface IntelligenceOptions {
+  /** The service's base URL; default `KALIBR_INTELLIGENCE_URL`. */
+  url?: string;
+  /** Default `KALIBR_API_KEY`. */
+  apiKey?: string;
+  /** Default `KALIBR_TENANT_ID` (the key alone decides the tenant on `kalibr serve`). */
+  tenantId?: string;
+  resilience?: Partial<Resilience>;
+  /** Durable outbox storage (`new FileSpool(path)` from `@kalibr/sdk/node`); default: memory, or the file
+   * named by `KALIBR_SPOOL` on Node. */
+  spool?: SpoolStorage;
+  /** A `fetch` of your own (proxies, tests); default the global one. */
+  fetch?: typeof fetch;
+}
+
+/** One outcome, as the router reports it. */
+export interface Outcome {
+  traceId: string;
+  goal: string;
+  path: Path;
+  score: number;
+  success: boolean;
+  source: OutcomeSource;
+  failureCategory?: FailureCategory | undefined;
+  reason?: string | undefined;
+  costUsd?: number | null | undefined;
+  latencyMs?: number | undefined;
+  usage?: Usage | undefined;
+}
+
+export interface OutcomeChanges {
+  success?: boolean;
+  score?: number;
+  failureCategory?: FailureCategory;
+  reason?: string;
+}
+
+export interface PolicyAnswer {
+  goal: string;
+  recommended_model: string | null;
+  recommended_provider: string | null;
+  outcome_success_rate: number | null;
+  outcome_sample_count: number;
+  confidence: number;
+  risk_score: number;
+  reasoning: string;
+  alternatives: Array<Record<string, unknown>>;
+}
+
+export interface PolicyConstraints {
+  max_cost_usd?: number;
+  max_latency_ms?: number;
+  min_quality?: number;
+  min_confidence?: number;
+  max_risk?: number;
+}
+
+const DECIDE = "/api/v1/routing/decide";
+const AHEAD_MAX_AGE_MS = 10_000;
+
+/** The service did not answer usefully (transport error, timeout, 5xx): counts against the breaker. */
+class Unavailable extends Error {}
+
+interface AheadDecision {
+  decision: Decision;
+  at: number;
+}
+
+export class RemoteIntelligence {
+  readonly url: string;
+  readonly tenantId: string | undefined;
+  readonly resilience: Resilience;
+  readonly breaker: CircuitBreaker;
+  private readonly apiKey: string;
+  private readonly fetcher: typeof fetch;
+  private readonly registered = new Set<string>();
+  private readonly ahead = new Map<string, AheadDecision>();
+  private readonly fetchingAhead = new Set<string>();
+  private readonly spool: SpoolStorage | Promise<SpoolStorage | undefined> | undefined;
+  private outboxOnce: Promise<Outbox> | undefined;
+
+  constructor(options: IntelligenceOptions = {}) {
+    const url = options.url ?? env("KALIBR_INTELLIGENCE_URL");
+    if (!url || !/^https?:\/\//.test(url)) {
+      throw new UserError(
+        `invalid intelligence URL ${JSON.stringify(url)}: set KALIBR_INTELLIGENCE_URL or pass ` +
+          "intelligence: { url: 'http://127.0.0.1:8400' } (the base URL of `kalibr serve`)",
+      );
+    }
+    this.url = url.replace(/\/+$/, "");
+    this.apiKey = options.apiKey ?? env("KALIBR_API_KEY") ?? "";
+    this.tenantId = options.tenantId ?? env("KALIBR_TENANT_ID");
+    this.resilience = checkResilience({ ...DEFAULT_RESILIENCE, ...timeoutFromEnv(), ...options.resilience });
+    this.breaker = new CircuitBreaker(this.resilience.breakerAfter, this.resilience.cooldownMs);
+    this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
+    this.spool = options.spool ?? spoolFromEnv();
+  }
+
+  /** Where outcomes go: service URL and tenant (a spool may hold outcomes for several). */
+  get endpoint(): string {
+    return `${this.url}|${this.tenantId ?? ""}`;
+  }
+
+  // --- deciding ------------------------------------------------------------------------------------------
+  async decide(goal: string, paths: readonly Path[], highRisk: boolean): Promise<Decision> {
+    const key = aheadKey(goal, paths, highRisk);
+    const ready = this.ahead.get(key);
+    if (ready !== undefined) {
+      this.ahead.delete(key);
+      if (performance.now() - ready.at < AHEAD_MAX_AGE_MS) {
+        this.fetchAhead(key, goal, paths, highRisk);
+        return ready.decision;
+      }
+    }
+    if (!this.breaker.allow()) return fallback(goal, paths, "circuit breaker open");
+    let decision: Decision;
+    try {
+      decision = await this.fetchDecision(goal, paths, highRisk);
+    } catch (error) {
+      return fallback(
+        goal,
+        paths,
+        error instanceof Unavailable || error instanceof UserError ? error.message : String(error),
+      );
+    }
+    this.fetchAhead(key, goal, paths, highRisk);
+    void this.outbox().then((outbox) => outbox.wake()); // the service answers: deliver what waited
+    return decision;
+  }
+
+  private fetchAhead(key: string, goal: string, paths: readonly Path[], highRisk: boolean): void {
+    if (!this.resilience.decideAhead || this.fetchingAhead.has(key) || this.breaker.state !== "closed") return;
+    this.fetchingAhead.add(key);
+    this.fetchDecision(goal, paths, highRisk)
+      .then((decision) => this.ahead.set(key, { decision, at: performance.now() }))
+      .catch(() => undefined) // the next call asks again, with its own timeout
+      .finally(() => this.fetchingAhead.delete(key));
+  }
+
+  private async fetchDecision(goal: string, paths: readonly Path[], highRisk: boolean): Promise<Decision> {
+    const signal = AbortSignal.timeout(this.resilience.decideTimeoutMs);
+    await this.register(goal, paths, signal);
+    const request = {
+      goal,
+      task_risk_level: highRisk ? "high" : "low",
+      candidate_model_ids: [...new Set(paths.map((path) => path.model))].sort(),
+    };
+    const body = await this.send("POST", DECIDE, request, signal);
+    return decisionFrom(goal, paths, body);
+  }
+
+  /** Register each path once per process (documented `POST /api/v1/routing/paths`; the service keeps one). */
+  private async register(goal: string, paths: readonly Path[], signal: AbortSignal): Promise<void> {
+    await Promise.all(paths.map((path) => this.registerPath(goal, path.model, path.params, toolId(path), signal)));
+  }
+
+  private async registerPath(
+    goal: string,
+    model: string,
+    params: Readonly<Record<string, unknown>>,
+    tool: string | null,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const key = `${goal}\n${pathKey(model, params)}`;
+    if (this.registered.has(key)) return;
+    await this.send(
+      "POST",
+      "/api/v1/routing/paths",
+      { goal, model_id: model, params, tool_id: tool, risk_level: "low" },
+      signal,
+    );
+    this.registered.add(key);
+  }
+
+  // --- learning ------------------------------------------------------------------------------------------
+  /** Keep the outcome (durably with a spool) and return; it is delivered in the background. */
+  async report(outcome: Outcome): Promise<void> {
+    await (await this.outbox()).add(outcomeBody(outcome));
+  }
+
+  /** Deliver every kept outcome now, if the service answers (else they stay kept). */
+  async flush(): Promise<void> {
+    await (await this.outbox()).flush();
+  }
+
+  /** How many outcomes wait for the service. */
+  async pendingOutcomes(): Promise<number> {
+    return (await this.outbox()).count();
+  }
+
+  async updateOutcome(traceId: string, goal: string, changes: OutcomeChanges): Promise<string[]> {
+    await this.flush(); // the outcome may still wait in the outbox
+    const body = {
+      trace_id: traceId,
+      goal,
+      success: changes.success ?? null,
+      score: changes.score ?? null,
+      failure_reason: changes.reason ?? null,
+      failure_category: changes.failureCategory ?? null,
+    };
+    const answer = await this.call("POST", "/api/v1/intelligence/update-outcome", body);
+    return (answer["fields_updated"] as string[] | undefined) ?? [];
+  }
+
+  // --- reading -------------------------------------------------------------------------------------------
+  async getPolicy(
+    goal: string,
+    options: { windowHours?: number; constraints?: PolicyConstraints } = {},
+  ): Promise<PolicyAnswer> {
+    const body = { goal, window_hours: options.windowHours ?? 168, constraints: options.constraints ?? null };
+    return (await this.call("POST", "/api/v1/intelligence/policy", body)) as unknown as PolicyAnswer;
+  }
+
+  async getInsights(goal?: string, options: { windowHours?: number } = {}): Promise<Record<string, unknown>> {
+    const query = new URLSearchParams({ window_hours: String(options.windowHours ?? 168) });
+    if (goal !== undefined) query.set("goal", goal);
+    return this.call("GET", `/api/v1/intelligence/insights?${query}`);
+  }
+
+  /** Stop the retry timer (outcomes still kept stay in the spool, if any, for the next process). */
+  async close(): Promise<void> {
+    if (this.outboxOnce) (await this.outboxOnce).close();
+  }
+
+  /** A call whose answer the caller needs: raises `IntelligenceUnavailable` or `UserError`, never falls back. */
+  private async call(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+    try {
+      return await this.send(method, path, body, AbortSignal.timeout(this.resilience.callTimeoutMs));
+    } catch (error) {
+      if (error instanceof Unavailable) {
+        throw new IntelligenceUnavailable(`intelligence service at ${this.url} unavailable: ${error.message}`);
+      }
+      throw error;
+    }
+  }
+
+  // --- delivery ------------------------------------------------------------------------------------------
+  private outbox(): Promise<Outbox> {
+    this.outboxOnce ??= Promise.resolve(this.spool).then(
+      (spool) => new Outbox(this.endpoint, (payload) => this.deliver(payload), this.breaker, spool),
+    );
+    return this.outboxOnce;
+  }
+
+  private async deliver(payload: OutcomePayload): Promise<DeliveryResult> {
+    const signal = AbortSignal.timeout(this.resilience.callTimeoutMs);
+    const params = (payload["execution_params"] as Record<string, unknown> | null) ?? {};
+    try {
+      // A forced call or a fallback may be the first this process makes on its path: the service counts an
+      // outcome it did not decide for the registered path of its model.
+      await this.registerPath(
+        String(payload["goal"]),
+        String(payload["model_id"]),
+        params,
+        payload["tool_id"] as string | null,
+        signal,
+      );
+      await this.send("POST", "/api/v1/intelligence/report-outcome", payload, signal);
+      return "settled";
+    } catch (error) {
+      if (error instanceof UserError && !/HTTP (401|403|408|409|429)\b/.test(error.message)) {
+        console.warn(`kalibr: outcome ${payload.trace_id} rejected for good: ${error.message}`);
+        return "settled";
+      }
+      return "retry"; // unavailable, or refused until the key is fixed: keep it
+    }
+  }
+
+  // --- HTTP ----------------------------------------------------------------------------------------------
+  private async send(
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>> {
+    const headers: Record<string, string> = { "X-API-Key": this.apiKey, "Content-Type": "application/json" };
+    if (this.tenantId) headers["X-Tenant-ID"] = this.tenantId;
+    let response: Response;
+    let text: string;
+    try {
+      const init: RequestInit = { method, headers, signal };
+      if (body !== undefined) init.body = JSON.stringify(body);
+      response = await this.fetcher(`${this.url}${path}`, init);
+      text = await response.text();
+    } catch (error) {
+      const name = (error as { name?: string } | null)?.name;
+      const timedOut = name === "TimeoutError" || name === "AbortError";
+      this.breaker.recordFailure(timedOut);
+      throw new Unavailable(timedOut ? "no answer in time" : `could not be reached (${String(error)})`);
+    }
+    if (response.status >= 500) {
+      this.breaker.recordFailure();
+      throw new Unavailable(`HTTP ${response.status} from the intelligence service`);
+    }
+    this.breaker.recordSuccess();
+    if (response.status >= 400) {
+      throw new UserError(`intelligence service refused the request: HTTP ${response.status}: ${detail(text)}`);
+    }
+    try {
+      return JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new Unavailable("the intelligence service sent a body that is not JSON");
+    }
+  }
+}
+
+function checkResilience(resilience: Resilience): Resilience {
+  for (const name of ["decideTimeoutMs", "cooldownMs", "callTimeoutMs"] as const) {
+    const value = resilience[name];
+    if (typeof value !== "number" || !(value > 0)) {
+      throw new UserError(`resilience.${name} is ${JSON.stringify(value)}: give a positive number of milliseconds`);
+    }
+  }
+  if (!Number.isInteger(resilience.breakerAfter) || resilience.breakerAfter < 1) {
+    throw new UserError(
+      `resilience.breakerAfter is ${JSON.stringify(resilience.breakerAfter)}: give a whole number >= 1`,
+    );
+  }
+  return Object.freeze(resilience);
+}
+
+/** `KALIBR_INTELLIGENCE_TIMEOUT` (seconds, as for the Python client) as the decide timeout, when set. */
+function timeoutFromEnv(): Partial<Resilience> {
+  const seconds = env("KALIBR_INTELLIGENCE_TIMEOUT");
+  if (seconds === undefined) return {};
+  const value = Number(seconds);
+  if (!(value > 0)) {
+    throw new UserError(
+      `KALIBR_INTELLIGENCE_TIMEOUT=${JSON.stringify(seconds)}: give the decide timeout in seconds, e.g. 0.05`,
+    );
+  }
+  return { decideTimeoutMs: value * 1000 };
+}
+
+/** On Node with `KALIBR_SPOOL` set, the file spool; loaded only then, so other runtimes never see `node:fs`. */
+function spoolFromEnv(): Promise<SpoolStorage | undefined> | undefined {
+  const file = env("KALIBR_SPOOL");
+  if (!file) return undefined;
+  return import("./node.js").then(
+    (node) => new node.FileSpool(file),
+    () => undefined, // not Node: memory only
+  );
+}
+
+function aheadKey(goal: string, paths: readonly Path[], highRisk: boolean): string {
+  return `${goal}\n${highRisk}\n${paths.map((path) => path.key).join("\n")}`;
+}
+
+function decisionFrom(goal: string, paths: readonly Path[], body: Record<string, unknown>): Decision {
+  const model = body["model_id"];
+  const traceId = body["trace_id"];
+  if (typeof model !== "string" || typeof traceId !== "string") {
+    throw new Unavailable(`unusable decide answer: ${JSON.stringify(body).slice(0, 200)}`);
+  }
+  const params = (body["params"] as Record<string, unknown> | null | undefined) ?? {};
+  const sameModel = paths.filter((path) => path.model === model);
+  const path = sameModel.find((candidate) => candidate.key === pathKey(model, params)) ?? sameModel[0];
+  if (path === undefined)
+    throw new Unavailable(`the service chose model ${JSON.stringify(model)}, none of this router's paths`);
+  return {
+    traceId,
+    goal,
+    model,
+    path,
+    reason: String(body["reason"] ?? ""),
+    exploration: Boolean(body["exploration"]),
+    confidence: Number(body["confidence"] ?? 0),
+    fallback: false,
+    forced: false,
+  };
+}
+
+function fallback(goal: string, paths: readonly Path[], why: string): Decision {
+  const path = paths[0]!;
+  return {
+    traceId: newTraceId(),
+    goal,
+    model: path.model,
+    path,
+    reason: `intelligence unavailable (${why}): using the first path`,
+    exploration: false,
+    confidence: 0,
+    fallback: true,
+    forced: false,
+  };
+}
+
+/** The wire contract's report-outcome body; `model_id` lets the service count a trace id it never issued. */
+function outcomeBody(outcome: Outcome): OutcomePayload {
+  const metadata: Record<string, unknown> = { source: outcome.source };
+  if (outcome.costUsd !== null && outcome.costUsd !== undefined) metadata["cost_usd"] = outcome.costUsd;
+  if (outcome.latencyMs !== undefined) metadata["latency_ms"] = outcome.latencyMs;
+  if (outcome.usage) {
+    metadata["input_tokens"] = outcome.usage.prompt_tokens;
+    metadata["output_tokens"] = outcome.usage.completion_tokens;
+  }
+  return {
+    trace_id: outcome.traceId,
+    goal: outcome.goal,
+    success: outcome.success,
+    score: outcome.score,
+    failure_reason: outcome.reason ?? null,
+    failure_category: outcome.failureCategory ?? null,
+    metadata,
+    model_id: outcome.path.model,
+    execution_params: JSON.parse(canonicalJson(outcome.path.params)) as Record<string, unknown>,
+    tool_id: toolId(outcome.path),
+  };
+}
+
+function detail(text: string): string {
+  try {
+    const parsed = JSON.parse(text) as { detail?: unknown };
+    if (parsed.detail !== undefined)
+      return typeof parsed.detail === "string" ? parsed.detail : JSON.stringify(parsed.detail);
+  } catch {
+    // not JSON: quote the start of the body
+  }
+  return text.slice(0, 200);
+}

@@ -1,0 +1,224 @@
+/** Unit tests: the pieces that need no service, with fakes where a network would be. */
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { test } from "node:test";
+import { CircuitBreaker, FAILURE_CATEGORIES, RemoteIntelligence, Router, UserError, costOf } from "@kalibr/sdk";
+import { Outbox, type DeliveryResult, type OutcomePayload } from "../dist/outbox.js";
+import { toAnthropicMessages } from "../dist/providers/anthropic.js";
+import { serverSentEvents } from "../dist/providers/base.js";
+import { PACKAGE_DIR } from "./support/services.js";
+
+test("the main entry's whole import graph uses no node: module; only node.js does, loaded on demand", () => {
+  const seen = new Set<string>();
+  const dynamic: string[] = [];
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const source = readFileSync(file, "utf8");
+    for (const [, specifier] of source.matchAll(/^(?:import|export)\s[^;]*?from\s+"([^"]+)"/gm)) {
+      assert.ok(!specifier!.startsWith("node:"), `${file} imports ${specifier}`);
+      visit(resolve(dirname(file), specifier!));
+    }
+    for (const [, specifier] of source.matchAll(/import\("([^"]+)"\)/g)) dynamic.push(specifier!);
+  };
+  visit(join(PACKAGE_DIR, "dist/index.js"));
+  assert.ok(seen.size > 10, "the walk followed the imports");
+  assert.deepEqual(dynamic, ["./node.js"]);
+  assert.match(readFileSync(join(PACKAGE_DIR, "dist/node.js"), "utf8"), /from "node:fs"/);
+});
+
+test("an unknown failure category is a TypeError listing the twelve valid ones", async () => {
+  assert.equal(FAILURE_CATEGORIES.length, 12);
+  const { router } = fakeRouter();
+  await router.completion("hi");
+  await assert.rejects(router.report(false, undefined, { failureCategory: "oops" as never }), (error: unknown) => {
+    assert.ok(error instanceof TypeError && error instanceof UserError);
+    for (const category of FAILURE_CATEGORIES) assert.ok(error.message.includes(category), category);
+    return true;
+  });
+});
+
+test("bad router options name the problem and the fix", () => {
+  assert.throws(() => new Router({ goal: "bad goal!", paths: ["gpt-4o"] }), /invalid goal "bad goal!"/);
+  assert.throws(() => new Router({ goal: "g", paths: [] }), /paths must be a non-empty array/);
+  assert.throws(() => new Router({ goal: "g", paths: ["gpt-4o", "gpt-4o"] }), /declared twice/);
+  const both = { goal: "g", paths: ["gpt-4o"], successWhen: () => true, scoreWhen: () => 1 };
+  assert.throws(() => new Router(both), /successWhen or scoreWhen, not both/);
+  assert.throws(() => new RemoteIntelligence({ url: "localhost:8400" }), /invalid intelligence URL/);
+  assert.throws(
+    () => new RemoteIntelligence({ url: "http://x", resilience: { decideTimeoutMs: 0 } }),
+    /positive number/,
+  );
+});
+
+test("the breaker opens after breakerAfter fast failures or one timeout, and lets one probe through per cool-down", () => {
+  let now = 0;
+  const breaker = new CircuitBreaker(3, 1000, () => now);
+  breaker.recordFailure();
+  breaker.recordFailure();
+  assert.equal(breaker.state, "closed");
+  breaker.recordFailure();
+  assert.equal(breaker.state, "open");
+  assert.equal(breaker.allow(), false);
+  now = 1000;
+  assert.equal(breaker.allow(), true);
+  assert.equal(breaker.state, "half-open");
+  assert.equal(breaker.allow(), false, "one probe at a time");
+  breaker.recordFailure();
+  assert.equal(breaker.state, "open");
+  now = 2000;
+  assert.equal(breaker.allow(), true);
+  breaker.recordSuccess();
+  assert.equal(breaker.state, "closed");
+  breaker.recordFailure(true);
+  assert.equal(breaker.state, "open", "a timeout opens at once");
+});
+
+test("the outbox keeps a newer report of a call sent meanwhile, and settles each once", async () => {
+  const sent: OutcomePayload[] = [];
+  let release: (result: DeliveryResult) => void = () => undefined;
+  const outbox = new Outbox(
+    "e",
+    (payload: OutcomePayload) => {
+      sent.push(payload);
+      return new Promise((resolve) => (release = resolve));
+    },
+    new CircuitBreaker(3, 1000),
+  );
+  await outbox.add({ trace_id: "t1", score: 0 });
+  assert.equal(sent.length, 1);
+  await outbox.add({ trace_id: "t1", score: 1 }); // while the first is in flight
+  release("settled");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(sent.length, 2);
+  assert.equal(sent[1]!["score"], 1);
+  release("settled");
+  await outbox.flush();
+  assert.equal(await outbox.count(), 0);
+  assert.equal(sent.length, 2);
+  outbox.close();
+});
+
+test("server-sent events parse the same however the bytes are split", async () => {
+  const text = 'event: a\ndata: {"x":1}\n\n: comment\ndata: line one\ndata: line two\r\n\r\ndata: [DONE]\n\n';
+  const bytes = new TextEncoder().encode(text);
+  for (const size of [1, 3, 7, bytes.length]) {
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let at = 0; at < bytes.length; at += size) controller.enqueue(bytes.slice(at, at + size));
+        controller.close();
+      },
+    });
+    const events: Array<[string | undefined, string]> = [];
+    for await (const event of serverSentEvents(body)) events.push(event);
+    assert.deepEqual(events, [
+      ["a", '{"x":1}'],
+      [undefined, "line one\nline two"],
+      [undefined, "[DONE]"],
+    ]);
+  }
+});
+
+test("OpenAI-shaped messages become Anthropic's system text and alternating turns with tool blocks", () => {
+  const [system, messages] = toAnthropicMessages([
+    { role: "system", content: "Be brief." },
+    { role: "user", content: "Weather in Paris?" },
+    {
+      role: "assistant",
+      content: null,
+      tool_calls: [{ id: "c1", type: "function", function: { name: "w", arguments: '{"city":"Paris"}' } }],
+    },
+    { role: "tool", tool_call_id: "c1", content: "sunny" },
+    { role: "user", content: "Thanks" },
+  ]);
+  assert.equal(system, "Be brief.");
+  assert.deepEqual(messages, [
+    { role: "user", content: [{ type: "text", text: "Weather in Paris?" }] },
+    { role: "assistant", content: [{ type: "tool_use", id: "c1", name: "w", input: { city: "Paris" } }] },
+    {
+      role: "user",
+      content: [
+        { type: "tool_result", tool_use_id: "c1", content: "sunny" },
+        { type: "text", text: "Thanks" },
+      ],
+    },
+  ]);
+});
+
+test("cost comes from the price table, dated snapshots included; an unknown model's cost is null", () => {
+  const usage = { prompt_tokens: 1_000_000, completion_tokens: 1_000_000, total_tokens: 2_000_000 };
+  assert.equal(costOf({ model: "gpt-4o-mini", price: undefined }, usage), 0.15 + 0.6);
+  assert.equal(costOf({ model: "gpt-4o-2024-08-06", price: undefined }, usage), 2.5 + 10);
+  assert.equal(costOf({ model: "no-such-model", price: undefined }, usage), null);
+});
+
+test("one Router shared by concurrent tasks: report() without a trace id reports each task's own call", async () => {
+  const { router, reported } = fakeRouter();
+  const traceIds = await Promise.all(
+    Array.from({ length: 8 }, async (_, index) => {
+      await new Promise((resolve) => setTimeout(resolve, (index * 7) % 5));
+      const response = await router.completion(`task ${index}`);
+      await new Promise((resolve) => setTimeout(resolve, (index * 3) % 4));
+      await router.report(index % 2 === 0, `task ${index}`);
+      return response.traceId;
+    }),
+  );
+  await router.intelligence.flush();
+  traceIds.forEach((traceId, index) => {
+    const report = reported.find((body) => body["failure_reason"] === `task ${index}`);
+    assert.equal(report?.["trace_id"], traceId, `task ${index} reported its own call`);
+    assert.equal(report?.["success"], index % 2 === 0);
+  });
+});
+
+test("a response sent on as JSON carries no provider key, yet the provider gets it", async () => {
+  const { router, providerKeys } = fakeRouter();
+  const response = await router.completion("hi");
+  assert.doesNotMatch(JSON.stringify(response), /sk-never-in-json/);
+  const forced = await router.completion("hi", { forceModel: "gpt-4o-mini" }); // a model outside the paths
+  assert.doesNotMatch(JSON.stringify(forced), /sk-never-in-json/);
+  assert.deepEqual(providerKeys, ["Bearer sk-never-in-json", "Bearer sk-never-in-json"]);
+});
+
+/** A Router over fakes: a service that decides gpt-4o with fresh trace ids, and a provider that echoes. */
+function fakeRouter(): { router: Router; reported: Array<Record<string, unknown>>; providerKeys: string[] } {
+  const reported: Array<Record<string, unknown>> = [];
+  const providerKeys: string[] = [];
+  let decisions = 0;
+  const service: typeof fetch = async (input, init) => {
+    const url = String(input);
+    const body = JSON.parse(String(init?.body ?? "{}")) as Record<string, unknown>;
+    if (url.endsWith("/routing/decide")) {
+      const traceId = (++decisions).toString(16).padStart(32, "0");
+      return Response.json({ trace_id: traceId, model_id: "gpt-4o", params: {}, reason: "fake", confidence: 0.5 });
+    }
+    if (url.endsWith("/report-outcome")) reported.push(body);
+    return Response.json({ status: "accepted" });
+  };
+  const provider: typeof fetch = async (_input, init) => {
+    providerKeys.push((init?.headers as Record<string, string>)["Authorization"]!);
+    const body = JSON.parse(String(init?.body)) as { messages: Array<{ content: string }> };
+    const message = { role: "assistant", content: body.messages.at(-1)!.content };
+    return Response.json({
+      id: "x",
+      object: "chat.completion",
+      created: 0,
+      model: "gpt-4o",
+      choices: [{ index: 0, message, finish_reason: "stop" }],
+    });
+  };
+  const intelligence = new RemoteIntelligence({
+    url: "http://fake",
+    fetch: service,
+    resilience: { decideAhead: false },
+  });
+  const router = new Router({
+    goal: "unit",
+    paths: [{ model: "gpt-4o", baseUrl: "http://fake-provider", apiKey: "sk-never-in-json" }],
+    intelligence,
+    fetch: provider,
+  });
+  return { router, reported, providerKeys };
+}
