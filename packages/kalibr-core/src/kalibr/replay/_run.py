@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kalibr._exceptions import UserError
-from kalibr.replay._learners import BASELINES, KALIBR, MABWISER, mabwiser_available, make_learner
+from kalibr.replay._learners import BASELINES, KALIBR, KALIBR_PROMPTS, MABWISER, mabwiser_available, make_learner
 from kalibr.replay._simulate import Run, simulate
 from kalibr.replay._table import ReplayTable
 
@@ -101,6 +101,11 @@ def replay(
     """Replay ``table`` with every contender and seed; ``progress(done, total)`` is called as runs finish."""
     contenders = list(options.contenders)
     skipped = []
+    if table.has_features and KALIBR_PROMPTS not in contenders:
+        contenders.insert(contenders.index(KALIBR) + 1 if KALIBR in contenders else 0, KALIBR_PROMPTS)
+    if not table.has_features and KALIBR_PROMPTS in contenders:
+        contenders.remove(KALIBR_PROMPTS)
+        skipped.append(f"{KALIBR_PROMPTS}: the table has no prompts (kalibr replay TABLE --prompts PROMPTS.csv)")
     if MABWISER in contenders and not mabwiser_available():
         contenders.remove(MABWISER)
         skipped.append(f"{MABWISER}: mabwiser is not installed (pip install mabwiser, or the 'bench' group)")
