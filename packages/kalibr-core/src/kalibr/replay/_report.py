@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from kalibr._exceptions import MissingExtraError
-from kalibr.replay._learners import KALIBR
+from kalibr.replay._learners import KALIBR, KALIBR_PROMPTS
 from kalibr.replay._run import ReplayResult, Score
 from kalibr.replay._simulate import Run
 
-__all__ = ["cost_summary", "result_rows", "summary_lines", "to_json", "to_markdown", "write_plot"]
+__all__ = ["cost_summary", "prompt_lift", "result_rows", "summary_lines", "to_json", "to_markdown", "write_plot"]
 
 HEADERS = ("policy", "share of best fixed %", "regret/1k vs best fixed", "regret/1k vs oracle")
 DEGRADE_HEADERS = ("TTR median", "TTR p90", "regret while recovering", "unrecovered")
@@ -103,11 +103,28 @@ def _notes(result: ReplayResult) -> list[str]:
     return ([f"Cost-aware: {summary}."] if summary else []) + [f"Skipped: {reason}" for reason in result.skipped]
 
 
+def prompt_lift(result: ReplayResult) -> tuple[float, float] | None:
+    """Points of share of best fixed that the prompt adds (``kalibr+prompts`` minus ``kalibr``, seed by seed on
+    the same shuffles and coin flips): mean and spread over seeds."""
+    with_prompts, without = result.scores.get(KALIBR_PROMPTS), result.scores.get(KALIBR)
+    if with_prompts is None or without is None:
+        return None
+    lifts = [100.0 * (a - b) for a, b in zip(with_prompts.share, without.share, strict=True)]
+    return statistics.fmean(lifts), statistics.pstdev(lifts) if len(lifts) > 1 else 0.0
+
+
 def _ratio_lines(result: ReplayResult) -> list[str]:
+    lines = []
+    lift = prompt_lift(result)
+    if lift is not None:
+        lines.append(
+            f"Prompt-aware lift: {lift[0]:+.2f} ± {lift[1]:.2f} points of share of best fixed "
+            f"({KALIBR_PROMPTS} vs {KALIBR}, same seeds and coin flips)."
+        )
     ours, plain = result.scores.get(KALIBR), result.scores.get("thompson")
     if ours is None or plain is None:
-        return []
-    lines = [
+        return lines
+    lines += [
         f"kalibr vs plain Thompson sampling: share {100 * statistics.fmean(ours.share):.2f}% vs "
         f"{100 * statistics.fmean(plain.share):.2f}%; regret vs best fixed x"
         f"{statistics.fmean(ours.regret_best) / max(statistics.fmean(plain.regret_best), 1e-9):.2f}.",
@@ -144,6 +161,7 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
         "fixed_models": [vars(point) for point in result.fixed_models],
         "strongest_model": result.strongest,
         "cost_summary": cost_summary(result),
+        "prompt_lift_points": prompt_lift(result),
         "skipped": result.skipped,
     }
 
