@@ -154,13 +154,16 @@ _BASELINE_POLICIES: dict[str, Callable[[], Policy]] = {
 }
 
 
-def make_learner(name: str, table: ReplayTable, seed: int, *, cost_weight: float, report_cost: bool) -> Learner:
-    """A fresh contender by name: ``kalibr`` (the default policy, exactly as the engine runs it) or a baseline."""
+def make_learner(
+    name: str, table: ReplayTable, seed: int, *, cost_weight: float, report_cost: bool, tolerance: float = 0.0
+) -> Learner:
+    """A fresh contender by name: ``kalibr`` (the default policy, exactly as the engine runs it), ``kalibr+prompts``
+    (the same over prompt clusters) or a baseline. ``cost_weight``/``tolerance``: the cost setting of the first two."""
+    config = PolicyConfig(cost_weight=cost_weight, quality_tolerance=tolerance)
     if name == KALIBR:
-        config = PolicyConfig(cost_weight=cost_weight)
         return PolicyLearner(default_policy(), table, config, use_priors=True, report_cost=report_cost)
     if name == KALIBR_PROMPTS:
-        return ContextualLearner(default_policy(), table, PolicyConfig(cost_weight=cost_weight), report_cost=report_cost)
+        return ContextualLearner(default_policy(), table, config, report_cost=report_cost)
     if name == MABWISER:
         return MabwiserLearner(table, seed)
     if name not in _BASELINE_POLICIES:

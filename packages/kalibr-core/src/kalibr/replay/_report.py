@@ -99,8 +99,26 @@ def summary_lines(result: ReplayResult) -> list[str]:
 
 
 def _notes(result: ReplayResult) -> list[str]:
-    summary = cost_summary(result)
-    return ([f"Cost-aware: {summary}."] if summary else []) + [f"Skipped: {reason}" for reason in result.skipped]
+    summaries = [cost_summary(result, keep) for keep in (95.0, 97.0)]
+    lines = [f"Cost-aware: {summary}." for summary in dict.fromkeys(summaries) if summary]
+    lines += frontier_lines(result)
+    return lines + [f"Skipped: {reason}" for reason in result.skipped]
+
+
+def frontier_lines(result: ReplayResult, slack: float = 1.0) -> list[str]:
+    """Which fixed models the cost-aware points match: some point within ``slack`` points of the model's quality
+    at no more than its cost (the frontier "dominates" it)."""
+    if not result.cost_curve:
+        return []
+    unmatched = [
+        fixed.label
+        for fixed in result.fixed_models
+        if not any(p.quality >= fixed.quality - slack and p.cost <= fixed.cost for p in result.cost_curve)
+    ]
+    matched = len(result.fixed_models) - len(unmatched)
+    line = f"Cost frontier: matches {matched} of {len(result.fixed_models)} fixed models (within {slack:g} point"
+    line += " of its quality at no more than its cost)"
+    return [line + (f"; not {', '.join(unmatched)}." if unmatched else ".")]
 
 
 def prompt_lift(result: ReplayResult) -> tuple[float, float] | None:
@@ -161,6 +179,8 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
         "fixed_models": [vars(point) for point in result.fixed_models],
         "strongest_model": result.strongest,
         "cost_summary": cost_summary(result),
+        "cost_summary_97": cost_summary(result, 97.0),
+        "cost_frontier": frontier_lines(result),
         "prompt_lift_points": prompt_lift(result),
         "skipped": result.skipped,
     }
