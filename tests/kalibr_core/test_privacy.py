@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from kalibr import Router
+from kalibr.context import auto_featurizer
 from kalibr._intelligence_registry import reset_shared
 from kalibr.sandbox import SandboxServer
 
 
-def test_no_prompt_or_completion_text_reaches_the_store(sandbox: SandboxServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("context", [None, "auto"])
+def test_no_prompt_or_completion_text_reaches_the_store(
+    sandbox: SandboxServer, tmp_path: Path, context: str | None
+) -> None:
     secret = "Zanzibar-7f3c-confidential"
     db = tmp_path / "private.db"
     router = Router(
@@ -20,6 +27,7 @@ def test_no_prompt_or_completion_text_reaches_the_store(sandbox: SandboxServer, 
         ],
         success_when=lambda text: bool(text),
         store=f"sqlite:///{db}",
+        context=context,
     )
     answers = []
     for index in range(20):
@@ -42,3 +50,7 @@ def test_no_prompt_or_completion_text_reaches_the_store(sandbox: SandboxServer, 
         if fragment and secret.encode() not in fragment:
             assert fragment not in stored, fragment  # ...and neither is any answer
     assert any(secret in answer for answer in answers), "the sandbox should echo the secret, or this proves nothing"
+    if context is not None:  # prompt-aware routing keeps its features in memory: neither raw nor rounded in the store
+        features = auto_featurizer()(f"Stream and repeat: {secret}")
+        for dtype in (np.float32, np.float64):
+            assert features[:4].astype(dtype).tobytes() not in stored

@@ -187,3 +187,36 @@ def test_to_json_has_no_lift_without_prompts(tmp_path: Path) -> None:
     table_path, _ = write_tables(tmp_path, signal=True, queries=50)
     result = replay(load_table(table_path), ReplayOptions(seeds=1, contenders=("kalibr",), processes=1))
     assert to_json(result)["prompt_lift_points"] is None
+
+
+def test_router_with_context_learns_which_path_serves_which_kind_of_prompt(tmp_path: Path) -> None:
+    from kalibr import Router
+
+    def kind(messages: object) -> np.ndarray:
+        text = prompt_text(messages)  # type: ignore[arg-type]
+        return np.array([1.0, 0.0]) if "maths" in text else np.array([0.0, 1.0])
+
+    outcome = np.random.default_rng(4)
+    routers = {
+        context: Router("mixed", ["model-a", "model-b"], store="memory:", context=context)
+        for context in (kind, None)
+    }
+    right = {context: [] for context in routers}
+    for step in range(1_200):
+        maths = bool(outcome.random() < 0.5)
+        messages = [{"role": "user", "content": f"{'maths' if maths else 'code'} question {step}"}]
+        for context, router in routers.items():
+            decision = router.decide(messages=messages)
+            correct = (decision.model == "model-a") == maths
+            right[context].append(correct)
+            router.report(success=bool(correct and outcome.random() < 0.9), trace_id=decision.trace_id)
+    with_prompt, without = np.mean(right[kind][-300:]), np.mean(right[None][-300:])
+    assert with_prompt > 0.8, with_prompt
+    assert without < 0.65, without
+
+
+def test_router_refuses_an_unknown_context() -> None:
+    from kalibr import Router
+
+    with pytest.raises(UserError, match="'maybe'"):
+        Router("mixed", ["model-a", "model-b"], store="memory:", context="maybe")  # type: ignore[arg-type]
