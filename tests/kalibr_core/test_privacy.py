@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kalibr import Router
-from kalibr.context import auto_featurizer
 from kalibr._intelligence_registry import reset_shared
+from kalibr.context import auto_featurizer
 from kalibr.sandbox import SandboxServer
 
 

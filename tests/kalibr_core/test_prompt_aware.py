@@ -198,8 +198,7 @@ def test_router_with_context_learns_which_path_serves_which_kind_of_prompt(tmp_p
 
     outcome = np.random.default_rng(4)
     routers = {
-        context: Router("mixed", ["model-a", "model-b"], store="memory:", context=context)
-        for context in (kind, None)
+        context: Router("mixed", ["model-a", "model-b"], store="memory:", context=context) for context in (kind, None)
     }
     right = {context: [] for context in routers}
     for step in range(1_200):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.resources
 import importlib.util
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,8 +34,8 @@ class SentenceEmbedding:
     Loaded on first use and shared by every thread; ``embed`` is about 0.1-0.2 ms for a short prompt.
     """
 
-    _shared: dict[int, tuple[Any, np.ndarray]] = {}
-    _lock = threading.Lock()
+    _shared: ClassVar[dict[int, tuple[Any, np.ndarray]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, dimensions: int = 256) -> None:
         if dimensions not in (64, 128, 256):
@@ -54,7 +54,7 @@ class SentenceEmbedding:
         if not ids:
             return np.zeros(self.dimensions, dtype=np.float32)
         vector = table[ids].mean(axis=0, dtype=np.float32)
-        return vector / max(float(np.linalg.norm(vector)), 1e-6)
+        return np.asarray(vector / max(float(np.linalg.norm(vector)), 1e-6), dtype=np.float32)
 
 
 def _load(dimensions: int) -> tuple[Any, np.ndarray]:

@@ -13,8 +13,8 @@ from kalibr.context._embedding import SentenceEmbedding, embedding_available
 
 __all__ = ["Featurizer", "auto_featurizer", "lexical_features", "prompt_text"]
 
-Featurizer = Callable[[Sequence[Mapping[str, Any]]], np.ndarray]
-"""Messages (OpenAI chat format) -> a 1-D float vector; the same length on every call."""
+Featurizer = Callable[[Sequence[Mapping[str, Any]] | str], np.ndarray]
+"""Messages (OpenAI chat format, or a prompt string) -> a 1-D float vector; the same length on every call."""
 
 _CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|\bimport |[{};]\s*$|=>|\bfunction\b", re.MULTILINE)
 _MATHS = re.compile(r"[=+\-*/^<>]|\\frac|\\sqrt|\$")

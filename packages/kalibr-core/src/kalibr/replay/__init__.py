@@ -16,7 +16,15 @@ path's outcome (a Bernoulli draw of a fractional score). The default policy runs
 ``choose``/``update`` on ``ArmState`` values, with priors from the per-model totals of the other goals.
 """
 
-from kalibr.replay._report import cost_summary, prompt_lift, result_rows, summary_lines, to_json, to_markdown, write_plot
+from kalibr.replay._report import (
+    cost_summary,
+    prompt_lift,
+    result_rows,
+    summary_lines,
+    to_json,
+    to_markdown,
+    write_plot,
+)
 from kalibr.replay._run import CostPoint, ReplayOptions, ReplayResult, Score, replay
 from kalibr.replay._table import (
     GoalTable,

@@ -187,7 +187,9 @@ def load_prompts(path: str | Path) -> dict[str, str]:
         return {row["query_id"]: row["prompt"] or "" for row in reader}
 
 
-def with_features(table: ReplayTable, prompts: Mapping[str, str], featurize: Callable[[str], np.ndarray]) -> ReplayTable:
+def with_features(
+    table: ReplayTable, prompts: Mapping[str, str], featurize: Callable[[str], np.ndarray]
+) -> ReplayTable:
     """``table`` with each query's prompt features; every query of the table needs a prompt."""
     goals = []
     for goal in table.goals:
