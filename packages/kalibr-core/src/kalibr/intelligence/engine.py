@@ -32,7 +32,7 @@ from kalibr._exceptions import OutcomeNotFound
 from kalibr._types import SOURCE_PRECEDENCE
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
-from kalibr.policies.base import ArmState, Policy, PolicyConfig
+from kalibr.policies.base import ArmState, Choice, Policy, PolicyConfig
 from kalibr.policies.contextual import PromptClusters
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.stores.base import DEFAULT_TENANT, OutcomeChanges, PathRecord, Store
@@ -117,16 +117,7 @@ class Engine:
             priors = self._priors(goal, paths, arms, now)
             explore = not high_risk or config.exploration_on_high_risk
             choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
-        decision = Decision(
-            trace_id=new_trace_id(),
-            goal=goal,
-            path=paths[choice.index],
-            exploration=choice.exploration,
-            reason=choice.reason,
-            confidence=choice.confidence,
-            success_rate=choice.success_rate,
-            sample_count=choice.sample_count,
-        )
+        decision = _decision(goal, paths, choice)
         self._record(decision)
         return decision
 
@@ -149,16 +140,7 @@ class Engine:
             choice = self.policy.choose(
                 cluster_arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore
             )
-        decision = Decision(
-            trace_id=new_trace_id(),
-            goal=goal,
-            path=paths[choice.index],
-            exploration=choice.exploration,
-            reason=choice.reason,
-            confidence=choice.confidence,
-            success_rate=choice.success_rate,
-            sample_count=choice.sample_count,
-        )
+        decision = _decision(goal, paths, choice)
         with self._lock:
             self._cluster_of[decision.trace_id] = (goal, cluster)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
@@ -457,6 +439,19 @@ class Engine:
             self._flusher.join(timeout=10)
         self.flush()
         _flush_at_exit.discard(self)
+
+
+def _decision(goal: str, paths: Sequence[Path], choice: Choice) -> Decision:
+    return Decision(
+        trace_id=new_trace_id(),
+        goal=goal,
+        path=paths[choice.index],
+        exploration=choice.exploration,
+        reason=choice.reason,
+        confidence=choice.confidence,
+        success_rate=choice.success_rate,
+        sample_count=choice.sample_count,
+    )
 
 
 def _replaces(new: str, old: str) -> bool:

@@ -13,12 +13,12 @@ without prompts) until it has seen ``outcomes_per_split`` outcomes per path, and
 as it was; a large goal that mixes tasks gets as many clusters as its traffic can teach.
 
 State lives in the object (per goal, in memory), not in the store: after a restart a goal routes on its
-per-goal record until its clusters have traffic again. The class is thread-safe.
+per-goal record until its clusters have traffic again. Like the rest of a policy it does no locking: the engine
+calls it under its own lock.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -52,7 +52,6 @@ class PromptClusters:
                 f"max_clusters {max_clusters!r} and outcomes_per_split {outcomes_per_split!r} must be at least 1"
             )
         self.max_clusters, self.outcomes_per_split = max_clusters, outcomes_per_split
-        self._lock = threading.Lock()
         self._centroids: np.ndarray | None = None  # (max_clusters, dims), unit rows; the first ``used`` are set
         self._sizes = np.zeros(max_clusters)
         self._used = 0
@@ -71,47 +70,43 @@ class PromptClusters:
         if not np.isfinite(norm):
             raise UserError("prompt features contain NaN or infinity: the featurizer must return finite numbers")
         unit = vector / norm if norm > 0.0 else vector
-        with self._lock:
-            if self._centroids is None:
-                self._centroids = np.zeros((self.max_clusters, unit.size))
-            elif self._centroids.shape[1] != unit.size:
-                raise UserError(
-                    f"prompt features have {unit.size} values, earlier ones had {self._centroids.shape[1]}: "
-                    "a featurizer must return vectors of one length"
-                )
-            used = self._used
-            allowed = min(self.max_clusters, 1 + self._outcomes // (self.outcomes_per_split * max(paths, 1)))
-            similarity = self._centroids[:used] @ unit
-            if used < allowed and (used == 0 or float(similarity.max()) < 1.0 - 1e-9):
-                self._centroids[used] = unit
-                self._sizes[used] = 1.0
-                self._used = used + 1
-                self._arms.append({})
-                return used
-            index = int(np.argmax(similarity))
-            self._sizes[index] += 1.0
-            centroid = self._centroids[index] + (unit - self._centroids[index]) / self._sizes[index]
-            self._centroids[index] = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
-            return index
+        if self._centroids is None:
+            self._centroids = np.zeros((self.max_clusters, unit.size))
+        elif self._centroids.shape[1] != unit.size:
+            raise UserError(
+                f"prompt features have {unit.size} values, earlier ones had {self._centroids.shape[1]}: "
+                "a featurizer must return vectors of one length"
+            )
+        used = self._used
+        allowed = min(self.max_clusters, 1 + self._outcomes // (self.outcomes_per_split * max(paths, 1)))
+        similarity = self._centroids[:used] @ unit
+        if used < allowed and (used == 0 or float(similarity.max()) < 1.0 - 1e-9):
+            self._centroids[used] = unit
+            self._sizes[used] = 1.0
+            self._used = used + 1
+            self._arms.append({})
+            return used
+        index = int(np.argmax(similarity))
+        self._sizes[index] += 1.0
+        centroid = self._centroids[index] + (unit - self._centroids[index]) / self._sizes[index]
+        self._centroids[index] = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+        return index
 
     def arms(self, cluster: int, goal_arms: Sequence[ArmState]) -> list[ArmState]:
         """The cluster's state of each of the goal's paths (fresh for a path it has not seen). The first cluster
         starts from the goal's own states, so a goal that never splits routes exactly as without prompts."""
-        with self._lock:
-            states = self._arms[cluster]
-            if cluster == 0 and not states:
-                states.update({arm.path_id: arm for arm in goal_arms})
-            return [states.get(arm.path_id) or ArmState(arm.path_id, model=arm.model) for arm in goal_arms]
+        states = self._arms[cluster]
+        if cluster == 0 and not states:
+            states.update({arm.path_id: arm for arm in goal_arms})
+        return [states.get(arm.path_id) or ArmState(arm.path_id, model=arm.model) for arm in goal_arms]
 
     def store(self, cluster: int, arm: ArmState) -> None:
         """Keep the cluster's updated state of one path."""
-        with self._lock:
-            self._arms[cluster][arm.path_id] = arm
+        self._arms[cluster][arm.path_id] = arm
 
     def count_outcome(self) -> None:
         """One more outcome for the goal: what lets it grow clusters."""
-        with self._lock:
-            self._outcomes += 1
+        self._outcomes += 1
 
     def priors(
         self, cluster: int, arms: Sequence[ArmState], totals: Mapping[str, tuple[float, float]]
