@@ -55,12 +55,8 @@ class PolicyLearner:
 
     def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         arms = self.arms[goal]
-        return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=self._priors(goal, row)).index
-
-    def _priors(self, goal: int, row: int) -> list[tuple[float, float]] | None:
-        if not self.use_priors:
-            return None
-        return priors_from_model_totals(self.arms[goal], self.totals, **self.prior_options)
+        priors = priors_from_model_totals(arms, self.totals, **self.prior_options) if self.use_priors else None
+        return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         self._learn(goal, arm, outcome, cost, now)
