@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from tests.openai_tools import WEATHER_TOOL
 
 import kalibr
 from kalibr._intelligence_registry import reset_shared
+from kalibr.context import auto_featurizer
 from kalibr.plugins import pm
 from kalibr.providers import base as provider_io
 from kalibr.providers.base import ProviderRequest, ProviderResponse
@@ -165,13 +167,23 @@ def _sqlite_bytes(folder: Path, prefix: str) -> bytes:
     return b"".join(path.read_bytes() for path in folder.iterdir() if path.name.startswith(prefix))
 
 
+@pytest.mark.parametrize("context", [None, "auto"])
 def test_nothing_private_reaches_sqlite(
-    sandbox: SandboxServer, failing_sandbox: SandboxServer, quoting_provider: None, tmp_path: Path
+    sandbox: SandboxServer,
+    failing_sandbox: SandboxServer,
+    quoting_provider: None,
+    tmp_path: Path,
+    context: str | None,
 ) -> None:
     db = tmp_path / "private.db"
-    travelled = _workload(sandbox, failing_sandbox, store=f"sqlite:///{db}")
+    travelled = _workload(sandbox, failing_sandbox, store=f"sqlite:///{db}", context=context)
     reset_shared()  # flush and close, so every byte is on disk
-    _assert_private(_sqlite_bytes(tmp_path, "private.db"), travelled)
+    stored = _sqlite_bytes(tmp_path, "private.db")
+    _assert_private(stored, travelled)
+    if context is not None:  # prompt-aware routing keeps its features in memory: neither raw nor rounded in the store
+        features = auto_featurizer()(f"Stream and repeat: {SECRET}")
+        for dtype in (np.float32, np.float64):
+            assert features[:4].astype(dtype).tobytes() not in stored
 
 
 @pytest.mark.postgres

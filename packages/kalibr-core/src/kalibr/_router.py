@@ -94,6 +94,10 @@ class Router:
             (``kalibr.Resilience(timeout=0.05, breaker_after=3, cooldown=5.0)``).
         high_risk: a goal whose mistakes are costly: every decision takes the path that looks best now and
             never explores, unless the goal's config sets ``exploration_on_high_risk``.
+        context: prompt-aware routing, opt-in: ``"auto"`` (``kalibr.context.auto_featurizer``: lexical counts,
+            plus a local sentence embedding with ``kalibr-core[context]``) or a callable of messages returning a
+            float vector. Features are computed in this process and used only by the embedded engine; nothing
+            of them is stored or sent (with a service URL the router routes per goal, as without ``context``).
     """
 
     def __init__(
@@ -112,8 +116,10 @@ class Router:
         path_generation: PathGenerationConfig | None = None,
         resilience: Resilience | None = None,
         high_risk: bool = False,
+        context: str | Callable[[Sequence[Message]], Any] | None = None,
     ) -> None:
         self.goal = check_goal(goal)
+        self._featurize = _featurizer(context)
         self.high_risk = high_risk
         self.paths = parse_paths(paths)
         if success_when is not None and score_when is not None:
@@ -152,21 +158,40 @@ class Router:
         return f"Router(goal={self.goal!r}, paths={[p.label for p in self.paths]!r})"
 
     # --- deciding ---------------------------------------------------------------------------------------
-    def decide(self, force_model: str | Path | None = None) -> Decision:
-        """Choose a path for a call you make yourself; report it with ``report(trace_id=decision.trace_id)``."""
+    def decide(
+        self, force_model: str | Path | None = None, *, messages: Sequence[Message] | str | None = None
+    ) -> Decision:
+        """Choose a path for a call you make yourself; report it with ``report(trace_id=decision.trace_id)``.
+
+        ``messages``: with ``context``, the request's messages, read (in process) before choosing."""
         if force_model is not None:
             decision = self._forced(force_model)
         else:
-            decision = self.intelligence.decide(self.goal, self.paths, high_risk=self.high_risk)
+            decision = self._decide_for_prompt(messages) or self.intelligence.decide(
+                self.goal, self.paths, high_risk=self.high_risk
+            )
         self._remember(_CallRecord(decision))
         return decision
 
-    async def adecide(self, force_model: str | Path | None = None) -> Decision:
+    async def adecide(
+        self, force_model: str | Path | None = None, *, messages: Sequence[Message] | str | None = None
+    ) -> Decision:
         if force_model is not None:
             decision = self._forced(force_model)
-        else:
-            decision = await self.intelligence.adecide(self.goal, self.paths, high_risk=self.high_risk)
+        else:  # a decision for a prompt is the embedded engine's, in memory: no need to leave the event loop
+            decision = self._decide_for_prompt(messages) or await self.intelligence.adecide(
+                self.goal, self.paths, high_risk=self.high_risk
+            )
         self._remember(_CallRecord(decision))
+        return decision
+
+    def _decide_for_prompt(self, messages: Sequence[Message] | str | None) -> Decision | None:
+        """With ``context`` on and the embedded engine, its decision for the prompt's features; else None."""
+        decide = getattr(self.intelligence, "decide_for_prompt", None)
+        if self._featurize is None or messages is None or decide is None:
+            return None
+        features = self._featurize(_check_messages(messages))
+        decision: Decision = decide(self.goal, self.paths, features, high_risk=self.high_risk)
         return decision
 
     def _forced(self, force_model: str | Path) -> Decision:
@@ -256,7 +281,7 @@ class Router:
             return self.stream(messages, force_model=force_model, evaluate=evaluate, **params)
         conversation = _check_messages(messages)
         attempts: list[Attempt] = []
-        first = self.decide(force_model)
+        first = self.decide(force_model, messages=conversation)
         for decision in self._fallbacks(first):
             request = self._request(decision, conversation, params, stream=False)
             started = time.perf_counter()
@@ -283,7 +308,7 @@ class Router:
             raise UserError("for async streaming call router.astream(messages) instead of stream=True")
         conversation = _check_messages(messages)
         attempts: list[Attempt] = []
-        first = await self.adecide(force_model)
+        first = await self.adecide(force_model, messages=conversation)
         for decision in self._fallbacks(first):
             request = self._request(decision, conversation, params, stream=False)
             started = time.perf_counter()
@@ -554,6 +579,16 @@ def _required_positionals(function: Callable[..., Any]) -> int:
         return 1
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return sum(1 for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty)
+
+
+def _featurizer(context: str | Callable[[Sequence[Message]], Any] | None) -> Callable[[Sequence[Message]], Any] | None:
+    if context is None or callable(context):
+        return context
+    if context == "auto":
+        from kalibr.context import auto_featurizer
+
+        return auto_featurizer()
+    raise UserError(f'context {context!r}: pass "auto" or a callable that turns messages into a vector of floats')
 
 
 def _check_messages(messages: Sequence[Message] | str) -> list[Message]:

@@ -32,7 +32,7 @@ class CompletionStream:
         self._messages = messages
         self._params = params
         self._evaluate = evaluate
-        self.decision = router.decide(force_model)
+        self.decision = router.decide(force_model, messages=messages)
         self.completion: Completion | None = None
 
     def __iter__(self) -> Iterator[StreamChunk]:
@@ -79,7 +79,7 @@ class AsyncCompletionStream:
 
     async def __aiter__(self) -> AsyncIterator[StreamChunk]:
         router, attempts = self._router, []
-        self.decision = await router.adecide(self._force_model)
+        self.decision = await router.adecide(self._force_model, messages=self._messages)
         for decision in router._fallbacks(self.decision):
             request = router._request(decision, self._messages, self._params, stream=True)
             started = time.perf_counter()

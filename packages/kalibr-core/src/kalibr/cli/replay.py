@@ -17,27 +17,64 @@ __all__ = ["replay"]
 @click.option("--seeds", default=10, show_default=True, help="Random orders to replay (mean and spread reported).")
 @click.option("--degrade", is_flag=True, help="Also replay with each goal's best path failing from halfway: TTR.")
 @click.option("--cost-aware", is_flag=True, help="Also sweep the cost weight (lambda) of the default policy.")
+@click.option(
+    "--prompts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV of query_id, prompt: also replay the default policy reading each prompt before it chooses.",
+)
+@click.option("--merge-goals", is_flag=True, help="Replay the table as one goal, as if goals had never been split.")
+@click.option(
+    "--lexical-only", is_flag=True, help="With --prompts, use only the lexical features, not the sentence embedding."
+)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of reward and traffic.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of a table.")
 @click.option("--processes", type=int, default=None, help="Worker processes (default: one per core).")
 def replay(
-    table: Path, seeds: int, degrade: bool, cost_aware: bool, plot: Path | None, as_json: bool, processes: int | None
+    table: Path,
+    seeds: int,
+    degrade: bool,
+    cost_aware: bool,
+    prompts: Path | None,
+    merge_goals: bool,
+    lexical_only: bool,
+    plot: Path | None,
+    as_json: bool,
+    processes: int | None,
 ) -> None:
     """Replay TABLE (CSV: query_id, goal, model, score[, cost_usd]) under bandit feedback.
 
     Compares the default policy with always-first-path, uniform, epsilon-greedy, UCB1, plain Thompson
-    sampling and MABWiser's Thompson sampling, on the same shuffles and coin flips.
+    sampling and MABWiser's Thompson sampling, on the same shuffles and coin flips. With --prompts, also the
+    default policy reading each query's prompt (features computed here, in process), and the lift it gives.
     """
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
-    from kalibr.replay import ReplayOptions, load_table, result_rows, summary_lines, to_json, write_plot
+    from kalibr.replay import (
+        ReplayOptions,
+        load_prompts,
+        load_table,
+        result_rows,
+        summary_lines,
+        to_json,
+        with_features,
+        write_plot,
+    )
+    from kalibr.replay import merge_goals as merge_goals_of
     from kalibr.replay import replay as run_replay
 
     console = Console(stderr=as_json)
     try:
         data = load_table(table)
+        if prompts is not None:
+            from kalibr.context import auto_featurizer
+
+            featurize = auto_featurizer(embedding=False if lexical_only else None)
+            with console.status(f"computing prompt features of {prompts.name}"):
+                data = with_features(data, load_prompts(prompts), featurize)
+        if merge_goals:
+            data = merge_goals_of(data)
         options = ReplayOptions(seeds=seeds, degrade=degrade, cost_aware=cost_aware, processes=processes)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"replaying {table.name}", total=None)

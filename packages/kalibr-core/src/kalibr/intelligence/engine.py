@@ -32,7 +32,8 @@ from kalibr._exceptions import OutcomeNotFound
 from kalibr._types import SOURCE_PRECEDENCE
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
-from kalibr.policies.base import ArmState, Policy, PolicyConfig
+from kalibr.policies.base import ArmState, Choice, Policy, PolicyConfig
+from kalibr.policies.contextual import PromptClusters
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.stores.base import DEFAULT_TENANT, OutcomeChanges, PathRecord, Store
 
@@ -85,6 +86,8 @@ class Engine:
         self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
         self._registered: set[tuple[str, str]] = set()
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
+        self._clusters: dict[str, PromptClusters] = {}  # prompt-aware goals (Router(context=...)), in memory only
+        self._cluster_of: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace id -> (goal, prompt cluster)
         self._pending_decisions: list[Decision] = []
         self._pending_outcomes: list[tuple[Outcome, Callable[[ArmState], ArmState]]] = []
         self._pending_replacements: list[tuple[str, OutcomeChanges]] = []  # written after the outcomes they replace
@@ -115,16 +118,34 @@ class Engine:
             priors = self._priors(goal, paths, arms, now)
             explore = not high_risk or config.exploration_on_high_risk
             choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
-        decision = Decision(
-            trace_id=new_trace_id(),
-            goal=goal,
-            path=paths[choice.index],
-            exploration=choice.exploration,
-            reason=choice.reason,
-            confidence=choice.confidence,
-            success_rate=choice.success_rate,
-            sample_count=choice.sample_count,
-        )
+        decision = _decision(goal, paths, choice)
+        self._record(decision)
+        return decision
+
+    def decide_for_prompt(
+        self, goal: str, paths: Sequence[Path], features: np.ndarray, *, high_risk: bool = False
+    ) -> Decision:
+        """``decide`` for a prompt (``Router(context=...)``): the goal's prompt cluster of ``features`` chooses over
+        its own arm states (``kalibr.policies.contextual``). Features and clusters stay in this process's memory;
+        the store sees the decision and its outcome as usual."""
+        check_goal(goal)
+        now = time.time()
+        with self._lock:
+            arms = self._arms_for(goal, paths, now)
+            config = self._config(goal)
+            clusters = self._clusters.setdefault(goal, PromptClusters())
+            cluster = clusters.assign(features, paths=len(arms))
+            cluster_arms = clusters.arms(cluster, arms)
+            priors = clusters.priors(cluster, cluster_arms, self._totals[1])
+            explore = not high_risk or config.exploration_on_high_risk
+            choice = self.policy.choose(
+                cluster_arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore
+            )
+        decision = _decision(goal, paths, choice)
+        with self._lock:
+            self._cluster_of[decision.trace_id] = (goal, cluster)
+            if len(self._cluster_of) > _RECENT_OUTCOMES:
+                self._cluster_of.popitem(last=False)
         self._record(decision)
         return decision
 
@@ -280,6 +301,13 @@ class Engine:
         arms = self._arms.get(outcome.goal, {})
         if outcome.path_id in arms:
             arms[outcome.path_id] = step(arms[outcome.path_id])
+        prompt_cluster = self._cluster_of.pop(outcome.trace_id, None)
+        if prompt_cluster is not None and outcome.path_id in arms:
+            goal, cluster = prompt_cluster
+            clusters = self._clusters[goal]
+            (state,) = clusters.arms(cluster, [arms[outcome.path_id]])
+            clusters.store(cluster, step(state))
+            clusters.count_outcome()
         self._enqueue_outcome(outcome, step)
 
     def _correct_in_memory(self, outcome: Outcome, previous: _Applied) -> None:
@@ -424,6 +452,19 @@ class Engine:
             self._flusher.join(timeout=10)
         self.flush()
         _flush_at_exit.discard(self)
+
+
+def _decision(goal: str, paths: Sequence[Path], choice: Choice) -> Decision:
+    return Decision(
+        trace_id=new_trace_id(),
+        goal=goal,
+        path=paths[choice.index],
+        exploration=choice.exploration,
+        reason=choice.reason,
+        confidence=choice.confidence,
+        success_rate=choice.success_rate,
+        sample_count=choice.sample_count,
+    )
 
 
 def _replaces(new: str, old: str) -> bool:

@@ -71,6 +71,9 @@ class PolicyConfig:
     """Paths within this much of the best success rate are ties, broken by cost then latency."""
     cost_weight: float = 0.0
     """Cost-aware mode: reward = score - cost_weight * cost_usd. 0 means success rate alone decides."""
+    quality_tolerance: float = 0.0
+    """The cheapest path within this much success rate of the best (0.01: "within 1 point"): of the paths whose
+    Thompson draw is at most this far below the best draw, the one with the lowest mean cost. 0: off."""
     rollback_threshold: float = 0.3
     exploration_on_high_risk: bool = False
     """Whether a decision for a high-risk task (``task_risk_level="high"``) may explore; by default it takes the
@@ -89,6 +92,10 @@ class PolicyConfig:
             raise UserError(f"recheck_hours {self.recheck_hours!r} must be > 0")
         if self.cost_weight < 0:
             raise UserError(f"cost_weight {self.cost_weight!r} must be >= 0")
+        if not 0.0 <= self.quality_tolerance <= 1.0:
+            raise UserError(
+                f"quality_tolerance {self.quality_tolerance!r} must be in [0, 1]: 0.01 means within 1 point of the best"
+            )
 
 
 @dataclass(frozen=True, slots=True)

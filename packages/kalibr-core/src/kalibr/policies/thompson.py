@@ -88,7 +88,11 @@ class ThompsonPolicy:
             costs = _mean_costs(arms)
             draws -= config.cost_weight * costs
             means = means - config.cost_weight * costs
-        index = _break_tie(arms, means, int(draws.argmax()), config)
+        index = int(draws.argmax())
+        if config.quality_tolerance > 0.0:
+            index = _cheapest_within(arms, draws, config.quality_tolerance)
+        else:
+            index = _break_tie(arms, means, index, config)
         best_mean = int(means.argmax())
         return Choice(
             index,
@@ -105,7 +109,10 @@ class ThompsonPolicy:
         if config.cost_weight > 0.0:
             means = means - config.cost_weight * _mean_costs(arms)
         best = int(means.argmax())
-        index = _break_tie(arms, means, best, config)
+        if config.quality_tolerance > 0.0:
+            index = _cheapest_within(arms, means, config.quality_tolerance)
+        else:
+            index = _break_tie(arms, means, best, config)
         arm = arms[index]
         return Choice(
             index,
@@ -268,6 +275,14 @@ def sample_beta(rng: np.random.Generator, alpha: np.ndarray, beta: np.ndarray) -
 def _mean_costs(arms: Sequence[ArmState]) -> np.ndarray:
     """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
     return np.array([arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms])
+
+
+def _cheapest_within(arms: Sequence[ArmState], draws: np.ndarray, tolerance: float) -> int:
+    """Of the arms whose draw (or mean) is within ``tolerance`` of the best, the cheapest (an arm of unknown cost
+    counts as free, so its cost gets measured); equal costs go to the higher draw."""
+    near = np.flatnonzero(draws >= float(draws.max()) - tolerance)
+    costs = _mean_costs(arms)
+    return int(min(near, key=lambda i: (costs[i], -draws[i])))
 
 
 def _break_tie(arms: Sequence[ArmState], means: np.ndarray, index: int, config: PolicyConfig) -> int:

@@ -7,25 +7,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kalibr._exceptions import MissingExtraError
+from kalibr._exceptions import MissingExtraError, UserError
 from kalibr.policies import ArmState, Policy, PolicyConfig, default_policy
+from kalibr.policies.contextual import PromptClusters
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.replay._table import ReplayTable
 from kalibr.replay.baselines import EpsilonGreedy, FirstPath, PlainThompson, UniformRandom, UpperConfidenceBound
 
-__all__ = ["BASELINES", "KALIBR", "Learner", "PolicyLearner", "make_learner"]
+__all__ = ["BASELINES", "KALIBR", "KALIBR_PROMPTS", "ContextualLearner", "Learner", "PolicyLearner", "make_learner"]
 
 KALIBR = "kalibr"
+KALIBR_PROMPTS = "kalibr+prompts"
 MABWISER = "mabwiser-ts"
 BASELINES = ("first-path", "uniform", "epsilon-greedy", "ucb1", "thompson", MABWISER)
 
 
 class Learner(Protocol):
-    """What the replay drives: pick an arm of a goal, then learn the (drawn) outcome of that arm only."""
+    """What the replay drives: pick an arm for a query (``row``) of a goal, then learn the (drawn) outcome of that
+    arm only. Only a prompt-aware learner reads ``row`` (to look up the query's prompt features)."""
 
-    def choose(self, goal: int, rng: np.random.Generator, now: float) -> int: ...
+    def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int: ...
 
-    def learn(self, goal: int, arm: int, outcome: float, cost: float, now: float) -> None: ...
+    def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None: ...
 
 
 class PolicyLearner:
@@ -50,12 +53,15 @@ class PolicyLearner:
         self.arms = [[ArmState(model, model=model) for model in goal.models] for goal in table.goals]
         self.totals: dict[str, tuple[float, float]] = {}
 
-    def choose(self, goal: int, rng: np.random.Generator, now: float) -> int:
+    def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         arms = self.arms[goal]
         priors = priors_from_model_totals(arms, self.totals, **self.prior_options) if self.use_priors else None
         return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
 
-    def learn(self, goal: int, arm: int, outcome: float, cost: float, now: float) -> None:
+    def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
+        self._learn(goal, arm, outcome, cost, now)
+
+    def _learn(self, goal: int, arm: int, outcome: float, cost: float, now: float) -> tuple[ArmState, ArmState]:
         before = self.arms[goal][arm]
         cost_usd = cost if self.report_cost else None
         after = self.policy.update(before, score=outcome, cost_usd=cost_usd, latency_ms=None, now=now)
@@ -65,6 +71,38 @@ class PolicyLearner:
             successes + after.successes - before.successes,
             failures + after.failures - before.failures,
         )
+        return before, after
+
+
+class ContextualLearner(PolicyLearner):
+    """The same policy with the query's prompt features visible: ``PromptClusters`` per goal, each cluster
+    routed over its own arm states; the goal-level states still feed the per-model totals behind the priors."""
+
+    def __init__(self, policy: Policy, table: ReplayTable, config: PolicyConfig, *, report_cost: bool) -> None:
+        super().__init__(policy, table, config, use_priors=True, report_cost=report_cost)
+        features = [goal.features for goal in table.goals]
+        if any(vectors is None for vectors in features):
+            raise UserError("prompt-aware replay needs prompt features for every goal: pass --prompts PROMPTS.csv")
+        self.features: list[np.ndarray] = [vectors for vectors in features if vectors is not None]
+        self.clusters = [PromptClusters() for _ in table.goals]
+        self._cluster_of: dict[tuple[int, int], int] = {}
+
+    def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
+        clusters = self.clusters[goal]
+        cluster = clusters.assign(self.features[goal][row], paths=len(self.arms[goal]))
+        self._cluster_of[(goal, row)] = cluster
+        arms = clusters.arms(cluster, self.arms[goal])
+        priors = clusters.priors(cluster, arms, self.totals)
+        return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
+
+    def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
+        clusters = self.clusters[goal]
+        cluster = self._cluster_of.pop((goal, row))
+        state = clusters.arms(cluster, self.arms[goal])[arm]
+        cost_usd = cost if self.report_cost else None
+        clusters.store(cluster, self.policy.update(state, score=outcome, cost_usd=cost_usd, latency_ms=None, now=now))
+        clusters.count_outcome()
+        self._learn(goal, arm, outcome, cost, now)
 
 
 class MabwiserLearner:
@@ -81,12 +119,12 @@ class MabwiserLearner:
         ]
         self._fitted = [False] * len(table.goals)
 
-    def choose(self, goal: int, rng: np.random.Generator, now: float) -> int:
+    def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         if not self._fitted[goal]:
             return int(rng.integers(len(self._bandits[goal].arms)))
         return int(self._bandits[goal].predict())
 
-    def learn(self, goal: int, arm: int, outcome: float, cost: float, now: float) -> None:
+    def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         bandit = self._bandits[goal]
         if self._fitted[goal]:
             bandit.partial_fit([arm], [outcome])
@@ -112,13 +150,20 @@ _BASELINE_POLICIES: dict[str, Callable[[], Policy]] = {
 }
 
 
-def make_learner(name: str, table: ReplayTable, seed: int, *, cost_weight: float, report_cost: bool) -> Learner:
-    """A fresh contender by name: ``kalibr`` (the default policy, exactly as the engine runs it) or a baseline."""
+def make_learner(
+    name: str, table: ReplayTable, seed: int, *, cost_weight: float, report_cost: bool, tolerance: float = 0.0
+) -> Learner:
+    """A fresh contender by name: ``kalibr`` (the default policy, exactly as the engine runs it), ``kalibr+prompts``
+    (the same over prompt clusters) or a baseline. ``cost_weight``/``tolerance``: the cost setting of the first two."""
+    config = PolicyConfig(cost_weight=cost_weight, quality_tolerance=tolerance)
     if name == KALIBR:
-        config = PolicyConfig(cost_weight=cost_weight)
         return PolicyLearner(default_policy(), table, config, use_priors=True, report_cost=report_cost)
+    if name == KALIBR_PROMPTS:
+        return ContextualLearner(default_policy(), table, config, report_cost=report_cost)
     if name == MABWISER:
         return MabwiserLearner(table, seed)
     if name not in _BASELINE_POLICIES:
-        raise ValueError(f"unknown contender {name!r}: choose {KALIBR!r} or one of {', '.join(BASELINES)}")
+        raise ValueError(
+            f"unknown contender {name!r}: choose {KALIBR!r}, {KALIBR_PROMPTS!r} or one of {', '.join(BASELINES)}"
+        )
     return PolicyLearner(_BASELINE_POLICIES[name](), table, PolicyConfig(), use_priors=False, report_cost=False)

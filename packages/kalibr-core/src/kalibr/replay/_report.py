@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from kalibr._exceptions import MissingExtraError
-from kalibr.replay._learners import KALIBR
+from kalibr.replay._learners import KALIBR, KALIBR_PROMPTS
 from kalibr.replay._run import ReplayResult, Score
 from kalibr.replay._simulate import Run
 
-__all__ = ["cost_summary", "result_rows", "summary_lines", "to_json", "to_markdown", "write_plot"]
+__all__ = ["cost_summary", "prompt_lift", "result_rows", "summary_lines", "to_json", "to_markdown", "write_plot"]
 
 HEADERS = ("policy", "share of best fixed %", "regret/1k vs best fixed", "regret/1k vs oracle")
 DEGRADE_HEADERS = ("TTR median", "TTR p90", "regret while recovering", "unrecovered")
@@ -99,15 +99,50 @@ def summary_lines(result: ReplayResult) -> list[str]:
 
 
 def _notes(result: ReplayResult) -> list[str]:
-    summary = cost_summary(result)
-    return ([f"Cost-aware: {summary}."] if summary else []) + [f"Skipped: {reason}" for reason in result.skipped]
+    summaries = [cost_summary(result, keep) for keep in (95.0, 97.0)]
+    lines = [f"Cost-aware: {summary}." for summary in dict.fromkeys(summaries) if summary]
+    lines += frontier_lines(result)
+    return lines + [f"Skipped: {reason}" for reason in result.skipped]
+
+
+def frontier_lines(result: ReplayResult, slack: float = 1.0) -> list[str]:
+    """Which fixed models the cost-aware points match: some point within ``slack`` points of the model's quality
+    at no more than its cost (the frontier "dominates" it)."""
+    if not result.cost_curve:
+        return []
+    unmatched = [
+        fixed.label
+        for fixed in result.fixed_models
+        if not any(p.quality >= fixed.quality - slack and p.cost <= fixed.cost for p in result.cost_curve)
+    ]
+    matched = len(result.fixed_models) - len(unmatched)
+    line = f"Cost frontier: matches {matched} of {len(result.fixed_models)} fixed models (within {slack:g} point"
+    line += " of its quality at no more than its cost)"
+    return [line + (f"; not {', '.join(unmatched)}." if unmatched else ".")]
+
+
+def prompt_lift(result: ReplayResult) -> tuple[float, float] | None:
+    """Points of share of best fixed that the prompt adds (``kalibr+prompts`` minus ``kalibr``, seed by seed on
+    the same shuffles and coin flips): mean and spread over seeds."""
+    with_prompts, without = result.scores.get(KALIBR_PROMPTS), result.scores.get(KALIBR)
+    if with_prompts is None or without is None:
+        return None
+    lifts = [100.0 * (a - b) for a, b in zip(with_prompts.share, without.share, strict=True)]
+    return statistics.fmean(lifts), statistics.pstdev(lifts) if len(lifts) > 1 else 0.0
 
 
 def _ratio_lines(result: ReplayResult) -> list[str]:
+    lines = []
+    lift = prompt_lift(result)
+    if lift is not None:
+        lines.append(
+            f"Prompt-aware lift: {lift[0]:+.2f} ± {lift[1]:.2f} points of share of best fixed "
+            f"({KALIBR_PROMPTS} vs {KALIBR}, same seeds and coin flips)."
+        )
     ours, plain = result.scores.get(KALIBR), result.scores.get("thompson")
     if ours is None or plain is None:
-        return []
-    lines = [
+        return lines
+    lines += [
         f"kalibr vs plain Thompson sampling: share {100 * statistics.fmean(ours.share):.2f}% vs "
         f"{100 * statistics.fmean(plain.share):.2f}%; regret vs best fixed x"
         f"{statistics.fmean(ours.regret_best) / max(statistics.fmean(plain.regret_best), 1e-9):.2f}.",
@@ -144,6 +179,9 @@ def to_json(result: ReplayResult) -> dict[str, Any]:
         "fixed_models": [vars(point) for point in result.fixed_models],
         "strongest_model": result.strongest,
         "cost_summary": cost_summary(result),
+        "cost_summary_97": cost_summary(result, 97.0),
+        "cost_frontier": frontier_lines(result),
+        "prompt_lift_points": prompt_lift(result),
         "skipped": result.skipped,
     }
 

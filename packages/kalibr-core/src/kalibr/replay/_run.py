@@ -10,24 +10,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kalibr._exceptions import UserError
-from kalibr.replay._learners import BASELINES, KALIBR, MABWISER, mabwiser_available, make_learner
+from kalibr.replay._learners import BASELINES, KALIBR, KALIBR_PROMPTS, MABWISER, mabwiser_available, make_learner
 from kalibr.replay._simulate import Run, simulate
 from kalibr.replay._table import ReplayTable
 
 __all__ = ["CostPoint", "ReplayOptions", "ReplayResult", "Score", "replay"]
 
 DEFAULT_COST_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+DEFAULT_TOLERANCES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+"""Settings of "the cheapest path within N points of the best" in the cost-aware sweep (0.01 = 1 point)."""
+Job = tuple[str, int, bool, float, float]
+"""(contender, seed, degraded, cost weight, quality tolerance)."""
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    """What to replay. ``cost_weights`` are the lambdas of the cost-aware sweep (costs scaled to max 1)."""
+    """What to replay. ``cost_weights`` are the lambdas of the cost-aware sweep (costs scaled to max 1),
+    ``tolerances`` its "cheapest path within N points of the best" settings."""
 
     seeds: int = 10
     degrade: bool = False
     cost_aware: bool = False
     contenders: tuple[str, ...] = (KALIBR, *BASELINES)
     cost_weights: tuple[float, ...] = DEFAULT_COST_WEIGHTS
+    tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
     processes: int | None = None
 
     def __post_init__(self) -> None:
@@ -84,10 +90,11 @@ def _init_worker(table: ReplayTable) -> None:
     _TABLE = table
 
 
-def _job(job: tuple[str, int, bool, float]) -> tuple[tuple[str, int, bool, float], Run]:
-    name, seed, degrade, cost_weight = job
+def _job(job: Job) -> tuple[Job, Run]:
+    name, seed, degrade, cost_weight, tolerance = job
     assert _TABLE is not None
-    learner = make_learner(name, _TABLE, seed, cost_weight=cost_weight, report_cost=cost_weight > 0.0)
+    report_cost = cost_weight > 0.0 or tolerance > 0.0
+    learner = make_learner(name, _TABLE, seed, cost_weight=cost_weight, tolerance=tolerance, report_cost=report_cost)
     return job, simulate(_TABLE, learner, seed, degrade=degrade)
 
 
@@ -101,6 +108,11 @@ def replay(
     """Replay ``table`` with every contender and seed; ``progress(done, total)`` is called as runs finish."""
     contenders = list(options.contenders)
     skipped = []
+    if table.has_features and KALIBR_PROMPTS not in contenders:
+        contenders.insert(contenders.index(KALIBR) + 1 if KALIBR in contenders else 0, KALIBR_PROMPTS)
+    if not table.has_features and KALIBR_PROMPTS in contenders:
+        contenders.remove(KALIBR_PROMPTS)
+        skipped.append(f"{KALIBR_PROMPTS}: the table has no prompts (kalibr replay TABLE --prompts PROMPTS.csv)")
     if MABWISER in contenders and not mabwiser_available():
         contenders.remove(MABWISER)
         skipped.append(f"{MABWISER}: mabwiser is not installed (pip install mabwiser, or the 'bench' group)")
@@ -109,34 +121,39 @@ def replay(
     scores = {name: _score(name, runs, options) for name in contenders}
     curve = _cost_curve(table, runs, options)
     fixed, strongest = _fixed_models(table)
-    samples = {name: runs[(name, 0, False, 0.0)] for name in contenders}
+    samples = {name: runs[(name, 0, False, 0.0, 0.0)] for name in contenders}
     if options.degrade:
-        samples.update({f"{name} degraded": runs[(name, 0, True, 0.0)] for name in contenders})
+        samples.update({f"{name} degraded": runs[(name, 0, True, 0.0, 0.0)] for name in contenders})
     return ReplayResult(
         table_name, table.cost_source, table.query_count, len(table.goals), options, scores, curve, fixed,
         strongest, skipped, samples,
     )  # fmt: skip
 
 
-def _jobs(contenders: Sequence[str], options: ReplayOptions, table: ReplayTable) -> list[tuple[str, int, bool, float]]:
+def _jobs(contenders: Sequence[str], options: ReplayOptions, table: ReplayTable) -> list[Job]:
     scenarios = (False, True) if options.degrade else (False,)
-    jobs = [(name, seed, degrade, 0.0) for name in contenders for degrade in scenarios for seed in range(options.seeds)]
+    jobs = [
+        (name, seed, degrade, 0.0, 0.0) for name in contenders for degrade in scenarios for seed in range(options.seeds)
+    ]
     if options.cost_aware:
         if table.cost_source == "none":
             raise UserError("--cost-aware needs costs: add a cost_usd column, or input/output_price_per_mtok columns")
         weights = [w for w in options.cost_weights if w > 0.0]
-        jobs += [(KALIBR, seed, False, w) for w in weights for seed in range(options.seeds)]
+        aware = [name for name in (KALIBR, KALIBR_PROMPTS) if name in contenders]
+        jobs += [(name, seed, False, w, 0.0) for name in aware for w in weights for seed in range(options.seeds)]
+        tolerances = [t for t in options.tolerances if t > 0.0]
+        jobs += [(name, seed, False, 0.0, t) for name in aware for t in tolerances for seed in range(options.seeds)]
     return jobs
 
 
 def _run_jobs(
     table: ReplayTable,
-    jobs: list[tuple[str, int, bool, float]],
+    jobs: list[Job],
     processes: int | None,
     progress: Callable[[int, int], None] | None,
-) -> dict[tuple[str, int, bool, float], Run]:
+) -> dict[Job, Run]:
     workers = processes if processes is not None else min(len(jobs), os.cpu_count() or 1)
-    results: dict[tuple[str, int, bool, float], Run] = {}
+    results: dict[Job, Run] = {}
     if workers <= 1:
         _init_worker(table)
         outcomes = map(_job, jobs)
@@ -154,37 +171,41 @@ def _run_jobs(
     return results
 
 
-def _score(name: str, runs: dict[tuple[str, int, bool, float], Run], options: ReplayOptions) -> Score:
+def _score(name: str, runs: dict[Job, Run], options: ReplayOptions) -> Score:
     score = Score(name)
     for seed in range(options.seeds):
-        run = runs[(name, seed, False, 0.0)]
+        run = runs[(name, seed, False, 0.0, 0.0)]
         score.share.append(run.reward / run.best_fixed)
         score.regret_best.append((run.best_fixed - run.reward) * 1000.0 / run.requests)
         score.regret_oracle.append((run.oracle - run.reward) * 1000.0 / run.requests)
         if options.degrade:
-            for ttr, regret, recovered in runs[(name, seed, True, 0.0)].recoveries():
+            for ttr, regret, recovered in runs[(name, seed, True, 0.0, 0.0)].recoveries():
                 score.ttr.append(ttr)
                 score.recovery_regret.append(regret)
                 score.unrecovered += not recovered
     return score
 
 
-def _cost_curve(
-    table: ReplayTable, runs: dict[tuple[str, int, bool, float], Run], options: ReplayOptions
-) -> list[CostPoint]:
-    if not options.cost_aware or KALIBR not in options.contenders:
+def _cost_curve(table: ReplayTable, runs: dict[Job, Run], options: ReplayOptions) -> list[CostPoint]:
+    """Per cost-aware contender, one point per setting: the lambdas, then the "within N points" tolerances."""
+    if not options.cost_aware:
         return []
     (quality, cost), _ = _strongest(table)
+    settings = [(f"lambda={w:g}", w, 0.0) for w in sorted({0.0, *options.cost_weights})]
+    settings += [(f"within {100 * t:g} pt", 0.0, t) for t in sorted(options.tolerances) if t > 0.0]
     points = []
-    for weight in sorted({0.0, *options.cost_weights}):
-        seeds = [runs[(KALIBR, seed, False, weight)] for seed in range(options.seeds)]
-        points.append(
-            CostPoint(
-                f"lambda={weight:g}",
-                100.0 * float(np.mean([run.reward for run in seeds])) / quality,
-                100.0 * float(np.mean([run.cost for run in seeds])) / cost if cost > 0 else 0.0,
+    for name in (KALIBR, KALIBR_PROMPTS):
+        if (name, 0, False, 0.0, 0.0) not in runs:
+            continue
+        for label, weight, tolerance in settings:
+            seeds = [runs[(name, seed, False, weight, tolerance)] for seed in range(options.seeds)]
+            points.append(
+                CostPoint(
+                    f"{label}" if name == KALIBR else f"{label} ({name})",
+                    100.0 * float(np.mean([run.reward for run in seeds])) / quality,
+                    100.0 * float(np.mean([run.cost for run in seeds])) / cost if cost > 0 else 0.0,
+                )
             )
-        )
     return points
 
 

@@ -88,9 +88,9 @@ def simulate(table: ReplayTable, learner: Learner, seed: int, *, degrade: bool) 
         g, row = int(goal_of[position]), int(row_of[position])
         k = seen[g]
         now = float(step)
-        arm = learner.choose(g, rng, now)
+        arm = learner.choose(g, row, rng, now)
         score = 0.0 if 0 <= change_at[g] <= k and arm == broken[g] else float(table.goals[g].scores[row, arm])
-        learner.learn(g, arm, 1.0 if coins[step] < score else 0.0, float(table.goals[g].costs[row, arm]), now)
+        learner.learn(g, row, arm, 1.0 if coins[step] < score else 0.0, float(table.goals[g].costs[row, arm]), now)
         visited[g][k], chosen[g][k], steps[g][k] = row, arm, step
         seen[g] = k + 1
     return Run(

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from kalibr._exceptions import UserError
 
-__all__ = ["GoalTable", "ReplayTable", "load_table", "table_from_rows"]
+__all__ = ["GoalTable", "ReplayTable", "load_prompts", "load_table", "merge_goals", "table_from_rows", "with_features"]
 
 REQUIRED = ("query_id", "goal", "model", "score")
 PRICE_COLUMNS = ("input_price_per_mtok", "output_price_per_mtok")
@@ -20,13 +20,16 @@ PRICE_COLUMNS = ("input_price_per_mtok", "output_price_per_mtok")
 
 @dataclass(frozen=True)
 class GoalTable:
-    """One goal: ``scores[q, m]`` and ``costs[q, m]`` for its queries and models (costs relative, max 1)."""
+    """One goal: ``scores[q, m]`` and ``costs[q, m]`` for its queries and models (costs relative, max 1).
+
+    ``features[q]``, when the replay has prompts, is query ``q``'s prompt feature vector."""
 
     goal: str
     models: tuple[str, ...]
     query_ids: tuple[str, ...]
     scores: np.ndarray
     costs: np.ndarray
+    features: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class ReplayTable:
     @property
     def models(self) -> tuple[str, ...]:
         return tuple(sorted({model for goal in self.goals for model in goal.models}))
+
+    @property
+    def has_features(self) -> bool:
+        return all(goal.features is not None for goal in self.goals)
 
 
 def load_table(path: str | Path) -> ReplayTable:
@@ -121,7 +128,7 @@ def _normalise_costs(table: ReplayTable) -> ReplayTable:
     peak = max((float(goal.costs.max()) for goal in table.goals), default=0.0)
     if peak <= 0.0:
         return table
-    goals = tuple(GoalTable(g.goal, g.models, g.query_ids, g.scores, g.costs / peak) for g in table.goals)
+    goals = tuple(replace(g, costs=g.costs / peak) for g in table.goals)
     return ReplayTable(goals, table.cost_source)
 
 
@@ -142,3 +149,56 @@ def _optional_number(value: str | None, column: str, number: int) -> float | Non
     if not math.isfinite(result) or result < 0.0:
         raise UserError(f"row {number}: {column} {value!r} must be a finite number >= 0")
     return result
+
+
+def merge_goals(table: ReplayTable, goal: str = "all") -> ReplayTable:
+    """The table as one goal, as a user who never split goals would route it; every goal needs the same models."""
+    models = table.goals[0].models
+    for other in table.goals[1:]:
+        if other.models != models:
+            raise UserError(
+                f"--merge-goals needs the same models in every goal: {table.goals[0].goal!r} has "
+                f"{', '.join(models)} but {other.goal!r} has {', '.join(other.models)}"
+            )
+    features = (
+        np.concatenate([g.features for g in table.goals if g.features is not None]) if table.has_features else None
+    )
+    merged = GoalTable(
+        goal,
+        models,
+        tuple(query for g in table.goals for query in g.query_ids),
+        np.concatenate([g.scores for g in table.goals]),
+        np.concatenate([g.costs for g in table.goals]),
+        features,
+    )
+    return ReplayTable((merged,), table.cost_source)
+
+
+def load_prompts(path: str | Path) -> dict[str, str]:
+    """Read a prompt table (CSV: ``query_id, prompt``) into a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no prompt table at {str(path)!r}: give the path of a CSV file with query_id, prompt")
+    csv.field_size_limit(1 << 30)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"query_id", "prompt"} <= set(reader.fieldnames or []):
+            raise UserError(f"{path.name} needs the columns query_id and prompt, got {reader.fieldnames!r}")
+        return {row["query_id"]: row["prompt"] or "" for row in reader}
+
+
+def with_features(
+    table: ReplayTable, prompts: Mapping[str, str], featurize: Callable[[str], np.ndarray]
+) -> ReplayTable:
+    """``table`` with each query's prompt features; every query of the table needs a prompt."""
+    goals = []
+    for goal in table.goals:
+        missing = [query for query in goal.query_ids if query not in prompts]
+        if missing:
+            raise UserError(
+                f"the prompt table has no prompt for query {missing[0]!r} of goal {goal.goal!r} "
+                f"({len(missing)} missing): give a prompt for every query_id of the outcome table"
+            )
+        vectors = np.stack([np.asarray(featurize(prompts[query]), dtype=np.float32) for query in goal.query_ids])
+        goals.append(replace(goal, features=vectors))
+    return ReplayTable(tuple(goals), table.cost_source)

@@ -1,0 +1,221 @@
+"""Prompt-aware routing: the features, the prompt clusters, and the replay with --prompts / --merge-goals."""
+
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kalibr._exceptions import UserError
+from kalibr.cli.replay import replay as replay_command
+from kalibr.context import SentenceEmbedding, auto_featurizer, lexical_features, prompt_text
+from kalibr.policies import ArmState, PolicyConfig, default_policy
+from kalibr.policies.contextual import PromptClusters
+from kalibr.replay import (
+    ReplayOptions,
+    load_prompts,
+    load_table,
+    merge_goals,
+    prompt_lift,
+    replay,
+    to_json,
+    with_features,
+)
+
+MATHS = "Compute 17 * 23 + 4 = ? Show the arithmetic: {n} + {m}"
+CODE = "```python\ndef solve(items):\n    return sorted(items)  # {n} {m}\n```\nFix this function."
+
+
+def write_tables(directory: Path, *, signal: bool, queries: int = 600, seed: int = 0) -> tuple[Path, Path]:
+    """One goal mixing maths and code prompts. With ``signal``, model ``a`` solves the maths and ``b`` the code;
+    without, both solve either kind at the same rates (``a`` slightly better), so the prompt says nothing."""
+    rng = np.random.default_rng(seed)
+    table, prompts = directory / "outcomes.csv", directory / "prompts.csv"
+    with table.open("w", newline="") as t, prompts.open("w", newline="") as p:
+        rows, texts = csv.writer(t), csv.writer(p)
+        rows.writerow(["query_id", "goal", "model", "score"])
+        texts.writerow(["query_id", "prompt"])
+        for q in range(queries):
+            maths = bool(rng.random() < 0.5)
+            rates = ({"a": 0.9, "b": 0.2} if maths else {"a": 0.2, "b": 0.9}) if signal else {"a": 0.6, "b": 0.5}
+            for model, rate in rates.items():
+                rows.writerow([f"q{q}", "answer", model, float(rng.random() < rate)])
+            texts.writerow([f"q{q}", (MATHS if maths else CODE).format(n=q, m=int(rng.integers(100)))])
+    return table, prompts
+
+
+def prompt_replay(directory: Path, *, signal: bool) -> tuple[float, float]:
+    table_path, prompts_path = write_tables(directory, signal=signal)
+    table = with_features(load_table(table_path), load_prompts(prompts_path), auto_featurizer(embedding=False))
+    result = replay(table, ReplayOptions(seeds=3, contenders=("kalibr",), processes=1))
+    assert set(result.scores) == {"kalibr", "kalibr+prompts"}
+    lift = prompt_lift(result)
+    assert lift is not None
+    return lift
+
+
+def test_reading_the_prompt_lifts_a_goal_whose_prompts_decide_the_best_model(tmp_path: Path) -> None:
+    lift, spread = prompt_replay(tmp_path, signal=True)
+    # Per-goal routing can only pick one model (55% of the best per-kind choice); the prompt tells which.
+    assert lift > 15.0, (lift, spread)
+
+
+def test_reading_the_prompt_loses_nothing_where_it_carries_no_signal(tmp_path: Path) -> None:
+    lift, spread = prompt_replay(tmp_path, signal=False)
+    assert lift > -1.0, (lift, spread)
+
+
+def test_a_goal_too_small_to_split_routes_exactly_as_without_prompts() -> None:
+    clusters = PromptClusters(outcomes_per_split=1_000)
+    policy, config = default_policy(), PolicyConfig()
+    goal_arms = [ArmState("a", model="a"), ArmState("b", model="b")]
+    with_rng, without_rng = np.random.default_rng(5), np.random.default_rng(5)
+    outcomes = np.random.default_rng(9)
+    for step in range(200):
+        features = outcomes.random(4)
+        cluster = clusters.assign(features, paths=2)
+        arms = clusters.arms(cluster, goal_arms)
+        picked = policy.choose(arms, config=config, rng=with_rng, now=float(step), priors=None).index
+        plain = policy.choose(goal_arms, config=config, rng=without_rng, now=float(step), priors=None).index
+        assert cluster == 0 and picked == plain
+        score = float(outcomes.random() < (0.8 if picked == 0 else 0.4))
+        goal_arms[picked] = policy.update(goal_arms[picked], score=score, cost_usd=None, latency_ms=None, now=step)
+        clusters.store(cluster, goal_arms[picked])
+        clusters.count_outcome()
+    assert clusters.clusters == 1
+
+
+def test_clusters_grow_with_traffic_and_keep_apart_distinct_prompts() -> None:
+    clusters = PromptClusters(outcomes_per_split=5, max_clusters=3)
+    maths, code = np.array([1.0, 0.1, 0.0]), np.array([0.0, 0.1, 1.0])
+    assert clusters.assign(maths, paths=2) == 0
+    assert clusters.assign(code, paths=2) == 0  # one outcome per path: not yet
+    for _ in range(10):
+        clusters.count_outcome()
+    assert clusters.assign(code, paths=2) == 1
+    assert clusters.assign(maths * 2.0, paths=2) == 0
+    assert clusters.assign(code + 0.05, paths=2) == 1
+    assert clusters.clusters == 2
+
+
+def test_features_of_another_length_are_refused() -> None:
+    clusters = PromptClusters()
+    clusters.assign(np.ones(3), paths=2)
+    with pytest.raises(UserError, match="one length"):
+        clusters.assign(np.ones(4), paths=2)
+    with pytest.raises(UserError, match="NaN"):
+        clusters.assign(np.array([np.nan, 1.0, 0.0]), paths=2)
+
+
+def test_lexical_features_tell_code_from_maths_from_multiple_choice() -> None:
+    code = lexical_features(CODE.format(n=1, m=2))
+    maths = lexical_features("What is 3/4 + 5^2 - 7 = ? Give 12.5 or 13.75")
+    choice = lexical_features("Which is a mammal?\nA. shark\nB. whale\nC. trout\nD. eel")
+    assert code.shape == maths.shape == (12,)
+    assert code[2] > maths[2] and code[2] > choice[2]  # code markers
+    assert maths[3] > code[3] and maths[5] > choice[5]  # maths symbols, digits
+    assert choice[4] > code[4] and choice[4] > maths[4]  # lettered options
+    assert prompt_text([{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"text": "Hi"}]}]) == (
+        "Be brief.\nHi"
+    )
+
+
+def test_sentence_embedding_loads_from_the_wheel_without_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    SentenceEmbedding._shared.clear()
+    model = SentenceEmbedding()
+    sums = model.embed("Add these two numbers and give the sum: 12 and 30")
+    totals = model.embed("What is the total of 45 plus 17?")
+    poem = model.embed("Write a short poem about autumn leaves falling in the forest")
+    assert sums.shape == (256,) and float(np.linalg.norm(sums)) == pytest.approx(1.0, abs=1e-4)
+    assert float(sums @ totals) > float(sums @ poem)
+    vector = auto_featurizer()([{"role": "user", "content": "What is 2 + 2?"}])
+    assert vector.shape == (256 + 12,)
+
+
+def test_merge_goals_needs_the_same_models_everywhere(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("query_id,goal,model,score\nq1,g1,a,1\nq1,g1,b,0\nq2,g2,a,1\nq2,g2,c,0\n")
+    with pytest.raises(UserError, match="same models"):
+        merge_goals(load_table(path))
+
+
+def test_a_query_without_a_prompt_is_named(tmp_path: Path) -> None:
+    table_path, prompts_path = write_tables(tmp_path, signal=True, queries=5)
+    prompts = load_prompts(prompts_path)
+    del prompts["q3"]
+    with pytest.raises(UserError, match="'q3'"):
+        with_features(load_table(table_path), prompts, auto_featurizer(embedding=False))
+
+
+def test_cli_replays_with_prompts_and_merged_goals(tmp_path: Path) -> None:
+    table_path, prompts_path = write_tables(tmp_path, signal=True, queries=300)
+    runner = CliRunner()
+    args = [str(table_path), "--prompts", str(prompts_path), "--lexical-only", "--seeds", "2", "--processes", "1"]
+    result = runner.invoke(replay_command, [*args, "--merge-goals"])
+    assert result.exit_code == 0, result.output
+    assert "kalibr+prompts" in result.output
+    assert "Prompt-aware lift: +" in result.output
+    as_json = runner.invoke(replay_command, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    lift = to_json_lift(as_json.output)
+    assert lift > 10.0
+
+
+def to_json_lift(output: str) -> float:
+    import json
+
+    start = output.index("{")
+    return float(json.loads(output[start:])["prompt_lift_points"][0])
+
+
+def test_cli_names_a_missing_prompt_table(tmp_path: Path) -> None:
+    table_path, _ = write_tables(tmp_path, signal=True, queries=5)
+    result = CliRunner().invoke(replay_command, [str(table_path), "--prompts", str(tmp_path / "nope.csv")])
+    assert result.exit_code != 0
+    assert "no prompt table" in result.output
+
+
+def test_to_json_has_no_lift_without_prompts(tmp_path: Path) -> None:
+    table_path, _ = write_tables(tmp_path, signal=True, queries=50)
+    result = replay(load_table(table_path), ReplayOptions(seeds=1, contenders=("kalibr",), processes=1))
+    assert to_json(result)["prompt_lift_points"] is None
+
+
+def test_router_with_context_learns_which_path_serves_which_kind_of_prompt(tmp_path: Path) -> None:
+    from kalibr import Router
+
+    def kind(messages: object) -> np.ndarray:
+        text = prompt_text(messages)  # type: ignore[arg-type]
+        return np.array([1.0, 0.0]) if "maths" in text else np.array([0.0, 1.0])
+
+    outcome = np.random.default_rng(4)
+    routers = {
+        context: Router("mixed", ["model-a", "model-b"], store="memory:", context=context) for context in (kind, None)
+    }
+    right = {context: [] for context in routers}
+    for step in range(1_200):
+        maths = bool(outcome.random() < 0.5)
+        messages = [{"role": "user", "content": f"{'maths' if maths else 'code'} question {step}"}]
+        for context, router in routers.items():
+            decision = router.decide(messages=messages)
+            correct = (decision.model == "model-a") == maths
+            right[context].append(correct)
+            router.report(success=bool(correct and outcome.random() < 0.9), trace_id=decision.trace_id)
+    with_prompt, without = np.mean(right[kind][-300:]), np.mean(right[None][-300:])
+    assert with_prompt > 0.8, with_prompt
+    assert without < 0.65, without
+
+
+def test_router_refuses_an_unknown_context() -> None:
+    from kalibr import Router
+
+    with pytest.raises(UserError, match="'maybe'"):
+        Router("mixed", ["model-a", "model-b"], store="memory:", context="maybe")  # type: ignore[arg-type]
