@@ -53,7 +53,7 @@ def test_outcomes_reported_while_the_service_is_down_arrive_once_after_restart(t
 
         # Replay some again exactly as sent, as a client that crashed between sending and deleting would.
         spool = OutcomeSpool(tmp_path / "spool.db")
-        endpoint = f"{remote.url}|"
+        endpoint = remote.endpoint
         for i, trace_id in enumerate(reported[:100]):
             payload = {
                 "trace_id": trace_id,
