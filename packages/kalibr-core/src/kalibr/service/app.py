@@ -46,6 +46,7 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        backend.warm_up()  # before the first request: a cold first decide would time clients out
         if retention is not None:
             retention.start()
         yield
