@@ -69,11 +69,14 @@ class FaultProxy:
 
     @staticmethod
     def _answer(request: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
-        request.send_response(status)
-        request.send_header("Content-Type", "application/json")
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)
+        try:
+            request.send_response(status)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+        except OSError:  # the client went away (a killed app, a timed-out request): nothing to answer
+            request.close_connection = True
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
