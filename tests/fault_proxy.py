@@ -59,7 +59,9 @@ class FaultProxy:
                 self.injected[status] = self.injected.get(status, 0) + 1
             self._answer(request, status, json.dumps({"detail": f"injected {status}", "error": "fault"}).encode())
             return
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("x-api-key", "x-tenant-id", "content-type")}
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() in ("x-api-key", "x-tenant-id", "content-type")
+        }
         try:
             upstream = self._client.request(method, self.upstream + request.path, content=body, headers=headers)
         except httpx.HTTPError:

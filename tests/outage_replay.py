@@ -64,7 +64,9 @@ class _Faults:
         with self._lock:
             draw = self._random.random()
         if path.endswith("/report-outcomes"):
-            return next((status for status, upto in ((413, 0.1), (422, 0.2), (404, 0.3), (503, 0.4)) if draw < upto), None)
+            return next(
+                (status for status, upto in ((413, 0.1), (422, 0.2), (404, 0.3), (503, 0.4)) if draw < upto), None
+            )
         return 503 if draw < 0.05 else None
 
 
@@ -116,7 +118,11 @@ def run_outage_replay(work: FilePath, *, apps: int = 3, outcomes: int = 1000, se
 
 
 def _account(
-    keys: dict[str, str], answers: list[dict[str, object]], stores: list[FilePath], injected: dict[int, int], drained: float
+    keys: dict[str, str],
+    answers: list[dict[str, object]],
+    stores: list[FilePath],
+    injected: dict[int, int],
+    drained: float,
 ) -> ReplayResult:
     from datetime import datetime
 
@@ -132,7 +138,7 @@ def _account(
         store.close()
     reported = lost = doubled = crossed = dead_count = no_reason = 0
     for tenant, answer in zip(keys, answers, strict=True):
-        dead = {trace: reason for trace, reason in answer["dead"]}  # type: ignore[attr-defined]
+        dead = dict(answer["dead"])  # type: ignore[attr-defined]
         dead_count += len(dead)
         no_reason += sum(1 for reason in dead.values() if not reason)
         for trace in answer["reported"]:  # type: ignore[attr-defined]

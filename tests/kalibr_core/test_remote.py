@@ -8,7 +8,6 @@ from pathlib import Path as FilePath
 
 import httpx
 import pytest
-
 from tests.fault_proxy import HungService
 
 from kalibr._domain import Outcome, Path

@@ -98,3 +98,16 @@ def test_three_apps_through_an_outage_a_fresh_store_and_a_faulty_proxy_lose_doub
     assert result.delivered + result.dead_lettered == 360
     assert result.dead_lettered > 0  # the poison outcomes, isolated
     assert set(result.injected) >= {413, 422, 404, 503}
+
+
+def test_a_just_started_service_answers_its_first_hundred_decides_without_fallback(tmp_path: FilePath) -> None:
+    """Seen: the first decide on a fresh service took ~100 ms, over the 50 ms timeout; the breaker opened for 5 s
+    and 247 of 374 decides fell back. The service now warms up before it accepts connections."""
+    service = ServiceProcess(["--store", f"sqlite:///{tmp_path / 'k.db'}", "--no-auth"])
+    try:
+        remote = RemoteIntelligence(service.start().url, spool=tmp_path / "spool.db")  # the default 50 ms timeout
+        decisions = [remote.decide(GOAL, PATHS) for _ in range(100)]
+        remote.close()
+    finally:
+        service.kill()
+    assert sum(d.fallback for d in decisions) == 0

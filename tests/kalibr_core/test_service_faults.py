@@ -75,7 +75,9 @@ HOSTILE: list[tuple[str, str, str]] = [
 
 
 @pytest.mark.parametrize(("route", "raw", "field"), HOSTILE)
-def test_nan_infinity_and_nul_get_the_same_422_on_every_store(any_store: Store, route: str, raw: str, field: str) -> None:
+def test_nan_infinity_and_nul_get_the_same_422_on_every_store(
+    any_store: Store, route: str, raw: str, field: str
+) -> None:
     """Seen: on PostgreSQL these gave 503 (a store "outage", counted by clients' breakers); SQLite answered 200."""
     with TestClient(create_app(any_store, auth=False)) as client:
         response = client.post(route, content=raw, headers={"Content-Type": "application/json"})

@@ -141,7 +141,9 @@ class RemoteIntelligence:
             goal=goal,
             task_risk_level="high" if high_risk else "low",
             candidate_model_ids=sorted({path.model for path in paths}),
-            paths=[wire.CandidatePath(model_id=p.model, params=_jsonable(p.params), tool_id=_tool_id(p)) for p in paths],
+            paths=[
+                wire.CandidatePath(model_id=p.model, params=_jsonable(p.params), tool_id=_tool_id(p)) for p in paths
+            ],
         )
         return _dumped(request)
 
@@ -212,12 +214,16 @@ class RemoteIntelligence:
             "failure_reason": changes.reason,
             "failure_category": changes.failure_category,
         }
-        asked = [name for name in ("success", "score", "reason", "failure_category") if getattr(changes, name) is not None]
+        asked = [
+            name for name in ("success", "score", "reason", "failure_category") if getattr(changes, name) is not None
+        ]
         sender = self._ensure_sender()
         if self._ready():
             try:
                 sender.deliver_pending()  # the outcome may still be waiting in the spool
-                answer = self._send("POST", _UPDATE, self.resilience.call_timeout, json=_dumped(wire.UpdateRequest.model_validate(body)))
+                answer = self._send(
+                    "POST", _UPDATE, self.resilience.call_timeout, json=_dumped(wire.UpdateRequest.model_validate(body))
+                )
                 updated = wire.UpdateResponse.model_validate_json(answer)
             except _Unavailable:
                 pass  # spooled below
@@ -236,10 +242,10 @@ class RemoteIntelligence:
     def get_policy(
         self, goal: str, *, window_hours: float = 168, constraints: Constraints | None = None
     ) -> PolicyAnswer:
-        request = wire.PolicyRequest(
-            goal=goal, window_hours=window_hours, constraints=_constraints_body(constraints)
+        request = wire.PolicyRequest(goal=goal, window_hours=window_hours, constraints=_constraints_body(constraints))
+        answer = wire.PolicyResponse.model_validate_json(
+            self._call("POST", "/api/v1/intelligence/policy", json=_dumped(request))
         )
-        answer = wire.PolicyResponse.model_validate_json(self._call("POST", "/api/v1/intelligence/policy", json=_dumped(request)))
         recommended = answer.recommended_model
         with self._lock:
             path = next((p for p in self._paths.values() if p.model == recommended), None)
