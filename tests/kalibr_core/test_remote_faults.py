@@ -228,3 +228,13 @@ def test_an_update_spooled_during_an_outage_is_applied_after_its_report(tmp_path
 
 def _record(path: Path) -> PathRecord:
     return PathRecord(goal=GOAL, path=path, enabled=True, created_at=datetime.now(UTC))
+
+
+def test_a_path_the_wire_cannot_carry_falls_back_instead_of_raising(tmp_path: FilePath) -> None:
+    store = MemoryStore()
+    with serve_in_thread(create_app(store, auth=False)) as url:
+        remote = RemoteIntelligence(url, spool=tmp_path / "spool.db", resilience=Resilience(timeout=2.0))
+        decision = remote.decide(GOAL, [Path("m" * 300), *PATHS])
+        remote.close()
+    assert decision.fallback
+    assert "model_id" in decision.reason

@@ -113,7 +113,7 @@ class RemoteIntelligence:
             request = self._decide_body(goal, paths, high_risk)
             answer = self._send("POST", _DECIDE, self.resilience.timeout, json=request)
             decision = self._decision_from(goal, paths, answer)
-        except (_Unavailable, UserError) as exc:
+        except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
         sender.service_back()
         return decision
@@ -126,7 +126,7 @@ class RemoteIntelligence:
             request = self._decide_body(goal, paths, high_risk)
             answer = await self._asend("POST", _DECIDE, self.resilience.timeout, json=request)
             decision = self._decision_from(goal, paths, answer)
-        except (_Unavailable, UserError) as exc:
+        except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
         sender.service_back()
         return decision

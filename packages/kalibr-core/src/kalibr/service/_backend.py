@@ -107,7 +107,8 @@ class Backend:
 
     def warm_up(self) -> None:
         """Import and run, once at start, what a tenant's first decide would (the policy, numpy's generator, path
-        generation): ~200 ms a client's 50 ms decide timeout would otherwise take for a hung service."""
+        generation): ~200 ms that would push a fresh replica's first decide past a client's 50 ms timeout, and a
+        timeout opens the client's breaker."""
         import kalibr.path_generation  # noqa: F401
         from kalibr.stores.memory import MemoryStore
 
