@@ -98,12 +98,19 @@ class RemoteIntelligence:
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._sender: SpoolSender | None = None
         self._paths: dict[str, Path] = {}
+        self._warmed = False
 
     # --- deciding -------------------------------------------------------------------------------------
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
-        """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks."""
+        """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks.
+
+        The first call also builds the HTTP client in the background (no request: a few ms of CPU, SSL context
+        included), so the router's first decide does not pay for it on top of its timeout."""
         with self._lock:
             self._paths.update((path.path_id, path) for path in paths)
+            warm, self._warmed = not self._warmed, True
+        if warm:
+            threading.Thread(target=self._sync_client, name="kalibr-client-build", daemon=True).start()
 
     def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
         sender = self._ensure_sender()
