@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 
 import httpx
 import pytest
+from tests.fault_proxy import HungService
 
 from kalibr._domain import Outcome, Path
 from kalibr._exceptions import UserError
@@ -171,45 +170,6 @@ def test_a_refused_decide_falls_back_without_opening_the_breaker(tmp_path: FileP
             assert "401" in decision.reason
         assert remote.breaker.state == "closed"
         remote.close()
-
-
-class HungService:
-    """Accepts connections and reads requests, never answers: the worst kind of outage."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.requests = 0
-        self._held: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self._held.append(connection)
-            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
-
-    def _read(self, connection: socket.socket) -> None:
-        while True:
-            try:
-                data = connection.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with self._lock:
-                self.requests += data.count(b"HTTP/1.1\r\n")
-
-    def close(self) -> None:
-        self.sock.close()
-        for connection in self._held:
-            connection.close()
 
 
 def test_hung_service_costs_the_timeout_once_then_nothing(tmp_path: FilePath) -> None:

@@ -95,7 +95,7 @@ def test_a_report_the_store_refuses_is_a_503_and_its_retry_counts_once() -> None
         broken = True
         refused = client.post("/api/v1/intelligence/report-outcome", json=body)
         assert refused.status_code == 503
-        assert "connection refused" in refused.json()["detail"]
+        assert refused.json() == {"detail": "the store is unavailable; retry later", "error": "store_unavailable"}
         broken = False
         assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200  # a client's retry
     assert list(_stored_outcomes(store)) == [decision["trace_id"]]
@@ -380,7 +380,7 @@ def test_readiness_fails_when_the_store_does_not_answer() -> None:
         assert client.get("/healthz").status_code == 200
         response = client.get("/readyz")
     assert response.status_code == 503
-    assert "connection refused" in response.json()["detail"]
+    assert "connection refused" not in response.text  # a driver's message can hold the store URL: log only
 
 
 def test_missing_server_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,6 +41,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._probe_started: float | None = None
+        self._answered_at: float | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -62,8 +63,14 @@ class CircuitBreaker:
             self._probe_started = now
             return True
 
+    def answered_within(self, seconds: float) -> bool:
+        """Did the service answer in the last ``seconds`` (so it is known not to hang)?"""
+        with self._lock:
+            return self._answered_at is not None and self._clock() - self._answered_at < seconds
+
     def record_success(self) -> None:
         with self._lock:
+            self._answered_at = self._clock()
             self._failures = 0
             self._opened_at = None
             self._probe_started = None
@@ -96,7 +103,9 @@ class Resilience:
     cooldown: float = 5.0
     """Seconds the breaker stays open before one probe is let through."""
     call_timeout: float = 5.0
-    """Seconds for everything else (delivering outcomes, policy, insights, updates)."""
+    """Seconds for a call the service is known to be answering (it answered within ``cooldown``): delivering
+    outcomes, policy, insights, updates. A service not heard from lately is first probed with ``timeout``, so no
+    call waits longer than ``timeout`` on a hung service."""
 
     def __post_init__(self) -> None:
         for name in ("timeout", "cooldown", "call_timeout"):

@@ -3,9 +3,14 @@
 - ``decide`` waits at most ``Resilience.timeout`` (50 ms by default), then falls back to the first path.
 - After ``breaker_after`` consecutive failures a circuit breaker stops asking for ``cooldown`` seconds:
   decisions fall back at once (no network), then one probe checks whether the service is back.
-- ``report`` writes the outcome to a durable local spool (SQLite) and returns; a background thread
-  delivers spooled outcomes in batches and keeps them through outages, process restarts included.
-- Construction does no I/O: clients, the spool and the thread start on first use.
+- Every other call honours the same breaker; a service not heard from within ``cooldown`` is first probed with
+  the decide timeout, so no call waits on a hung service longer than that.
+- ``report`` (and an ``update_outcome`` the service cannot take now) writes to a durable local spool (SQLite),
+  keyed by service URL and API-key fingerprint, and returns; a background thread delivers spooled outcomes in
+  bounded batches, isolates any the service refuses for good (kept as dead letters: ``kalibr spool``), and keeps
+  the rest through outages, process restarts included.
+- Construction does no I/O; the first decide starts the spool's thread, which opens the file (never the caller).
+- Requests are built and answers parsed with the service's own pydantic models (``kalibr.service._schemas``).
 
 Usage::
 
@@ -20,17 +25,19 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Any
 
+import httpcore  # noqa: F401  (httpx imports it on the first request: here it costs the import, not a call)
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from kalibr._domain import Decision, Outcome, Path, new_trace_id
-from kalibr._exceptions import IntelligenceUnavailable, UserError
+from kalibr._exceptions import IntelligenceUnavailable, OutcomeNotFound, UserError
 from kalibr.intelligence._breaker import CircuitBreaker, Resilience, resilience_from_env
-from kalibr.intelligence._spool import OutcomeSpool, SpoolSender, default_spool_path
+from kalibr.intelligence._spool import Delivery, Refused, SpoolSender, default_spool_path, endpoint_for
 from kalibr.intelligence.base import Constraints, PolicyAnswer
+from kalibr.service import _schemas as wire
 from kalibr.stores.base import OutcomeChanges
 
 __all__ = ["RemoteIntelligence", "Resilience"]
@@ -40,11 +47,23 @@ logger = logging.getLogger("kalibr.remote")
 API_KEY_ENV = "KALIBR_API_KEY"
 TENANT_ENV = "KALIBR_TENANT_ID"
 _DECIDE = "/api/v1/routing/decide"
+_REPORT = "/api/v1/intelligence/report-outcome"
 _REPORT_BATCH = "/api/v1/intelligence/report-outcomes"
+_UPDATE = "/api/v1/intelligence/update-outcome"
+_HEALTH = "/api/v1/intelligence/health"
 
 
 class _Unavailable(Exception):
     """The service did not answer usefully (transport error, timeout, 5xx): counts against the breaker."""
+
+
+class _Rejected(UserError):
+    """The service answered 4xx: the request is at fault (or the key), not the service."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"intelligence service refused the request: HTTP {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
 
 
 class RemoteIntelligence:
@@ -69,6 +88,8 @@ class RemoteIntelligence:
         self.resilience = resilience or resilience_from_env()
         self.tenant = tenant or os.environ.get(TENANT_ENV) or None
         self._api_key = api_key or os.environ.get(API_KEY_ENV) or ""
+        self.endpoint = endpoint_for(self.url, self._api_key)
+        """This client's name in the spool: the URL and a fingerprint of the key (outcomes never cross keys)."""
         self._spool_path = FilePath(spool) if spool is not None else None
         self._transport, self._async_transport = transport, async_transport
         self.breaker = CircuitBreaker(self.resilience.breaker_after, self.resilience.cooldown)
@@ -77,36 +98,44 @@ class RemoteIntelligence:
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._sender: SpoolSender | None = None
         self._paths: dict[str, Path] = {}
-        self._resumed = False
+        self._warmed = False
 
     # --- deciding -------------------------------------------------------------------------------------
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
-        """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks."""
+        """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks.
+
+        The first call also builds the HTTP client in the background (no request: a few ms of CPU, SSL context
+        included), so the router's first decide does not pay for it on top of its timeout."""
         with self._lock:
             self._paths.update((path.path_id, path) for path in paths)
+            warm, self._warmed = not self._warmed, True
+        if warm:
+            threading.Thread(target=self._sync_client, name="kalibr-client-build", daemon=True).start()
 
     def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        sender = self._ensure_sender()
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
             request = self._decide_body(goal, paths, high_risk)
-            body = self._send("POST", _DECIDE, self.resilience.timeout, json=request)
-            decision = self._decision_from(goal, paths, body)
-        except (_Unavailable, UserError) as exc:
+            answer = self._send("POST", _DECIDE, self.resilience.timeout, json=request)
+            decision = self._decision_from(goal, paths, answer)
+        except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
-        self._resume_spool()
+        sender.service_back()
         return decision
 
     async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
+        sender = self._ensure_sender()
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
             request = self._decide_body(goal, paths, high_risk)
-            body = await self._asend("POST", _DECIDE, self.resilience.timeout, json=request)
-            decision = self._decision_from(goal, paths, body)
-        except (_Unavailable, UserError) as exc:
+            answer = await self._asend("POST", _DECIDE, self.resilience.timeout, json=request)
+            decision = self._decision_from(goal, paths, answer)
+        except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
-        self._resume_spool()
+        sender.service_back()
         return decision
 
     def record_forced(self, decision: Decision) -> None:
@@ -115,39 +144,51 @@ class RemoteIntelligence:
 
     def _decide_body(self, goal: str, paths: Sequence[Path], high_risk: bool) -> dict[str, Any]:
         self.register_paths(goal, paths)
-        return {
-            "goal": goal,
-            "task_risk_level": "high" if high_risk else "low",
-            "candidate_model_ids": sorted({path.model for path in paths}),
-            "paths": [{"model_id": p.model, "params": _jsonable(p.params), "tool_id": _tool_id(p)} for p in paths],
-        }
+        request = wire.DecideRequest(
+            goal=goal,
+            task_risk_level="high" if high_risk else "low",
+            candidate_model_ids=sorted({path.model for path in paths}),
+            paths=[
+                wire.CandidatePath(model_id=p.model, params=_jsonable(p.params), tool_id=_tool_id(p)) for p in paths
+            ],
+        )
+        return _dumped(request)
 
-    def _decision_from(self, goal: str, paths: Sequence[Path], body: Mapping[str, Any]) -> Decision:
+    def _decision_from(self, goal: str, paths: Sequence[Path], answer: bytes) -> Decision:
         try:
-            path = _match(paths, str(body["model_id"]), body.get("params") or {})
+            body = wire.DecideResponse.model_validate_json(answer)
             return Decision(
-                trace_id=str(body["trace_id"]),
+                trace_id=body.trace_id,
                 goal=goal,
-                path=path,
-                exploration=bool(body.get("exploration", False)),
-                reason=str(body.get("reason", "")),
-                confidence=float(body.get("confidence") or 0.0),
-                decided_at=datetime.fromisoformat(str(body["decided_at"]).replace("Z", "+00:00")),
-                success_rate=body.get("success_rate"),
-                sample_count=int(body.get("sample_count") or 0),
+                path=_match(paths, body.model_id, body.params),
+                exploration=body.exploration,
+                reason=body.reason,
+                confidence=body.confidence,
+                decided_at=body.decided_at,
+                success_rate=body.success_rate,
+                sample_count=body.sample_count,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (ValidationError, ValueError) as exc:
             raise _Unavailable(f"unusable decide answer: {exc}") from exc
 
     # --- learning -------------------------------------------------------------------------------------
     def report(self, outcome: Outcome) -> None:
         """Spool the outcome durably and return; a background thread delivers it."""
-        sender = self._ensure_sender()
-        sender.spool.add(self._endpoint, outcome.trace_id, self._outcome_body(outcome))
-        sender.wake()
+        self._spool("report", outcome.trace_id, wire.ReportRequest, self._outcome_body(outcome))
 
     async def areport(self, outcome: Outcome) -> None:
         self.report(outcome)  # a local SQLite insert: no network wait
+
+    def _spool(self, kind: str, trace_id: str, model: type[BaseModel], body: dict[str, Any]) -> None:
+        """Validate ``body`` with the service's model and spool it; an outcome the service could never accept
+        (a 300-character model id...) is kept as a dead letter at once, with the reason, instead of being sent."""
+        sender = self._ensure_sender()
+        try:
+            payload = _dumped(model.model_validate(body))
+        except ValidationError as exc:
+            sender.submit(trace_id, body, "dead", status_code=422, reason=_problems(exc))
+            return
+        sender.submit(trace_id, payload, "update" if kind == "update" else "report")
 
     def _outcome_body(self, outcome: Outcome) -> dict[str, Any]:
         with self._lock:
@@ -164,12 +205,14 @@ class RemoteIntelligence:
             "failure_category": outcome.failure_category,
             "metadata": {k: v for k, v in metadata.items() if v is not None},
             "model_id": outcome.model or (path.model if path else None),
+            # The path's params and tools let a service that does not know the path (a fresh store, a path added
+            # during an outage) register it and count the outcome.
             "execution_params": _jsonable(path.params) if path else None,
             "tool_id": _tool_id(path) if path else None,
         }
 
     def update_outcome(self, trace_id: str, goal: str, changes: OutcomeChanges) -> list[str]:
-        self.flush()  # the outcome may still be waiting in the spool
+        """Sent now if the service answers (after any outcome still spooled), else spooled like a report."""
         body = {
             "trace_id": trace_id,
             "goal": goal,
@@ -178,88 +221,136 @@ class RemoteIntelligence:
             "failure_reason": changes.reason,
             "failure_category": changes.failure_category,
         }
-        answer = self._call("POST", "/api/v1/intelligence/update-outcome", json=body)
-        return [{"failure_reason": "reason"}.get(name, name) for name in answer.get("fields_updated", [])]
+        asked = [
+            name for name in ("success", "score", "reason", "failure_category") if getattr(changes, name) is not None
+        ]
+        sender = self._ensure_sender()
+        if self._ready():
+            try:
+                sender.deliver_pending()  # the outcome may still be waiting in the spool
+                answer = self._send(
+                    "POST", _UPDATE, self.resilience.call_timeout, json=_dumped(wire.UpdateRequest.model_validate(body))
+                )
+                updated = wire.UpdateResponse.model_validate_json(answer)
+            except _Unavailable:
+                pass  # spooled below
+            except _Rejected as exc:
+                if exc.status_code == 404:
+                    raise OutcomeNotFound(f"no outcome {trace_id!r} for goal {goal!r}: {exc.detail}") from exc
+                raise
+            except ValidationError as exc:
+                raise UserError(f"update_outcome({trace_id!r}): {_problems(exc)}") from exc
+            else:
+                return [{"failure_reason": "reason"}.get(name, name) for name in updated.fields_updated]
+        self._spool("update", trace_id, wire.UpdateRequest, body)
+        return asked
 
     # --- reading --------------------------------------------------------------------------------------
     def get_policy(
         self, goal: str, *, window_hours: float = 168, constraints: Constraints | None = None
     ) -> PolicyAnswer:
-        body = {"goal": goal, "window_hours": window_hours, "constraints": _constraints_body(constraints)}
-        answer = self._call("POST", "/api/v1/intelligence/policy", json=body)
-        recommended = answer.get("recommended_model")
+        request = wire.PolicyRequest(goal=goal, window_hours=window_hours, constraints=_constraints_body(constraints))
+        answer = wire.PolicyResponse.model_validate_json(
+            self._call("POST", "/api/v1/intelligence/policy", json=_dumped(request))
+        )
+        recommended = answer.recommended_model
         with self._lock:
             path = next((p for p in self._paths.values() if p.model == recommended), None)
         return PolicyAnswer(
             goal=goal,
             recommended_path_id=path.path_id if path else None,
             recommended_model=recommended,
-            success_rate=answer.get("outcome_success_rate"),
-            sample_count=int(answer.get("outcome_sample_count") or 0),
-            confidence=float(answer.get("confidence") or 0.0),
-            reasoning=str(answer.get("reasoning", "")),
+            success_rate=answer.outcome_success_rate,
+            sample_count=answer.outcome_sample_count,
+            confidence=answer.confidence,
+            reasoning=answer.reasoning,
             enough_data=recommended is not None,
             window_hours=window_hours,
-            alternatives=tuple(answer.get("alternatives") or ()),
+            alternatives=tuple(answer.alternatives),
         )
 
     def get_insights(self, goal: str | None = None, *, window_hours: float = 168) -> dict[str, Any]:
         params: dict[str, Any] = {"window_hours": window_hours}
         if goal is not None:
             params["goal"] = goal
-        return self._call("GET", "/api/v1/intelligence/insights", params=params)
-
-    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
-        """A call whose answer the caller needs: raises IntelligenceUnavailable or UserError, never falls back."""
-        try:
-            body = self._send(method, url, self.resilience.call_timeout, **kwargs)
-        except _Unavailable as exc:
-            raise IntelligenceUnavailable(f"intelligence service at {self.url} unavailable: {exc}") from exc
+        body = json.loads(self._call("GET", "/api/v1/intelligence/insights", params=params))
         if not isinstance(body, dict):
-            raise IntelligenceUnavailable(f"unexpected answer from {self.url}{url}: {body!r}")
+            raise IntelligenceUnavailable(f"unexpected insights answer from {self.url}: {body!r}")
         return body
 
-    # --- delivery -------------------------------------------------------------------------------------
-    @property
-    def _endpoint(self) -> str:
-        return f"{self.url}|{self.tenant or ''}"
+    def _call(self, method: str, url: str, **kwargs: Any) -> bytes:
+        """A call whose answer the caller needs: raises IntelligenceUnavailable or UserError, never falls back."""
+        if not self._ready():
+            raise IntelligenceUnavailable(f"intelligence service at {self.url} unavailable (circuit breaker open)")
+        try:
+            return self._send(method, url, self.resilience.call_timeout, **kwargs)
+        except _Unavailable as exc:
+            raise IntelligenceUnavailable(f"intelligence service at {self.url} unavailable: {exc}") from exc
 
+    def _ready(self) -> bool:
+        """May a call go out now? The breaker must allow it, and a service not heard from within the cool-down
+        must answer a health probe within the decide timeout (so a hung service costs that, not call_timeout)."""
+        if not self.breaker.allow():
+            return False
+        if self.breaker.answered_within(self.resilience.cooldown):
+            return True
+        try:
+            self._send("GET", _HEALTH, self.resilience.timeout)
+        except _Unavailable:
+            return False
+        except UserError:
+            pass  # it answered
+        return True
+
+    # --- delivery -------------------------------------------------------------------------------------
     def pending_outcomes(self) -> int:
-        """How many outcomes wait in the spool for this service."""
-        return self._ensure_sender().spool.count(self._endpoint)
+        """How many outcomes (and updates) wait in the spool for this service and key."""
+        return self._ensure_sender().spool.count(self.endpoint)
+
+    def dead_outcomes(self) -> int:
+        """How many the service refused for good (kept, with its reason: ``kalibr spool``)."""
+        return self._ensure_sender().spool.dead_count(self.endpoint)
 
     def _ensure_sender(self) -> SpoolSender:
         with self._lock:
             if self._sender is None:
-                spool = OutcomeSpool(self._spool_file())
-                self._sender = SpoolSender(spool, self._endpoint, self._deliver, self.breaker, self.resilience.cooldown)
+                delivery = Delivery(
+                    reports=self._deliver_batch,
+                    report_one=lambda payload: self._deliver_one(_REPORT, payload),
+                    update_one=lambda payload: self._deliver_one(_UPDATE, payload),
+                    ready=self._ready,
+                )
+                self._sender = SpoolSender(
+                    self._spool_file(), self.endpoint, delivery, self.breaker, self.resilience.cooldown
+                )
             return self._sender
 
-    def _deliver(self, payloads: list[dict[str, Any]]) -> list[str]:
-        """Send a batch; returns the trace ids the service settled (accepted, or rejected for good)."""
+    def _deliver_batch(self, payloads: list[dict[str, Any]]) -> list[tuple[int, str] | None]:
+        """Per payload: None when accepted, else the status and reason the service refused it with."""
+        answer = self._delivered(_REPORT_BATCH, {"outcomes": payloads})
         try:
-            body = self._send("POST", _REPORT_BATCH, self.resilience.call_timeout, json={"outcomes": payloads})
-        except UserError as exc:  # 401/403 and the like: keep the outcomes until the key is fixed
-            logger.warning("kalibr: the intelligence service refused outcomes (%s); they stay spooled", exc)
-            raise _Unavailable(str(exc)) from exc
-        settled = []
-        for result in body.get("results", []):
-            if result.get("status") != "accepted":
-                logger.warning("kalibr: outcome %s rejected: %s", result.get("trace_id"), result.get("message"))
-            settled.append(str(result.get("trace_id")))
-        return settled
+            results = wire.ReportBatchResponse.model_validate_json(answer).results
+        except ValidationError as exc:
+            raise _Unavailable(f"unusable batch answer: {exc}") from exc
+        if len(results) != len(payloads):
+            raise _Unavailable(f"the batch answer has {len(results)} results for {len(payloads)} outcomes")
+        return [None if r.status == "accepted" else (r.status_code, r.message or "rejected") for r in results]
+
+    def _deliver_one(self, route: str, payload: dict[str, Any]) -> None:
+        self._delivered(route, payload)
+
+    def _delivered(self, route: str, body: dict[str, Any]) -> bytes:
+        try:
+            return self._send("POST", route, self.resilience.call_timeout, json=body)
+        except _Rejected as exc:
+            if exc.status_code in (401, 403, 408, 429):  # the key or the rate: the outcomes wait, they are fine
+                logger.warning("kalibr: the intelligence service refused outcomes (%s); they stay spooled", exc)
+                raise _Unavailable(str(exc)) from exc
+            raise Refused(exc.status_code, exc.detail) from exc
 
     def flush(self) -> None:
         """Deliver every spooled outcome now, if the service answers (else they stay spooled)."""
-        if self._sender is not None or self._spool_file().exists():
-            self._ensure_sender().deliver_pending()
-
-    def _resume_spool(self) -> None:
-        """Once per client: outcomes a previous process left in the spool go out in the background."""
-        if not self._resumed:
-            self._resumed = True
-            if self._sender is None and self._spool_file().exists():
-                self._ensure_sender().wake()
+        self._ensure_sender().deliver_pending()
 
     def _spool_file(self) -> FilePath:
         return self._spool_path or default_spool_path()
@@ -272,11 +363,12 @@ class RemoteIntelligence:
             await client.aclose()
 
     def close(self) -> None:
+        """A last delivery if the service answers (bounded like any call); what is left stays spooled."""
         with self._lock:
             sender, self._sender = self._sender, None
             client, self._client = self._client, None
         if sender is not None:
-            sender.close()
+            sender.close(wait=self.resilience.call_timeout)
         if client is not None:
             client.close()
 
@@ -313,7 +405,7 @@ class RemoteIntelligence:
                 self._async_clients[loop] = client
             return client
 
-    def _send(self, method: str, url: str, timeout: float, **kwargs: Any) -> Any:
+    def _send(self, method: str, url: str, timeout: float, **kwargs: Any) -> bytes:
         try:
             response = self._sync_client().request(method, url, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
@@ -321,7 +413,7 @@ class RemoteIntelligence:
             raise _Unavailable(_describe(exc)) from exc
         return self._checked(response)
 
-    async def _asend(self, method: str, url: str, timeout: float, **kwargs: Any) -> Any:
+    async def _asend(self, method: str, url: str, timeout: float, **kwargs: Any) -> bytes:
         try:
             response = await self._async_client().request(method, url, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
@@ -329,18 +421,15 @@ class RemoteIntelligence:
             raise _Unavailable(_describe(exc)) from exc
         return self._checked(response)
 
-    def _checked(self, response: httpx.Response) -> Any:
-        """The JSON body of a 2xx; 5xx is the service failing, 4xx is ours (UserError with its message)."""
+    def _checked(self, response: httpx.Response) -> bytes:
+        """The body of a 2xx; 5xx is the service failing, 4xx is ours (``_Rejected``, a UserError)."""
         if response.status_code >= 500:
             self.breaker.record_failure()
             raise _Unavailable(f"HTTP {response.status_code} from the intelligence service")
         self.breaker.record_success()
         if response.status_code >= 400:
-            raise UserError(f"intelligence service refused the request: {_detail(response)}")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise _Unavailable("the intelligence service sent a body that is not JSON") from exc
+            raise _Rejected(response.status_code, _detail(response))
+        return response.content
 
 
 def _fallback(goal: str, paths: Sequence[Path], why: str) -> Decision:
@@ -380,13 +469,23 @@ def _tool_id(path: Path) -> str | None:
     return ",".join(names) if names else None
 
 
-def _constraints_body(constraints: Constraints | None) -> dict[str, float] | None:
+def _constraints_body(constraints: Constraints | None) -> wire.PolicyConstraints | None:
     if constraints is None:
         return None
-    body = {
-        name: getattr(constraints, name) for name in ("max_cost_usd", "max_latency_ms", "min_quality", "min_confidence")
-    }
-    return {name: value for name, value in body.items() if value is not None} or None
+    names = ("max_cost_usd", "max_latency_ms", "min_quality", "min_confidence")
+    given = {name: getattr(constraints, name) for name in names if getattr(constraints, name) is not None}
+    return wire.PolicyConstraints(**given) if given else None
+
+
+def _dumped(request: BaseModel) -> dict[str, Any]:
+    """A request model as the JSON body sent (fields left out mean "unchanged" or "unknown")."""
+    return request.model_dump(mode="json", exclude_none=True)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in exc.errors()
+    )
 
 
 def _describe(exc: httpx.HTTPError) -> str:
@@ -400,4 +499,4 @@ def _detail(response: httpx.Response) -> str:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
         detail = None
-    return f"HTTP {response.status_code}: {detail or response.text[:200]}"
+    return str(detail or response.text[:200])

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -103,6 +104,24 @@ class Backend:
         for engine in engines:
             engine.flush()
             engine.close()
+
+    def warm_up(self) -> None:
+        """Import and run, once at start, what a tenant's first decide would (the policy, numpy's generator, path
+        generation): ~200 ms that would push a fresh replica's first decide past a client's 50 ms timeout, and a
+        timeout opens the client's breaker."""
+        import kalibr.path_generation  # noqa: F401
+        from kalibr.stores.memory import MemoryStore
+
+        scratch = self._engine_factory(MemoryStore(), "warm-up")
+        try:
+            scratch.decide("warm_up", [Path("warm-up-a"), Path("warm-up-b")])
+        finally:
+            scratch.close()
+
+    def readiness(self) -> s.HealthResponse:
+        """Ready when the store answers (a StoreError is a 503 saying only that)."""
+        self.store.tenant_for_key("0" * 64)
+        return s.HealthResponse(status="ready")
 
     # --- paths ----------------------------------------------------------------------------------------------
     def register_path(self, tenant: str, request: s.PathRequest) -> s.PathResponse:
@@ -272,8 +291,7 @@ class Backend:
         """The path an outcome counts for: its decision's (``decided``: from this replica's memory, if it made the
         decision; else from the store), else the registered path of its ``model_id``."""
         if decided is None:
-            record = self.store.get_decision(tenant, request.trace_id)
-            decided = None if record is None else (record.goal, record.path_id, record.model)
+            decided = self._stored_decision(tenant, request.trace_id, wait=request.model_id is None)
         if decided is not None:
             goal, path_id, model = decided
             if goal != request.goal:
@@ -287,15 +305,40 @@ class Backend:
                 "send model_id as well so the outcome can be counted for that model's path"
             )
         matches = [r for r in self._paths.get(tenant, request.goal) if r.path.model == request.model_id]
-        if request.execution_params and len(matches) > 1:
-            same = [r for r in matches if dict(r.path.params) == request.execution_params]
-            matches = same or matches
-        if not matches:
-            raise NotFound(
-                f"unknown trace_id {request.trace_id!r}, and model_id {request.model_id!r} is no registered path "
-                f"of goal {request.goal!r}: register it with POST /api/v1/routing/paths"
+        if request.execution_params and matches:
+            # Params name one path of the model; a model's other paths count only if none of them is registered.
+            matches = [r for r in matches if dict(r.path.params) == request.execution_params] or (
+                [] if self._registers(request) else matches
             )
+        if not matches:
+            if not self._registers(request):
+                raise NotFound(
+                    f"unknown trace_id {request.trace_id!r}, and model_id {request.model_id!r} is no registered path "
+                    f"of goal {request.goal!r}: register it with POST /api/v1/routing/paths, or send "
+                    "execution_params (even {}) with the outcome so the service registers its path"
+                )
+            # The client says which path it took (a fallback during an outage, a store that was reset): that path
+            # is registered, as a decide naming it would, so no outcome is lost for want of a registration.
+            record = self._register(tenant, request.goal, request.model_id, request.execution_params, request.tool_id)
+            return record.path.path_id, record.path.model
         return matches[0].path.path_id, matches[0].path.model
+
+    @staticmethod
+    def _registers(request: s.ReportRequest) -> bool:
+        """An outcome that carries its path's params (our client always sends them) registers an unknown path;
+        one with a bare model_id (the official SDK) only counts for a registered path of that model."""
+        return request.model_id is not None and request.execution_params is not None
+
+    def _stored_decision(self, tenant: str, trace_id: str, *, wait: bool) -> tuple[str, str, str] | None:
+        """The decision of ``trace_id`` from the store. With ``wait``, a decision just made by another replica may
+        still be in that replica's write-behind queue (flushed every few ms): look again, briefly, before 404."""
+        for pause in (0.0, 0.01, 0.02, 0.04, 0.08) if wait else (0.0,):
+            if pause:
+                time.sleep(pause)  # bounded (150 ms in all); only for a report about to be refused
+            record = self.store.get_decision(tenant, trace_id)
+            if record is not None:
+                return record.goal, record.path_id, record.model
+        return None
 
     def update_outcome(self, tenant: str, request: s.UpdateRequest) -> s.UpdateResponse:
         score = request.score

@@ -72,16 +72,23 @@ def error_body(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def error_response(exc: BaseException, where: str) -> tuple[int, dict[str, Any]]:
-    """The status and body ``exc`` is answered with; store failures and bugs are logged (``where``: the request)."""
+    """The status and body ``exc`` is answered with, and one log line (``where``: the request) per refusal.
+
+    A refusal (4xx) is logged as one line without a traceback; a store failure as one line whose text stays in the
+    log: the body says only that the store is unavailable (a driver's message can hold the store's URL).
+    """
     if isinstance(exc, ServiceError):
-        return exc.status_code, error_body(exc.kind, exc.message)
-    if isinstance(exc, ValidationError | RequestValidationError):
+        status, body = exc.status_code, error_body(exc.kind, exc.message)
+    elif isinstance(exc, ValidationError | RequestValidationError):
         message, problems = describe_validation(exc.errors())
-        return 422, error_body("invalid_request", message, errors=problems)
-    if isinstance(exc, UserError):
-        return 422, error_body("invalid_request", str(exc))
-    if isinstance(exc, StoreError):
+        status, body = 422, error_body("invalid_request", message, errors=problems)
+    elif isinstance(exc, UserError):
+        status, body = 422, error_body("invalid_request", str(exc))
+    elif isinstance(exc, StoreError):
         logger.error("store error on %s: %s", where, exc)
-        return 503, error_body("store_unavailable", f"the store failed: {exc}; retry later")
-    logger.error("unexpected error on %s", where, exc_info=exc)
-    return 500, error_body("internal", "internal error (a bug, logged by the service)")
+        return 503, error_body("store_unavailable", "the store is unavailable; retry later")
+    else:
+        logger.error("unexpected error on %s", where, exc_info=exc)
+        return 500, error_body("internal", "internal error (a bug, logged by the service)")
+    logger.info("refused %s: %d %s", where, status, body["detail"][:300])
+    return status, body

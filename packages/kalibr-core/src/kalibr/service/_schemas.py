@@ -7,10 +7,11 @@ never sends them and loses nothing without them.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from kalibr._domain import check_goal
 from kalibr._types import FAILURE_CATEGORIES, WIRE_ONLY_FAILURE_CATEGORIES, FailureCategory
@@ -18,11 +19,15 @@ from kalibr._types import FAILURE_CATEGORIES, WIRE_ONLY_FAILURE_CATEGORIES, Fail
 __all__ = [
     "WIRE_FAILURE_CATEGORIES",
     "ConfigBody",
+    "ConfigQuery",
     "DecideRequest",
     "DecideResponse",
+    "ErrorBody",
     "HealthResponse",
+    "InsightsQuery",
     "PathRequest",
     "PathResponse",
+    "PathsQuery",
     "PathsResponse",
     "PolicyConstraints",
     "PolicyRequest",
@@ -39,14 +44,52 @@ WIRE_FAILURE_CATEGORIES: tuple[str, ...] = (*FAILURE_CATEGORIES, *WIRE_ONLY_FAIL
 
 WireFailureCategory = Literal[FailureCategory, "healed"]
 RiskLevel = Literal["low", "medium", "high"]
+MAX_ID_CHARS = 256
+MAX_REASON_CHARS = 2000
+MAX_PARAMS_BYTES = 4096
+MAX_METADATA_BYTES = 16384
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
+def _json_value(value: Any, limit: int) -> Any:
+    """A JSON object field must be finite numbers and NUL-free strings, ``limit`` bytes at most once serialized:
+    the same answer on every store (PostgreSQL rejects NaN in JSONB and NUL in text, SQLite takes both)."""
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except ValueError:
+        raise ValueError("numbers must be finite (no NaN or Infinity)") from None
+    if "\\u0000" in encoded:
+        raise ValueError("must not contain a NUL character")
+    if len(encoded.encode()) > limit:
+        raise ValueError(f"at most {limit} bytes once serialized as JSON")
+    return value
+
+
+def _params(value: dict[str, Any]) -> dict[str, Any]:
+    return _json_value(value, MAX_PARAMS_BYTES)  # type: ignore[no-any-return]
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    return _json_value(value, MAX_METADATA_BYTES)  # type: ignore[no-any-return]
+
+
 TraceId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
-ModelId = Annotated[str, Field(min_length=1, max_length=256)]
+ModelId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_no_nul)]
+Identifier = Annotated[str, Field(max_length=MAX_ID_CHARS), AfterValidator(_no_nul)]
+"""tool_id, pipeline_id, task_type: stored and returned on later decides, so bounded."""
+Params = Annotated[dict[str, Any], AfterValidator(_params)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
-Reason = Annotated[str, Field(max_length=2000)]
+Reason = Annotated[str, Field(max_length=MAX_REASON_CHARS), AfterValidator(_no_nul)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
 
 class _GoalRequest(_Request):
@@ -62,8 +105,8 @@ class PathRequest(_GoalRequest):
     """Register a path for a goal (``POST /api/v1/routing/paths``)."""
 
     model_id: ModelId
-    tool_id: str | None = None
-    params: dict[str, Any] | None = None
+    tool_id: Identifier | None = None
+    params: Params | None = None
     risk_level: RiskLevel = "low"
 
 
@@ -91,14 +134,14 @@ class CandidatePath(_Request):
     """Extension: a path our own client sends with ``decide`` so no separate registration is needed."""
 
     model_id: ModelId
-    params: dict[str, Any] | None = None
-    tool_id: str | None = None
+    params: Params | None = None
+    tool_id: Identifier | None = None
 
 
 class DecideRequest(_GoalRequest):
     task_risk_level: RiskLevel = "low"
-    pipeline_id: str | None = None
-    candidate_model_ids: list[ModelId] | None = None
+    pipeline_id: Identifier | None = None
+    candidate_model_ids: Annotated[list[ModelId], Field(max_length=100)] | None = None
     paths: Annotated[list[CandidatePath], Field(max_length=100)] | None = None
     """Extension: decide among exactly these paths, registering any the service has not seen."""
 
@@ -144,7 +187,7 @@ class PolicyConstraints(_Request):
 
 
 class PolicyRequest(_GoalRequest):
-    task_type: str | None = None
+    task_type: Identifier | None = None
     constraints: PolicyConstraints | None = None
     window_hours: Annotated[float, Field(gt=0, le=24 * 366)] = 168
 
@@ -167,11 +210,11 @@ class ReportRequest(_GoalRequest):
     score: Score | None = None
     failure_reason: Reason | None = None
     failure_category: WireFailureCategory | None = None
-    metadata: dict[str, Any] | None = None
-    tool_id: str | None = None
-    execution_params: dict[str, Any] | None = None
+    metadata: Metadata | None = None
+    tool_id: Identifier | None = None
+    execution_params: Params | None = None
     model_id: ModelId | None = None
-    pipeline_id: str | None = None
+    pipeline_id: Identifier | None = None
 
 
 class ReportResponse(BaseModel):
@@ -203,7 +246,7 @@ class UpdateRequest(_GoalRequest):
     score: Score | None = None
     failure_reason: Reason | None = None
     failure_category: WireFailureCategory | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class UpdateResponse(BaseModel):
@@ -215,3 +258,59 @@ class UpdateResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class _Query(BaseModel):
+    """Query strings are text: numbers and booleans are parsed from it (lax), unknown parameters ignored."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class _OptionalGoalQuery(_Query):
+    goal: str | None = None
+
+    @field_validator("goal")
+    @classmethod
+    def _valid_goal(cls, goal: str | None) -> str | None:
+        return None if goal is None else check_goal(goal)
+
+
+class PathsQuery(_OptionalGoalQuery):
+    include_disabled: bool = False
+
+
+class ConfigQuery(_Query):
+    goal: str = "*"
+
+    @field_validator("goal")
+    @classmethod
+    def _valid_goal(cls, goal: str) -> str:
+        return goal if goal == "*" else check_goal(goal)
+
+
+class InsightsQuery(_OptionalGoalQuery):
+    window_hours: Annotated[float, Field(gt=0, le=24 * 366)] = 168
+
+
+class Problem(BaseModel):
+    field: str
+    """The bad field, dotted (``outcomes.3.model_id``), or ``body``."""
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: ``detail`` names the problem and the fix; ``errors`` lists each bad field of a 422."""
+
+    detail: str
+    error: Literal[
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "payload_too_large",
+        "invalid_request",
+        "store_unavailable",
+        "internal",
+    ]
+    errors: list[Problem] | None = None

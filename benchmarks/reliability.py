@@ -1,0 +1,320 @@
+"""Reliability under faults: an outage replay, a hung service, a cold service, a flood of wrong keys.
+
+- Outage replay: ``tests/outage_replay.py`` at full size (3 apps x 1,000 outcomes, kill, fresh store, faulty proxy).
+- Hung service: a fresh process (cold imports) routes through a service that accepts and never answers; the first
+  completion's cost beyond the model call, then the cost while the breaker is open; and the first of every other
+  client call on a fresh client.
+- Cold start: the first 100 decides of a fresh client against a just-started ``kalibr serve``, 50 ms timeout.
+- Wrong-key flood: valid decide+report pairs/s on one replica, alone and beside 1,000 wrong-key requests/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path as FilePath
+from typing import Any
+
+from benchmarks.service import _Connection, _cpu_seconds, _pairs, _services
+
+ROOT = FilePath(__file__).resolve().parent.parent
+PG_ENV = "KALIBR_TEST_POSTGRES_URL"
+
+_HUNG_PROBE = r"""
+import json, socket, statistics, sys, tempfile, time
+from pathlib import Path as FilePath
+sandbox_url, openai_url, hung_url, folder, mode = sys.argv[1:6]
+import kalibr
+from kalibr._http import sync_client
+from kalibr.intelligence.remote import RemoteIntelligence, Resilience
+from kalibr.stores.base import OutcomeChanges
+
+resilience = Resilience(timeout=0.05, cooldown=600)
+
+
+class Timed(RemoteIntelligence):
+    # Times what the intelligence costs inside a completion: its decide and its report.
+
+    spent = {"decide": 0.0, "report": 0.0}
+
+    def decide(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().decide(*args, **kwargs)
+        finally:
+            self.spent["decide"] += time.perf_counter() - started
+
+    def report(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().report(*args, **kwargs)
+        finally:
+            self.spent["report"] += time.perf_counter() - started
+
+
+sync_client().get(sandbox_url)  # the model's connection is not the intelligence's cost
+remote = Timed(hung_url, spool=FilePath(folder) / "a.db", resilience=resilience)
+paths = [{"model": "sandbox-mini", "base_url": openai_url}]
+if mode == "embedded":  # a baseline: the same cold process deciding in-process
+    from kalibr.stores import MemoryStore
+    router = kalibr.Router("hung_goal", paths, store=MemoryStore())
+elif mode == "refused":  # the other: a service that is simply down (connection refused at once)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0)); free = probe.getsockname()[1]
+    down = RemoteIntelligence(f"http://127.0.0.1:{free}", spool=FilePath(folder) / "a.db", resilience=resilience)
+    router = kalibr.Router("hung_goal", paths, intelligence=down)
+else:
+    router = kalibr.Router("hung_goal", paths, intelligence=remote)
+messages = [{"role": "user", "content": "ping"}]
+started = time.perf_counter(); router.completion(messages); first = time.perf_counter() - started
+spent_first = {name: seconds * 1000 for name, seconds in Timed.spent.items()}
+later = []
+for _ in range(30):
+    started = time.perf_counter(); router.completion(messages); later.append(time.perf_counter() - started)
+if mode != "hung":
+    print(json.dumps({"first_ms": first * 1000}))
+    sys.exit(0)
+decides = []
+for _ in range(2000):
+    started = time.perf_counter(); router.decide(); decides.append(time.perf_counter() - started)
+calls = {}
+for name in ("update_outcome", "get_policy", "get_insights", "close"):
+    fresh = RemoteIntelligence(hung_url, spool=FilePath(folder) / f"{name}.db", resilience=resilience)
+    fresh.register_paths("hung_goal", router.paths)
+    started = time.perf_counter()
+    try:
+        if name == "update_outcome":
+            fresh.update_outcome("ab" * 16, "hung_goal", OutcomeChanges(score=0.5))
+        elif name == "get_policy":
+            fresh.get_policy("hung_goal")
+        elif name == "get_insights":
+            fresh.get_insights("hung_goal")
+        else:
+            fresh.decide("hung_goal", router.paths)  # a client in use, then closed
+            started = time.perf_counter()
+            fresh.close()
+    except kalibr.IntelligenceUnavailable:
+        pass
+    calls[name] = (time.perf_counter() - started) * 1000
+    if name != "close":
+        started = time.perf_counter()
+        try:
+            args = ("ab" * 16, "hung_goal", OutcomeChanges(score=0.5)) if name == "update_outcome" else ("hung_goal",)
+            getattr(fresh, name)(*args)
+        except kalibr.IntelligenceUnavailable:
+            pass
+        calls[name + "_again"] = (time.perf_counter() - started) * 1000
+decides.sort()
+print(json.dumps({
+    "first_ms": first * 1000, "model_ms": statistics.median(later) * 1000, "spent": spent_first,
+    "open_p50_us": statistics.median(decides) * 1e6, "open_p99_us": decides[int(len(decides) * 0.99) - 1] * 1e6,
+    "calls": calls,
+}))
+"""
+
+
+def _hung(quick: bool) -> dict[str, Any]:
+    import socket
+
+    from kalibr.sandbox import builtin_scenario, serve
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)  # accepted by the kernel, never answered
+    runs = []
+    with serve(builtin_scenario("standard"), seed=0) as sandbox, tempfile.TemporaryDirectory() as folder:
+        for attempt in range(1 if quick else 5):
+            run: dict[str, Any] = {}
+            for mode in ("embedded", "refused", "hung"):  # side by side, each in a fresh process
+                work = FilePath(folder) / f"{attempt}{mode}"
+                work.mkdir()
+                hung_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+                command = [sys.executable, "-c", _HUNG_PROBE, sandbox.url, sandbox.openai_base_url, hung_url]
+                answer = subprocess.run(
+                    [*command, str(work), mode], capture_output=True, text=True, check=True, cwd=ROOT
+                )
+                measured = json.loads(answer.stdout.strip().splitlines()[-1])
+                run |= {f"{mode}_first_ms": measured["first_ms"]} if mode != "hung" else measured
+            runs.append(run)
+    listener.close()
+    ordered = sorted(runs, key=lambda run: sum(run["spent"].values()))
+    return ordered[len(ordered) // 2]
+
+
+def _cold_start(quick: bool) -> dict[str, float]:
+    """Fallbacks among the first 100 decides of a fresh client against a just-started service (50 ms timeout)."""
+    from kalibr._domain import Path
+    from kalibr.intelligence.remote import RemoteIntelligence, Resilience
+    from kalibr.service._server import ServiceProcess
+
+    fallbacks, firsts = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for attempt in range(2 if quick else 5):
+            work = FilePath(folder)
+            store = f"sqlite:///{work / f'cold{attempt}.db'}"
+            with ServiceProcess(["--store", store, "--no-auth"], log_path=str(work / "serve.log")) as service:
+                remote = RemoteIntelligence(service.url, spool=work / f"s{attempt}.db", resilience=Resilience())
+                paths = [Path("model-a"), Path("model-b", params={"temperature": 0.2})]
+                started = time.perf_counter()
+                decisions = [remote.decide(f"cold_goal_{attempt}", paths)]
+                firsts.append((time.perf_counter() - started) * 1000)
+                decisions += [remote.decide(f"cold_goal_{attempt}", paths) for _ in range(99)]
+                fallbacks.append(sum(d.fallback for d in decisions))
+                remote.close()
+    return {"runs": len(fallbacks), "fallbacks": sum(fallbacks), "first_p50_ms": statistics.median(firsts),
+            "first_max_ms": max(firsts)}  # fmt: skip
+
+
+async def _flood(url: str, rate: float, seconds: float, fresh_keys: bool) -> int:
+    """Wrong-key decides at ``rate`` per second from 8 connections; returns how many were answered 401."""
+    wrong = "kal_" + secrets.token_urlsafe(32)
+    connections = [await _Connection.open(url, {}) for _ in range(8)]
+    refused = 0
+    deadline = time.perf_counter() + seconds
+
+    async def sender(connection: _Connection, share: float) -> None:
+        nonlocal refused
+        next_at = time.perf_counter()
+        while time.perf_counter() < deadline:
+            key = "kal_" + secrets.token_urlsafe(32) if fresh_keys else wrong
+            connection.headers = f"X-API-Key: {key}\r\n"
+            status, _ = await connection.post("/api/v1/routing/decide", {"goal": "bench_service"})
+            refused += status == 401
+            next_at += 1 / share
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+    await asyncio.gather(*(sender(c, rate / len(connections)) for c in connections))
+    for connection in connections:
+        connection.close()
+    return refused
+
+
+def flood(url: str, rate: float, seconds: float, fresh_keys: bool) -> None:
+    """Run in its own process (so the valid load's client keeps its CPU): prints how many were refused."""
+    print(asyncio.run(_flood(url, rate, seconds, fresh_keys)))
+
+
+def _flooded(store_url: str, quick: bool, workdir: FilePath) -> dict[str, float]:
+    seconds = 3.0 if quick else 8.0
+    with _services(store_url, 1, workdir) as (services, headers):
+        url = services[0].url
+        asyncio.run(_pairs([url], headers, 1.0, concurrency=8))  # warm up
+        pids = [services[0].pid] if services[0].pid is not None else []
+        cpu = _cpu_seconds(pids)
+        pairs = asyncio.run(_pairs([url], headers, seconds, concurrency=24))
+        pair_cpu = (_cpu_seconds(pids) or 0.0) - (cpu or 0.0)
+        figures = {"alone": pairs / seconds, "cpu_per_pair_ms": pair_cpu / max(pairs, 1) * 1000}
+        for label, fresh in (("one_key", False), ("fresh_keys", True)):
+            code = f"from benchmarks.reliability import flood; flood({url!r}, 1000.0, {seconds}, {fresh})"
+            flooder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            cpu = _cpu_seconds(pids)
+            valid = asyncio.run(_pairs([url], headers, seconds, concurrency=24))
+            out, _ = flooder.communicate(timeout=seconds + 60)
+            refused = int(out.strip().splitlines()[-1])
+            spent = (_cpu_seconds(pids) or 0.0) - (cpu or 0.0)
+            figures[label] = valid / seconds
+            figures[label + "_rate"] = refused / seconds
+            # The service's CPU beyond what its valid pairs cost, per refusal.
+            extra = spent - valid * figures["cpu_per_pair_ms"] / 1000
+            figures[label + "_cpu_ms"] = max(extra, 0.0) / max(refused, 1) * 1000
+    return figures
+
+
+def _outage(quick: bool) -> Any:
+    sys.path.insert(0, str(ROOT))
+    from tests.outage_replay import run_outage_replay
+
+    with tempfile.TemporaryDirectory() as folder:
+        return run_outage_replay(FilePath(folder), apps=3, outcomes=200 if quick else 1000)
+
+
+def run(quick: bool) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        "## Reliability under faults\n",
+        f"Loopback, {os.cpu_count()} cores (load average {load:.1f} at the start). Counts are exact; times are "
+        "from a shared machine and quoted beside their baseline.\n",
+    ]
+    replay = _outage(quick)
+    injected = ", ".join(f"{count} x {status}" for status, count in sorted(replay.injected.items()))
+    lines += [
+        "### Outage replay\n",
+        f"3 apps (processes), each with its own key and tenant, sharing the host's spool; {replay.reported // 3:,} "
+        "outcomes each. A third of the way in `kalibr serve` is killed; it restarts on a fresh store (keys restored). "
+        f'A proxy in front refused or failed requests: {injected}; any request holding a "poison" outcome '
+        "(1 in ~85) is refused for good (422).\n",
+        "| reported | delivered once, to its own tenant | dead-lettered with the service's reason | lost | doubled "
+        "| crossed tenants | drained after restart |",
+        "|---|---|---|---|---|---|---|",
+        f"| {replay.reported:,} | {replay.delivered - replay.doubled - replay.crossed:,} | {replay.dead_lettered:,} "
+        f"| {replay.lost} | {replay.doubled} | {replay.crossed} | {replay.seconds_to_drain:.1f} s |",
+    ]
+    print("\n".join(lines[-3:]))
+    hung = _hung(quick)
+    calls = hung["calls"]
+    spent = hung["spent"]
+    lines += [
+        "\n### A hung service, from a fresh process\n",
+        "A service that accepts connections and never answers; `Resilience(timeout=0.05)`. Each first call is "
+        "made by a fresh process, beside two baselines in fresh processes too: the same router with the embedded "
+        f"engine ({hung['embedded_first_ms']:.0f} ms for its first completion, first-use costs of the model call "
+        f"included) and with a service that is down, refusing connections ({hung['refused_first_ms']:.0f} ms). "
+        f"A warm completion takes {hung['model_ms']:.1f} ms. The time inside the intelligence client's `decide` and "
+        "`report` is measured within the completion. Median of 5 triples of processes.\n",
+        "| call | first call | next call (breaker open) |",
+        "|---|---|---|",
+        f"| `router.completion` | {hung['first_ms']:.0f} ms, of which the intelligence {sum(spent.values()):.1f} ms "
+        f"(decide {spent['decide']:.1f} ms with its 50 ms timeout, report {spent['report']:.2f} ms; target: "
+        "timeout + 5 ms) "
+        f"| decide p50 {hung['open_p50_us']:.0f} µs, p99 {hung['open_p99_us']:.0f} µs |",
+        f"| `update_outcome` (fresh client) | {calls['update_outcome']:.1f} ms (probe, then spooled) "
+        f"| {calls['update_outcome_again']:.2f} ms (spooled) |",
+        f"| `get_policy` (fresh client) | {calls['get_policy']:.1f} ms (probe) | {calls['get_policy_again']:.2f} ms |",
+        f"| `get_insights` (fresh client) | {calls['get_insights']:.1f} ms (probe) "
+        f"| {calls['get_insights_again']:.2f} ms |",
+        f"| `close()` after a timed-out decide | {calls['close']:.1f} ms | - |",
+    ]
+    print("\n".join(lines[-7:]))
+    cold = _cold_start(quick)
+    lines += [
+        "\n### A just-started service\n",
+        "| runs | decides | fell back | first decide p50 | first decide max | decide timeout |",
+        "|---|---|---|---|---|---|",
+        f"| {cold['runs']} | {cold['runs'] * 100} | {cold['fallbacks']} | {cold['first_p50_ms']:.1f} ms "
+        f"| {cold['first_max_ms']:.1f} ms | 50 ms |",
+        "\nThe service warms up (imports, the policy, numpy's generator) before it accepts connections; "
+        "without that the first decide took ~100-250 ms here.",
+    ]
+    print("\n".join(lines[-4:]))
+    lines += [
+        "\n### A flood of wrong keys\n",
+        "Valid decide+report pairs/s from 24 connections on one replica, alone and beside ~1,000 wrong-key "
+        "requests/s (one wrong key repeated, or a fresh random key each time) sent by another process. The "
+        "machine's 2 cores are shared by the service, both load generators and other work, so the ratio also "
+        "counts the flood generator's own CPU; the last column is the service's own CPU per refusal.\n",
+        "| store | alone | + one wrong key | ratio | + fresh wrong keys | ratio | service CPU: per valid pair "
+        "/ per refusal (one key, fresh keys) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        configs = [("SQLite", f"sqlite:///{FilePath(folder) / 'flood.db'}")]
+        if os.environ.get(PG_ENV):
+            configs.append(("PostgreSQL", os.environ[PG_ENV]))
+        for name, url in configs:
+            f = _flooded(url, quick, FilePath(folder))
+            row = (
+                f"| {name} | {f['alone']:,.0f} | {f['one_key']:,.0f} ({f['one_key_rate']:,.0f} refused/s) "
+                f"| {f['one_key'] / f['alone']:.0%} | {f['fresh_keys']:,.0f} ({f['fresh_keys_rate']:,.0f} refused/s) "
+                f"| {f['fresh_keys'] / f['alone']:.0%} | {f['cpu_per_pair_ms']:.2f} ms / {f['one_key_cpu_ms']:.3f} ms, "
+                f"{f['fresh_keys_cpu_ms']:.3f} ms |"
+            )
+            print(row)
+            lines.append(row)
+    return "\n".join(lines) + "\n"
