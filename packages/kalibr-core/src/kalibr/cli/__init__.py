@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "insights": "kalibr.cli.insights:insights",
     "policy": "kalibr.cli.insights:policy",
     "prune": "kalibr.cli.prune:prune",
+    "dashboard": "kalibr.cli.dashboard:dashboard",
 }
 
 

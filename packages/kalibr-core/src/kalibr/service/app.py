@@ -71,6 +71,9 @@ def build_app(
     _add_health_routes(app, store)
     _add_routing_routes(app, backend)
     _add_intelligence_routes(app, backend)
+    from kalibr.dashboard import create_dashboard, keys_of
+
+    app.mount("/dashboard", create_dashboard(store, tenant_for_key=keys_of(resolver)))
     return app
 
 

@@ -23,6 +23,7 @@ from psycopg import errors as pg_errors
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import _aggregates as agg
 from kalibr.stores import _postgres_queries as q
 from kalibr.stores._postgres_schema import migrate
 from kalibr.stores._records import (
@@ -41,7 +42,14 @@ from kalibr.stores._records import (
     translate_errors,
     utc,
 )
-from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+from kalibr.stores.base import (
+    DecisionOutcome,
+    DecisionRecord,
+    OutcomeBucket,
+    OutcomeChanges,
+    OutcomeRecord,
+    PathRecord,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -310,6 +318,42 @@ class PostgresStore:
         """Forget a key; False if there was no such key."""
         return self._transaction(lambda conn: conn.execute(q.DELETE_KEY, (key_hash,)).rowcount > 0)
 
+    # --- aggregates for the dashboard -------------------------------------------------------------------
+    @_translated
+    def outcome_buckets(
+        self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
+    ) -> list[OutcomeBucket]:
+        since = utc(since, "since")
+        if goal is None:
+            rows = self._query(agg.POSTGRES_ALL_BUCKETS, (since, bucket_seconds, tenant, since))
+        else:
+            rows = self._query(agg.POSTGRES_GOAL_BUCKETS, (since, bucket_seconds, tenant, goal, since))
+        return agg.buckets_from_rows(rows, since, bucket_seconds)
+
+    @_translated
+    def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
+        rows = self._query(agg.POSTGRES_LATENCY_PERCENTILES, (tenant, goal, utc(since, "since")))
+        return {path_id: (p50, p95) for path_id, p50, p95 in rows}
+
+    @_translated
+    def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
+        rows = self._query(agg.POSTGRES_FAILURE_COUNTS, (tenant, goal, utc(since, "since")))
+        return [(path_id, category, int(n)) for path_id, category, n in rows]
+
+    @_translated
+    def recent_decisions(
+        self,
+        tenant: str,
+        goal: str | None = None,
+        *,
+        path_id: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionOutcome]:
+        statement = agg.postgres_recent_decisions(goal, path_id, trace_id)
+        rows = self._query(statement, agg.decision_filters(tenant, goal, path_id, trace_id, limit))
+        return [agg.decision_outcome_from_row(row, _as_utc) for row in rows]
+
     def close(self) -> None:
         self._pool.close()
 
@@ -325,3 +369,7 @@ def _save_arms(conn: _Conn, tenant: str, arms: Iterable[tuple[str, ArmState]]) -
     rows = list(arms)
     if rows:
         conn.execute(q.SAVE_ARMS, (q.arms_json(rows), tenant))
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)

@@ -21,6 +21,7 @@ from typing import Any
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import StoreError, UserError
 from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import _aggregates as agg
 from kalibr.stores import _sqlite_queries as q
 from kalibr.stores._records import (
     arm_for,
@@ -42,7 +43,14 @@ from kalibr.stores._records import (
     translate_errors,
 )
 from kalibr.stores._sqlite_schema import migrate
-from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+from kalibr.stores.base import (
+    DecisionOutcome,
+    DecisionRecord,
+    OutcomeBucket,
+    OutcomeChanges,
+    OutcomeRecord,
+    PathRecord,
+)
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
@@ -365,6 +373,43 @@ class SQLiteStore:
         """Forget a key; False if there was no such key."""
         with self._write() as conn:
             return conn.execute(q.DELETE_KEY, (key_hash,)).rowcount > 0
+
+    # --- aggregates for the dashboard -------------------------------------------------------------------
+    @_translated
+    def outcome_buckets(
+        self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
+    ) -> list[OutcomeBucket]:
+        start = to_micros(since, "since")
+        width = max(1, round(bucket_seconds * 1_000_000))
+        if goal is None:
+            rows = self._conn().execute(agg.SQLITE_ALL_BUCKETS, (start, width, tenant, start))
+        else:
+            rows = self._conn().execute(agg.SQLITE_GOAL_BUCKETS, (start, width, tenant, goal, start))
+        return agg.buckets_from_rows(rows, from_micros(start), width / 1_000_000)
+
+    @_translated
+    def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
+        rows = self._conn().execute(agg.SQLITE_LATENCY_PERCENTILES, (tenant, goal, to_micros(since, "since")))
+        return {path_id: (p50, p95) for path_id, p50, p95 in rows}
+
+    @_translated
+    def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
+        rows = self._conn().execute(agg.SQLITE_FAILURE_COUNTS, (tenant, goal, to_micros(since, "since")))
+        return [(path_id, category, int(n)) for path_id, category, n in rows]
+
+    @_translated
+    def recent_decisions(
+        self,
+        tenant: str,
+        goal: str | None = None,
+        *,
+        path_id: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionOutcome]:
+        statement = agg.sqlite_recent_decisions(goal, path_id, trace_id)
+        rows = self._conn().execute(statement, agg.decision_filters(tenant, goal, path_id, trace_id, limit))
+        return [agg.decision_outcome_from_row(row, from_micros) for row in rows]
 
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""

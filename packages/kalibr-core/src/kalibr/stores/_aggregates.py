@@ -1,0 +1,160 @@
+"""The dashboard's reads: outcomes summed per time bucket, latency percentiles, failure counts and recent
+decisions joined to their outcomes, as SQL aggregates for SQLite and PostgreSQL (indexed ranges, GROUP BY), so a
+page never loads the outcome table into Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from kalibr.stores.base import DecisionOutcome, DecisionRecord, OutcomeBucket, OutcomeRecord
+
+__all__ = [
+    "buckets_from_rows",
+    "decision_filters",
+    "decision_outcome",
+    "decision_outcome_from_row",
+    "postgres_recent_decisions",
+    "sqlite_recent_decisions",
+]
+
+_SUMS = "COUNT(*), SUM(score), COALESCE(SUM(cost_usd), 0), COUNT(cost_usd), COALESCE(SUM(latency_ms), 0), "
+_SUMS += "COUNT(latency_ms)"
+
+# Times are integer microseconds in SQLite: a bucket is an integer division.
+SQLITE_GOAL_BUCKETS = (
+    f"SELECT goal, path_id, (reported_at - ?) / ? AS bucket, {_SUMS} FROM outcomes "
+    "WHERE tenant = ? AND goal = ? AND reported_at >= ? GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
+)
+SQLITE_ALL_BUCKETS = (
+    f"SELECT goal, path_id, (reported_at - ?) / ? AS bucket, {_SUMS} FROM outcomes "
+    "WHERE tenant = ? AND reported_at >= ? GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
+)
+# Nearest rank: the value at rank ceil(p * n), i.e. (p% * n + 99) / 100 in integers.
+SQLITE_LATENCY_PERCENTILES = """
+    SELECT path_id, MAX(CASE WHEN rank = (n + 1) / 2 THEN latency_ms END),
+        MAX(CASE WHEN rank = (95 * n + 99) / 100 THEN latency_ms END)
+    FROM (
+        SELECT path_id, latency_ms, ROW_NUMBER() OVER (PARTITION BY path_id ORDER BY latency_ms) AS rank,
+            COUNT(*) OVER (PARTITION BY path_id) AS n
+        FROM outcomes WHERE tenant = ? AND goal = ? AND reported_at >= ? AND latency_ms IS NOT NULL
+    ) GROUP BY path_id
+"""
+SQLITE_FAILURE_COUNTS = """
+    SELECT path_id, failure_category, COUNT(*) FROM outcomes
+    WHERE tenant = ? AND goal = ? AND reported_at >= ? AND failure_category IS NOT NULL
+    GROUP BY path_id, failure_category ORDER BY path_id, failure_category
+"""
+
+POSTGRES_GOAL_BUCKETS = (
+    f"SELECT goal, path_id, floor(extract(epoch FROM reported_at - %s) / %s)::bigint AS bucket, {_SUMS} "
+    "FROM outcomes WHERE tenant = %s AND goal = %s AND reported_at >= %s "
+    "GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
+)
+POSTGRES_ALL_BUCKETS = (
+    f"SELECT goal, path_id, floor(extract(epoch FROM reported_at - %s) / %s)::bigint AS bucket, {_SUMS} "
+    "FROM outcomes WHERE tenant = %s AND reported_at >= %s "
+    "GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
+)
+# percentile_disc is the nearest-rank percentile, as the SQLite statement computes it.
+POSTGRES_LATENCY_PERCENTILES = """
+    SELECT path_id, percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms),
+        percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms)
+    FROM outcomes WHERE tenant = %s AND goal = %s AND reported_at >= %s AND latency_ms IS NOT NULL
+    GROUP BY path_id
+"""
+POSTGRES_FAILURE_COUNTS = SQLITE_FAILURE_COUNTS.replace("?", "%s")
+
+_DECISION_COLUMNS = (
+    "d.trace_id, d.goal, d.path_id, d.model, d.exploration, d.decided_at, o.score, o.success, o.failure_category, "
+    "o.reason, o.cost_usd, o.latency_ms, o.source, o.reported_at"
+)
+
+
+def _recent_decisions(mark: str, goal: str | None, path_id: str | None, trace_id: str | None) -> str:
+    """Newest first by the primary key (tenant, trace_id), whose trace ids are ordered by time: no sort."""
+    filters = [name for name, value in (("goal", goal), ("path_id", path_id), ("trace_id", trace_id)) if value]
+    where = " AND ".join([f"d.tenant = {mark}", *(f"d.{name} = {mark}" for name in filters)])
+    return (
+        f"SELECT {_DECISION_COLUMNS} FROM decisions d "
+        "LEFT JOIN outcomes o ON o.tenant = d.tenant AND o.trace_id = d.trace_id "
+        f"WHERE {where} ORDER BY d.trace_id DESC LIMIT {mark}"
+    )
+
+
+def sqlite_recent_decisions(goal: str | None, path_id: str | None, trace_id: str | None) -> str:
+    return _recent_decisions("?", goal, path_id, trace_id)
+
+
+def postgres_recent_decisions(goal: str | None, path_id: str | None, trace_id: str | None) -> str:
+    return _recent_decisions("%s", goal, path_id, trace_id)
+
+
+def decision_filters(tenant: str, goal: str | None, path_id: str | None, trace_id: str | None, limit: int) -> list[Any]:
+    """The parameters of a ``*_recent_decisions`` statement, in its order."""
+    return [tenant, *(value for value in (goal, path_id, trace_id) if value), limit]
+
+
+def decision_outcome(record: DecisionRecord, outcome: OutcomeRecord | None) -> DecisionOutcome:
+    if outcome is None:
+        return DecisionOutcome(
+            record.trace_id, record.goal, record.path_id, record.model, record.exploration, record.decided_at
+        )
+    return DecisionOutcome(
+        record.trace_id,
+        record.goal,
+        record.path_id,
+        record.model,
+        record.exploration,
+        record.decided_at,
+        outcome.score,
+        outcome.success,
+        outcome.failure_category,
+        outcome.reason,
+        outcome.cost_usd,
+        outcome.latency_ms,
+        outcome.source,
+        outcome.reported_at,
+    )
+
+
+def decision_outcome_from_row(row: Sequence[Any], to_datetime: Callable[[Any], datetime]) -> DecisionOutcome:
+    """A ``*_recent_decisions`` row; ``to_datetime`` converts the store's stored times."""
+    trace_id, goal, path_id, model, exploration, decided_at, score, success, category, reason = row[:10]
+    cost, latency, source, reported_at = row[10:]
+    return DecisionOutcome(
+        trace_id,
+        goal,
+        path_id,
+        model,
+        bool(exploration),
+        to_datetime(decided_at),
+        score,
+        None if success is None else bool(success),
+        category,
+        reason,
+        cost,
+        latency,
+        source,
+        None if reported_at is None else to_datetime(reported_at),
+    )
+
+
+def buckets_from_rows(rows: Iterable[Sequence[Any]], since: datetime, bucket_seconds: float) -> list[OutcomeBucket]:
+    """``*_BUCKETS`` rows as buckets starting ``bucket_seconds`` apart from ``since``."""
+    return [
+        OutcomeBucket(
+            goal,
+            path_id,
+            since + timedelta(seconds=int(index) * bucket_seconds),
+            int(n),
+            float(score),
+            float(cost),
+            int(costs),
+            float(latency),
+            int(latencies),
+        )
+        for goal, path_id, index, n, score, cost, costs, latency, latencies in rows
+    ]
