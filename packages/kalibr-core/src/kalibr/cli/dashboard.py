@@ -29,9 +29,7 @@ __all__ = ["dashboard"]
 @click.option("--tenant", default="default", show_default=True, help="Tenant whose goals to show.")
 @click.option("--read-only", is_flag=True, help="Hide and refuse the actions (disable a path, set the config).")
 @click.option("--no-browser", is_flag=True, help="Print the link instead of opening it in a browser.")
-def dashboard(
-    store_url: str | None, host: str, port: int, tenant: str, read_only: bool, no_browser: bool
-) -> None:
+def dashboard(store_url: str | None, host: str, port: int, tenant: str, read_only: bool, no_browser: bool) -> None:
     """Serve the dashboard of a local store: goals, one goal's paths over time, recent decisions.
 
     Run it beside `kalibr demo --db demo.db` with `--store demo.db` to watch traffic move as it happens.

@@ -44,89 +44,122 @@ class _Unauthenticated(Exception):
 def build_dashboard(
     store: Store, *, tenant_for_key: TenantForKey, read_only: bool = False, clock: Callable[[], datetime] | None = None
 ) -> Starlette:
-    templates = Jinja2Templates(directory=_HERE / "templates")
-    templates.env.filters["pct"] = _pct
-    templates.env.filters["usd"] = _usd
-    templates.env.filters["ms"] = _ms
-    now = clock or (lambda: datetime.now(UTC))
+    pages = _Pages(store, tenant_for_key, read_only, clock or (lambda: datetime.now(UTC)))
+    return Starlette(
+        routes=[
+            Route("/", pages.goals, name="goals"),
+            Route("/login", pages.login, methods=["GET", "POST"], name="login"),
+            Route("/goals/{goal:path}/live", pages.goal_live, name="goal_live"),
+            Route("/goals/{goal:path}/series.json", pages.goal_series, name="goal_series"),
+            Route(
+                "/goals/{goal:path}/paths/{path_id}/enabled", pages.set_enabled, methods=["POST"], name="set_enabled"
+            ),
+            Route("/goals/{goal:path}/config", pages.set_config, methods=["POST"], name="set_config"),
+            Route("/goals/{goal:path}", pages.goal, name="goal"),
+            Route("/decisions", pages.decisions, name="decisions"),
+            Route("/traces/{trace_id}", pages.trace, name="trace"),
+            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+        ],
+        exception_handlers={
+            _Unauthenticated: _unauthenticated,
+            PermissionError: _refused,
+            UserError: _bad_input,
+            LookupError: _not_found,
+        },
+    )
 
-    def tenant_of(request: Request) -> str:
+
+class _Pages:
+    """The route handlers, sharing the store, the key check and the templates."""
+
+    def __init__(
+        self, store: Store, tenant_for_key: TenantForKey, read_only: bool, clock: Callable[[], datetime]
+    ) -> None:
+        self.store = store
+        self.tenant_for_key = tenant_for_key
+        self.read_only = read_only
+        self.clock = clock
+        self.templates = Jinja2Templates(directory=_HERE / "templates")
+        self.templates.env.filters.update(pct=_pct, usd=_usd, ms=_ms)
+
+    def tenant_of(self, request: Request) -> str:
         key = request.headers.get("x-api-key") or request.cookies.get(COOKIE)
-        tenant = tenant_for_key(key) if key else None
+        tenant = self.tenant_for_key(key) if key else None
         if tenant is None:
             raise _Unauthenticated
         return tenant
 
-    def page(request: Request, name: str, **context: Any) -> Response:
-        context.setdefault("read_only", read_only)
-        return templates.TemplateResponse(request, name, context)
+    def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        context.setdefault("read_only", self.read_only)
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
 
-    def window(request: Request) -> tuple[str, datetime, datetime]:
+    def window(self, request: Request) -> tuple[str, datetime, datetime]:
         chosen = request.query_params.get("window", "24h")
         if chosen not in WINDOWS:
             raise UserError(f"invalid window {chosen!r}: choose one of {', '.join(map(repr, WINDOWS))}")
-        moment = now()
+        moment = self.clock()
         return chosen, moment - timedelta(hours=WINDOWS[chosen]), moment
 
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         key = request.query_params.get("key")
-        error = None
         if request.method == "POST":
             key = str((await request.form()).get("key", "")).strip()
-        if key:
-            if tenant_for_key(key) is not None:
-                response = RedirectResponse(request.url_for("goals"), status_code=303)
-                response.set_cookie(
-                    COOKIE,
-                    key,
-                    httponly=True,
-                    samesite="strict",
-                    secure=request.url.scheme == "https",
-                    path=request.scope.get("root_path") or "/",
-                )
-                return response
+        if not key:
+            return self.page(request, "login.html", error=None)
+        if self.tenant_for_key(key) is None:
             error = "that key is not valid: create one with `kalibr keys create --tenant NAME`"
-        return page(request, "login.html", error=error, status_code=401 if error else 200)
+            return self.page(request, "login.html", status_code=401, error=error)
+        response = RedirectResponse(request.url_for("goals"), status_code=303)
+        response.set_cookie(
+            COOKIE,
+            key,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path=request.scope.get("root_path") or "/",
+        )
+        return response
 
-    def goals(request: Request) -> Response:
-        tenant = tenant_of(request)
-        chosen, since, moment = window(request)
-        rows = views.goal_rows(store, tenant, since, moment)
-        return page(request, "goals.html", rows=rows, window=chosen, windows=WINDOWS, tenant=tenant)
+    def goals(self, request: Request) -> Response:
+        tenant = self.tenant_of(request)
+        chosen, since, moment = self.window(request)
+        rows = views.goal_rows(self.store, tenant, since, moment)
+        return self.page(request, "goals.html", rows=rows, window=chosen, windows=WINDOWS, tenant=tenant)
 
-    def goal_context(request: Request) -> dict[str, Any]:
-        tenant = tenant_of(request)
-        goal = _known_goal(store, tenant, request.path_params["goal"])
-        chosen, since, moment = window(request)
-        view = views.goal_view(store, tenant, goal, since, moment)
+    def goal_context(self, request: Request) -> dict[str, Any]:
+        tenant = self.tenant_of(request)
+        goal = _known_goal(self.store, tenant, request.path_params["goal"])
+        chosen, since, moment = self.window(request)
+        view = views.goal_view(self.store, tenant, goal, since, moment)
         return {"view": view, "window": chosen, "windows": WINDOWS, "tenant": tenant}
 
-    def goal(request: Request) -> Response:
-        return page(request, "goal.html", **goal_context(request))
+    def goal(self, request: Request) -> Response:
+        return self.page(request, "goal.html", **self.goal_context(request))
 
-    def goal_live(request: Request) -> Response:
-        return page(request, "_goal_live.html", **goal_context(request))
+    def goal_live(self, request: Request) -> Response:
+        return self.page(request, "_goal_live.html", **self.goal_context(request))
 
-    def goal_series(request: Request) -> Response:
-        tenant = tenant_of(request)
-        goal = _known_goal(store, tenant, request.path_params["goal"])
-        _, since, moment = window(request)
-        return JSONResponse(views.goal_series(store, tenant, goal, since, moment))
+    def goal_series(self, request: Request) -> Response:
+        tenant = self.tenant_of(request)
+        goal = _known_goal(self.store, tenant, request.path_params["goal"])
+        _, since, moment = self.window(request)
+        return JSONResponse(views.goal_series(self.store, tenant, goal, since, moment))
 
-    def decisions(request: Request) -> Response:
-        tenant = tenant_of(request)
+    def decisions(self, request: Request) -> Response:
+        tenant = self.tenant_of(request)
         query = request.query_params
         goal = query.get("goal") or None
         if goal is not None:
             check_goal(goal)
         path_id = query.get("path_id") or None
-        rows = store.recent_decisions(tenant, goal, path_id=path_id, trace_id=query.get("trace_id") or None, limit=200)
-        paths = store.list_paths(tenant, goal, include_disabled=True)
-        return page(
+        trace_id = query.get("trace_id") or None
+        rows = self.store.recent_decisions(tenant, goal, path_id=path_id, trace_id=trace_id, limit=200)
+        paths = self.store.list_paths(tenant, goal, include_disabled=True)
+        return self.page(
             request,
             "decisions.html",
             rows=rows,
-            goals=store.goals(tenant),
+            goals=self.store.goals(tenant),
             paths=paths,
             labels={record.path.path_id: views.path_label(record) for record in paths},
             goal=goal,
@@ -134,83 +167,67 @@ def build_dashboard(
             tenant=tenant,
         )
 
-    def trace(request: Request) -> Response:
-        tenant = tenant_of(request)
-        found = store.recent_decisions(tenant, trace_id=request.path_params["trace_id"], limit=1)
+    def trace(self, request: Request) -> Response:
+        tenant = self.tenant_of(request)
+        found = self.store.recent_decisions(tenant, trace_id=request.path_params["trace_id"], limit=1)
         if not found:
-            return page(request, "missing.html", what="trace", status_code=404, tenant=tenant)
-        return page(request, "trace.html", row=found[0], tenant=tenant)
+            return self.page(request, "missing.html", status_code=404, what="trace", tenant=tenant)
+        return self.page(request, "trace.html", row=found[0], tenant=tenant)
 
-    def guard(request: Request) -> str:
-        tenant = tenant_of(request)
-        if read_only:
+    def guard(self, request: Request) -> str:
+        """The tenant of an action, refused in read-only mode or without the header a cross-site form lacks."""
+        tenant = self.tenant_of(request)
+        if self.read_only:
             raise PermissionError("this dashboard is read-only (started with --read-only)")
         if "hx-request" not in request.headers and "x-api-key" not in request.headers:
             raise PermissionError("actions come from the dashboard's own buttons (the HX-Request header is missing)")
         return tenant
 
-    async def set_enabled(request: Request) -> Response:
-        tenant = guard(request)
-        goal = _known_goal(store, tenant, request.path_params["goal"])
+    async def set_enabled(self, request: Request) -> Response:
+        tenant = self.guard(request)
+        goal = _known_goal(self.store, tenant, request.path_params["goal"])
         path_id = request.path_params["path_id"]
-        records = [r for r in store.list_paths(tenant, goal, include_disabled=True) if r.path.path_id == path_id]
+        records = [r for r in self.store.list_paths(tenant, goal, include_disabled=True) if r.path.path_id == path_id]
         if not records:
-            return PlainTextResponse(f"goal {goal!r} has no path {path_id!r}", status_code=404)
+            raise LookupError(f"goal {goal!r} has no path {path_id!r}")
         enabled = str((await request.form()).get("enabled")) == "1"
-        store.set_path_enabled(tenant, path_id, enabled)
+        self.store.set_path_enabled(tenant, path_id, enabled)
         data = {"path_id": path_id, "model": records[0].path.model, "by": "dashboard"}
-        store.record_event(tenant, goal, "path_enabled" if enabled else "path_disabled", data)
+        self.store.record_event(tenant, goal, "path_enabled" if enabled else "path_disabled", data)
         return Response(status_code=204, headers={"HX-Refresh": "true"})
 
-    async def set_config(request: Request) -> Response:
-        tenant = guard(request)
-        goal = _known_goal(store, tenant, request.path_params["goal"])
+    async def set_config(self, request: Request) -> Response:
+        tenant = self.guard(request)
+        goal = _known_goal(self.store, tenant, request.path_params["goal"])
         form = await request.form()
-        current = store.get_config(tenant, goal)
+        current = self.store.get_config(tenant, goal)
         config = _config_from_form(current, {name: str(form.get(name, "")) for name in _CONFIG_FIELDS})
-        store.set_config(tenant, goal, config)
+        self.store.set_config(tenant, goal, config)
         changed = {
             name: {"from": getattr(current, name), "to": getattr(config, name)}
             for name in _CONFIG_FIELDS
             if getattr(current, name) != getattr(config, name)
         }
-        store.record_event(tenant, goal, "config_changed", {"changes": changed, "by": "dashboard"})
+        self.store.record_event(tenant, goal, "config_changed", {"changes": changed, "by": "dashboard"})
         return Response(status_code=204, headers={"HX-Refresh": "true"})
 
-    async def unauthenticated(request: Request, exc: Exception) -> Response:
-        if request.method == "GET" and "hx-request" not in request.headers and "json" not in request.url.path:
-            return RedirectResponse(request.url_for("login"), status_code=303)
-        return PlainTextResponse("an API key is needed: log in again", status_code=401)
 
-    async def refused(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), status_code=403)
+async def _unauthenticated(request: Request, exc: Exception) -> Response:
+    if request.method == "GET" and "hx-request" not in request.headers:
+        return RedirectResponse(request.url_for("login"), status_code=303)
+    return PlainTextResponse("an API key is needed: log in again", status_code=401)
 
-    async def bad_input(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), status_code=422 if request.method == "POST" else 400)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), status_code=404)
+async def _refused(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=403)
 
-    return Starlette(
-        routes=[
-            Route("/", goals, name="goals"),
-            Route("/login", login, methods=["GET", "POST"], name="login"),
-            Route("/goals/{goal:path}/live", goal_live, name="goal_live"),
-            Route("/goals/{goal:path}/series.json", goal_series, name="goal_series"),
-            Route("/goals/{goal:path}/paths/{path_id}/enabled", set_enabled, methods=["POST"], name="set_enabled"),
-            Route("/goals/{goal:path}/config", set_config, methods=["POST"], name="set_config"),
-            Route("/goals/{goal:path}", goal, name="goal"),
-            Route("/decisions", decisions, name="decisions"),
-            Route("/traces/{trace_id}", trace, name="trace"),
-            Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
-        ],
-        exception_handlers={
-            _Unauthenticated: unauthenticated,
-            PermissionError: refused,
-            UserError: bad_input,
-            LookupError: not_found,
-        },
-    )
+
+async def _bad_input(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=422 if request.method == "POST" else 400)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=404)
 
 
 def _known_goal(store: Store, tenant: str, goal: str) -> str:

@@ -135,7 +135,9 @@ def goal_rows(store: Store, tenant: str, since: datetime, now: datetime) -> list
         totals = _total(buckets)
         found = _signals(goal_trend, registered, arms, totals)
         degraded = goal_trend["direction"] == "declining" or any(on_probation(arm) for arm in arms)
-        rows.append(GoalRow(goal, status(totals.success_rate, totals.outcomes, degraded=degraded), totals, goal_trend, found))
+        rows.append(
+            GoalRow(goal, status(totals.success_rate, totals.outcomes, degraded=degraded), totals, goal_trend, found)
+        )
     order = {"failing": 0, "degraded": 1, "insufficient_data": 2, "healthy": 3}
     rows.sort(key=lambda row: (order[row.status], row.goal))
     return rows
@@ -223,7 +225,9 @@ def goal_view(store: Store, tenant: str, goal: str, since: datetime, now: dateti
         failures.setdefault(path_id, {})[category] = count
     arms = store.load_arms(tenant, goal, [record.path for record in registered])
     events = store.events(tenant, goal, since)
-    generated = {str(e["data"].get("path_id")) for e in store.events(tenant, goal, _EPOCH) if e["kind"] == "path_generated"}
+    generated = {
+        str(e["data"].get("path_id")) for e in store.events(tenant, goal, _EPOCH) if e["kind"] == "path_generated"
+    }
     rows = []
     for record, arm in zip(registered, arms, strict=True):
         path_id = record.path.path_id
@@ -231,8 +235,16 @@ def goal_view(store: Store, tenant: str, goal: str, since: datetime, now: dateti
         share = path_totals.outcomes / totals.outcomes if totals.outcomes else 0.0
         interval = wilson_interval(path_totals.score_sum, path_totals.outcomes)
         rows.append(
-            PathRow(record, path_totals, share, interval, latency.get(path_id), failures.get(path_id, {}), arm,
-                    path_id in generated)
+            PathRow(
+                record,
+                path_totals,
+                share,
+                interval,
+                latency.get(path_id),
+                failures.get(path_id, {}),
+                arm,
+                path_id in generated,
+            )
         )
     goal_trend = trend(buckets)
     degraded = goal_trend["direction"] == "declining" or any(row.on_probation for row in rows)
@@ -346,26 +358,28 @@ def goal_series(store: Store, tenant: str, goal: str, since: datetime, now: date
     starts = [start + timedelta(seconds=i * width) for i in range(CHART_BUCKETS + 1)]
     index = {moment: i for i, moment in enumerate(starts)}
     per_bucket = [0] * len(starts)
-    paths: dict[str, dict[str, list[float | None]]] = {}
+    counts: dict[str, list[int]] = {}
+    success: dict[str, list[float | None]] = {}
     for bucket in buckets:
         i = index.get(bucket.start)
         if i is None:
             continue
         per_bucket[i] += bucket.outcomes
-        series = paths.setdefault(bucket.path_id, {"n": [0.0] * len(starts), "success": [None] * len(starts)})
-        series["n"][i] = float(bucket.outcomes)
-        series["success"][i] = bucket.score_sum / bucket.outcomes
-    labels = {record.path.path_id: path_label(record) for record in store.list_paths(tenant, goal, include_disabled=True)}
+        counts.setdefault(bucket.path_id, [0] * len(starts))[i] = bucket.outcomes
+        success.setdefault(bucket.path_id, [None] * len(starts))[i] = bucket.score_sum / bucket.outcomes
+    labels = {
+        record.path.path_id: path_label(record) for record in store.list_paths(tenant, goal, include_disabled=True)
+    }
     return {
         "t": [moment.timestamp() for moment in starts],
         "paths": [
             {
                 "path_id": path_id,
                 "label": labels.get(path_id, path_id),
-                "share": [n / total if total else None for n, total in zip(series["n"], per_bucket, strict=True)],
-                "success": series["success"],
+                "share": [n / total if total else None for n, total in zip(counts[path_id], per_bucket, strict=True)],
+                "success": success[path_id],
             }
-            for path_id, series in sorted(paths.items(), key=lambda kv: labels.get(kv[0], kv[0]))
+            for path_id in sorted(counts, key=lambda path_id: labels.get(path_id, path_id))
         ],
         "marks": [
             {"t": datetime.fromisoformat(e["at"]).timestamp(), "kind": e["kind"], "label": _mark_label(e)}
