@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -103,7 +104,7 @@ class _Pages:
     async def login(self, request: Request) -> Response:
         key = request.query_params.get("key")
         if request.method == "POST":
-            key = str((await request.form()).get("key", "")).strip()
+            key = (await _form(request)).get("key", "").strip()
         if not key:
             return self.page(request, "login.html", error=None)
         if self.tenant_for_key(key) is None:
@@ -190,7 +191,7 @@ class _Pages:
         records = [r for r in self.store.list_paths(tenant, goal, include_disabled=True) if r.path.path_id == path_id]
         if not records:
             raise LookupError(f"goal {goal!r} has no path {path_id!r}")
-        enabled = str((await request.form()).get("enabled")) == "1"
+        enabled = (await _form(request)).get("enabled") == "1"
         self.store.set_path_enabled(tenant, path_id, enabled)
         data = {"path_id": path_id, "model": records[0].path.model, "by": "dashboard"}
         self.store.record_event(tenant, goal, "path_enabled" if enabled else "path_disabled", data)
@@ -199,9 +200,9 @@ class _Pages:
     async def set_config(self, request: Request) -> Response:
         tenant = self.guard(request)
         goal = _known_goal(self.store, tenant, request.path_params["goal"])
-        form = await request.form()
+        form = await _form(request)
         current = self.store.get_config(tenant, goal)
-        config = _config_from_form(current, {name: str(form.get(name, "")) for name in _CONFIG_FIELDS})
+        config = _config_from_form(current, {name: form.get(name, "") for name in _CONFIG_FIELDS})
         self.store.set_config(tenant, goal, config)
         changed = {
             name: {"from": getattr(current, name), "to": getattr(config, name)}
@@ -228,6 +229,13 @@ async def _bad_input(request: Request, exc: Exception) -> Response:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(str(exc), status_code=404)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A URL-encoded form (what the dashboard's forms and htmx send), without the multipart parser's dependency."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise UserError("send the form URL-encoded (application/x-www-form-urlencoded)")
+    return {name: values[-1] for name, values in parse_qs((await request.body()).decode()).items()}
 
 
 def _known_goal(store: Store, tenant: str, goal: str) -> str:
