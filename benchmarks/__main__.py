@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SECTIONS = ("routing", "overhead", "service", "adapters", "insights")
+SECTIONS = ("routing", "overhead", "service", "adapters", "insights", "dashboard")
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 

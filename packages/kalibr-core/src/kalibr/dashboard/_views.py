@@ -298,7 +298,7 @@ def _sensitivity(rows: Sequence[PathRow]) -> list[dict[str, Any]]:
                 "model": model,
                 "param": param,
                 "fixed": json.loads(others),
-                "values": [(value, rate, row.totals.outcomes, row.interval) for value, rate, row in rates],
+                "measured": [(value, rate, row.totals.outcomes, row.interval) for value, rate, row in rates],
                 "best_value": best[0],
                 "difference": best[1] - worst[1],
             }
@@ -332,21 +332,27 @@ def _recommendation(rows: Sequence[PathRow], config: PolicyConfig) -> dict[str, 
 def fine_buckets(
     store: Store, tenant: str, goal: str, since: datetime, now: datetime
 ) -> tuple[datetime, float, list[OutcomeBucket]]:
-    """The goal's outcomes in ``CHART_BUCKETS`` buckets: (start, bucket width in seconds, buckets).
+    """The goal's outcomes in about ``CHART_BUCKETS`` buckets: (start, bucket width in seconds, buckets).
 
     When they fill only a few buckets (traffic began late in the window, as in a demo of a few seconds), the
     buckets start again from the first one that has outcomes, up to three times: each narrows them 60-fold.
     """
-    start = since
-    width = max(_MIN_WIDTH, (now - start).total_seconds() / CHART_BUCKETS)
+    start, width = _grid(since, now)
     buckets = store.outcome_buckets(tenant, goal, start, width)
     for _ in range(3):
         if not buckets or width <= _MIN_WIDTH or len({b.start for b in buckets}) >= CHART_BUCKETS // 6:
             break
-        start = min(b.start for b in buckets)
-        width = max(_MIN_WIDTH, (now - start).total_seconds() / CHART_BUCKETS)
+        start, width = _grid(min(b.start for b in buckets), now)
         buckets = store.outcome_buckets(tenant, goal, start, width)
     return start, width, buckets
+
+
+def _grid(since: datetime, now: datetime) -> tuple[datetime, float]:
+    """Buckets of a minute or more are whole minutes from a whole minute (the store's per-minute roll-ups)."""
+    width = (now - since).total_seconds() / CHART_BUCKETS
+    if width < 60:
+        return since, max(_MIN_WIDTH, width)
+    return since.replace(second=0, microsecond=0), 60.0 * math.ceil(width / 60)
 
 
 _MIN_WIDTH = 0.5

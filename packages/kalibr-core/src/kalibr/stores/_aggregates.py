@@ -1,21 +1,25 @@
 """The dashboard's reads: outcomes summed per time bucket, latency percentiles, failure counts and recent
-decisions joined to their outcomes, as SQL aggregates for SQLite and PostgreSQL (indexed ranges, GROUP BY), so a
-page never loads the outcome table into Python.
+decisions joined to their outcomes. Buckets of a minute or more, percentiles and failure counts come from the
+roll-ups (``_rollups``); buckets under a minute (a chart of the last hour at most) group the outcomes themselves.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from kalibr._exceptions import UserError
 from kalibr.stores.base import DecisionOutcome, DecisionRecord, OutcomeBucket, OutcomeRecord
 
 __all__ = [
     "buckets_from_rows",
+    "check_buckets",
     "decision_filters",
     "decision_outcome",
     "decision_outcome_from_row",
+    "hour_of",
     "postgres_recent_decisions",
     "sqlite_recent_decisions",
 ]
@@ -23,7 +27,7 @@ __all__ = [
 _SUMS = "COUNT(*), SUM(score), COALESCE(SUM(cost_usd), 0), COUNT(cost_usd), COALESCE(SUM(latency_ms), 0), "
 _SUMS += "COUNT(latency_ms)"
 
-# Times are integer microseconds in SQLite: a bucket is an integer division.
+# Buckets under a minute, from the outcomes. Times are integer microseconds in SQLite: an integer division.
 SQLITE_GOAL_BUCKETS = (
     f"SELECT goal, path_id, (reported_at - ?) / ? AS bucket, {_SUMS} FROM outcomes "
     "WHERE tenant = ? AND goal = ? AND reported_at >= ? GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
@@ -32,22 +36,6 @@ SQLITE_ALL_BUCKETS = (
     f"SELECT goal, path_id, (reported_at - ?) / ? AS bucket, {_SUMS} FROM outcomes "
     "WHERE tenant = ? AND reported_at >= ? GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
 )
-# Nearest rank: the value at rank ceil(p * n), i.e. (p% * n + 99) / 100 in integers.
-SQLITE_LATENCY_PERCENTILES = """
-    SELECT path_id, MAX(CASE WHEN rank = (n + 1) / 2 THEN latency_ms END),
-        MAX(CASE WHEN rank = (95 * n + 99) / 100 THEN latency_ms END)
-    FROM (
-        SELECT path_id, latency_ms, ROW_NUMBER() OVER (PARTITION BY path_id ORDER BY latency_ms) AS rank,
-            COUNT(*) OVER (PARTITION BY path_id) AS n
-        FROM outcomes WHERE tenant = ? AND goal = ? AND reported_at >= ? AND latency_ms IS NOT NULL
-    ) GROUP BY path_id
-"""
-SQLITE_FAILURE_COUNTS = """
-    SELECT path_id, failure_category, COUNT(*) FROM outcomes
-    WHERE tenant = ? AND goal = ? AND reported_at >= ? AND failure_category IS NOT NULL
-    GROUP BY path_id, failure_category ORDER BY path_id, failure_category
-"""
-
 POSTGRES_GOAL_BUCKETS = (
     f"SELECT goal, path_id, floor(extract(epoch FROM reported_at - %s) / %s)::bigint AS bucket, {_SUMS} "
     "FROM outcomes WHERE tenant = %s AND goal = %s AND reported_at >= %s "
@@ -58,15 +46,6 @@ POSTGRES_ALL_BUCKETS = (
     "FROM outcomes WHERE tenant = %s AND reported_at >= %s "
     "GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
 )
-# percentile_disc is the nearest-rank percentile, as the SQLite statement computes it.
-POSTGRES_LATENCY_PERCENTILES = """
-    SELECT path_id, percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms),
-        percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms)
-    FROM outcomes WHERE tenant = %s AND goal = %s AND reported_at >= %s AND latency_ms IS NOT NULL
-    GROUP BY path_id
-"""
-POSTGRES_FAILURE_COUNTS = SQLITE_FAILURE_COUNTS.replace("?", "%s")
-
 _DECISION_COLUMNS = (
     "d.trace_id, d.goal, d.path_id, d.model, d.exploration, d.decided_at, o.score, o.success, o.failure_category, "
     "o.reason, o.cost_usd, o.latency_ms, o.source, o.reported_at"
@@ -158,3 +137,19 @@ def buckets_from_rows(rows: Iterable[Sequence[Any]], since: datetime, bucket_sec
         )
         for goal, path_id, index, n, score, cost, costs, latency, latencies in rows
     ]
+
+
+def check_buckets(since: datetime, bucket_seconds: float) -> None:
+    """Buckets of a minute or more come from per-minute roll-ups: whole minutes, from a whole minute."""
+    if not bucket_seconds > 0:
+        raise UserError(f"invalid bucket_seconds {bucket_seconds!r}: give a positive number of seconds")
+    if bucket_seconds >= 60 and (bucket_seconds % 60 or since.second or since.microsecond):
+        raise UserError(
+            f"buckets of {bucket_seconds!r} s from {since.isoformat()!r}: buckets of a minute or more must be whole "
+            "minutes and start on a whole minute (round both down)"
+        )
+
+
+def hour_of(since: datetime) -> int:
+    """The hour (since the epoch) that contains ``since``: roll-up details start there."""
+    return math.floor(since.timestamp() / 3600)

@@ -7,7 +7,6 @@ on it says something about them too.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores._aggregates import decision_outcome
+from kalibr.stores._aggregates import check_buckets, decision_outcome, hour_of
 from kalibr.stores._records import (
     changed_outcome,
     decision_record,
@@ -27,6 +26,7 @@ from kalibr.stores._records import (
     storable_path,
     utc,
 )
+from kalibr.stores._rollups import latency_bin, percentiles_from_bins
 from kalibr.stores.base import (
     DecisionOutcome,
     DecisionRecord,
@@ -270,6 +270,7 @@ class MemoryStore:
         self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
     ) -> list[OutcomeBucket]:
         since = utc(since, "since")
+        check_buckets(since, bucket_seconds)
         sums: dict[tuple[str, int, str], list[float]] = {}
         for record in self._outcomes_since(tenant, goal, since):
             index = int((record.reported_at - since).total_seconds() // bucket_seconds)
@@ -298,20 +299,20 @@ class MemoryStore:
         ]
 
     def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
-        by_path: dict[str, list[float]] = {}
-        for record in self._outcomes_since(tenant, goal, since):
+        bins: dict[str, Counter[int]] = {}
+        for record in self._outcomes_since(tenant, goal, _hour_start(since)):
             if record.latency_ms is not None:
-                by_path.setdefault(record.path_id, []).append(record.latency_ms)
+                bins.setdefault(record.path_id, Counter())[latency_bin(record.latency_ms)] += 1
         found = {}
-        for path_id, values in by_path.items():
-            values.sort()
-            found[path_id] = (values[math.ceil(0.5 * len(values)) - 1], values[math.ceil(0.95 * len(values)) - 1])
+        for path_id, counts in bins.items():
+            p50, p95 = percentiles_from_bins(counts.items(), (0.5, 0.95))
+            found[path_id] = (p50, p95)
         return found
 
     def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
         counts = Counter(
             (record.path_id, record.failure_category)
-            for record in self._outcomes_since(tenant, goal, since)
+            for record in self._outcomes_since(tenant, goal, _hour_start(since))
             if record.failure_category is not None
         )
         return [(path_id, category, n) for (path_id, category), n in sorted(counts.items())]
@@ -336,3 +337,8 @@ class MemoryStore:
             ]
         found.sort(key=lambda pair: pair[0].trace_id, reverse=True)
         return [decision_outcome(record, result) for record, result in found[:limit]]
+
+
+def _hour_start(since: datetime) -> datetime:
+    """Percentiles and failure counts cover whole hours, as the SQL stores' hourly roll-ups do."""
+    return datetime.fromtimestamp(hour_of(utc(since, "since")) * 3600, UTC)

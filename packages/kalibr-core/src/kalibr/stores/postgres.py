@@ -25,6 +25,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores import _aggregates as agg
 from kalibr.stores import _postgres_queries as q
+from kalibr.stores import _rollups as rollups
 from kalibr.stores._postgres_schema import migrate
 from kalibr.stores._records import (
     arm_for,
@@ -324,7 +325,14 @@ class PostgresStore:
         self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
     ) -> list[OutcomeBucket]:
         since = utc(since, "since")
-        if goal is None:
+        agg.check_buckets(since, bucket_seconds)
+        if bucket_seconds >= 60:
+            minute, minutes = int(since.timestamp()) // 60, int(bucket_seconds // 60)
+            if goal is None:
+                rows = self._query(rollups.minute_buckets("%s", True), (minute, minutes, tenant, minute))
+            else:
+                rows = self._query(rollups.minute_buckets("%s", False), (minute, minutes, tenant, goal, minute))
+        elif goal is None:
             rows = self._query(agg.POSTGRES_ALL_BUCKETS, (since, bucket_seconds, tenant, since))
         else:
             rows = self._query(agg.POSTGRES_GOAL_BUCKETS, (since, bucket_seconds, tenant, goal, since))
@@ -332,12 +340,13 @@ class PostgresStore:
 
     @_translated
     def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
-        rows = self._query(agg.POSTGRES_LATENCY_PERCENTILES, (tenant, goal, utc(since, "since")))
-        return {path_id: (p50, p95) for path_id, p50, p95 in rows}
+        query = rollups.hour_details("%s", rollups.LATENCY_PREFIX)
+        return rollups.percentiles_by_path(self._query(query, (tenant, goal, agg.hour_of(utc(since, "since")))))
 
     @_translated
     def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
-        rows = self._query(agg.POSTGRES_FAILURE_COUNTS, (tenant, goal, utc(since, "since")))
+        query = rollups.hour_details("%s", rollups.FAILURE_PREFIX)
+        rows = self._query(query, (tenant, goal, agg.hour_of(utc(since, "since"))))
         return [(path_id, category, int(n)) for path_id, category, n in rows]
 
     @_translated

@@ -22,6 +22,7 @@ from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import StoreError, UserError
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores import _aggregates as agg
+from kalibr.stores import _rollups as rollups
 from kalibr.stores import _sqlite_queries as q
 from kalibr.stores._records import (
     arm_for,
@@ -41,6 +42,7 @@ from kalibr.stores._records import (
     storable_path,
     to_micros,
     translate_errors,
+    utc,
 )
 from kalibr.stores._sqlite_schema import migrate
 from kalibr.stores.base import (
@@ -379,22 +381,32 @@ class SQLiteStore:
     def outcome_buckets(
         self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
     ) -> list[OutcomeBucket]:
+        agg.check_buckets(since, bucket_seconds)
         start = to_micros(since, "since")
+        conn = self._conn()
+        if bucket_seconds >= 60:
+            minute, minutes = start // 60_000_000, int(bucket_seconds // 60)
+            if goal is None:
+                rows = conn.execute(rollups.minute_buckets("?", True), (minute, minutes, tenant, minute))
+            else:
+                rows = conn.execute(rollups.minute_buckets("?", False), (minute, minutes, tenant, goal, minute))
+            return agg.buckets_from_rows(rows, from_micros(start), bucket_seconds)
         width = max(1, round(bucket_seconds * 1_000_000))
         if goal is None:
-            rows = self._conn().execute(agg.SQLITE_ALL_BUCKETS, (start, width, tenant, start))
+            rows = conn.execute(agg.SQLITE_ALL_BUCKETS, (start, width, tenant, start))
         else:
-            rows = self._conn().execute(agg.SQLITE_GOAL_BUCKETS, (start, width, tenant, goal, start))
+            rows = conn.execute(agg.SQLITE_GOAL_BUCKETS, (start, width, tenant, goal, start))
         return agg.buckets_from_rows(rows, from_micros(start), width / 1_000_000)
 
     @_translated
     def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
-        rows = self._conn().execute(agg.SQLITE_LATENCY_PERCENTILES, (tenant, goal, to_micros(since, "since")))
-        return {path_id: (p50, p95) for path_id, p50, p95 in rows}
+        query = rollups.hour_details("?", rollups.LATENCY_PREFIX)
+        return rollups.percentiles_by_path(self._conn().execute(query, (tenant, goal, agg.hour_of(utc(since)))))
 
     @_translated
     def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
-        rows = self._conn().execute(agg.SQLITE_FAILURE_COUNTS, (tenant, goal, to_micros(since, "since")))
+        query = rollups.hour_details("?", rollups.FAILURE_PREFIX)
+        rows = self._conn().execute(query, (tenant, goal, agg.hour_of(utc(since))))
         return [(path_id, category, int(n)) for path_id, category, n in rows]
 
     @_translated
