@@ -82,6 +82,7 @@ class _Pages:
         self.clock = clock
         self.templates = Jinja2Templates(directory=_HERE / "templates")
         self.templates.env.filters.update(pct=_pct, usd=_usd, ms=_ms)
+        self.templates.env.auto_reload = False  # templates ship in the wheel: no stat() per render
 
     def tenant_of(self, request: Request) -> str:
         key = request.headers.get("x-api-key") or request.cookies.get(COOKIE)
@@ -92,6 +93,7 @@ class _Pages:
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
         context.setdefault("read_only", self.read_only)
+        context["base"] = request.scope.get("root_path", "")  # links are built from it: url_for is slow per row
         return self.templates.TemplateResponse(request, name, context, status_code=status_code)
 
     def window(self, request: Request) -> tuple[str, datetime, datetime]:

@@ -248,6 +248,7 @@ def goal_view(store: Store, tenant: str, goal: str, since: datetime, now: dateti
         )
     goal_trend = trend(buckets)
     degraded = goal_trend["direction"] == "declining" or any(row.on_probation for row in rows)
+    config = store.get_config(tenant, goal)
     return GoalView(
         goal=goal,
         status=status(totals.success_rate, totals.outcomes, degraded=degraded),
@@ -256,8 +257,8 @@ def goal_view(store: Store, tenant: str, goal: str, since: datetime, now: dateti
         paths=rows,
         failure_categories=_categories(failures, totals.outcomes),
         sensitivity=_sensitivity(rows),
-        recommendation=_recommendation(rows, store.get_config(tenant, goal)),
-        config=store.get_config(tenant, goal),
+        recommendation=_recommendation(rows, config),
+        config=config,
         events=events,
         signals=_signals(goal_trend, registered, arms, totals),
     )
