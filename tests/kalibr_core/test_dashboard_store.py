@@ -15,8 +15,8 @@ from pathlib import Path as FilePath
 import pytest
 
 from kalibr._domain import Decision, Outcome, Path
-from kalibr.policies.base import ArmState
 from kalibr._exceptions import UserError
+from kalibr.policies.base import ArmState
 from kalibr.stores import MemoryStore, OutcomeChanges, Store
 
 GOAL, OTHER = "summarize", "classify"
