@@ -335,15 +335,16 @@ def fine_buckets(
 ) -> tuple[datetime, float, list[OutcomeBucket]]:
     """The goal's outcomes in about ``CHART_BUCKETS`` buckets: (start, bucket width in seconds, buckets).
 
-    When they fill only a few buckets (traffic began late in the window, as in a demo of a few seconds), the
-    buckets start again from the first one that has outcomes, up to three times: each narrows them 60-fold.
+    When traffic began after ``since`` (a demo of a few minutes in a day's window), the buckets start again from
+    the first one that has outcomes, until the outcomes begin in the first bucket: each step narrows them.
     """
     start, width = _grid(since, now)
     buckets = store.outcome_buckets(tenant, goal, start, width)
-    for _ in range(3):
-        if not buckets or width <= _MIN_WIDTH or len({b.start for b in buckets}) >= CHART_BUCKETS // 6:
+    for _ in range(6):
+        first = min((b.start for b in buckets), default=start)
+        if first <= start or width <= _MIN_WIDTH:
             break
-        start, width = _grid(min(b.start for b in buckets), now)
+        start, width = _grid(first, now)
         buckets = store.outcome_buckets(tenant, goal, start, width)
     return start, width, buckets
 
@@ -363,13 +364,12 @@ def goal_series(store: Store, tenant: str, goal: str, since: datetime, now: date
     """The charts' data: per bucket, each path's traffic share and success rate, and the change-log marks."""
     start, width, buckets = fine_buckets(store, tenant, goal, since, now)
     starts = [start + timedelta(seconds=i * width) for i in range(CHART_BUCKETS + 1)]
-    index = {moment: i for i, moment in enumerate(starts)}
     per_bucket = [0] * len(starts)
     counts: dict[str, list[int]] = {}
     success: dict[str, list[float | None]] = {}
     for bucket in buckets:
-        i = index.get(bucket.start)
-        if i is None:
+        i = round((bucket.start - start).total_seconds() / width)  # the store rounds widths to its clock's unit
+        if not 0 <= i < len(starts):
             continue
         per_bucket[i] += bucket.outcomes
         counts.setdefault(bucket.path_id, [0] * len(starts))[i] = bucket.outcomes
