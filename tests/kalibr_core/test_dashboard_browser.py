@@ -180,6 +180,8 @@ def test_the_goal_page_shows_what_the_store_holds_per_path(page: Any, deployment
     atlas = next(r for r in deployment.store.list_paths("acme", GOAL) if r.path.model == "atlas-large")
     assert "drift" in page.locator(f"#paths tr[data-path-id='{atlas.path.path_id}'] [data-field=state]").inner_text()
     assert "atlas-large" not in page.inner_text("#recommendation b")
+    marks = page.request.get(f"{deployment.dashboard}/goals/{GOAL}/series.json").json()["marks"]
+    assert [m["label"] for m in marks if m["kind"] == "drift_detected"] == ["drift detected atlas-large"]
     failures = sum(1 for o in outcomes if o.failure_category == "hallucination_detected")
     assert failures > 0
     first = page.locator("#failures tbody tr").first.locator("td")
@@ -241,6 +243,8 @@ def test_setting_the_exploration_config(page: Any, deployment: Deployment) -> No
     config = deployment.store.get_config("acme", GOAL)
     assert (config.exploration_rate, config.min_samples_before_exploit) == (0.05, 12)
     assert "exploration_rate 0.1 → 0.05" in page.inner_text("#events")
+    marks = page.request.get(f"{deployment.dashboard}/goals/{GOAL}/series.json").json()["marks"]
+    assert "config_changed" in [m["kind"] for m in marks]
     assert page.input_value("input[name=exploration_rate]") == "0.05"
     assert deployment.store.get_config("globex", OTHER_GOAL).exploration_rate == 0.1
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.policies.drift import RESETS, on_probation
+from kalibr.policies.drift import RESETS, RESTORES, on_probation
 from kalibr.stores.base import OutcomeBucket, PathRecord, Store
 
 __all__ = ["GoalRow", "GoalView", "PathRow", "goal_rows", "goal_series", "goal_view", "wilson_interval"]
@@ -374,9 +374,9 @@ def goal_series(store: Store, tenant: str, goal: str, since: datetime, now: date
         per_bucket[i] += bucket.outcomes
         counts.setdefault(bucket.path_id, [0] * len(starts))[i] = bucket.outcomes
         success.setdefault(bucket.path_id, [None] * len(starts))[i] = bucket.score_sum / bucket.outcomes
-    labels = {
-        record.path.path_id: path_label(record) for record in store.list_paths(tenant, goal, include_disabled=True)
-    }
+    registered = store.list_paths(tenant, goal, include_disabled=True)
+    labels = {record.path.path_id: path_label(record) for record in registered}
+    arms = store.load_arms(tenant, goal, [record.path for record in registered])
     return {
         "t": [moment.timestamp() for moment in starts],
         "paths": [
@@ -391,8 +391,30 @@ def goal_series(store: Store, tenant: str, goal: str, since: datetime, now: date
         "marks": [
             {"t": datetime.fromisoformat(e["at"]).timestamp(), "kind": e["kind"], "label": _mark_label(e)}
             for e in store.events(tenant, goal, start)
-        ],
+        ]
+        + _drift_marks(arms, counts, starts, labels),
     }
+
+
+def _drift_marks(
+    arms: Sequence[ArmState], counts: Mapping[str, list[int]], starts: Sequence[datetime], labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Where each path's last detected drop began: a restarted arm counts the outcomes since the change point the
+    detector estimated, so it lies that many outcomes before the path's last one (when the chart holds it)."""
+    marks = []
+    for arm in arms:
+        per_bucket = counts.get(arm.path_id)
+        if not arm.extra.get(RESETS) or arm.extra.get(RESTORES, 0) >= arm.extra[RESETS] or per_bucket is None:
+            continue
+        before_change = sum(per_bucket) - arm.samples
+        seen = 0
+        for moment, n in zip(starts, per_bucket, strict=True):
+            seen += n
+            if seen > before_change >= 0:
+                label = f"drift detected {labels.get(arm.path_id, arm.path_id)}"
+                marks.append({"t": moment.timestamp(), "kind": "drift_detected", "label": label})
+                break
+    return marks
 
 
 def path_label(record: PathRecord) -> str:
