@@ -199,16 +199,22 @@ def test_recent_decisions_newest_first_with_their_outcomes(store: Store) -> None
     pending = Decision(trace_id=ordered_trace_id(), goal=GOAL, path=FAST, exploration=True, reason="test", confidence=1)
     store.record_decisions("acme", [pending])
     recent = store.recent_decisions("acme", GOAL, limit=5)
-    assert [d.trace_id for d in recent] == [pending.trace_id] + [o.trace_id for o in reversed(outcomes[-4:])]
-    assert (recent[0].score, recent[0].exploration, recent[0].reported_at) == (None, True, None)
-    last = outcomes[-1]
-    assert (recent[1].score, recent[1].path_id, recent[1].latency_ms) == (last.score, last.path_id, last.latency_ms)
-    assert recent[1].reported_at == last.reported_at
+    assert [d.decision.trace_id for d in recent] == [pending.trace_id] + [o.trace_id for o in reversed(outcomes[-4:])]
+    assert (recent[0].outcome, recent[0].decision.exploration) == (None, True)
+    last, shown = outcomes[-1], recent[1].outcome
+    assert shown is not None
+    assert (shown.score, shown.path_id, shown.latency_ms, shown.reported_at) == (
+        last.score,
+        last.path_id,
+        last.latency_ms,
+        last.reported_at,
+    )
     smart = store.recent_decisions("acme", path_id=SMART.path_id, limit=1000)
     assert len(smart) == sum(1 for o in outcomes if o.path_id == SMART.path_id)
     failed = next(o for o in outcomes if o.failure_category)
     (one,) = store.recent_decisions("acme", trace_id=failed.trace_id)
-    assert (one.failure_category, one.success, one.model) == ("timeout", False, SMART.model)
+    assert one.outcome is not None and one.decision.model == SMART.model
+    assert (one.outcome.failure_category, one.outcome.success) == ("timeout", False)
     assert store.recent_decisions("globex", GOAL) == []
 
 

@@ -17,7 +17,6 @@ __all__ = [
     "buckets_from_rows",
     "check_buckets",
     "decision_filters",
-    "decision_outcome",
     "decision_outcome_from_row",
     "hour_of",
     "postgres_recent_decisions",
@@ -46,9 +45,11 @@ POSTGRES_ALL_BUCKETS = (
     "FROM outcomes WHERE tenant = %s AND reported_at >= %s "
     "GROUP BY goal, bucket, path_id ORDER BY goal, bucket, path_id"
 )
+# The outcome's columns as each store's ``outcome_from_row`` reads them (params last, not needed here).
 _DECISION_COLUMNS = (
-    "d.trace_id, d.goal, d.path_id, d.model, d.exploration, d.decided_at, o.score, o.success, o.failure_category, "
-    "o.reason, o.cost_usd, o.latency_ms, o.source, o.reported_at"
+    "d.trace_id, d.goal, d.path_id, d.model, d.exploration, d.decided_at, o.trace_id, o.goal, o.path_id, o.model, "
+    "o.score, o.success, o.failure_category, o.reason, o.cost_usd, o.latency_ms, o.input_tokens, o.output_tokens, "
+    "o.source, o.reported_at, NULL"
 )
 
 
@@ -76,49 +77,15 @@ def decision_filters(tenant: str, goal: str | None, path_id: str | None, trace_i
     return [tenant, *(value for value in (goal, path_id, trace_id) if value), limit]
 
 
-def decision_outcome(record: DecisionRecord, outcome: OutcomeRecord | None) -> DecisionOutcome:
-    if outcome is None:
-        return DecisionOutcome(
-            record.trace_id, record.goal, record.path_id, record.model, record.exploration, record.decided_at
-        )
-    return DecisionOutcome(
-        record.trace_id,
-        record.goal,
-        record.path_id,
-        record.model,
-        record.exploration,
-        record.decided_at,
-        outcome.score,
-        outcome.success,
-        outcome.failure_category,
-        outcome.reason,
-        outcome.cost_usd,
-        outcome.latency_ms,
-        outcome.source,
-        outcome.reported_at,
-    )
-
-
-def decision_outcome_from_row(row: Sequence[Any], to_datetime: Callable[[Any], datetime]) -> DecisionOutcome:
-    """A ``*_recent_decisions`` row; ``to_datetime`` converts the store's stored times."""
-    trace_id, goal, path_id, model, exploration, decided_at, score, success, category, reason = row[:10]
-    cost, latency, source, reported_at = row[10:]
-    return DecisionOutcome(
-        trace_id,
-        goal,
-        path_id,
-        model,
-        bool(exploration),
-        to_datetime(decided_at),
-        score,
-        None if success is None else bool(success),
-        category,
-        reason,
-        cost,
-        latency,
-        source,
-        None if reported_at is None else to_datetime(reported_at),
-    )
+def decision_outcome_from_row(
+    row: Sequence[Any],
+    to_datetime: Callable[[Any], datetime],
+    outcome_from_row: Callable[[Sequence[Any]], OutcomeRecord],
+) -> DecisionOutcome:
+    """A ``*_recent_decisions`` row; ``to_datetime`` and ``outcome_from_row`` are the store's own conversions."""
+    trace_id, goal, path_id, model, exploration, decided_at = row[:6]
+    decision = DecisionRecord(trace_id, goal, path_id, model, bool(exploration), to_datetime(decided_at))
+    return DecisionOutcome(decision, None if row[6] is None else outcome_from_row(row[6:]))
 
 
 def buckets_from_rows(rows: Iterable[Sequence[Any]], since: datetime, bucket_seconds: float) -> list[OutcomeBucket]:

@@ -111,20 +111,8 @@ class OutcomeBucket:
 class DecisionOutcome:
     """A stored decision with its outcome, when one was reported (metadata only)."""
 
-    trace_id: str
-    goal: str
-    path_id: str
-    model: str
-    exploration: bool
-    decided_at: datetime
-    score: float | None = None
-    success: bool | None = None
-    failure_category: str | None = None
-    reason: str | None = None
-    cost_usd: float | None = None
-    latency_ms: float | None = None
-    source: str | None = None
-    reported_at: datetime | None = None
+    decision: DecisionRecord
+    outcome: OutcomeRecord | None = None
 
 
 @runtime_checkable

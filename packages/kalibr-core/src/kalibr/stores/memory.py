@@ -16,7 +16,7 @@ from typing import Any
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores._aggregates import check_buckets, decision_outcome, hour_of
+from kalibr.stores._aggregates import check_buckets, hour_of
 from kalibr.stores._records import (
     changed_outcome,
     decision_record,
@@ -336,7 +336,7 @@ class MemoryStore:
                 and trace_id in (None, record.trace_id)
             ]
         found.sort(key=lambda pair: pair[0].trace_id, reverse=True)
-        return [decision_outcome(record, result) for record, result in found[:limit]]
+        return [DecisionOutcome(record, result) for record, result in found[:limit]]
 
 
 def _hour_start(since: datetime) -> datetime:

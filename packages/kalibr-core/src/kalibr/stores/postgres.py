@@ -361,7 +361,7 @@ class PostgresStore:
     ) -> list[DecisionOutcome]:
         statement = agg.postgres_recent_decisions(goal, path_id, trace_id)
         rows = self._query(statement, agg.decision_filters(tenant, goal, path_id, trace_id, limit))
-        return [agg.decision_outcome_from_row(row, _as_utc) for row in rows]
+        return [agg.decision_outcome_from_row(row, _as_utc, q.outcome_from_row) for row in rows]
 
     def close(self) -> None:
         self._pool.close()

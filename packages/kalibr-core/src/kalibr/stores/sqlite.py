@@ -421,7 +421,7 @@ class SQLiteStore:
     ) -> list[DecisionOutcome]:
         statement = agg.sqlite_recent_decisions(goal, path_id, trace_id)
         rows = self._conn().execute(statement, agg.decision_filters(tenant, goal, path_id, trace_id, limit))
-        return [agg.decision_outcome_from_row(row, from_micros) for row in rows]
+        return [agg.decision_outcome_from_row(row, from_micros, q.outcome_from_row) for row in rows]
 
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
