@@ -1,6 +1,7 @@
 """What the pages show, built from the store's aggregates (``outcome_buckets``, ``latency_percentiles``,
 ``failure_counts``), the arms the router learned (``load_arms``), the registered paths, the config and the change
-log. Nothing here loads the outcome table: a page costs the same with 1,000 outcomes as with 1,000,000.
+log. Nothing here loads the outcome table: a page's cost grows with the minutes and paths in its window, not with
+the outcomes.
 
 The goal's status uses the thresholds of the insights document (``docs/insights.md``): under 20 outcomes
 ``insufficient_data``, under 50% success ``failing``, ``degraded`` when a path was put on probation after a detected

@@ -6,6 +6,9 @@ counts, per path and hour, the outcomes in each latency bin (a tenth of a decade
 10-11 ms, ...) and with each failure category. Triggers on INSERT, UPDATE and DELETE of ``outcomes`` keep both
 exact whichever code writes (a report, a late ``update_outcome``, a replaced outcome, ``prune``), so no store
 method needs to know they exist. The migration that creates them fills them from the outcomes already stored.
+SQLite's triggers run per row (its one writer at a time cannot deadlock); PostgreSQL's run per statement over its
+transition tables, summing the statement's rows and upserting them in key order, so concurrent writers take the
+roll-up rows' locks in one order.
 
 A latency bin is ``digits * 100 + first two significant digits`` of the latency in ms (0 below 1 ms), computed
 from the integer part's length so it needs no SQL math functions; ``latency_bin`` is the same in Python.
@@ -150,6 +153,58 @@ def _postgres_bin(value: str) -> str:
 
 _PG_MINUTE = "floor(extract(epoch FROM {0}.reported_at) / 60)::bigint"
 _PG_HOUR = "floor(extract(epoch FROM {0}.reported_at) / 3600)::bigint"
+_PG_CHANGED = {
+    "INSERT": "SELECT n.*, 1 AS sign FROM new_rows n",
+    "DELETE": "SELECT o.*, -1 AS sign FROM old_rows o",
+    "UPDATE": "SELECT o.*, -1 AS sign FROM old_rows o UNION ALL SELECT n.*, 1 AS sign FROM new_rows n",
+}
+
+
+def _postgres_function(event: str) -> str:
+    """A statement-level trigger function: the statement's rows (transition tables), summed per roll-up row and
+    upserted in key order, so concurrent writers lock roll-up rows in one order and cannot deadlock."""
+    changed = f"({_PG_CHANGED[event]}) AS c"
+    cleanup = ""
+    if event != "INSERT":
+        cleanup = f"""
+        DELETE FROM outcome_minutes m USING (SELECT DISTINCT tenant, goal, {_PG_MINUTE.format("c")} AS minute,
+            path_id FROM {changed}) k
+        WHERE m.tenant = k.tenant AND m.goal = k.goal AND m.minute = k.minute AND m.path_id = k.path_id
+            AND m.outcomes = 0;
+        DELETE FROM outcome_details d USING (SELECT DISTINCT tenant, goal, {_PG_HOUR.format("c")} AS hour,
+            path_id FROM {changed}) k
+        WHERE d.tenant = k.tenant AND d.goal = k.goal AND d.hour = k.hour AND d.path_id = k.path_id
+            AND d.outcomes = 0;"""
+    return f"""CREATE FUNCTION kalibr_rollup_{event.lower()}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO outcome_minutes (tenant, goal, minute, path_id, {_MINUTE_COLUMNS})
+        SELECT tenant, goal, {_PG_MINUTE.format("c")}, path_id, SUM(sign), SUM(sign * score),
+            SUM(sign * COALESCE(cost_usd, 0)), SUM(sign * (cost_usd IS NOT NULL)::int),
+            SUM(sign * COALESCE(latency_ms, 0)), SUM(sign * (latency_ms IS NOT NULL)::int)
+        FROM {changed} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+        ON CONFLICT {_MINUTE_KEY} DO UPDATE SET {_ADD_MINUTE};
+        INSERT INTO outcome_details (tenant, goal, hour, path_id, detail, outcomes)
+        SELECT tenant, goal, hour, path_id, detail, SUM(sign) FROM (
+            SELECT tenant, goal, {_PG_HOUR.format("c")} AS hour, path_id,
+                '{LATENCY_PREFIX}' || ({_postgres_bin("c.latency_ms")}) AS detail, sign
+            FROM {changed} WHERE latency_ms IS NOT NULL
+            UNION ALL
+            SELECT tenant, goal, {_PG_HOUR.format("c")}, path_id, '{FAILURE_PREFIX}' || failure_category, sign
+            FROM {changed} WHERE failure_category IS NOT NULL
+        ) AS d GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT {_DETAIL_KEY} DO UPDATE SET outcomes = outcome_details.outcomes + excluded.outcomes;{cleanup}
+        RETURN NULL;
+    END $$"""
+
+
+def _postgres_trigger(event: str) -> str:
+    tables = {"INSERT": "NEW TABLE AS new_rows", "DELETE": "OLD TABLE AS old_rows"}
+    referencing = tables.get(event, "OLD TABLE AS old_rows NEW TABLE AS new_rows")
+    return (
+        f"CREATE TRIGGER outcomes_rollup_{event.lower()} AFTER {event} ON outcomes REFERENCING {referencing} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION kalibr_rollup_{event.lower()}()"
+    )
+
 
 POSTGRES_ROLLUPS: tuple[str, ...] = (
     """CREATE TABLE outcome_minutes (
@@ -164,39 +219,8 @@ POSTGRES_ROLLUPS: tuple[str, ...] = (
         outcomes BIGINT NOT NULL,
         PRIMARY KEY (tenant, goal, hour, path_id, detail)
     )""",
-    f"""CREATE FUNCTION kalibr_rollup(o outcomes, sign integer) RETURNS void LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO outcome_minutes (tenant, goal, minute, path_id, {_MINUTE_COLUMNS})
-        VALUES (o.tenant, o.goal, {_PG_MINUTE.format("o")}, o.path_id, sign, sign * o.score,
-            sign * COALESCE(o.cost_usd, 0), sign * (o.cost_usd IS NOT NULL)::int, sign * COALESCE(o.latency_ms, 0),
-            sign * (o.latency_ms IS NOT NULL)::int)
-        ON CONFLICT {_MINUTE_KEY} DO UPDATE SET {_ADD_MINUTE};
-        IF o.latency_ms IS NOT NULL THEN
-            INSERT INTO outcome_details (tenant, goal, hour, path_id, detail, outcomes)
-            VALUES (o.tenant, o.goal, {_PG_HOUR.format("o")}, o.path_id,
-                '{LATENCY_PREFIX}' || ({_postgres_bin("o.latency_ms")}), sign)
-            ON CONFLICT {_DETAIL_KEY} DO UPDATE SET outcomes = outcome_details.outcomes + excluded.outcomes;
-        END IF;
-        IF o.failure_category IS NOT NULL THEN
-            INSERT INTO outcome_details (tenant, goal, hour, path_id, detail, outcomes)
-            VALUES (o.tenant, o.goal, {_PG_HOUR.format("o")}, o.path_id, '{FAILURE_PREFIX}' || o.failure_category, sign)
-            ON CONFLICT {_DETAIL_KEY} DO UPDATE SET outcomes = outcome_details.outcomes + excluded.outcomes;
-        END IF;
-        IF sign < 0 THEN
-            DELETE FROM outcome_minutes WHERE tenant = o.tenant AND goal = o.goal AND path_id = o.path_id
-                AND minute = {_PG_MINUTE.format("o")} AND outcomes = 0;
-            DELETE FROM outcome_details WHERE tenant = o.tenant AND goal = o.goal AND path_id = o.path_id
-                AND hour = {_PG_HOUR.format("o")} AND outcomes = 0;
-        END IF;
-    END $$""",
-    """CREATE FUNCTION kalibr_rollup_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN PERFORM kalibr_rollup(OLD, -1); END IF;
-        IF TG_OP IN ('UPDATE', 'INSERT') THEN PERFORM kalibr_rollup(NEW, 1); END IF;
-        RETURN NULL;
-    END $$""",
-    "CREATE TRIGGER outcomes_rollup AFTER INSERT OR UPDATE OR DELETE ON outcomes "
-    "FOR EACH ROW EXECUTE FUNCTION kalibr_rollup_trigger()",
+    *(_postgres_function(event) for event in ("INSERT", "UPDATE", "DELETE")),
+    *(_postgres_trigger(event) for event in ("INSERT", "UPDATE", "DELETE")),
     f"INSERT INTO outcome_minutes (tenant, goal, minute, path_id, {_MINUTE_COLUMNS}) "
     f"SELECT tenant, goal, {_PG_MINUTE.format('outcomes')}, path_id, COUNT(*), SUM(score), "
     "COALESCE(SUM(cost_usd), 0), COUNT(cost_usd), COALESCE(SUM(latency_ms), 0), COUNT(latency_ms) "
