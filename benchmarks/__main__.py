@@ -14,7 +14,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SECTIONS = ("routing", "prompt_aware", "overhead", "service", "reliability", "adapters", "insights", "ts_client")
+SECTIONS = (
+    "routing",
+    "prompt_aware",
+    "overhead",
+    "service",
+    "reliability",
+    "adapters",
+    "insights",
+    "dashboard",
+    "ts_client",
+)
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 

@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "policy": "kalibr.cli.insights:policy",
     "prune": "kalibr.cli.prune:prune",
     "spool": "kalibr.cli.spool:spool",
+    "dashboard": "kalibr.cli.dashboard:dashboard",
 }
 
 

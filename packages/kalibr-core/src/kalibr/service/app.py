@@ -65,6 +65,9 @@ def build_app(
     app.state.backend = backend
     app.state.resolver = resolver
     app.front = BodySizeLimit(Dispatcher(app.by_fastapi, backend, resolver), max_bytes=max_body_bytes)
+    from kalibr.dashboard import create_dashboard, keys_of
+
+    app.mount("/dashboard", create_dashboard(store, tenant_for_key=keys_of(resolver)))
     return app
 
 

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from kalibr._exceptions import StoreError
+from kalibr.stores._rollups import POSTGRES_ROLLUPS
 
 __all__ = ["LATEST_VERSION", "migrate"]
 
@@ -65,7 +66,8 @@ _V2 = (
     "CREATE INDEX events_by_time ON events (tenant, at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Roll-ups of the outcomes for the dashboard, kept by triggers (``_rollups``).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, POSTGRES_ROLLUPS)
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from kalibr._exceptions import StoreError
+from kalibr.stores._rollups import SQLITE_ROLLUPS
 
 __all__ = ["LATEST_VERSION", "migrate"]
 
@@ -62,7 +63,8 @@ _V2 = (
     "CREATE INDEX events_by_time ON events (tenant, at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Roll-ups of the outcomes for the dashboard, kept by triggers (``_rollups``).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, SQLITE_ROLLUPS)
 LATEST_VERSION = len(MIGRATIONS)
 
 

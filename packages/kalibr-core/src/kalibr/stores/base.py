@@ -21,7 +21,9 @@ from kalibr.policies.base import ArmState, PolicyConfig
 
 __all__ = [
     "DEFAULT_TENANT",
+    "DecisionOutcome",
     "DecisionRecord",
+    "OutcomeBucket",
     "OutcomeChanges",
     "OutcomeRecord",
     "PathRecord",
@@ -94,6 +96,29 @@ class PathRecord:
     created_at: datetime
     risk_level: str = "low"
     tool_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeBucket:
+    """The outcomes of one path of one goal reported in one time bucket, summed (for charts and the goal list)."""
+
+    goal: str
+    path_id: str
+    start: datetime
+    outcomes: int
+    score_sum: float
+    cost_sum: float
+    cost_count: int
+    latency_sum: float
+    latency_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    """A stored decision with its outcome, when one was reported (metadata only)."""
+
+    decision: DecisionRecord
+    outcome: OutcomeRecord | None = None
 
 
 @runtime_checkable
@@ -205,6 +230,34 @@ class Store(Protocol):
 
     def revoke_api_key(self, key_hash: str) -> bool:
         """Forget a key; False if no key has that hash."""
+        ...
+
+    # --- aggregates for the dashboard -------------------------------------------------------------------
+    def outcome_buckets(
+        self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
+    ) -> list[OutcomeBucket]:
+        """Outcomes reported since ``since`` (one goal or all), summed per goal, path and bucket of
+        ``bucket_seconds`` counted from ``since``; ordered by goal, bucket start and path id."""
+        ...
+
+    def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
+        """Per path id, the (p50, p95) latency in ms of the outcomes since ``since`` that have one (nearest rank)."""
+        ...
+
+    def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
+        """(path id, failure category, count) of the outcomes since ``since`` that carry a category."""
+        ...
+
+    def recent_decisions(
+        self,
+        tenant: str,
+        goal: str | None = None,
+        *,
+        path_id: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionOutcome]:
+        """The latest decisions (newest first by trace id, which is time-ordered), each with its outcome if any."""
         ...
 
     def close(self) -> None: ...

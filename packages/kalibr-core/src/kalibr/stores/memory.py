@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores._aggregates import check_buckets, hour_of
 from kalibr.stores._records import (
     changed_outcome,
     decision_record,
@@ -24,7 +26,15 @@ from kalibr.stores._records import (
     storable_path,
     utc,
 )
-from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+from kalibr.stores._rollups import latency_bin, percentiles_from_bins
+from kalibr.stores.base import (
+    DecisionOutcome,
+    DecisionRecord,
+    OutcomeBucket,
+    OutcomeChanges,
+    OutcomeRecord,
+    PathRecord,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -245,3 +255,90 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    # --- aggregates for the dashboard -------------------------------------------------------------------
+    def _outcomes_since(self, tenant: str, goal: str | None, since: datetime) -> list[OutcomeRecord]:
+        since = utc(since, "since")
+        with self._lock:
+            return [
+                record
+                for (record_tenant, _), record in self._outcomes.items()
+                if record_tenant == tenant and (goal is None or record.goal == goal) and record.reported_at >= since
+            ]
+
+    def outcome_buckets(
+        self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
+    ) -> list[OutcomeBucket]:
+        since = utc(since, "since")
+        check_buckets(since, bucket_seconds)
+        sums: dict[tuple[str, int, str], list[float]] = {}
+        for record in self._outcomes_since(tenant, goal, since):
+            index = int((record.reported_at - since).total_seconds() // bucket_seconds)
+            row = sums.setdefault((record.goal, index, record.path_id), [0, 0.0, 0.0, 0, 0.0, 0])
+            row[0] += 1
+            row[1] += record.score
+            if record.cost_usd is not None:
+                row[2] += record.cost_usd
+                row[3] += 1
+            if record.latency_ms is not None:
+                row[4] += record.latency_ms
+                row[5] += 1
+        return [
+            OutcomeBucket(
+                bucket_goal,
+                path_id,
+                since + timedelta(seconds=index * bucket_seconds),
+                int(n),
+                score,
+                cost,
+                int(costs),
+                latency,
+                int(latencies),
+            )
+            for (bucket_goal, index, path_id), (n, score, cost, costs, latency, latencies) in sorted(sums.items())
+        ]
+
+    def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
+        bins: dict[str, Counter[int]] = {}
+        for record in self._outcomes_since(tenant, goal, _hour_start(since)):
+            if record.latency_ms is not None:
+                bins.setdefault(record.path_id, Counter())[latency_bin(record.latency_ms)] += 1
+        found = {}
+        for path_id, counts in bins.items():
+            p50, p95 = percentiles_from_bins(counts.items(), (0.5, 0.95))
+            found[path_id] = (p50, p95)
+        return found
+
+    def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
+        counts = Counter(
+            (record.path_id, record.failure_category)
+            for record in self._outcomes_since(tenant, goal, _hour_start(since))
+            if record.failure_category is not None
+        )
+        return [(path_id, category, n) for (path_id, category), n in sorted(counts.items())]
+
+    def recent_decisions(
+        self,
+        tenant: str,
+        goal: str | None = None,
+        *,
+        path_id: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionOutcome]:
+        with self._lock:
+            found = [
+                (record, self._outcomes.get((tenant, record.trace_id)))
+                for (decision_tenant, _), record in self._decisions.items()
+                if decision_tenant == tenant
+                and goal in (None, record.goal)
+                and path_id in (None, record.path_id)
+                and trace_id in (None, record.trace_id)
+            ]
+        found.sort(key=lambda pair: pair[0].trace_id, reverse=True)
+        return [DecisionOutcome(record, result) for record, result in found[:limit]]
+
+
+def _hour_start(since: datetime) -> datetime:
+    """Percentiles and failure counts cover whole hours, as the SQL stores' hourly roll-ups do."""
+    return datetime.fromtimestamp(hour_of(utc(since, "since")) * 3600, UTC)

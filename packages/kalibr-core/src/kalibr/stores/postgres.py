@@ -23,7 +23,9 @@ from psycopg import errors as pg_errors
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import _aggregates as agg
 from kalibr.stores import _postgres_queries as q
+from kalibr.stores import _rollups as rollups
 from kalibr.stores._postgres_schema import migrate
 from kalibr.stores._records import (
     arm_for,
@@ -41,7 +43,14 @@ from kalibr.stores._records import (
     translate_errors,
     utc,
 )
-from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+from kalibr.stores.base import (
+    DecisionOutcome,
+    DecisionRecord,
+    OutcomeBucket,
+    OutcomeChanges,
+    OutcomeRecord,
+    PathRecord,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -311,6 +320,50 @@ class PostgresStore:
         """Forget a key; False if there was no such key."""
         return self._transaction(lambda conn: conn.execute(q.DELETE_KEY, (key_hash,)).rowcount > 0)
 
+    # --- aggregates for the dashboard -------------------------------------------------------------------
+    @_translated
+    def outcome_buckets(
+        self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
+    ) -> list[OutcomeBucket]:
+        since = utc(since, "since")
+        agg.check_buckets(since, bucket_seconds)
+        if bucket_seconds >= 60:
+            minute, minutes = int(since.timestamp()) // 60, int(bucket_seconds // 60)
+            if goal is None:
+                rows = self._query(rollups.minute_buckets("%s", True), (minute, minutes, tenant, minute))
+            else:
+                rows = self._query(rollups.minute_buckets("%s", False), (minute, minutes, tenant, goal, minute))
+        elif goal is None:
+            rows = self._query(agg.POSTGRES_ALL_BUCKETS, (since, bucket_seconds, tenant, since))
+        else:
+            rows = self._query(agg.POSTGRES_GOAL_BUCKETS, (since, bucket_seconds, tenant, goal, since))
+        return agg.buckets_from_rows(rows, since, bucket_seconds)
+
+    @_translated
+    def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
+        query = rollups.hour_details("%s", rollups.LATENCY_PREFIX)
+        return rollups.percentiles_by_path(self._query(query, (tenant, goal, agg.hour_of(utc(since, "since")))))
+
+    @_translated
+    def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
+        query = rollups.hour_details("%s", rollups.FAILURE_PREFIX)
+        rows = self._query(query, (tenant, goal, agg.hour_of(utc(since, "since"))))
+        return [(path_id, category, int(n)) for path_id, category, n in rows]
+
+    @_translated
+    def recent_decisions(
+        self,
+        tenant: str,
+        goal: str | None = None,
+        *,
+        path_id: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionOutcome]:
+        statement = agg.postgres_recent_decisions(goal, path_id, trace_id)
+        rows = self._query(statement, agg.decision_filters(tenant, goal, path_id, trace_id, limit))
+        return [agg.decision_outcome_from_row(row, _as_utc, q.outcome_from_row) for row in rows]
+
     def close(self) -> None:
         self._pool.close()
 
@@ -326,3 +379,7 @@ def _save_arms(conn: _Conn, tenant: str, arms: Iterable[tuple[str, ArmState]]) -
     rows = list(arms)
     if rows:
         conn.execute(q.SAVE_ARMS, (q.arms_json(rows), tenant))
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)

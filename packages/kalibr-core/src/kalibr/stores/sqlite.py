@@ -21,6 +21,8 @@ from typing import Any
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import StoreError, UserError
 from kalibr.policies.base import ArmState, PolicyConfig
+from kalibr.stores import _aggregates as agg
+from kalibr.stores import _rollups as rollups
 from kalibr.stores import _sqlite_queries as q
 from kalibr.stores._records import (
     arm_for,
@@ -40,9 +42,17 @@ from kalibr.stores._records import (
     storable_path,
     to_micros,
     translate_errors,
+    utc,
 )
 from kalibr.stores._sqlite_schema import migrate
-from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
+from kalibr.stores.base import (
+    DecisionOutcome,
+    DecisionRecord,
+    OutcomeBucket,
+    OutcomeChanges,
+    OutcomeRecord,
+    PathRecord,
+)
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
@@ -365,6 +375,53 @@ class SQLiteStore:
         """Forget a key; False if there was no such key."""
         with self._write() as conn:
             return conn.execute(q.DELETE_KEY, (key_hash,)).rowcount > 0
+
+    # --- aggregates for the dashboard -------------------------------------------------------------------
+    @_translated
+    def outcome_buckets(
+        self, tenant: str, goal: str | None, since: datetime, bucket_seconds: float
+    ) -> list[OutcomeBucket]:
+        agg.check_buckets(since, bucket_seconds)
+        start = to_micros(since, "since")
+        conn = self._conn()
+        if bucket_seconds >= 60:
+            minute, minutes = start // 60_000_000, int(bucket_seconds // 60)
+            if goal is None:
+                rows = conn.execute(rollups.minute_buckets("?", True), (minute, minutes, tenant, minute))
+            else:
+                rows = conn.execute(rollups.minute_buckets("?", False), (minute, minutes, tenant, goal, minute))
+            return agg.buckets_from_rows(rows, from_micros(start), bucket_seconds)
+        width = max(1, round(bucket_seconds * 1_000_000))
+        if goal is None:
+            rows = conn.execute(agg.SQLITE_ALL_BUCKETS, (start, width, tenant, start))
+        else:
+            rows = conn.execute(agg.SQLITE_GOAL_BUCKETS, (start, width, tenant, goal, start))
+        return agg.buckets_from_rows(rows, from_micros(start), width / 1_000_000)
+
+    @_translated
+    def latency_percentiles(self, tenant: str, goal: str, since: datetime) -> dict[str, tuple[float, float]]:
+        query = rollups.hour_details("?", rollups.LATENCY_PREFIX)
+        return rollups.percentiles_by_path(self._conn().execute(query, (tenant, goal, agg.hour_of(utc(since)))))
+
+    @_translated
+    def failure_counts(self, tenant: str, goal: str, since: datetime) -> list[tuple[str, str, int]]:
+        query = rollups.hour_details("?", rollups.FAILURE_PREFIX)
+        rows = self._conn().execute(query, (tenant, goal, agg.hour_of(utc(since))))
+        return [(path_id, category, int(n)) for path_id, category, n in rows]
+
+    @_translated
+    def recent_decisions(
+        self,
+        tenant: str,
+        goal: str | None = None,
+        *,
+        path_id: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[DecisionOutcome]:
+        statement = agg.sqlite_recent_decisions(goal, path_id, trace_id)
+        rows = self._conn().execute(statement, agg.decision_filters(tenant, goal, path_id, trace_id, limit))
+        return [agg.decision_outcome_from_row(row, from_micros, q.outcome_from_row) for row in rows]
 
     def close(self) -> None:
         """Close every thread's connection; the store cannot be used afterwards."""
