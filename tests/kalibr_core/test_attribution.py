@@ -189,11 +189,17 @@ async def test_an_async_run_ended_in_another_task_is_reported_by_the_task_that_s
     sandbox: SandboxServer,
 ) -> None:
     router, tracker = _router(sandbox), RunTracker()
+    started: list[int] = []
+    all_started = asyncio.Event()  # every run is going before any ends: the gathering task sees 8 at once
 
     async def item(index: int) -> list[str]:
         await router.acompletion(f"direct call {index}")  # an earlier, unrelated call of this task
         root = f"root-{index}"
         tracker.start(root, None)  # the root's start: in this task, as LangChain awaits it
+        started.append(index)
+        if len(started) == 8:
+            all_started.set()
+        await all_started.wait()
 
         async def model_step() -> str:
             tracker.start(f"{root}-llm", root)

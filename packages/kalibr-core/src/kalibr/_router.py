@@ -382,7 +382,10 @@ class Router:
             _reporter=lambda **kw: self.report(trace_id=decision.trace_id, **kw),
         )
         if evaluate:
-            self.evaluate(completion.trace_id, completion.output, completion=completion)
+            try:
+                self.evaluate(completion.trace_id, completion.output, completion=completion)
+            except Exception as error:  # the answer is the caller's: a report that failed must not take it away
+                _log_unreported(decision.trace_id, error)
         return completion
 
     def evaluate(
@@ -418,14 +421,17 @@ class Router:
 
     def _report_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
         self._remember(_CallRecord(decision, latency_ms=(time.perf_counter() - started) * 1000))
-        self._report(
-            decision.trace_id,
-            score=0.0,
-            success=False,
-            source="error",
-            reason=error.summary,
-            failure_category=error.failure_category,
-        )
+        try:
+            self._report(
+                decision.trace_id,
+                score=0.0,
+                success=False,
+                source="error",
+                reason=error.summary,
+                failure_category=error.failure_category,
+            )
+        except Exception as report_error:  # the fallback to the next path goes on
+            _log_unreported(decision.trace_id, report_error)
         return Attempt(decision, str(error), error.failure_category, error)
 
     # --- reporting --------------------------------------------------------------------------------------
@@ -544,6 +550,10 @@ class Router:
         from kalibr.plugins import make_adapter
 
         return make_adapter("dspy", "dspy", self, **options)
+
+
+def _log_unreported(trace_id: str, error: Exception) -> None:
+    logger.error("kalibr: could not report the outcome of trace %s (%s)", trace_id, type(error).__name__)
 
 
 def _required_positionals(function: Callable[..., Any]) -> int:
