@@ -19,9 +19,10 @@ Usage (an adapter)::
     tracker = RunTracker()
     tracker.start(run_id, parent_id)             # a framework call began (parent_id None: a root)
     tracker.record(run_id, router, trace_id)     # a decision was made while run_id was the innermost call
-    run = tracker.end(run_id)                    # a root's end returns its Run; judge its final output:
-    for trace_id in run.trace_ids(router):
-        router.evaluate(trace_id, final_output, final=True)
+    run = tracker.end(run_id)                    # a root's end returns its Run (None for any other call)
+    run.judge(final_output)                      # each router's judge once, its verdict to all its decisions
+    run.fail(error)                              # or, when the run raised: its decisions failed if the error
+                                                 # blames what a model answered (``blames_output``)
 """
 
 from __future__ import annotations
@@ -30,18 +31,29 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
+import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from kalibr._exceptions import UserError
+from kalibr._exceptions import UserError, failure_category_of
+from kalibr._types import FailureCategory
 
 if TYPE_CHECKING:
     from kalibr._router import Router
 
-__all__ = ["Run", "RunTracker"]
+__all__ = ["OUTPUT_FAILURE_CATEGORIES", "Run", "RunTracker", "blames_output", "ensure_scope"]
+
+logger = logging.getLogger("kalibr")
+
+OUTPUT_FAILURE_CATEGORIES: frozenset[FailureCategory] = frozenset(
+    {"malformed_output", "validation_failed", "tool_error"}
+)
+"""Categories of a run's error that blame what a model answered (an output parser's error, a failed validation,
+a tool called wrongly): the run's decisions are reported failed. Any other error (the caller's own code, a
+provider outage the router already blamed on its path) leaves them unjudged."""
 
 _MAX_OPEN_RUNS = 100_000  # runs whose end never came (an abandoned stream) are forgotten oldest first
 _MAX_SCOPE_ROOTS = 256  # finished runs a scope remembers (more than any batch whose overlap matters)
@@ -74,6 +86,44 @@ class Run:
     def trace_ids(self, router: Router) -> list[str]:
         """The trace ids of ``router``'s decisions in this run."""
         return [trace_id for owner, trace_id in self.decisions if owner is router]
+
+    def routers(self) -> list[Router]:
+        """The routers that made this run's decisions, in the order of their first decision."""
+        return list({id(router): router for router, _ in self.decisions}.values())
+
+    def judge(self, output: Any) -> None:
+        """Judge the run's final ``output``: each router's ``success_when``/``score_when`` runs once and its
+        verdict goes to every decision of that router in the run (``Router.evaluate(..., final=True)``).
+
+        Called from a framework's end-of-run callback, it never raises: a verdict that cannot be reported (a
+        decision evicted from the router's memory, a store failure) is logged with the error's type.
+        """
+        for router in self.routers():
+            _logged(router.evaluate, self.trace_ids(router), output, final=True)
+
+    def fail(self, error: BaseException) -> None:
+        """The run raised ``error``: report its decisions failed when the error blames what a model answered
+        (``blames_output``), else report nothing. Never raises; see ``judge``."""
+        category = blames_output(error)
+        if category is None:
+            return
+        reason = f"the run raised {type(error).__name__}"
+        for router, trace_id in self.decisions:
+            _logged(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+
+
+def blames_output(error: BaseException) -> FailureCategory | None:
+    """The failure category of ``error`` when it blames what a model answered (``OUTPUT_FAILURE_CATEGORIES``),
+    else None."""
+    category = failure_category_of(error)
+    return category if category in OUTPUT_FAILURE_CATEGORIES else None
+
+
+def _logged(report: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    try:
+        report(*args, **kwargs)
+    except Exception as error:  # a run's end must never break the caller's run; the type alone is safe to log
+        logger.warning("kalibr: could not report a run's outcome: %s", type(error).__name__)
 
 
 @dataclass(eq=False, slots=True)

@@ -11,9 +11,8 @@ and removes a dictionary entry per step.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -28,7 +27,6 @@ import kalibr
 from kalibr.runs import Run, RunTracker
 
 __all__ = [
-    "OUTPUT_JUDGED_CATEGORIES",
     "RunFollower",
     "current_llm_run",
     "install",
@@ -37,13 +35,7 @@ __all__ = [
     "tracker",
 ]
 
-logger = logging.getLogger("kalibr.langchain")
-
 tracker = RunTracker()
-
-OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
-"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
-Any other error (the caller's own code, a provider outage already blamed on its path) leaves them unjudged."""
 
 _MAX_OUTPUTS = 1_000
 
@@ -148,22 +140,12 @@ class _RunHandler(RunFollower):
         if run is None or not run.decisions:
             return
         self._remember(output, run)
-        judged = judged_output(output)
-        for router, trace_ids in _by_router(run).items():
-            for trace_id in trace_ids:
-                _safely(router.evaluate, trace_id, judged, final=True)
+        run.judge(judged_output(output))
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
         run = tracker.end(run_id)
-        if run is None or not run.decisions:
-            return
-        category = kalibr.failure_category_of(error)
-        if category not in OUTPUT_JUDGED_CATEGORIES:
-            return
-        reason = f"the run raised {type(error).__name__}"
-        for router, trace_ids in _by_router(run).items():
-            for trace_id in trace_ids:
-                _safely(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+        if run is not None:
+            run.fail(error)
 
     # --- outputs, for llm.report(output) ------------------------------------------------------------------
     def _remember(self, output: Any, run: Run) -> None:
@@ -186,21 +168,6 @@ class _RunHandler(RunFollower):
                 "kalibr_trace_id of its AIMessage), or return the message from the chain"
             )
         return known[1].trace_ids(router)
-
-
-def _by_router(run: Run) -> dict[kalibr.Router, list[str]]:
-    grouped: dict[kalibr.Router, list[str]] = defaultdict(list)
-    for router, trace_id in run.decisions:
-        grouped[router].append(trace_id)
-    return grouped
-
-
-def _safely(report: Any, *args: Any, **kwargs: Any) -> None:
-    # A callback must never break the user's run; an outcome that cannot be reported is logged.
-    try:
-        report(*args, **kwargs)
-    except kalibr.KalibrError as error:
-        logger.warning("kalibr: could not report a LangChain run's outcome: %s", type(error).__name__)
 
 
 run_handler = _RunHandler()

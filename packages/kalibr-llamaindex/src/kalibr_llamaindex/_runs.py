@@ -17,10 +17,8 @@ that task: the handler opens the caller's run scope there, so the run is publish
 from __future__ import annotations
 
 import inspect
-import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
@@ -29,11 +27,10 @@ from llama_index_instrumentation.span import SimpleSpan, active_span_id
 from llama_index_instrumentation.span_handlers import BaseSpanHandler
 from pydantic import BaseModel
 
-from kalibr import KalibrError, Router, failure_category_of
+from kalibr import Router
 from kalibr.runs import Run, RunTracker, ensure_scope
 
 __all__ = [
-    "OUTPUT_JUDGED_CATEGORIES",
     "RunOutcomeHandler",
     "evaluates_each_call",
     "final_output",
@@ -42,13 +39,7 @@ __all__ = [
     "trace_ids_of",
 ]
 
-logger = logging.getLogger("kalibr.llamaindex")
-
 _tracker = RunTracker()
-
-OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
-"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
-Any other error leaves them unjudged, as in every Kalibr adapter."""
 
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
@@ -121,27 +112,6 @@ def evaluates_each_call() -> bool:
     return True
 
 
-def _report_safely(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-    try:
-        action(*args, **kwargs)
-    except KalibrError as error:  # a decision evicted from the router's memory, a store failure: never break the run
-        logger.warning("kalibr: could not report a LlamaIndex run's outcome: %s", type(error).__name__)
-
-
-def _judge(run: Run, output: Any) -> None:
-    for router, trace_id in run.decisions:
-        _report_safely(router.evaluate, trace_id, output, final=True)
-
-
-def _fail(run: Run, error: BaseException) -> None:
-    category = failure_category_of(error)
-    if category not in OUTPUT_JUDGED_CATEGORIES:
-        return  # the caller's own code, or a provider outage the router already blamed on its path
-    reason = f"the LlamaIndex run raised {type(error).__name__}"
-    for router, trace_id in run.decisions:
-        _report_safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
-
-
 class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
     """Reports each run's outcome to the routers whose decisions it used (installed once per process)."""
 
@@ -187,7 +157,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         if run is not None and run.decisions:
             _remember(result, run)
             if not judged:
-                _judge(run, final_output(result))
+                run.judge(final_output(result))
         return None
 
     def prepare_to_drop_span(
@@ -200,7 +170,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
     ) -> SimpleSpan | None:
         run, _ = self._end(id_)
         if run is not None and err is not None:
-            _fail(run, err)
+            run.fail(err)
         return None
 
 
