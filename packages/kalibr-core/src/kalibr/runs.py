@@ -166,8 +166,17 @@ def _own_scope() -> _Scope:
 
 
 def ensure_scope() -> None:
-    """Open the current thread's or task's scope if needed (the router does it on every direct call), so that
-    runs started later in copies of this context (a framework's batch workers) are seen by ``report()`` here."""
+    """Open the current thread's or asyncio task's run scope if it has none (the router does it on every direct
+    call), so that roots started later in copies of this context are published here too and ``report()`` here
+    sees them.
+
+    A root started in a copied context (a worker thread, a new task) goes into the scope the copy holds and the
+    scopes that one was opened from; a context copied before any scope was opened holds none, and the caller
+    never sees the run. An adapter calls it in the caller's own context right before the framework copies that
+    context for work that will start a root elsewhere: the LlamaIndex adapter in ``capture_propagation_context``
+    (just before a workflow starts its task), the LangChain adapter when a ``ChatKalibr`` is built (before
+    ``abatch`` starts each item's task). Cheap and idempotent.
+    """
     scope = _scope.get()
     if scope is None or scope.owner != _owner():
         with _lock:
@@ -231,10 +240,17 @@ class RunTracker:
 
     @contextlib.contextmanager
     def shared_scope(self) -> Iterator[None]:
-        """Count every run started while it is open, here or in copies of this context (a batch's worker
-        threads or tasks), as one batch: ``report()`` afterwards is ambiguous unless the batch had one item.
+        """Count every root started while it is open, here or in copies of this context (a batch's worker
+        threads or tasks), as one batch: ``report()`` afterwards is ambiguous unless the batch had one item,
+        even when the items ran one after another (which the overlap rule alone would take for separate runs,
+        so the report would land on the last item).
 
-        An adapter wraps the framework's own ``batch``/``abatch`` in it.
+        An adapter wraps the framework's own batch-like calls in it: the DSPy adapter holds it open for the
+        length of ``dspy.Evaluate`` and an optimizer's ``compile``. Nested windows join the outer one. Usage::
+
+            with tracker.shared_scope():
+                results = [program(**example.inputs()) for example in dataset]
+            router.report(success=True)   # UserError: ambiguous, pass trace_id= or report per example
         """
         with _lock:
             scope = _own_scope()
