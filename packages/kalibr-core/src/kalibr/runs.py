@@ -44,7 +44,7 @@ from kalibr._types import FailureCategory
 if TYPE_CHECKING:
     from kalibr._router import Router
 
-__all__ = ["OUTPUT_FAILURE_CATEGORIES", "Run", "RunTracker", "blames_output", "ensure_scope"]
+__all__ = ["OUTPUT_FAILURE_CATEGORIES", "Run", "RunOutputs", "RunTracker", "blames_output", "ensure_scope"]
 
 logger = logging.getLogger("kalibr")
 
@@ -110,6 +110,45 @@ class Run:
         reason = f"the run raised {type(error).__name__}"
         for router, trace_id in self.decisions:
             _logged(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+
+
+class RunOutputs:
+    """Which recent run returned each output object, so an adapter's ``llm.report(output)`` finds its decisions.
+
+    Keyed by identity (holding the output keeps its ``id()`` unique); thread-safe; the oldest ``size`` are
+    forgotten first. The very same object returned by several runs (an interned ``"4"``) belongs to none of them:
+    asking for it raises ``UserError`` ending with ``ambiguous_fix``, the adapter's way to name the decision.
+    """
+
+    def __init__(self, ambiguous_fix: str, size: int = 1_000) -> None:
+        self._ambiguous_fix = ambiguous_fix
+        self._size = size
+        self._lock = threading.Lock()
+        self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
+
+    def remember(self, output: Any, run: Run) -> None:
+        """``run`` returned ``output`` (None is never remembered)."""
+        if output is None:
+            return
+        with self._lock:
+            known = self._outputs.get(id(output))
+            shared = known is not None and known[0] is output and known[1] is not run
+            self._outputs[id(output)] = (output, None if shared else run)
+            if len(self._outputs) > self._size:
+                self._outputs.popitem(last=False)
+
+    def trace_ids(self, output: Any, router: Router) -> list[str] | None:
+        """``router``'s decisions in the recent run that returned ``output`` (that very object); None when no
+        recent run returned it."""
+        with self._lock:
+            known = self._outputs.get(id(output))
+        if known is None or known[0] is not output:
+            return None
+        if known[1] is None:
+            raise UserError(
+                f"several runs returned the very same {type(output).__name__} object: {self._ambiguous_fix}"
+            )
+        return known[1].trace_ids(router)
 
 
 def blames_output(error: BaseException) -> FailureCategory | None:

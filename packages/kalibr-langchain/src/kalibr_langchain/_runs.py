@@ -12,7 +12,6 @@ and removes a dictionary entry per step.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -24,7 +23,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 import kalibr
-from kalibr.runs import Run, RunTracker
+from kalibr.runs import RunOutputs, RunTracker
 
 __all__ = [
     "RunFollower",
@@ -36,8 +35,6 @@ __all__ = [
 ]
 
 tracker = RunTracker()
-
-_MAX_OUTPUTS = 1_000
 
 # The chat model run that started last in this context: LangChain's stream() calls _stream without its run manager.
 _llm_run: ContextVar[UUID | None] = ContextVar("kalibr_langchain_llm_run", default=None)
@@ -105,8 +102,9 @@ class _RunHandler(RunFollower):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
+        self._outputs = RunOutputs(
+            "report each with trace_id= (the kalibr_trace_id of its AIMessage), or return the message from the chain"
+        )
 
     def started(self, run_id: UUID, parent_run_id: UUID | None) -> None:
         tracker.start(run_id, parent_run_id)
@@ -139,7 +137,7 @@ class _RunHandler(RunFollower):
         run = tracker.end(run_id)
         if run is None or not run.decisions:
             return
-        self._remember(output, run)
+        self._outputs.remember(output, run)
         run.judge(judged_output(output))
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
@@ -148,26 +146,9 @@ class _RunHandler(RunFollower):
             run.fail(error)
 
     # --- outputs, for llm.report(output) ------------------------------------------------------------------
-    def _remember(self, output: Any, run: Run) -> None:
-        with self._lock:
-            known = self._outputs.get(id(output))
-            shared = known is not None and known[0] is output  # an interned "4" returned by several runs
-            self._outputs[id(output)] = (output, None if shared else run)  # holding it keeps its id() unique
-            if len(self._outputs) > _MAX_OUTPUTS:
-                self._outputs.popitem(last=False)
-
     def trace_ids_for(self, output: Any, router: kalibr.Router) -> list[str]:
         """``router``'s decisions in the recent run that returned ``output`` (that very object), else none."""
-        with self._lock:
-            known = self._outputs.get(id(output))
-        if known is None or known[0] is not output:
-            return []
-        if known[1] is None:
-            raise kalibr.UserError(
-                f"several runs returned the very same {type(output).__name__} object: report each with trace_id= (the "
-                "kalibr_trace_id of its AIMessage), or return the message from the chain"
-            )
-        return known[1].trace_ids(router)
+        return self._outputs.trace_ids(output, router) or []
 
 
 run_handler = _RunHandler()

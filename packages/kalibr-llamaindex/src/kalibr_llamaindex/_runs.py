@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections import OrderedDict
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
@@ -28,7 +27,7 @@ from llama_index_instrumentation.span_handlers import BaseSpanHandler
 from pydantic import BaseModel
 
 from kalibr import Router
-from kalibr.runs import Run, RunTracker, ensure_scope
+from kalibr.runs import Run, RunOutputs, RunTracker, ensure_scope
 
 __all__ = [
     "RunOutcomeHandler",
@@ -43,8 +42,7 @@ _tracker = RunTracker()
 
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
-_MAX_OUTPUTS = 1_000
-_outputs: OrderedDict[int, tuple[Any, Run]] = OrderedDict()  # id(a run's result) -> (that result, its run)
+_outputs = RunOutputs("report each with trace_id= (its response's raw['kalibr']['trace_id'])")
 
 
 def final_output(result: Any) -> Any:
@@ -71,21 +69,16 @@ def final_output(result: Any) -> Any:
 
 def _remember(result: Any, run: Run) -> None:
     """Keep which run returned ``result`` (and the value a workflow's ``StopEvent`` carries), for ``llm.report``."""
-    for value in (result, getattr(result, "result", None)):
-        if value is not None and not isinstance(value, str | bytes | int | float):  # ids of those are shared
-            with _lock:
-                _outputs[id(value)] = (value, run)
-                if len(_outputs) > _MAX_OUTPUTS:
-                    _outputs.popitem(last=False)
+    _outputs.remember(result, run)
+    _outputs.remember(getattr(result, "result", None), run)
 
 
 def trace_ids_of(output: Any, router: Router) -> list[str]:
     """The decisions of ``router`` behind ``output``: a response of a Kalibr LLM (its ``raw["kalibr"]``), or the
     result of a recent run that used one (a query's response, an agent's output, a parsed object)."""
-    with _lock:
-        known = _outputs.get(id(output))
-    if known is not None and known[0] is output:
-        return known[1].trace_ids(router)
+    from_run = _outputs.trace_ids(output, router)
+    if from_run is not None:
+        return from_run
     raw = getattr(output, "raw", None)
     if isinstance(raw, dict) and isinstance(info := raw.get("kalibr"), dict) and info.get("goal") == router.goal:
         return [info["trace_id"]]
