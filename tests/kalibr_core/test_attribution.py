@@ -189,11 +189,17 @@ async def test_an_async_run_ended_in_another_task_is_reported_by_the_task_that_s
     sandbox: SandboxServer,
 ) -> None:
     router, tracker = _router(sandbox), RunTracker()
+    started: list[int] = []
+    all_started = asyncio.Event()  # every run is going before any ends: the gathering task sees 8 at once
 
     async def item(index: int) -> list[str]:
         await router.acompletion(f"direct call {index}")  # an earlier, unrelated call of this task
         root = f"root-{index}"
         tracker.start(root, None)  # the root's start: in this task, as LangChain awaits it
+        started.append(index)
+        if len(started) == 8:
+            all_started.set()
+        await all_started.wait()
 
         async def model_step() -> str:
             tracker.start(f"{root}-llm", root)
@@ -419,3 +425,46 @@ def test_failure_category_of(framework_plugin: None, make_error: Callable[[], Ba
 
 def test_a_plugin_without_an_answer_leaves_it_unknown() -> None:
     assert kalibr.failure_category_of(_FrameworkError("no plugin registered")) == "unknown"
+
+
+def test_a_run_is_judged_once_and_a_decision_that_cannot_take_the_verdict_does_not_stop_the_others(
+    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    judged: list[Any] = []
+    router = _router(sandbox, success_when=lambda output: judged.append(output) is None)
+    tracker = RunTracker()
+    tracker.start("root", None)
+    first = _framework_call(tracker, router, "step-1", "root")
+    tracker.record("root", router, "a-trace-the-router-never-made")  # e.g. evicted from the router's memory
+    second = _framework_call(tracker, router, "step-2", "root")
+    run = tracker.end("root")
+    assert run is not None
+    judged.clear()  # the steps' own per-call verdicts, which the run's replaces
+    with caplog.at_level(logging.WARNING, logger="kalibr"):
+        run.judge({"answer": 42})
+    assert judged == [{"answer": 42}]
+    stored = _outcomes(router)
+    assert [(stored[t].source, stored[t].success) for t in (first, second)] == [("run", True), ("run", True)]
+    assert "could not report a run's outcome: UserError" in caplog.text
+
+
+def test_a_run_is_failed_only_by_an_error_that_blames_the_output(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    tracker = RunTracker()
+    runs = []
+    for name in ("caller-bug", "bad-json"):
+        tracker.start(name, None)
+        _framework_call(tracker, router, f"{name}-step", name)
+        runs.append(tracker.end(name))
+    caller_bug, bad_json = runs
+    assert caller_bug is not None and bad_json is not None
+    caller_bug.fail(KeyError("the caller's own code"))
+    bad_json.fail(json.JSONDecodeError("no JSON", "doc", 0))
+    stored = _outcomes(router)
+    assert caller_bug.trace_ids(router)[0] not in stored  # no judge, no error outcome: nothing reported
+    failed = stored[bad_json.trace_ids(router)[0]]
+    assert (failed.success, failed.failure_category, failed.reason) == (
+        False,
+        "malformed_output",
+        "the run raised JSONDecodeError",
+    )

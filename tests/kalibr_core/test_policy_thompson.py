@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy, default_policy
-from kalibr.policies.drift import on_probation
+from kalibr.policies.drift import DropDetector, on_probation
 from kalibr.policies.priors import priors_from_model_totals
 
 DAY = 86_400.0
@@ -216,3 +221,49 @@ def test_a_path_ruled_out_on_a_few_outcomes_is_rechecked_until_it_has_min_sample
     assert picks(unlucky, hourly, now=now)[1] > 300
     settled = [unlucky[0], arm("bad", 2, 28, last_outcome_at=now - 25 * 3_600)]
     assert picks(settled, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10  # 30 outcomes: a real verdict
+
+
+def test_correcting_the_failure_that_started_a_detector_run_ends_the_run() -> None:
+    policy = ThompsonPolicy()
+    state = fail(policy, arm("a", 30, 0), 1)
+    assert state.extra["run_failures"] == 1.0
+    corrected = policy.adjust(state, old_score=0.0, new_score=1.0)
+    assert (corrected.successes, corrected.failures) == (31.0, 0.0)
+    assert corrected.extra["run_failures"] == 0.0
+    assert corrected.extra["drop_cusum"] == 0.0
+    # The next failure is judged against a rate with every success in it, and does not raise.
+    assert fail(policy, corrected, 1).extra["run_failures"] == 1.0
+
+
+_SCORES = st.sampled_from([0.0, 1.0, 0.5, 0.25, 0.9])
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("update"), _SCORES),
+        st.tuples(st.just("adjust"), st.integers(min_value=0), _SCORES),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.tuples(st.integers(0, 40), st.integers(0, 40)), steps=_STEPS)
+def test_any_updates_and_corrections_keep_the_arm_valid(start: tuple[int, int], steps: list[tuple[Any, ...]]) -> None:
+    policy, state = ThompsonPolicy(detector=DropDetector(min_evidence=4.0, threshold=3.0)), arm("a", *start)
+    scores: list[float] = []  # every outcome counted so far, as last reported: what a replacement can correct
+    for step in steps:
+        if step[0] == "update" or not scores:
+            state = policy.update(state, score=step[-1], cost_usd=None, latency_ms=None, now=float(len(scores)))
+            scores.append(step[-1])
+        else:
+            index = step[1] % len(scores)
+            state = policy.adjust(state, old_score=scores[index], new_score=step[2])
+            scores[index] = step[2]
+        assert state.successes >= 0.0 and state.failures >= 0.0
+        assert all(math.isfinite(value) for value in state.extra.values())
+        assert min((value for key, value in state.extra.items() if key != "probation_llr"), default=0.0) >= 0.0
+        if not on_probation(state):
+            assert state.extra.get("run_successes", 0.0) <= state.successes + 1e-9
+            assert state.extra.get("run_failures", 0.0) <= state.failures + 1e-9
+    # Whatever happened, the arm can still be chosen and learn.
+    policy.choose([state, arm("b", 5, 5)], config=PolicyConfig(), rng=np.random.default_rng(0), now=0.0)
+    policy.update(state, score=0.0, cost_usd=None, latency_ms=None, now=0.0)

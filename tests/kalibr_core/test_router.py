@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 
 import kalibr
+import kalibr.policies
+from kalibr.intelligence.engine import Engine
 from kalibr.sandbox import SandboxServer
 from kalibr.sandbox.tasks import TaskGenerator
+from kalibr.stores.memory import MemoryStore
 
 LEARNING = {
     "name": "learning",
@@ -333,3 +336,52 @@ def test_a_run_verdict_replaces_the_call_verdict_and_an_explicit_report_replaces
     assert score_of(first.trace_id)[0] == 0.0
     router.report(score=0.5, trace_id=first.trace_id)  # the caller may change their mind
     assert score_of(first.trace_id)[0] == 0.5
+
+
+def test_correcting_judged_failures_after_a_healthy_record_keeps_routing(sandbox: SandboxServer) -> None:
+    # A judge turns strict after 30 good answers; each failure it finds (which starts the change detector's run)
+    # is corrected by an explicit report. The policy once kept the corrected failure in the run and the next
+    # completion raised ZeroDivisionError.
+    verdict = [True]
+    router = kalibr.Router(
+        "greet", _paths(sandbox, "sandbox-mini"), store="memory:", success_when=lambda text: verdict[0]
+    )
+    for _ in range(30):
+        router.completion("Hello there")
+    verdict[0] = False
+    for _ in range(5):
+        router.completion("Hello there")
+        router.report(success=True)
+    engine: Any = router.intelligence
+    engine.flush()
+    (arm,) = engine.store.load_arms("default", "greet", router.paths)
+    assert (arm.successes, arm.failures) == (35.0, 0.0)
+    assert arm.extra.get("run_failures", 0.0) == 0.0
+    assert {o.score for o in _outcomes(router)} == {1.0}
+
+
+class _BrokenPolicy(kalibr.policies.ThompsonPolicy):
+    def update(self, arm: Any, **outcome: Any) -> Any:
+        raise ZeroDivisionError("a policy bug")
+
+    def adjust(self, arm: Any, **scores: Any) -> Any:
+        raise ValueError("math domain error")
+
+
+def test_a_policy_that_raises_never_breaks_a_completion_or_report_and_the_outcome_is_kept(
+    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Engine(MemoryStore(), policy=_BrokenPolicy())
+    router = kalibr.Router("greet", _paths(sandbox, "sandbox-mini"), intelligence=engine, success_when=bool)
+    completion = router.completion("Hello there")
+    router.report(success=False, failure_category="hallucination_detected")
+    assert completion.text
+    (outcome,) = _outcomes(router)
+    assert (outcome.trace_id, outcome.score, outcome.failure_category) == (
+        completion.trace_id,
+        0.0,
+        "hallucination_detected",
+    )
+    logged = [r.getMessage() for r in caplog.records if "policy raised" in r.getMessage()]
+    assert logged and all("a policy bug" not in line and "math domain" not in line for line in logged)
+    assert any("ZeroDivisionError" in line for line in logged) and any("ValueError" in line for line in logged)

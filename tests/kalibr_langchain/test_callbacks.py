@@ -51,6 +51,19 @@ def test_chain_verdict_replaces_the_verdict_on_the_model_text(sandbox: SandboxSe
     assert stored_outcomes(router)[trace_id].success is False
 
 
+def test_a_chain_with_two_model_steps_is_judged_once_for_both(sandbox: SandboxServer) -> None:
+    llm = ChatKalibr(goal="chain_judged_once", paths=sandbox_paths(sandbox, "sandbox-mini"), store="memory:")
+    judged: list[Any] = []
+    handler = KalibrCallbackHandler(llm, success_when=lambda output: judged.append(output) is None)
+    check = ChatPromptTemplate.from_template("Is {answer} right? Answer yes or no.")
+    chain = _answer_chain(llm) | check | llm | StrOutputParser()
+    verdict = chain.invoke({"a": 2, "b": 3}, config={"callbacks": [handler]})
+    assert judged == [verdict]
+    traces = handler.trace_ids_for(verdict)
+    assert len(traces) == 2
+    assert all(stored_outcomes(llm._router)[trace].success for trace in traces)
+
+
 def _refuse(text: str) -> str:
     raise OutputParserException(f"no JSON in {text!r}")
 

@@ -277,8 +277,20 @@ def test_an_agents_tool_turn_is_not_judged_as_a_final_answer(sandbox: SandboxSer
     router = _router(sandbox, score_when=lambda answer: seen.append(answer) or (0.8 if isinstance(answer, str) else 0))
     state = _react_agent(router.as_langchain()).invoke(WEATHER)
     final = state["messages"][-1]
-    assert seen == [final.text, final.text]  # the final answer, once for each step of the run
+    assert seen == [final.text]  # the final answer, judged once; its verdict goes to each step of the run
     assert [o.score for o in stored_outcomes(router).values()] == [0.8, 0.8]
+
+
+def test_a_chain_with_two_model_steps_is_judged_once_for_both(sandbox: SandboxServer) -> None:
+    judged: list[Any] = []
+    router = _router(sandbox, success_when=lambda answer: judged.append(answer) is None)
+    llm = router.as_langchain()
+    shorten = ChatPromptTemplate.from_template("Say this in five words: {fact}")
+    chain = PROMPT | llm | StrOutputParser() | (lambda fact: {"fact": fact}) | shorten | llm | StrOutputParser()
+    answer = chain.invoke({"topic": "otters"})
+    assert judged == [answer]
+    outcomes = stored_outcomes(router).values()
+    assert [(o.source, o.success) for o in outcomes] == [("run", True), ("run", True)]
 
 
 def test_a_parser_failure_fails_the_run_with_its_category(sandbox: SandboxServer) -> None:

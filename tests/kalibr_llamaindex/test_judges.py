@@ -68,9 +68,9 @@ async def test_an_agent_is_judged_on_its_final_answer_only(sandbox: SandboxServe
     router = _judging_router(sandbox, judged, verdict=False)
     agent = FunctionAgent(tools=[multiply], llm=router.as_llamaindex())
     response = await agent.run("Use the multiply tool: what is 6 times 7?")
-    # The tool-call turn is a step, not an answer: only the final answer is judged (for each decision of the run).
-    assert judged
-    assert all(output == str(response) for output in judged)
+    # The tool-call turn is a step, not an answer: only the final answer is judged, once, and the verdict goes to
+    # each decision of the run.
+    assert judged == [str(response)]
     assert [(r.source, r.success) for r in router.reports] == [("run", False), ("run", False)]
 
 

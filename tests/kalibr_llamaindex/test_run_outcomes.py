@@ -56,7 +56,7 @@ def test_query_outcome_goes_to_every_decision_it_made(sandbox: SandboxServer) ->
     assert len(run_reports) == 2
     assert len({r.trace_id for r in run_reports}) == 2
     assert all(r.success is ("banana" in str(result)) for r in run_reports)
-    assert judged == [str(result), str(result)], "the calls inside the query are steps, not judged alone"
+    assert judged == [str(result)], "the calls inside the query are steps, not judged alone; the run once"
 
 
 def test_score_when_scores_the_run(sandbox: SandboxServer) -> None:

@@ -407,50 +407,66 @@ class Router:
             _reporter=lambda **kw: self.report(trace_id=decision.trace_id, **kw),
         )
         if evaluate:
-            self.evaluate(completion.trace_id, completion.output, completion=completion)
+            try:
+                self.evaluate(completion.trace_id, completion.output, completion=completion)
+            except Exception as error:  # the answer is the caller's: a report that failed must not take it away
+                _log_unreported(decision.trace_id, error)
         return completion
 
     def evaluate(
-        self, trace_id: str, output: Any, *, final: bool = False, completion: Completion | None = None
+        self, trace_id: str | Sequence[str], output: Any, *, final: bool = False, completion: Completion | None = None
     ) -> None:
         """Run ``success_when``/``score_when`` on ``output`` and report the result for ``trace_id``.
 
         The router calls this on every answer (with ``completion.output``). Adapters call it with ``final=True``
-        on the final output of a whole run (a chain's parsed result, a query's response, an agent's answer) for
-        each decision of the run: that verdict replaces the per-call one, and an explicit ``report()`` replaces
-        both. A judge taking two positional parameters also receives ``completion`` (None when not given).
+        on the final output of a whole run (a chain's parsed result, a query's response, an agent's answer) with
+        the trace ids of all the run's decisions: the judge runs once and its verdict (or its failure) goes to
+        each, replacing their per-call verdicts; an explicit ``report()`` replaces both. A judge taking two
+        positional parameters also receives ``completion`` (None when not given).
 
         A judge that raises counts as a failure (``validation_failed``, reason "success_when raised ValueError":
         the exception's text may quote the output, so it is never stored or logged). Only the judge's own
-        exception is caught: an error while reporting (a ``StoreError``) propagates as itself.
+        exception is caught: an error while reporting (a ``StoreError``) propagates as itself, once every trace
+        id has been tried.
         """
         callback = self.success_when or self.score_when
         if callback is None:
             return
+        trace_ids = [trace_id] if isinstance(trace_id, str) else list(trace_id)
+        if not trace_ids:
+            return
         name = "success_when" if self.success_when is not None else "score_when"
-        source = "run" if final else name
+        verdict: dict[str, Any]
         try:
             value = callback(output, completion) if self._judge_takes_completion else callback(output)
             score = resolve_score(bool(value), None) if self.success_when is not None else resolve_score(None, value)
+            verdict = {"score": score, "success": score >= 0.5}
         except Exception as error:
             reason = f"{name} raised {type(error).__name__}"
-            logger.warning("kalibr: %s for trace %s; counting the call as failed", reason, trace_id)
-            self._report(
-                trace_id, score=0.0, success=False, source=source, reason=reason, failure_category="validation_failed"
-            )
-            return
-        self._report(trace_id, score=score, success=score >= 0.5, source=source)
+            logger.warning("kalibr: %s for trace %s; counting the call as failed", reason, trace_ids[0])
+            verdict = {"score": 0.0, "success": False, "reason": reason, "failure_category": "validation_failed"}
+        failed: Exception | None = None
+        for target in trace_ids:
+            try:
+                self._report(target, source="run" if final else name, **verdict)
+            except Exception as error:  # the other decisions still get the verdict
+                failed = failed or error
+        if failed is not None:
+            raise failed
 
     def _report_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
         self._remember(_CallRecord(decision, latency_ms=(time.perf_counter() - started) * 1000))
-        self._report(
-            decision.trace_id,
-            score=0.0,
-            success=False,
-            source="error",
-            reason=error.summary,
-            failure_category=error.failure_category,
-        )
+        try:
+            self._report(
+                decision.trace_id,
+                score=0.0,
+                success=False,
+                source="error",
+                reason=error.summary,
+                failure_category=error.failure_category,
+            )
+        except Exception as report_error:  # the fallback to the next path goes on
+            _log_unreported(decision.trace_id, report_error)
         return Attempt(decision, str(error), error.failure_category, error)
 
     # --- reporting --------------------------------------------------------------------------------------
@@ -569,6 +585,10 @@ class Router:
         from kalibr.plugins import make_adapter
 
         return make_adapter("dspy", "dspy", self, **options)
+
+
+def _log_unreported(trace_id: str, error: Exception) -> None:
+    logger.error("kalibr: could not report the outcome of trace %s (%s)", trace_id, type(error).__name__)
 
 
 def _required_positionals(function: Callable[..., Any]) -> int:

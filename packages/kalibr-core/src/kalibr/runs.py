@@ -19,9 +19,10 @@ Usage (an adapter)::
     tracker = RunTracker()
     tracker.start(run_id, parent_id)             # a framework call began (parent_id None: a root)
     tracker.record(run_id, router, trace_id)     # a decision was made while run_id was the innermost call
-    run = tracker.end(run_id)                    # a root's end returns its Run; judge its final output:
-    for trace_id in run.trace_ids(router):
-        router.evaluate(trace_id, final_output, final=True)
+    run = tracker.end(run_id)                    # a root's end returns its Run (None for any other call)
+    run.judge(final_output)                      # each router's judge once, its verdict to all its decisions
+    run.fail(error)                              # or, when the run raised: its decisions failed if the error
+                                                 # blames what a model answered (``blames_output``)
 """
 
 from __future__ import annotations
@@ -30,18 +31,29 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
+import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from kalibr._exceptions import UserError
+from kalibr._exceptions import UserError, failure_category_of
+from kalibr._types import FailureCategory
 
 if TYPE_CHECKING:
     from kalibr._router import Router
 
-__all__ = ["Run", "RunTracker"]
+__all__ = ["OUTPUT_FAILURE_CATEGORIES", "Run", "RunOutputs", "RunTracker", "blames_output", "ensure_scope"]
+
+logger = logging.getLogger("kalibr")
+
+OUTPUT_FAILURE_CATEGORIES: frozenset[FailureCategory] = frozenset(
+    {"malformed_output", "validation_failed", "tool_error"}
+)
+"""Categories of a run's error that blame what a model answered (an output parser's error, a failed validation,
+a tool called wrongly): the run's decisions are reported failed. Any other error (the caller's own code, a
+provider outage the router already blamed on its path) leaves them unjudged."""
 
 _MAX_OPEN_RUNS = 100_000  # runs whose end never came (an abandoned stream) are forgotten oldest first
 _MAX_SCOPE_ROOTS = 256  # finished runs a scope remembers (more than any batch whose overlap matters)
@@ -74,6 +86,83 @@ class Run:
     def trace_ids(self, router: Router) -> list[str]:
         """The trace ids of ``router``'s decisions in this run."""
         return [trace_id for owner, trace_id in self.decisions if owner is router]
+
+    def routers(self) -> list[Router]:
+        """The routers that made this run's decisions, in the order of their first decision."""
+        return list({id(router): router for router, _ in self.decisions}.values())
+
+    def judge(self, output: Any) -> None:
+        """Judge the run's final ``output``: each router's ``success_when``/``score_when`` runs once and its
+        verdict goes to every decision of that router in the run (``Router.evaluate(..., final=True)``).
+
+        Called from a framework's end-of-run callback, it never raises: a verdict that cannot be reported (a
+        decision evicted from the router's memory, a store failure) is logged with the error's type.
+        """
+        for router in self.routers():
+            _logged(router.evaluate, self.trace_ids(router), output, final=True)
+
+    def fail(self, error: BaseException) -> None:
+        """The run raised ``error``: report its decisions failed when the error blames what a model answered
+        (``blames_output``), else report nothing. Never raises; see ``judge``."""
+        category = blames_output(error)
+        if category is None:
+            return
+        reason = f"the run raised {type(error).__name__}"
+        for router, trace_id in self.decisions:
+            _logged(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+
+
+class RunOutputs:
+    """Which recent run returned each output object, so an adapter's ``llm.report(output)`` finds its decisions.
+
+    Keyed by identity (holding the output keeps its ``id()`` unique); thread-safe; the oldest ``size`` are
+    forgotten first. The very same object returned by several runs (an interned ``"4"``) belongs to none of them:
+    asking for it raises ``UserError`` ending with ``ambiguous_fix``, the adapter's way to name the decision.
+    """
+
+    def __init__(self, ambiguous_fix: str, size: int = 1_000) -> None:
+        self._ambiguous_fix = ambiguous_fix
+        self._size = size
+        self._lock = threading.Lock()
+        self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
+
+    def remember(self, output: Any, run: Run) -> None:
+        """``run`` returned ``output`` (None is never remembered)."""
+        if output is None:
+            return
+        with self._lock:
+            known = self._outputs.get(id(output))
+            shared = known is not None and known[0] is output and known[1] is not run
+            self._outputs[id(output)] = (output, None if shared else run)
+            if len(self._outputs) > self._size:
+                self._outputs.popitem(last=False)
+
+    def trace_ids(self, output: Any, router: Router) -> list[str] | None:
+        """``router``'s decisions in the recent run that returned ``output`` (that very object); None when no
+        recent run returned it."""
+        with self._lock:
+            known = self._outputs.get(id(output))
+        if known is None or known[0] is not output:
+            return None
+        if known[1] is None:
+            raise UserError(
+                f"several runs returned the very same {type(output).__name__} object: {self._ambiguous_fix}"
+            )
+        return known[1].trace_ids(router)
+
+
+def blames_output(error: BaseException) -> FailureCategory | None:
+    """The failure category of ``error`` when it blames what a model answered (``OUTPUT_FAILURE_CATEGORIES``),
+    else None."""
+    category = failure_category_of(error)
+    return category if category in OUTPUT_FAILURE_CATEGORIES else None
+
+
+def _logged(report: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    try:
+        report(*args, **kwargs)
+    except Exception as error:  # a run's end must never break the caller's run; the type alone is safe to log
+        logger.warning("kalibr: could not report a run's outcome: %s", type(error).__name__)
 
 
 @dataclass(eq=False, slots=True)
@@ -116,8 +205,17 @@ def _own_scope() -> _Scope:
 
 
 def ensure_scope() -> None:
-    """Open the current thread's or task's scope if needed (the router does it on every direct call), so that
-    runs started later in copies of this context (a framework's batch workers) are seen by ``report()`` here."""
+    """Open the current thread's or asyncio task's run scope if it has none (the router does it on every direct
+    call), so that roots started later in copies of this context are published here too and ``report()`` here
+    sees them.
+
+    A root started in a copied context (a worker thread, a new task) goes into the scope the copy holds and the
+    scopes that one was opened from; a context copied before any scope was opened holds none, and the caller
+    never sees the run. An adapter calls it in the caller's own context right before the framework copies that
+    context for work that will start a root elsewhere: the LlamaIndex adapter in ``capture_propagation_context``
+    (just before a workflow starts its task), the LangChain adapter when a ``ChatKalibr`` is built (before
+    ``abatch`` starts each item's task). Cheap and idempotent.
+    """
     scope = _scope.get()
     if scope is None or scope.owner != _owner():
         with _lock:
@@ -181,10 +279,17 @@ class RunTracker:
 
     @contextlib.contextmanager
     def shared_scope(self) -> Iterator[None]:
-        """Count every run started while it is open, here or in copies of this context (a batch's worker
-        threads or tasks), as one batch: ``report()`` afterwards is ambiguous unless the batch had one item.
+        """Count every root started while it is open, here or in copies of this context (a batch's worker
+        threads or tasks), as one batch: ``report()`` afterwards is ambiguous unless the batch had one item,
+        even when the items ran one after another (which the overlap rule alone would take for separate runs,
+        so the report would land on the last item).
 
-        An adapter wraps the framework's own ``batch``/``abatch`` in it.
+        An adapter wraps the framework's own batch-like calls in it: the DSPy adapter holds it open for the
+        length of ``dspy.Evaluate`` and an optimizer's ``compile``. Nested windows join the outer one. Usage::
+
+            with tracker.shared_scope():
+                results = [program(**example.inputs()) for example in dataset]
+            router.report(success=True)   # UserError: ambiguous, pass trace_id= or report per example
         """
         with _lock:
             scope = _own_scope()

@@ -34,8 +34,8 @@ from dspy.primitives.prediction import Prediction
 from dspy.utils.callback import BaseCallback
 from dspy.utils.callback_context import ACTIVE_CALL_ID
 
-from kalibr import Completion, FailureCategory, KalibrError, Router, UserError, failure_category_of
-from kalibr.runs import Run, RunTracker
+from kalibr import Completion, FailureCategory, KalibrError, Router, UserError
+from kalibr.runs import RunTracker
 
 __all__ = [
     "DecisionTracker",
@@ -55,10 +55,6 @@ _SCORED = "_kalibr_scored"  # on a Prediction: a metric's score has already been
 _ADD_IT = "dspy.configure(callbacks=[*your_callbacks, kalibr_dspy.DecisionTracker()])"
 
 _tracker = RunTracker()
-
-OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
-"""A module that raised one of these failed because of what a model answered: its decisions are reported failed.
-Any other error leaves them unjudged, as in every Kalibr adapter."""
 
 _lock = threading.Lock()
 # Evaluate and compile calls in progress: the module calls they make are runs of their own, one per example,
@@ -186,20 +182,6 @@ def _report_score(prediction: Any, value: Any) -> None:
         _safely(router.report, score=score, reason="DSPy metric", trace_id=trace_id)
 
 
-def _report_failure(run: Run, error: BaseException) -> None:
-    category = failure_category_of(error)
-    if category not in OUTPUT_JUDGED_CATEGORIES:
-        return  # the program's own code, or a provider outage the router already blamed on its path
-    reason = f"the DSPy program raised {type(error).__name__}"
-    for router, trace_id in run.decisions:
-        _safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
-
-
-def _judge(run: Run, prediction: Any) -> None:
-    for router, trace_id in run.decisions:
-        _safely(router.evaluate, trace_id, prediction, final=True)
-
-
 def _reporting(metric: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(metric)
     def reporting_metric(example: Any, prediction: Any, *args: Any, **kwargs: Any) -> Any:
@@ -252,10 +234,10 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
         if run is None or not run.decisions:
             return
         if exception is not None:
-            _report_failure(run, exception)
+            run.fail(exception)
         elif isinstance(outputs, Prediction):
             setattr(outputs, _DECISIONS, decisions_of(outputs) + list(run.decisions))
-            _judge(run, outputs)
+            run.judge(outputs)
         # A bare LM call's run (outputs: a list of strings) was judged by the router as it answered.
 
     # --- calls that score predictions: Evaluate and optimizers ---------------------------------------------

@@ -100,9 +100,7 @@ class KalibrCallbackHandler(RunFollower):
     # --- ending runs ----------------------------------------------------------------------------------------
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         if parent_run_id is None:
-            trace_ids = self._finish(run_id, outputs)
-            for trace_id in trace_ids:
-                self._judge(trace_id, outputs)
+            self._judge(self._finish(run_id, outputs), outputs)
 
     def on_chain_error(
         self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -134,22 +132,24 @@ class KalibrCallbackHandler(RunFollower):
         for run_id in self._members.pop(root, [root]):
             self._root_of.pop(run_id, None)
 
-    def _judge(self, trace_id: str, output: Any) -> None:
+    def _judge(self, trace_ids: list[str], output: Any) -> None:
+        """Judge the run's output once; the verdict goes to each of its decisions."""
         callback = self.success_when or self.score_when
-        if callback is None:
+        if callback is None or not trace_ids:
             return
         name = "success_when" if self.success_when is not None else "score_when"
+        verdict: dict[str, Any]
         try:
             value = callback(output)
         except Exception as error:
             reason = f"{name} raised {type(error).__name__}"  # never its text: it may quote the output
             logger.warning("kalibr: %s on the chain output; counting the run as failed", reason)
-            self._safely(trace_id, success=False, failure_category="validation_failed", reason=reason)
-            return
-        if self.success_when is not None:
-            self._safely(trace_id, success=bool(value), reason=f"{name} on the chain output")
+            verdict = {"success": False, "failure_category": "validation_failed", "reason": reason}
         else:
-            self._safely(trace_id, score=float(value), reason=f"{name} on the chain output")
+            measure = {"success": bool(value)} if self.success_when is not None else {"score": float(value)}
+            verdict = {**measure, "reason": f"{name} on the chain output"}
+        for trace_id in trace_ids:
+            self._safely(trace_id, **verdict)
 
     def _safely(self, trace_id: str, **outcome: Any) -> None:
         # A callback must never break the user's chain; a report that cannot be made is logged.

@@ -11,9 +11,7 @@ and removes a dictionary entry per step.
 
 from __future__ import annotations
 
-import logging
 import threading
-from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -25,10 +23,9 @@ from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
 import kalibr
-from kalibr.runs import Run, RunTracker
+from kalibr.runs import RunOutputs, RunTracker
 
 __all__ = [
-    "OUTPUT_JUDGED_CATEGORIES",
     "RunFollower",
     "current_llm_run",
     "install",
@@ -37,15 +34,7 @@ __all__ = [
     "tracker",
 ]
 
-logger = logging.getLogger("kalibr.langchain")
-
 tracker = RunTracker()
-
-OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
-"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
-Any other error (the caller's own code, a provider outage already blamed on its path) leaves them unjudged."""
-
-_MAX_OUTPUTS = 1_000
 
 # The chat model run that started last in this context: LangChain's stream() calls _stream without its run manager.
 _llm_run: ContextVar[UUID | None] = ContextVar("kalibr_langchain_llm_run", default=None)
@@ -113,8 +102,9 @@ class _RunHandler(RunFollower):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
+        self._outputs = RunOutputs(
+            "report each with trace_id= (the kalibr_trace_id of its AIMessage), or return the message from the chain"
+        )
 
     def started(self, run_id: UUID, parent_run_id: UUID | None) -> None:
         tracker.start(run_id, parent_run_id)
@@ -147,60 +137,18 @@ class _RunHandler(RunFollower):
         run = tracker.end(run_id)
         if run is None or not run.decisions:
             return
-        self._remember(output, run)
-        judged = judged_output(output)
-        for router, trace_ids in _by_router(run).items():
-            for trace_id in trace_ids:
-                _safely(router.evaluate, trace_id, judged, final=True)
+        self._outputs.remember(output, run)
+        run.judge(judged_output(output))
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
         run = tracker.end(run_id)
-        if run is None or not run.decisions:
-            return
-        category = kalibr.failure_category_of(error)
-        if category not in OUTPUT_JUDGED_CATEGORIES:
-            return
-        reason = f"the run raised {type(error).__name__}"
-        for router, trace_ids in _by_router(run).items():
-            for trace_id in trace_ids:
-                _safely(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+        if run is not None:
+            run.fail(error)
 
     # --- outputs, for llm.report(output) ------------------------------------------------------------------
-    def _remember(self, output: Any, run: Run) -> None:
-        with self._lock:
-            known = self._outputs.get(id(output))
-            shared = known is not None and known[0] is output  # an interned "4" returned by several runs
-            self._outputs[id(output)] = (output, None if shared else run)  # holding it keeps its id() unique
-            if len(self._outputs) > _MAX_OUTPUTS:
-                self._outputs.popitem(last=False)
-
     def trace_ids_for(self, output: Any, router: kalibr.Router) -> list[str]:
         """``router``'s decisions in the recent run that returned ``output`` (that very object), else none."""
-        with self._lock:
-            known = self._outputs.get(id(output))
-        if known is None or known[0] is not output:
-            return []
-        if known[1] is None:
-            raise kalibr.UserError(
-                f"several runs returned the very same {type(output).__name__} object: report each with trace_id= (the "
-                "kalibr_trace_id of its AIMessage), or return the message from the chain"
-            )
-        return known[1].trace_ids(router)
-
-
-def _by_router(run: Run) -> dict[kalibr.Router, list[str]]:
-    grouped: dict[kalibr.Router, list[str]] = defaultdict(list)
-    for router, trace_id in run.decisions:
-        grouped[router].append(trace_id)
-    return grouped
-
-
-def _safely(report: Any, *args: Any, **kwargs: Any) -> None:
-    # A callback must never break the user's run; an outcome that cannot be reported is logged.
-    try:
-        report(*args, **kwargs)
-    except kalibr.KalibrError as error:
-        logger.warning("kalibr: could not report a LangChain run's outcome: %s", type(error).__name__)
+        return self._outputs.trace_ids(output, router) or []
 
 
 run_handler = _RunHandler()

@@ -17,10 +17,7 @@ that task: the handler opens the caller's run scope there, so the run is publish
 from __future__ import annotations
 
 import inspect
-import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
@@ -29,11 +26,10 @@ from llama_index_instrumentation.span import SimpleSpan, active_span_id
 from llama_index_instrumentation.span_handlers import BaseSpanHandler
 from pydantic import BaseModel
 
-from kalibr import KalibrError, Router, failure_category_of
-from kalibr.runs import Run, RunTracker, ensure_scope
+from kalibr import Router
+from kalibr.runs import Run, RunOutputs, RunTracker, ensure_scope
 
 __all__ = [
-    "OUTPUT_JUDGED_CATEGORIES",
     "RunOutcomeHandler",
     "evaluates_each_call",
     "final_output",
@@ -42,18 +38,11 @@ __all__ = [
     "trace_ids_of",
 ]
 
-logger = logging.getLogger("kalibr.llamaindex")
-
 _tracker = RunTracker()
-
-OUTPUT_JUDGED_CATEGORIES = frozenset({"malformed_output", "validation_failed", "tool_error"})
-"""A run that raised one of these failed because of what a model answered: its decisions are reported failed.
-Any other error leaves them unjudged, as in every Kalibr adapter."""
 
 _lock = threading.Lock()
 _judged_by_router: set[str] = set()  # root spans of bare LLM calls, which the router judged per call
-_MAX_OUTPUTS = 1_000
-_outputs: OrderedDict[int, tuple[Any, Run]] = OrderedDict()  # id(a run's result) -> (that result, its run)
+_outputs = RunOutputs("report each with trace_id= (its response's raw['kalibr']['trace_id'])")
 
 
 def final_output(result: Any) -> Any:
@@ -80,21 +69,16 @@ def final_output(result: Any) -> Any:
 
 def _remember(result: Any, run: Run) -> None:
     """Keep which run returned ``result`` (and the value a workflow's ``StopEvent`` carries), for ``llm.report``."""
-    for value in (result, getattr(result, "result", None)):
-        if value is not None and not isinstance(value, str | bytes | int | float):  # ids of those are shared
-            with _lock:
-                _outputs[id(value)] = (value, run)
-                if len(_outputs) > _MAX_OUTPUTS:
-                    _outputs.popitem(last=False)
+    _outputs.remember(result, run)
+    _outputs.remember(getattr(result, "result", None), run)
 
 
 def trace_ids_of(output: Any, router: Router) -> list[str]:
     """The decisions of ``router`` behind ``output``: a response of a Kalibr LLM (its ``raw["kalibr"]``), or the
     result of a recent run that used one (a query's response, an agent's output, a parsed object)."""
-    with _lock:
-        known = _outputs.get(id(output))
-    if known is not None and known[0] is output:
-        return known[1].trace_ids(router)
+    from_run = _outputs.trace_ids(output, router)
+    if from_run is not None:
+        return from_run
     raw = getattr(output, "raw", None)
     if isinstance(raw, dict) and isinstance(info := raw.get("kalibr"), dict) and info.get("goal") == router.goal:
         return [info["trace_id"]]
@@ -119,27 +103,6 @@ def evaluates_each_call() -> bool:
     with _lock:
         _judged_by_router.add(span)  # a bare LLM call: its run needs no verdict of its own
     return True
-
-
-def _report_safely(action: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-    try:
-        action(*args, **kwargs)
-    except KalibrError as error:  # a decision evicted from the router's memory, a store failure: never break the run
-        logger.warning("kalibr: could not report a LlamaIndex run's outcome: %s", type(error).__name__)
-
-
-def _judge(run: Run, output: Any) -> None:
-    for router, trace_id in run.decisions:
-        _report_safely(router.evaluate, trace_id, output, final=True)
-
-
-def _fail(run: Run, error: BaseException) -> None:
-    category = failure_category_of(error)
-    if category not in OUTPUT_JUDGED_CATEGORIES:
-        return  # the caller's own code, or a provider outage the router already blamed on its path
-    reason = f"the LlamaIndex run raised {type(error).__name__}"
-    for router, trace_id in run.decisions:
-        _report_safely(router.report, success=False, reason=reason, failure_category=category, trace_id=trace_id)
 
 
 class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
@@ -187,7 +150,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         if run is not None and run.decisions:
             _remember(result, run)
             if not judged:
-                _judge(run, final_output(result))
+                run.judge(final_output(result))
         return None
 
     def prepare_to_drop_span(
@@ -200,7 +163,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
     ) -> SimpleSpan | None:
         run, _ = self._end(id_)
         if run is not None and err is not None:
-            _fail(run, err)
+            run.fail(err)
         return None
 
 

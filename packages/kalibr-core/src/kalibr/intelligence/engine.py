@@ -278,6 +278,12 @@ class Engine:
             return
         # Queued like any outcome: a store failure neither loses it nor fails the caller's report.
         with self._queue_lock:
+            for index, (queued, _) in enumerate(self._pending_outcomes):
+                if queued.trace_id == outcome.trace_id:
+                    # Not written yet: the store gets the replacing outcome in the replaced one's place, so the
+                    # policy steps through the outcomes in the order they were reported.
+                    self._pending_outcomes[index] = (outcome, self._step(outcome))
+                    return
             self._pending_replacements.append((outcome.trace_id, changes))
 
     async def areport(self, outcome: Outcome) -> None:
@@ -291,13 +297,7 @@ class Engine:
 
     def _apply(self, outcome: Outcome) -> None:
         self._remember(outcome)
-        step = partial(
-            self.policy.update,
-            score=outcome.score,
-            cost_usd=outcome.cost_usd,
-            latency_ms=outcome.latency_ms,
-            now=outcome.reported_at.timestamp(),
-        )
+        step = self._step(outcome)
         arms = self._arms.get(outcome.goal, {})
         if outcome.path_id in arms:
             arms[outcome.path_id] = step(arms[outcome.path_id])
@@ -310,13 +310,29 @@ class Engine:
             clusters.count_outcome()
         self._enqueue_outcome(outcome, step)
 
+    def _step(self, outcome: Outcome) -> Callable[[ArmState], ArmState]:
+        """The policy's update of an arm by ``outcome``."""
+        update = partial(
+            self.policy.update,
+            score=outcome.score,
+            cost_usd=outcome.cost_usd,
+            latency_ms=outcome.latency_ms,
+            now=outcome.reported_at.timestamp(),
+        )
+
+        def step(arm: ArmState) -> ArmState:
+            try:
+                return update(arm)
+            except Exception as error:
+                return _unchanged(arm, error)
+
+        return step
+
     def _correct_in_memory(self, outcome: Outcome, previous: _Applied) -> None:
         self._applied[outcome.trace_id] = _Applied(previous.goal, previous.path_id, outcome.score, outcome.source)
         arms = self._arms.get(previous.goal, {})
         if previous.path_id in arms:
-            arms[previous.path_id] = self.policy.adjust(
-                arms[previous.path_id], old_score=previous.score, new_score=outcome.score
-            )
+            arms[previous.path_id] = self._adjuster(arms[previous.path_id], previous.score, outcome.score)
 
     def update_outcome(self, trace_id: str, goal: str, changes: OutcomeChanges) -> list[str]:
         self.flush()
@@ -330,7 +346,10 @@ class Engine:
         return changes.fields()
 
     def _adjuster(self, arm: ArmState, old_score: float, new_score: float) -> ArmState:
-        return self.policy.adjust(arm, old_score=old_score, new_score=new_score)
+        try:
+            return self.policy.adjust(arm, old_score=old_score, new_score=new_score)
+        except Exception as error:
+            return _unchanged(arm, error)
 
     def _remember(self, outcome: Outcome) -> None:
         self._applied[outcome.trace_id] = _Applied(outcome.goal, outcome.path_id, outcome.score, outcome.source)
@@ -465,6 +484,17 @@ def _decision(goal: str, paths: Sequence[Path], choice: Choice) -> Decision:
         success_rate=choice.success_rate,
         sample_count=choice.sample_count,
     )
+
+
+def _unchanged(arm: ArmState, error: Exception) -> ArmState:
+    """A policy that cannot fold an outcome in leaves the arm as it was: the outcome is still stored, and the
+    caller's report or completion goes on (only the error's type is logged: its text may quote anything)."""
+    logger.error(
+        "kalibr: the policy raised %s applying an outcome to path %r; the outcome is kept, the arm is unchanged",
+        type(error).__name__,
+        arm.path_id,
+    )
+    return arm
 
 
 def _replaces(new: str, old: str) -> bool:

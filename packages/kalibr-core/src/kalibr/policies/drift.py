@@ -43,6 +43,9 @@ DETECTED_RUN = "drop_detected_run"
 DETECTED_FROM_RATE = "drop_detected_from_rate"
 _PROBATION_CLEARED = {HELD_SUCCESSES: 0.0, HELD_FAILURES: 0.0, PROBATION_EVIDENCE: 0.0, PROBATION_PROBES: 0.0}
 _DETECTION_CLEARED = {DETECTED_AT: 0.0, DETECTED_RUN: 0.0, DETECTED_FROM_RATE: 0.0}
+_SLACK = 1e-9
+"""Rounding tolerance when asking whether the run holds an outcome's weight."""
+_RATE_BOUND = 1e-9
 _CLEARED = {STATISTIC: 0.0, RUN_SUCCESSES: 0.0, RUN_FAILURES: 0.0, RUN_LENGTH: 0.0}
 
 
@@ -73,8 +76,7 @@ class DropDetector:
             return self._probation(before, after, score)
         run_s = extra.get(RUN_SUCCESSES, 0.0)
         run_f = extra.get(RUN_FAILURES, 0.0)
-        trusted_s = before.successes - run_s
-        trusted_f = before.failures - run_f
+        trusted_s, trusted_f = _trusted(before)
         if trusted_s + trusted_f < self.min_evidence:
             return after if not extra else replace(after, extra={**extra, **_CLEARED})
         rate = (trusted_s + 1.0) / (trusted_s + trusted_f + 2.0)
@@ -99,6 +101,32 @@ class DropDetector:
             samples=int(run_length),
             extra={**extra, **restarted},
         )
+
+    def adjust(self, before: ArmState, after: ArmState, old_score: float, new_score: float) -> ArmState:
+        """``after`` is ``before`` with one outcome's score moved from ``old_score`` to ``new_score`` (a replaced
+        report); returns it with the detector's run moved too, so the run never holds more than the arm does.
+
+        The run holds the latest outcomes, and a correction usually follows its call: when the run can hold the
+        old score, the outcome is taken to be in it and its step of the statistic is redone with the new score
+        (a run whose statistic falls to zero ends, as in ``observe``). On probation the arm's counts are the
+        restarted ones and the held record is untouched.
+        """
+        extra = before.extra
+        if not extra or on_probation(before) or not extra.get(RUN_LENGTH):
+            return after
+        run_s, run_f = extra.get(RUN_SUCCESSES, 0.0), extra.get(RUN_FAILURES, 0.0)
+        statistic = extra.get(STATISTIC, 0.0)
+        if run_s >= old_score - _SLACK and run_f >= 1.0 - old_score - _SLACK:
+            trusted_s, trusted_f = _trusted(before)
+            rate = (trusted_s + 1.0) / (trusted_s + trusted_f + 2.0)
+            statistic += self._log_ratio(rate, new_score) - self._log_ratio(rate, old_score)
+            if statistic <= 0.0:
+                return replace(after, extra={**extra, **_CLEARED})
+            run_s += new_score - old_score
+            run_f -= new_score - old_score
+        run_s = min(max(run_s, 0.0), after.successes)
+        run_f = min(max(run_f, 0.0), after.failures)
+        return replace(after, extra={**extra, STATISTIC: statistic, RUN_SUCCESSES: run_s, RUN_FAILURES: run_f})
 
     def _probation(self, before: ArmState, after: ArmState, score: float) -> ArmState:
         """Weigh one post-restart outcome: restore the held record, confirm the drop, or keep waiting."""
@@ -125,8 +153,18 @@ class DropDetector:
         return replace(after, extra={**extra, PROBATION_EVIDENCE: evidence, PROBATION_PROBES: probes})
 
     def _log_ratio(self, rate: float, score: float) -> float:
+        rate = min(max(rate, _RATE_BOUND), 1.0 - _RATE_BOUND)  # both logarithms need a rate inside (0, 1)
         dropped = rate * self.drop_ratio
         return score * math.log(dropped / rate) + (1.0 - score) * math.log((1.0 - dropped) / (1.0 - rate))
+
+
+def _trusted(arm: ArmState) -> tuple[float, float]:
+    """The arm's successes and failures from before the detector's current run (never negative)."""
+    extra = arm.extra
+    return (
+        max(0.0, arm.successes - extra.get(RUN_SUCCESSES, 0.0)),
+        max(0.0, arm.failures - extra.get(RUN_FAILURES, 0.0)),
+    )
 
 
 def on_probation(arm: ArmState) -> bool:

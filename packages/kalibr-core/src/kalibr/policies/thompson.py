@@ -210,13 +210,15 @@ class ThompsonPolicy:
         return self.detector.observe(arm, updated, score)
 
     def adjust(self, arm: ArmState, *, old_score: float, new_score: float) -> ArmState:
-        """Move one outcome's weight from ``old_score`` to ``new_score`` (never below zero evidence)."""
+        """Move one outcome's weight from ``old_score`` to ``new_score`` (never below zero evidence), the change
+        detector's run counts with it."""
         delta = new_score - old_score
-        return replace(
+        adjusted = replace(
             arm,
             successes=max(0.0, arm.successes + delta),
             failures=max(0.0, arm.failures - delta),
         )
+        return self.detector.adjust(arm, adjusted, old_score, new_score)
 
 
 def count_outcome(
