@@ -335,7 +335,9 @@ def test_a_run_verdict_replaces_the_call_verdict_and_an_explicit_report_replaces
     assert score_of(first.trace_id)[0] == 0.5
 
 
-def test_a_path_disabled_in_the_store_gets_no_traffic_until_enabled_again(sandbox: SandboxServer, tmp_path: Any) -> None:
+def test_a_path_disabled_in_the_store_gets_no_traffic_until_enabled_again(
+    sandbox: SandboxServer, tmp_path: Any
+) -> None:
     from kalibr.intelligence.engine import Engine
     from kalibr.stores.sqlite import SQLiteStore
 
@@ -343,7 +345,7 @@ def test_a_path_disabled_in_the_store_gets_no_traffic_until_enabled_again(sandbo
     # refresh_interval=0: every decide asks for a re-read, and flush() performs it (no waiting on a clock).
     engine = Engine(SQLiteStore(db), refresh_interval=0)
     router = kalibr.Router("disable", _paths(sandbox, "sandbox-mini", "sandbox-base"), intelligence=engine)
-    mini, base = router.paths
+    mini = router.paths[0]
 
     def routed(calls: int) -> Counter[str]:
         models = Counter(router.completion("hello").model for _ in range(calls))

@@ -182,9 +182,7 @@ class Engine:
                 arms.setdefault(path.path_id, ArmState(path.path_id, path.model))
             return [arms[path.path_id] for path in paths]
 
-    def _enabled(
-        self, goal: str, paths: Sequence[Path], arms: list[ArmState]
-    ) -> tuple[Sequence[Path], list[ArmState]]:
+    def _enabled(self, goal: str, paths: Sequence[Path], arms: list[ArmState]) -> tuple[Sequence[Path], list[ArmState]]:
         """``paths`` and their ``arms`` without those disabled in the store (``kalibr dashboard``, the service's
         disable endpoint). When every declared path is disabled, all of them: the caller's request still routes."""
         disabled = self._disabled.get(goal)
