@@ -191,3 +191,21 @@ def test_a_busy_engine_still_sees_other_processes_outcomes() -> None:
         worker.join()
         engine.close()
     assert chosen.count("b") > 40
+
+
+def test_when_every_declared_path_is_disabled_the_engine_still_routes_over_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    engine = Engine(store, write_behind=False, refresh_interval=0)
+    paths = (Path("model-a"), Path("model-b"))
+    engine.register_paths("all_off", paths)
+    engine.decide("all_off", paths)
+    for path in paths:
+        store.set_path_enabled("default", path.path_id, False)
+    with caplog.at_level("WARNING", logger="kalibr.engine"):
+        chosen = {engine.decide("all_off", paths).path.model for _ in range(40)}
+    assert chosen == {"model-a", "model-b"}
+    assert "every declared path of goal 'all_off' is disabled" in caplog.text
+    store.set_path_enabled("default", paths[0].path_id, True)
+    assert {engine.decide("all_off", paths).path.model for _ in range(20)} == {"model-a"}

@@ -385,3 +385,33 @@ def test_a_policy_that_raises_never_breaks_a_completion_or_report_and_the_outcom
     logged = [r.getMessage() for r in caplog.records if "policy raised" in r.getMessage()]
     assert logged and all("a policy bug" not in line and "math domain" not in line for line in logged)
     assert any("ZeroDivisionError" in line for line in logged) and any("ValueError" in line for line in logged)
+
+
+def test_a_path_disabled_in_the_store_gets_no_traffic_until_enabled_again(
+    sandbox: SandboxServer, tmp_path: Any
+) -> None:
+    from kalibr.intelligence.engine import Engine
+    from kalibr.stores.sqlite import SQLiteStore
+
+    db = tmp_path / "shared.db"
+    # refresh_interval=0: every decide asks for a re-read, and flush() performs it (no waiting on a clock).
+    engine = Engine(SQLiteStore(db), refresh_interval=0)
+    router = kalibr.Router("disable", _paths(sandbox, "sandbox-mini", "sandbox-base"), intelligence=engine)
+    mini = router.paths[0]
+
+    def routed(calls: int) -> Counter[str]:
+        models = Counter(router.completion("hello").model for _ in range(calls))
+        engine.flush()
+        return models
+
+    assert routed(20)["sandbox-mini"] > 0
+    operator = SQLiteStore(db)  # another process's view of the store, as `kalibr dashboard` or the service has
+    assert operator.set_path_enabled("default", mini.path_id, False)
+    routed(1)  # the decide that finds the arms stale; flush() re-reads them with the disabled paths
+    assert routed(40) == Counter({"sandbox-base": 40})
+
+    assert operator.set_path_enabled("default", mini.path_id, True)
+    routed(1)
+    assert routed(60)["sandbox-mini"] > 0
+    engine.close()
+    operator.close()

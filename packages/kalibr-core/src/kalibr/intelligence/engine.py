@@ -81,6 +81,8 @@ class Engine:
         self._loaded_at: dict[str, float] = {}
         self._due: dict[str, Sequence[Path]] = {}  # goals whose arms the writer re-reads next, with their paths
         self._configs: dict[str, PolicyConfig] = {}
+        self._disabled: dict[str, frozenset[str]] = {}  # goal -> path ids disabled in the store (re-read with arms)
+        self._enabled_paths: dict[str, tuple[Sequence[Path], frozenset[str], tuple[Path, ...]]] = {}
         self._config_changes = 0
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
         self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
@@ -113,7 +115,7 @@ class Engine:
         check_goal(goal)
         now = time.time()
         with self._lock:
-            arms = self._arms_for(goal, paths, now)
+            paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
             config = self._config(goal)
             priors = self._priors(goal, paths, arms, now)
             explore = not high_risk or config.exploration_on_high_risk
@@ -131,7 +133,7 @@ class Engine:
         check_goal(goal)
         now = time.time()
         with self._lock:
-            arms = self._arms_for(goal, paths, now)
+            paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
             config = self._config(goal)
             clusters = self._clusters.setdefault(goal, PromptClusters())
             cluster = clusters.assign(features, paths=len(arms))
@@ -180,18 +182,42 @@ class Engine:
                 arms.setdefault(path.path_id, ArmState(path.path_id, path.model))
             return [arms[path.path_id] for path in paths]
 
-    def _read(self, goal: str, paths: Sequence[Path]) -> tuple[list[ArmState], PolicyConfig]:
-        """The goal's stored arms and config; the tenant's model totals too when stale."""
+    def _enabled(self, goal: str, paths: Sequence[Path], arms: list[ArmState]) -> tuple[Sequence[Path], list[ArmState]]:
+        """``paths`` and their ``arms`` without those disabled in the store (``kalibr dashboard``, the service's
+        disable endpoint). When every declared path is disabled, all of them: the caller's request still routes."""
+        disabled = self._disabled.get(goal)
+        if not disabled:
+            return paths, arms
+        cached = self._enabled_paths.get(goal)
+        if cached is None or cached[0] is not paths or cached[1] is not disabled:
+            kept = tuple(path for path in paths if path.path_id not in disabled)
+            if not kept:
+                logger.warning("kalibr: every declared path of goal %r is disabled in the store; using them all", goal)
+                kept = tuple(paths)
+            cached = self._enabled_paths[goal] = (paths, disabled, kept)  # the same tuple keeps _ids' cache warm
+        if len(cached[2]) == len(paths):
+            return paths, arms
+        return cached[2], [arm for arm in arms if arm.path_id not in disabled]
+
+    def _read(self, goal: str, paths: Sequence[Path]) -> tuple[list[ArmState], PolicyConfig, frozenset[str]]:
+        """The goal's stored arms, config and disabled path ids; the tenant's model totals too when stale."""
         arms = self.store.load_arms(self.tenant, goal, paths)
         config = self.store.get_config(self.tenant, goal)
+        disabled = frozenset(
+            record.path.path_id
+            for record in self.store.list_paths(self.tenant, goal, include_disabled=True)
+            if not record.enabled
+        )
         now = time.time()
         if now - self._totals[0] > self._refresh_interval:
             self._totals = (now, self.store.model_totals(self.tenant))
-        return arms, config
+        return arms, config, disabled
 
-    def _install(self, goal: str, stored: list[ArmState], config: PolicyConfig | None) -> dict[str, ArmState]:
-        """Cache the goal's stored arms with the outcomes still queued replayed on top, and its ``config`` unless
-        None (the caller holds ``_lock``)."""
+    def _install(
+        self, goal: str, stored: list[ArmState], config: PolicyConfig | None, disabled: frozenset[str]
+    ) -> dict[str, ArmState]:
+        """Cache the goal's stored arms with the outcomes still queued replayed on top, its ``config`` unless
+        None, and its disabled path ids (the caller holds ``_lock``)."""
         arms = {arm.path_id: arm for arm in stored}
         with self._queue_lock:
             queued = [(outcome.path_id, step) for outcome, step in self._pending_outcomes if outcome.goal == goal]
@@ -201,6 +227,8 @@ class Engine:
         self._arms[goal] = arms
         if config is not None:
             self._configs[goal] = config
+        if disabled != self._disabled.get(goal, frozenset()):
+            self._disabled[goal] = disabled
         self._loaded_at[goal] = time.time()
         return arms
 
@@ -214,13 +242,13 @@ class Engine:
             with self._lock:
                 config_changes = self._config_changes
             try:
-                stored, config = self._read(goal, paths)
+                stored, config, disabled = self._read(goal, paths)
             except Exception:  # the writes succeeded: a failed re-read must not fail them; decides ask again
                 logger.warning("kalibr: could not re-read the arms of goal %r; keeping the cached ones", goal)
                 return
             with self._lock:
                 # A set_config during the read wins over the config read before it.
-                self._install(goal, stored, config if config_changes == self._config_changes else None)
+                self._install(goal, stored, config if config_changes == self._config_changes else None, disabled)
 
     def _ids(self, paths: Sequence[Path]) -> tuple[str, ...]:
         """The path ids of ``paths``, remembered per sequence object (a router passes the same tuple each call)."""
