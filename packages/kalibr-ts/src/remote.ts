@@ -175,10 +175,13 @@ export class RemoteIntelligence {
   private fetchAhead(key: string, goal: string, paths: readonly Path[], highRisk: boolean): void {
     if (!this.resilience.decideAhead || this.fetchingAhead.has(key) || this.breaker.state !== "closed") return;
     this.fetchingAhead.add(key);
-    this.fetchDecision(goal, paths, highRisk)
-      .then((decision) => this.ahead.set(key, { decision, at: performance.now() }))
-      .catch(() => undefined) // the next call asks again, with its own timeout
-      .finally(() => this.fetchingAhead.delete(key));
+    // Started from a timer, so the caller's own request goes out first and pays nothing for this one.
+    setTimeout(() => {
+      this.fetchDecision(goal, paths, highRisk)
+        .then((decision) => this.ahead.set(key, { decision, at: performance.now() }))
+        .catch(() => undefined) // the next call asks again, with its own timeout
+        .finally(() => this.fetchingAhead.delete(key));
+    }, 0);
   }
 
   private async fetchDecision(goal: string, paths: readonly Path[], highRisk: boolean): Promise<Decision> {
