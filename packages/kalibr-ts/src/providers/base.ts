@@ -63,29 +63,14 @@ export type Fetch = typeof fetch;
  * body's text, read once. `timeoutMs` bounds the whole answer, or for a stream the wait for its first byte (a long
  * answer may stream for longer).
  */
-export async function send(
+export async function send<Stream extends boolean = false>(
   wire: WireFormat,
   call: HttpCall,
   model: string,
   fetcher: Fetch,
   timeoutMs: number,
-  stream: true,
-): Promise<Response>;
-export async function send(
-  wire: WireFormat,
-  call: HttpCall,
-  model: string,
-  fetcher: Fetch,
-  timeoutMs: number,
-): Promise<string>;
-export async function send(
-  wire: WireFormat,
-  call: HttpCall,
-  model: string,
-  fetcher: Fetch,
-  timeoutMs: number,
-  stream = false,
-): Promise<Response | string> {
+  stream?: Stream,
+): Promise<Stream extends true ? Response : string> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), timeoutMs);
   let response: Response;
@@ -112,7 +97,7 @@ export async function send(
     const ErrorClass = rejected ? RequestRejected : ProviderError;
     throw new ErrorClass(message, { model, status: response.status, failureCategory });
   }
-  return text ?? response;
+  return (text ?? response) as Stream extends true ? Response : string;
 }
 
 /** A whole answer's JSON object. */
