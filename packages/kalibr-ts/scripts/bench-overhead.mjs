@@ -1,7 +1,8 @@
 // What `router.completion()` costs over calling the same sandbox model with fetch directly, taking turns in
 // rounds so a slow spell hits every variant alike. Run by `python -m benchmarks --only ts` (benchmarks/ts_client.py),
 // which starts the sandbox and `kalibr serve` and passes them in the environment. Prints JSON: microseconds per call
-// (wall p50, p99, and this process's CPU time per call, background delivery of outcomes included).
+// (wall p50, p99; the call's own time beyond the provider's round trip; this process's CPU time per call, the
+// background work of decide-ahead and outcome delivery included).
 
 import { RemoteIntelligence, Router } from "@kalibr/sdk";
 
@@ -19,34 +20,51 @@ async function direct() {
   await response.json();
 }
 
-function routed(decideAhead, judged = true) {
-  const intelligence = new RemoteIntelligence({ resilience: { decideAhead, decideTimeoutMs: 5000 } });
+// The provider's own round trip inside a routed call (request sent to body read; parsing it counts as the
+// router's), through the Router's `fetch` option: what the call takes beyond it is Kalibr's, on the call's path.
+let providerUs = 0;
+async function timedFetch(input, init) {
+  const started = process.hrtime.bigint();
+  const response = await fetch(input, init);
+  const read = response.text.bind(response); // how the router reads a whole answer
+  response.text = async () => {
+    const body = await read();
+    providerUs = Number(process.hrtime.bigint() - started) / 1000;
+    return body;
+  };
+  return response;
+}
+
+function routed(goal, { judged = true, ...resilience } = {}) {
+  const intelligence = new RemoteIntelligence({ resilience: { decideTimeoutMs: 5000, ...resilience } });
   const successWhen = judged ? (text) => text.length > 0 : undefined;
-  const router = new Router({
-    goal: judged ? "ts_overhead" : "ts_overhead_unjudged",
-    paths,
-    intelligence,
-    successWhen,
-  });
+  const router = new Router({ goal, paths, intelligence, successWhen, fetch: timedFetch });
   return () => router.completion(messages);
 }
 
 const variants = {
   "direct fetch": direct,
-  "router.completion": routed(true),
-  "router.completion, no successWhen (no report)": routed(true, false),
-  "router.completion, no decide-ahead": routed(false),
+  "router.completion": routed("ts_overhead"),
+  "router.completion, no successWhen (no report)": routed("ts_overhead_unjudged", { judged: false }),
+  "router.completion, an outcome request per call (batchDelayMs 0.01)": routed("ts_overhead_unbatched", {
+    batchDelayMs: 0.01,
+  }),
+  "router.completion, no decide-ahead": routed("ts_overhead_no_ahead", { decideAhead: false }),
 };
 const samples = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
+const inCall = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
 const cpu = Object.fromEntries(Object.keys(variants).map((name) => [name, 0]));
 for (const call of Object.values(variants)) for (let i = 0; i < 50; i++) await call(); // warm up
 for (let round = 0; round < rounds; round++) {
   for (const [name, call] of Object.entries(variants)) {
     const before = process.cpuUsage();
     for (let i = 0; i < perRound; i++) {
+      providerUs = 0;
       const started = process.hrtime.bigint();
       await call();
-      samples[name].push(Number(process.hrtime.bigint() - started) / 1000);
+      const wall = Number(process.hrtime.bigint() - started) / 1000;
+      samples[name].push(wall);
+      inCall[name].push(providerUs ? wall - providerUs : 0);
     }
     const used = process.cpuUsage(before);
     cpu[name] += used.user + used.system;
@@ -60,6 +78,8 @@ const result = Object.fromEntries(
     {
       p50: percentile(values, 0.5),
       p99: percentile(values, 0.99),
+      inCallP50: percentile(inCall[name], 0.5),
+      inCallP99: percentile(inCall[name], 0.99),
       calls: values.length,
       cpu: cpu[name] / values.length,
     },

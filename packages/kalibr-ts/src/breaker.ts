@@ -79,6 +79,9 @@ export interface Resilience {
    * true). Each decision is still the service's own draw, made at most one call earlier.
    */
   decideAhead: boolean;
+  /** Milliseconds an outcome waits for others to leave with it in one request (default 20); `flush()` sends
+   * at once. */
+  batchDelayMs: number;
 }
 
 export const DEFAULT_RESILIENCE: Resilience = Object.freeze({
@@ -87,4 +90,5 @@ export const DEFAULT_RESILIENCE: Resilience = Object.freeze({
   cooldownMs: 5000,
   callTimeoutMs: 5000,
   decideAhead: true,
+  batchDelayMs: 20,
 });

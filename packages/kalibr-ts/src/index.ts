@@ -22,7 +22,7 @@ export {
   RequestRejected,
   UserError,
 } from "./errors.js";
-export type { OutcomePayload, SpoolStorage } from "./outbox.js";
+export type { DeadOutcome, OutcomePayload, SpoolStorage } from "./outbox.js";
 export { PRICE_TABLE, PRICE_TABLE_VERSION, costOf, priceFor } from "./pricing.js";
 export {
   RemoteIntelligence,

@@ -6,17 +6,27 @@
  * - a circuit breaker stops asking a failing service (a timeout opens it at once) and probes after a cool-down;
  * - with `decideAhead`, the next decision of a goal is fetched while the current call runs, so a call rarely
  *   waits for the service at all;
- * - reported outcomes go to an outbox and are delivered in the background, kept through outages.
+ * - reported outcomes go to an outbox and are delivered in the background in batches, kept through outages;
+ *   the ones the service refuses for good are kept as dead letters with its reason.
  *
- * It speaks only documented fields: paths are registered with `POST /api/v1/routing/paths` (once per process),
- * decisions come from `/routing/decide` with `candidate_model_ids`, outcomes go one by one to
- * `/intelligence/report-outcome`.
+ * Paths are registered with `POST /api/v1/routing/paths` (once per process), decisions come from
+ * `/routing/decide` with `candidate_model_ids`, outcomes go in batches to `/intelligence/report-outcomes`, each
+ * carrying its path (`model_id`, `execution_params`, `tool_id`), so a service that never saw the path counts it.
  */
 
 import { CircuitBreaker, DEFAULT_RESILIENCE, type Resilience } from "./breaker.js";
 import { env } from "./env.js";
 import { IntelligenceUnavailable, UserError } from "./errors.js";
-import { Outbox, type DeliveryResult, type OutcomePayload, type SpoolStorage } from "./outbox.js";
+import { MAX_REASON_CHARS } from "./contract.generated.js";
+import {
+  type Answer,
+  type DeadOutcome,
+  Outbox,
+  type OutcomePayload,
+  Refused,
+  type SpoolStorage,
+  permanentRefusal,
+} from "./outbox.js";
 import { canonicalJson, newTraceId, pathKey, toolId } from "./paths.js";
 import type { Decision, FailureCategory, OutcomeSource, Path, Usage } from "./types.js";
 
@@ -78,10 +88,21 @@ export interface PolicyConstraints {
 }
 
 const DECIDE = "/api/v1/routing/decide";
+const REPORT_BATCH = "/api/v1/intelligence/report-outcomes";
 const AHEAD_MAX_AGE_MS = 10_000;
 
 /** The service did not answer usefully (transport error, timeout, 5xx): counts against the breaker. */
 class Unavailable extends Error {}
+
+/** The service answered 4xx: the request is at fault (or the key), not the service. */
+class Rejected extends UserError {
+  constructor(
+    readonly statusCode: number,
+    readonly reason: string,
+  ) {
+    super(`intelligence service refused the request: HTTP ${statusCode}: ${reason}`);
+  }
+}
 
 interface AheadDecision {
   decision: Decision;
@@ -93,7 +114,7 @@ export class RemoteIntelligence {
   readonly tenantId: string | undefined;
   readonly resilience: Resilience;
   readonly breaker: CircuitBreaker;
-  private readonly apiKey: string;
+  private readonly headers: Record<string, string>;
   private readonly fetcher: typeof fetch;
   private readonly registered = new Set<string>();
   private readonly ahead = new Map<string, AheadDecision>();
@@ -110,8 +131,9 @@ export class RemoteIntelligence {
       );
     }
     this.url = url.replace(/\/+$/, "");
-    this.apiKey = options.apiKey ?? env("KALIBR_API_KEY") ?? "";
     this.tenantId = options.tenantId ?? env("KALIBR_TENANT_ID");
+    this.headers = { "X-API-Key": options.apiKey ?? env("KALIBR_API_KEY") ?? "", "Content-Type": "application/json" };
+    if (this.tenantId) this.headers["X-Tenant-ID"] = this.tenantId;
     this.resilience = checkResilience({ ...DEFAULT_RESILIENCE, ...timeoutFromEnv(), ...options.resilience });
     this.breaker = new CircuitBreaker(this.resilience.breakerAfter, this.resilience.cooldownMs);
     this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
@@ -146,17 +168,20 @@ export class RemoteIntelligence {
       );
     }
     this.fetchAhead(key, goal, paths, highRisk);
-    void this.outbox().then((outbox) => outbox.wake()); // the service answers: deliver what waited
+    void this.outbox().then((outbox) => outbox.resume()); // the service answers: deliver what waited
     return decision;
   }
 
   private fetchAhead(key: string, goal: string, paths: readonly Path[], highRisk: boolean): void {
     if (!this.resilience.decideAhead || this.fetchingAhead.has(key) || this.breaker.state !== "closed") return;
     this.fetchingAhead.add(key);
-    this.fetchDecision(goal, paths, highRisk)
-      .then((decision) => this.ahead.set(key, { decision, at: performance.now() }))
-      .catch(() => undefined) // the next call asks again, with its own timeout
-      .finally(() => this.fetchingAhead.delete(key));
+    // Started from a timer, so the caller's own request goes out first and pays nothing for this one.
+    setTimeout(() => {
+      this.fetchDecision(goal, paths, highRisk)
+        .then((decision) => this.ahead.set(key, { decision, at: performance.now() }))
+        .catch(() => undefined) // the next call asks again, with its own timeout
+        .finally(() => this.fetchingAhead.delete(key));
+    }, 0);
   }
 
   private async fetchDecision(goal: string, paths: readonly Path[], highRisk: boolean): Promise<Decision> {
@@ -210,6 +235,11 @@ export class RemoteIntelligence {
     return (await this.outbox()).count();
   }
 
+  /** The outcomes the service refused for good, each with its status and reason (kept, never dropped). */
+  async deadOutcomes(): Promise<DeadOutcome[]> {
+    return (await this.outbox()).deadLetters();
+  }
+
   async updateOutcome(traceId: string, goal: string, changes: OutcomeChanges): Promise<string[]> {
     await this.flush(); // the outcome may still wait in the outbox
     const body = {
@@ -217,7 +247,7 @@ export class RemoteIntelligence {
       goal,
       success: changes.success ?? null,
       score: changes.score ?? null,
-      failure_reason: changes.reason ?? null,
+      failure_reason: boundedReason(changes.reason),
       failure_category: changes.failureCategory ?? null,
     };
     const answer = await this.call("POST", "/api/v1/intelligence/update-outcome", body);
@@ -259,33 +289,39 @@ export class RemoteIntelligence {
   // --- delivery ------------------------------------------------------------------------------------------
   private outbox(): Promise<Outbox> {
     this.outboxOnce ??= Promise.resolve(this.spool).then(
-      (spool) => new Outbox(this.endpoint, (payload) => this.deliver(payload), this.breaker, spool),
+      (spool) =>
+        new Outbox(
+          this.endpoint,
+          (payloads) => this.deliver(payloads),
+          this.breaker,
+          spool,
+          this.resilience.batchDelayMs,
+        ),
     );
     return this.outboxOnce;
   }
 
-  private async deliver(payload: OutcomePayload): Promise<DeliveryResult> {
-    const signal = AbortSignal.timeout(this.resilience.callTimeoutMs);
-    const params = (payload["execution_params"] as Record<string, unknown> | null) ?? {};
+  /** One batch through the batch route: per payload, accepted, refused for good (with why), or to retry. */
+  private async deliver(payloads: OutcomePayload[]): Promise<Answer[]> {
+    let body: Record<string, unknown>;
     try {
-      // A forced call or a fallback may be the first this process makes on its path: the service counts an
-      // outcome it did not decide for the registered path of its model.
-      await this.registerPath(
-        String(payload["goal"]),
-        String(payload["model_id"]),
-        params,
-        payload["tool_id"] as string | null,
-        signal,
-      );
-      await this.send("POST", "/api/v1/intelligence/report-outcome", payload, signal);
-      return "settled";
+      const signal = AbortSignal.timeout(this.resilience.callTimeoutMs);
+      body = await this.send("POST", REPORT_BATCH, { outcomes: payloads }, signal);
     } catch (error) {
-      if (error instanceof UserError && !/HTTP (401|403|408|409|429)\b/.test(error.message)) {
-        console.warn(`kalibr: outcome ${payload.trace_id} rejected for good: ${error.message}`);
-        return "settled";
+      if (error instanceof Rejected && permanentRefusal(error.statusCode)) {
+        throw new Refused(error.statusCode, error.reason);
       }
-      return "retry"; // unavailable, or refused until the key is fixed: keep it
+      throw error; // unavailable, or refused until the key is fixed: they wait
     }
+    const results = body["results"];
+    if (!Array.isArray(results) || results.length !== payloads.length) {
+      throw new Unavailable(`unusable batch answer for ${payloads.length} outcomes`);
+    }
+    return results.map((result: { status?: unknown; status_code?: unknown; message?: unknown }) => {
+      if (result.status === "accepted") return "accepted";
+      const statusCode = Number(result.status_code);
+      return permanentRefusal(statusCode) ? new Refused(statusCode, String(result.message ?? "rejected")) : "retry";
+    });
   }
 
   // --- HTTP ----------------------------------------------------------------------------------------------
@@ -295,12 +331,10 @@ export class RemoteIntelligence {
     body: unknown,
     signal: AbortSignal,
   ): Promise<Record<string, unknown>> {
-    const headers: Record<string, string> = { "X-API-Key": this.apiKey, "Content-Type": "application/json" };
-    if (this.tenantId) headers["X-Tenant-ID"] = this.tenantId;
     let response: Response;
     let text: string;
     try {
-      const init: RequestInit = { method, headers, signal };
+      const init: RequestInit = { method, headers: this.headers, signal };
       if (body !== undefined) init.body = JSON.stringify(body);
       response = await this.fetcher(`${this.url}${path}`, init);
       text = await response.text();
@@ -315,9 +349,7 @@ export class RemoteIntelligence {
       throw new Unavailable(`HTTP ${response.status} from the intelligence service`);
     }
     this.breaker.recordSuccess();
-    if (response.status >= 400) {
-      throw new UserError(`intelligence service refused the request: HTTP ${response.status}: ${detail(text)}`);
-    }
+    if (response.status >= 400) throw new Rejected(response.status, detail(text));
     try {
       return JSON.parse(text) as Record<string, unknown>;
     } catch {
@@ -327,7 +359,7 @@ export class RemoteIntelligence {
 }
 
 function checkResilience(resilience: Resilience): Resilience {
-  for (const name of ["decideTimeoutMs", "cooldownMs", "callTimeoutMs"] as const) {
+  for (const name of ["decideTimeoutMs", "cooldownMs", "callTimeoutMs", "batchDelayMs"] as const) {
     const value = resilience[name];
     if (typeof value !== "number" || !(value > 0)) {
       throw new UserError(`resilience.${name} is ${JSON.stringify(value)}: give a positive number of milliseconds`);
@@ -421,7 +453,7 @@ function outcomeBody(outcome: Outcome): OutcomePayload {
     goal: outcome.goal,
     success: outcome.success,
     score: outcome.score,
-    failure_reason: outcome.reason ?? null,
+    failure_reason: boundedReason(outcome.reason),
     failure_category: outcome.failureCategory ?? null,
     metadata,
     model_id: outcome.path.model,
@@ -430,11 +462,23 @@ function outcomeBody(outcome: Outcome): OutcomePayload {
   };
 }
 
+/** A reason within the service's bound (`MAX_REASON_CHARS` of `_schemas.py`): cut here, not refused there. */
+function boundedReason(reason: string | undefined): string | null {
+  if (reason === undefined) return null;
+  if (reason.length <= MAX_REASON_CHARS) return reason;
+  const cut = /[\uD800-\uDBFF]/.test(reason[MAX_REASON_CHARS - 2]!) ? MAX_REASON_CHARS - 2 : MAX_REASON_CHARS - 1;
+  return `${reason.slice(0, cut)}…`; // never half of a surrogate pair
+}
+
+/** What a refusal says: `detail` (for a 422, each bad field and its problem), else the start of the body. */
 function detail(text: string): string {
   try {
-    const parsed = JSON.parse(text) as { detail?: unknown };
-    if (parsed.detail !== undefined)
-      return typeof parsed.detail === "string" ? parsed.detail : JSON.stringify(parsed.detail);
+    const parsed = JSON.parse(text) as { detail?: unknown; errors?: Array<{ field?: unknown; message?: unknown }> };
+    if (typeof parsed.detail === "string" && parsed.detail) return parsed.detail;
+    if (Array.isArray(parsed.errors) && parsed.errors.length) {
+      return parsed.errors.map((error) => `${String(error.field)}: ${String(error.message)}`).join("; ");
+    }
+    if (parsed.detail !== undefined) return JSON.stringify(parsed.detail);
   } catch {
     // not JSON: quote the start of the body
   }

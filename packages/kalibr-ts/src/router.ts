@@ -227,8 +227,8 @@ export class Router {
       const wire = WIRES[decision.path.provider];
       const started = performance.now();
       try {
-        const response = await send(wire, wire.build(request), decision.model, this.fetcher, this.timeoutMs);
-        const answer = wire.parse(await readJson(response, decision.model), request);
+        const text = await send(wire, wire.build(request), decision.model, this.fetcher, this.timeoutMs);
+        const answer = wire.parse(readJson(text, decision.model), request);
         return await this.finish(decision, answer, started, attempts);
       } catch (error) {
         errors.push(await this.failedAttempt(error, decision, started, attempts));

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   AllPathsFailed,
+  RemoteIntelligence,
   RequestRejected,
   Router,
   flush,
@@ -130,6 +131,28 @@ test("updateOutcome changes a reported outcome later; an unknown category is ref
     updateOutcome(response.traceId, "resolve_ticket", { failureCategory: "angry" as never }),
     TypeError,
   );
+});
+
+test("an outcome the service refuses is kept as a dead letter with its reason; a long reason is cut, not refused", async () => {
+  const intelligence = new RemoteIntelligence({ url: services.service.url, apiKey: services.service.apiKey });
+  try {
+    const router = new Router({ goal: "refusal_check", paths: ["gpt-4o"], intelligence });
+    await router.completion("Say hello");
+    await router.report(false, `the answer missed: ${"details ".repeat(600)}`);
+    const odd = await router.decide({ forceModel: "m".repeat(300) }); // longer than the service takes
+    await router.report(true, undefined, { traceId: odd.traceId });
+    await intelligence.flush();
+    assert.equal(await intelligence.pendingOutcomes(), 0);
+    const dead = await intelligence.deadOutcomes();
+    assert.deepEqual(
+      dead.map((letter) => [letter.payload.trace_id, letter.statusCode]),
+      [[odd.traceId, 422]],
+    );
+    assert.match(dead[0]!.reason, /model_id: String should have at most 256 characters/);
+    assert.deepEqual(await countedPerModel(services.service, "refusal_check"), { "gpt-4o": 1 });
+  } finally {
+    await intelligence.close();
+  }
 });
 
 test("decide() for a call made elsewhere, and scoreWhen's fractional scores, both counted by the service", async () => {

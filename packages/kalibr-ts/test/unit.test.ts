@@ -1,11 +1,13 @@
 /** Unit tests: the pieces that need no service, with fakes where a network would be. */
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { test } from "node:test";
 import { CircuitBreaker, FAILURE_CATEGORIES, RemoteIntelligence, Router, UserError, costOf } from "@kalibr/sdk";
-import { Outbox, type DeliveryResult, type OutcomePayload } from "../dist/outbox.js";
+import { FileSpool } from "@kalibr/sdk/node";
+import { Outbox, Refused, type Answer, type OutcomePayload } from "../dist/outbox.js";
 import { toAnthropicMessages } from "../dist/providers/anthropic.js";
 import { serverSentEvents } from "../dist/providers/base.js";
 import { PACKAGE_DIR } from "./support/services.js";
@@ -77,28 +79,89 @@ test("the breaker opens after breakerAfter fast failures or one timeout, and let
 });
 
 test("the outbox keeps a newer report of a call sent meanwhile, and settles each once", async () => {
-  const sent: OutcomePayload[] = [];
-  let release: (result: DeliveryResult) => void = () => undefined;
+  const sent: OutcomePayload[][] = [];
+  let release: (answers: Answer[]) => void = () => undefined;
   const outbox = new Outbox(
     "e",
-    (payload: OutcomePayload) => {
-      sent.push(payload);
+    (payloads) => {
+      sent.push(payloads);
       return new Promise((resolve) => (release = resolve));
     },
     new CircuitBreaker(3, 1000),
+    undefined,
+    60_000, // nothing leaves before flush()
   );
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
   await outbox.add({ trace_id: "t1", score: 0 });
-  assert.equal(sent.length, 1);
+  const flushed = outbox.flush();
+  await turn();
   await outbox.add({ trace_id: "t1", score: 1 }); // while the first is in flight
-  release("settled");
-  await new Promise((resolve) => setImmediate(resolve));
-  assert.equal(sent.length, 2);
-  assert.equal(sent[1]!["score"], 1);
-  release("settled");
-  await outbox.flush();
+  await outbox.add({ trace_id: "t2", score: 1 });
+  release(["accepted"]);
+  await turn();
+  release(["accepted", "accepted"]);
+  await flushed;
+  assert.deepEqual(
+    sent.map((batch) => batch.map((payload) => [payload.trace_id, payload["score"]])),
+    [
+      [["t1", 0]],
+      [
+        ["t1", 1],
+        ["t2", 1],
+      ],
+    ],
+    "the newer report of t1 is sent again, with t2 in the same batch",
+  );
   assert.equal(await outbox.count(), 0);
+  await outbox.flush();
   assert.equal(sent.length, 2);
   outbox.close();
+});
+
+test("refusals as the Python spool: a refused batch is split until the refused outcome is alone; it is kept dead with its reason", async () => {
+  const spool = new FileSpool(join(mkdtempSync(join(tmpdir(), "kalibr-dead-")), "spool.jsonl"));
+  const requests: string[][] = [];
+  // A service that refuses any request holding "bad" as a whole, refuses "gone" on its own and is rate
+  // limited for "later".
+  const service = async (payloads: OutcomePayload[]): Promise<Answer[]> => {
+    requests.push(payloads.map((payload) => payload.trace_id));
+    if (payloads.some((payload) => payload.trace_id === "bad")) {
+      throw new Refused(422, "outcomes.0.model_id: String should have at most 256 characters");
+    }
+    return payloads.map((payload) =>
+      payload.trace_id === "gone"
+        ? new Refused(404, "unknown trace_id 'gone'")
+        : payload.trace_id === "later"
+          ? "retry"
+          : "accepted",
+    );
+  };
+  const outbox = new Outbox("e", service, new CircuitBreaker(3, 1000), spool, 60_000);
+  for (const traceId of ["a", "b", "bad", "c", "gone", "later"]) await outbox.add({ trace_id: traceId });
+  await outbox.flush();
+  assert.deepEqual(requests[0], ["a", "b", "bad", "c", "gone", "later"]);
+  assert.deepEqual(requests.slice(1, 4), [["a", "b", "bad"], ["a"], ["b", "bad"]]);
+  assert.ok(requests.some((request) => request.length === 1 && request[0] === "bad"));
+  const dead = await outbox.deadLetters();
+  assert.deepEqual(
+    dead.map((letter) => [letter.payload.trace_id, letter.statusCode]),
+    [
+      ["bad", 422],
+      ["gone", 404],
+    ],
+  );
+  assert.match(dead[0]!.reason, /model_id/);
+  assert.equal(await outbox.count(), 1, "the rate-limited outcome waits for a retry");
+  outbox.close();
+
+  const restarted = new Outbox("e", service, new CircuitBreaker(3, 1000), spool, 60_000);
+  assert.equal(await restarted.count(), 1);
+  assert.deepEqual(
+    (await restarted.deadLetters()).map((letter) => [letter.payload.trace_id, letter.reason]),
+    dead.map((letter) => [letter.payload.trace_id, letter.reason]),
+    "dead letters survive in the file spool",
+  );
+  restarted.close();
 });
 
 test("server-sent events parse the same however the bytes are split", async () => {
@@ -194,7 +257,13 @@ function fakeRouter(): { router: Router; reported: Array<Record<string, unknown>
       const traceId = (++decisions).toString(16).padStart(32, "0");
       return Response.json({ trace_id: traceId, model_id: "gpt-4o", params: {}, reason: "fake", confidence: 0.5 });
     }
-    if (url.endsWith("/report-outcome")) reported.push(body);
+    if (url.endsWith("/report-outcomes")) {
+      const outcomes = body["outcomes"] as Array<Record<string, unknown>>;
+      reported.push(...outcomes);
+      return Response.json({
+        results: outcomes.map((outcome) => ({ trace_id: outcome["trace_id"], status: "accepted", status_code: 200 })),
+      });
+    }
     return Response.json({ status: "accepted" });
   };
   const provider: typeof fetch = async (_input, init) => {

@@ -59,20 +59,22 @@ export function endpoint(path: Path, keyEnv: string, baseEnv: string, defaultBas
 export type Fetch = typeof fetch;
 
 /**
- * POST the call; the response once its status is checked (the body still unread). `timeoutMs` bounds the whole
- * answer, or for a stream the wait for its first byte (a long answer may stream for longer).
+ * POST the call. For a stream, the response once its status is checked (the body still unread); else the whole
+ * body's text, read once. `timeoutMs` bounds the whole answer, or for a stream the wait for its first byte (a long
+ * answer may stream for longer).
  */
-export async function send(
+export async function send<Stream extends boolean = false>(
   wire: WireFormat,
   call: HttpCall,
   model: string,
   fetcher: Fetch,
   timeoutMs: number,
-  stream = false,
-): Promise<Response> {
+  stream?: Stream,
+): Promise<Stream extends true ? Response : string> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), timeoutMs);
   let response: Response;
+  let text: string | undefined;
   try {
     response = await fetcher(call.url, {
       method: "POST",
@@ -80,22 +82,36 @@ export async function send(
       body: JSON.stringify(call.body),
       signal: controller.signal,
     });
-    if (!stream) response = new Response(await response.arrayBuffer(), response);
+    if (!stream) text = await response.text();
   } catch (error) {
     throw transportError(error, model);
   } finally {
     clearTimeout(timer);
   }
   if (response.status >= 400) {
-    const text = await response.text().catch(() => "");
-    const message = `${JSON.stringify(model)} answered HTTP ${response.status}: ${wire.errorMessage(text)}`;
-    const failureCategory = categoryForStatus(response.status, text);
+    const body = text ?? (await response.text().catch(() => ""));
+    const message = `${JSON.stringify(model)} answered HTTP ${response.status}: ${wire.errorMessage(body)}`;
+    const failureCategory = categoryForStatus(response.status, body);
     // A prompt too long for this model is no fault of the request: another path may have a larger window.
     const rejected = CALLER_ERROR_STATUSES.has(response.status) && failureCategory !== "context_exceeded";
     const ErrorClass = rejected ? RequestRejected : ProviderError;
     throw new ErrorClass(message, { model, status: response.status, failureCategory });
   }
-  return response;
+  return (text ?? response) as Stream extends true ? Response : string;
+}
+
+/** A whole answer's JSON object. */
+export function readJson(text: string, model: string): Record<string, unknown> {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new ProviderError(`${JSON.stringify(model)} answered with a body that is not JSON`, { model });
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new ProviderError(`${JSON.stringify(model)} answered with JSON that is not an object`, { model });
+  }
+  return body as Record<string, unknown>;
 }
 
 export function transportError(error: unknown, model: string): ProviderError {
@@ -105,20 +121,6 @@ export function transportError(error: unknown, model: string): ProviderError {
     return new ProviderError(`${JSON.stringify(model)} timed out`, { model, failureCategory: "timeout" });
   }
   return new ProviderError(`${JSON.stringify(model)} could not be reached: ${String(error)}`, { model });
-}
-
-export async function readJson(response: Response, model: string): Promise<Record<string, unknown>> {
-  let body: unknown;
-  try {
-    body = await response.json();
-  } catch (error) {
-    if ((error as { name?: string }).name !== "SyntaxError") throw transportError(error, model);
-    throw new ProviderError(`${JSON.stringify(model)} answered with a body that is not JSON`, { model });
-  }
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new ProviderError(`${JSON.stringify(model)} answered with JSON that is not an object`, { model });
-  }
-  return body as Record<string, unknown>;
 }
 
 /** The server-sent events of a response body, as (event, data) pairs. */
