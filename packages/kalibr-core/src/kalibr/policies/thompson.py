@@ -42,7 +42,10 @@ class ThompsonPolicy:
     few hundred requests a goal sees in the replay tables that cuts regret against the best fixed path
     (measured in ``benchmarks/routing.py``); near-ties are still explored. ``rule_out_z``: how
     many posterior standard deviations a path under the sample floor may be below the best before the floor
-    stops forcing traffic to it.
+    stops forcing traffic to it. ``sharpen_after``: an arm's draws are sharpened only in proportion to its
+    evidence, full once it holds this many outcomes (0: always). Sharpening a path judged on one or two
+    outcomes locks a big goal out of it for good (plain Thompson would try it again): on llmrouter's 14 goals
+    merged into one, full sharpening from the first outcome ends below plain Thompson.
 
     >>> import numpy as np
     >>> from kalibr.policies.base import ArmState, PolicyConfig
@@ -53,9 +56,15 @@ class ThompsonPolicy:
     """
 
     def __init__(
-        self, *, detector: DropDetector | None = None, rule_out_z: float = 0.5, sharpness: float = 6.0
+        self,
+        *,
+        detector: DropDetector | None = None,
+        rule_out_z: float = 0.5,
+        sharpness: float = 6.0,
+        sharpen_after: float = 8.0,
     ) -> None:
         self.sharpness = sharpness
+        self.sharpen_after = sharpen_after
         self.detector = detector if detector is not None else DropDetector()
         self.rule_out_z = rule_out_z
 
@@ -83,7 +92,8 @@ class ThompsonPolicy:
         if forced is not None:
             return forced
         means = alpha / (alpha + beta)
-        draws = sample_beta(rng, alpha * self.sharpness, beta * self.sharpness)
+        sharpness = self._sharpness(alpha + beta)
+        draws = sample_beta(rng, alpha * sharpness, beta * sharpness)
         if config.cost_weight > 0.0:
             costs = _mean_costs(arms)
             draws -= config.cost_weight * costs
@@ -102,6 +112,14 @@ class ThompsonPolicy:
             arms[index].success_rate,
             arms[index].samples,
         )
+
+    def _sharpness(self, total: np.ndarray) -> float | np.ndarray:
+        """Per arm, ``sharpness`` once its posterior holds ``sharpen_after`` outcomes (its own plus prior
+        pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1 (the plain posterior) before that."""
+        if self.sharpen_after <= 0.0:
+            return self.sharpness
+        evidence = np.clip((total - 2.0) / self.sharpen_after, 0.0, 1.0)
+        return 1.0 + (self.sharpness - 1.0) * evidence
 
     def _best_now(self, arms: Sequence[ArmState], config: PolicyConfig, alpha: np.ndarray, beta: np.ndarray) -> Choice:
         """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
