@@ -32,6 +32,7 @@ PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
 _SUCCESSES = operator.attrgetter("successes")
 _FAILURES = operator.attrgetter("failures")
+_TOTAL_SAMPLES = operator.attrgetter("total_samples")
 
 
 class ThompsonPolicy:
@@ -92,7 +93,7 @@ class ThompsonPolicy:
         if forced is not None:
             return forced
         means = alpha / (alpha + beta)
-        sharpness = self._sharpness(alpha + beta)
+        sharpness = self._sharpness(arms, alpha + beta)
         draws = sample_beta(rng, alpha * sharpness, beta * sharpness)
         if config.cost_weight > 0.0:
             costs = _mean_costs(arms)
@@ -113,12 +114,14 @@ class ThompsonPolicy:
             arms[index].samples,
         )
 
-    def _sharpness(self, total: np.ndarray) -> float | np.ndarray:
-        """Per arm, ``sharpness`` once its posterior holds ``sharpen_after`` outcomes (its own plus prior
-        pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1 (the plain posterior) before that."""
+    def _sharpness(self, arms: Sequence[ArmState], total: np.ndarray) -> float | np.ndarray:
+        """Per arm, ``sharpness`` once it has ``sharpen_after`` outcomes (ever, or in its posterior with the prior
+        pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1 (the plain posterior) before that. Outcomes
+        ever: a path whose record a detected drop restarted is not new, and stays sharp."""
         if self.sharpen_after <= 0.0:
             return self.sharpness
-        evidence = np.clip((total - 2.0) / self.sharpen_after, 0.0, 1.0)
+        ever = np.fromiter(map(_TOTAL_SAMPLES, arms), np.float64, len(arms))
+        evidence = np.clip(np.maximum(total - 2.0, ever) / self.sharpen_after, 0.0, 1.0)
         return 1.0 + (self.sharpness - 1.0) * evidence
 
     def _best_now(self, arms: Sequence[ArmState], config: PolicyConfig, alpha: np.ndarray, beta: np.ndarray) -> Choice:
