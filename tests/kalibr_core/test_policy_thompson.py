@@ -219,30 +219,23 @@ def test_a_path_ruled_out_on_a_few_outcomes_is_rechecked_until_it_has_min_sample
     assert picks(settled, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10  # 30 outcomes: a real verdict
 
 
+def share_of(arms: list[ArmState], index: int, policy: ThompsonPolicy, seed: int) -> float:
+    """Share of 3,000 seeded choices, with no exploration floor, that go to ``arms[index]``."""
+    rng, no_floor = np.random.default_rng(seed), PolicyConfig(exploration_rate=0.0)
+    chosen = np.array([policy.choose(arms, config=no_floor, rng=rng, now=0.0).index for _ in range(3000)])
+    return float(np.mean(chosen == index))
+
+
 def test_a_path_judged_on_one_failure_keeps_its_plain_thompson_chance() -> None:
     # A big goal's good path that fails its first request: a sharpened Beta(6, 12) almost never beats a 60%
     # path again (it would be locked out for good); the plain Beta(1, 2) beats it about (1 - 0.6)^2 = 16% of draws.
     arms = [arm("unlucky", 0, 1), arm("proven", 30, 20)]
-    no_floor = PolicyConfig(exploration_rate=0.0)
-    rng = np.random.default_rng(3)
-
-    def share(policy: ThompsonPolicy) -> float:
-        chosen = [policy.choose(arms, config=no_floor, rng=rng, now=0.0).index for _ in range(3000)]
-        return float(np.mean(np.array(chosen) == 0))
-
-    assert 0.11 < share(ThompsonPolicy()) < 0.22
-    assert share(ThompsonPolicy(sharpen_after=0.0)) < 0.05
+    assert 0.11 < share_of(arms, 0, ThompsonPolicy(), seed=3) < 0.22
+    assert share_of(arms, 0, ThompsonPolicy(sharpen_after=0.0), seed=3) < 0.05
 
 
 def test_paths_with_evidence_are_still_sharpened() -> None:
     # Once both hold the evidence, the sharpened posterior stops sending traffic to the clearly worse path
     # sooner than plain Thompson would.
     arms = [arm("better", 14, 6), arm("worse", 9, 11)]
-    no_floor = PolicyConfig(exploration_rate=0.0)
-    rng = np.random.default_rng(4)
-
-    def share(policy: ThompsonPolicy) -> float:
-        chosen = [policy.choose(arms, config=no_floor, rng=rng, now=0.0).index for _ in range(3000)]
-        return float(np.mean(np.array(chosen) == 1))
-
-    assert share(ThompsonPolicy()) < 0.5 * share(ThompsonPolicy(sharpness=1.0))
+    assert share_of(arms, 1, ThompsonPolicy(), seed=4) < 0.5 * share_of(arms, 1, ThompsonPolicy(sharpness=1.0), seed=4)
