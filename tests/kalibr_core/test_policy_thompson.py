@@ -214,11 +214,12 @@ def test_priors_without_a_record_elsewhere_sit_at_the_goal_rate() -> None:
 def test_a_path_ruled_out_on_a_few_outcomes_is_rechecked_until_it_has_min_samples() -> None:
     now = 10 * DAY
     unlucky = [arm("proven", 60, 40, last_outcome_at=now), arm("unlucky", 0, 2, last_outcome_at=now - 3_600)]
-    assert picks(unlucky, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10  # ruled out, for now
+    # Ruled out by the floor, for now: only Thompson's own chance with its thin posterior (~0.4^3 = 6%).
+    assert picks(unlucky, PolicyConfig(exploration_rate=0.2), now=now)[1] < 200
     a_day_later = [unlucky[0], arm("unlucky", 0, 2, last_outcome_at=now - 25 * 3_600)]
-    assert picks(a_day_later, PolicyConfig(exploration_rate=0.2), now=now)[1] > 300  # the floor checks it again
+    assert picks(a_day_later, PolicyConfig(exploration_rate=0.2), now=now)[1] > 400  # the floor checks it again
     hourly = PolicyConfig(exploration_rate=0.2, recheck_hours=0.5)
-    assert picks(unlucky, hourly, now=now)[1] > 300
+    assert picks(unlucky, hourly, now=now)[1] > 400
     settled = [unlucky[0], arm("bad", 2, 28, last_outcome_at=now - 25 * 3_600)]
     assert picks(settled, PolicyConfig(exploration_rate=0.2), now=now)[1] < 10  # 30 outcomes: a real verdict
 
@@ -267,3 +268,25 @@ def test_any_updates_and_corrections_keep_the_arm_valid(start: tuple[int, int], 
     # Whatever happened, the arm can still be chosen and learn.
     policy.choose([state, arm("b", 5, 5)], config=PolicyConfig(), rng=np.random.default_rng(0), now=0.0)
     policy.update(state, score=0.0, cost_usd=None, latency_ms=None, now=0.0)
+
+
+def share_of(arms: list[ArmState], index: int, policy: ThompsonPolicy, seed: int) -> float:
+    """Share of 3,000 seeded choices, with no exploration floor, that go to ``arms[index]``."""
+    rng, no_floor = np.random.default_rng(seed), PolicyConfig(exploration_rate=0.0)
+    chosen = np.array([policy.choose(arms, config=no_floor, rng=rng, now=0.0).index for _ in range(3000)])
+    return float(np.mean(chosen == index))
+
+
+def test_a_path_judged_on_one_failure_keeps_its_plain_thompson_chance() -> None:
+    # A big goal's good path that fails its first request: a sharpened Beta(6, 12) almost never beats a 60%
+    # path again (it would be locked out for good); the plain Beta(1, 2) beats it about (1 - 0.6)^2 = 16% of draws.
+    arms = [arm("unlucky", 0, 1), arm("proven", 30, 20)]
+    assert 0.11 < share_of(arms, 0, ThompsonPolicy(), seed=3) < 0.22
+    assert share_of(arms, 0, ThompsonPolicy(sharpen_after=0.0), seed=3) < 0.05
+
+
+def test_paths_with_evidence_are_still_sharpened() -> None:
+    # Once both hold the evidence, the sharpened posterior stops sending traffic to the clearly worse path
+    # sooner than plain Thompson would.
+    arms = [arm("better", 14, 6), arm("worse", 9, 11)]
+    assert share_of(arms, 1, ThompsonPolicy(), seed=4) < 0.5 * share_of(arms, 1, ThompsonPolicy(sharpness=1.0), seed=4)

@@ -32,6 +32,7 @@ PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
 _SUCCESSES = operator.attrgetter("successes")
 _FAILURES = operator.attrgetter("failures")
+_TOTAL_SAMPLES = operator.attrgetter("total_samples")
 
 
 class ThompsonPolicy:
@@ -42,7 +43,10 @@ class ThompsonPolicy:
     few hundred requests a goal sees in the replay tables that cuts regret against the best fixed path
     (measured in ``benchmarks/routing.py``); near-ties are still explored. ``rule_out_z``: how
     many posterior standard deviations a path under the sample floor may be below the best before the floor
-    stops forcing traffic to it.
+    stops forcing traffic to it. ``sharpen_after``: an arm's draws are sharpened only in proportion to its
+    evidence, full once it holds this many outcomes (0: always). Sharpening a path judged on one or two
+    outcomes locks a big goal out of it for good (plain Thompson would try it again): on llmrouter's 14 goals
+    merged into one, full sharpening from the first outcome ends below plain Thompson.
 
     >>> import numpy as np
     >>> from kalibr.policies.base import ArmState, PolicyConfig
@@ -53,9 +57,15 @@ class ThompsonPolicy:
     """
 
     def __init__(
-        self, *, detector: DropDetector | None = None, rule_out_z: float = 0.5, sharpness: float = 6.0
+        self,
+        *,
+        detector: DropDetector | None = None,
+        rule_out_z: float = 0.5,
+        sharpness: float = 6.0,
+        sharpen_after: float = 8.0,
     ) -> None:
         self.sharpness = sharpness
+        self.sharpen_after = sharpen_after
         self.detector = detector if detector is not None else DropDetector()
         self.rule_out_z = rule_out_z
 
@@ -83,7 +93,8 @@ class ThompsonPolicy:
         if forced is not None:
             return forced
         means = alpha / (alpha + beta)
-        draws = sample_beta(rng, alpha * self.sharpness, beta * self.sharpness)
+        sharpness = self._sharpness(arms, alpha + beta)
+        draws = sample_beta(rng, alpha * sharpness, beta * sharpness)
         if config.cost_weight > 0.0:
             costs = _mean_costs(arms)
             draws -= config.cost_weight * costs
@@ -102,6 +113,16 @@ class ThompsonPolicy:
             arms[index].success_rate,
             arms[index].samples,
         )
+
+    def _sharpness(self, arms: Sequence[ArmState], total: np.ndarray) -> float | np.ndarray:
+        """Per arm, ``sharpness`` once it has ``sharpen_after`` outcomes (ever, or in its posterior with the prior
+        pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1 (the plain posterior) before that. Outcomes
+        ever: a path whose record a detected drop restarted is not new, and stays sharp."""
+        if self.sharpen_after <= 0.0:
+            return self.sharpness
+        ever = np.fromiter(map(_TOTAL_SAMPLES, arms), np.float64, len(arms))
+        evidence = np.clip(np.maximum(total - 2.0, ever) / self.sharpen_after, 0.0, 1.0)
+        return 1.0 + (self.sharpness - 1.0) * evidence
 
     def _best_now(self, arms: Sequence[ArmState], config: PolicyConfig, alpha: np.ndarray, beta: np.ndarray) -> Choice:
         """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
