@@ -257,9 +257,9 @@ def _posterior(arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] |
     if len(priors) != len(arms):
         raise UserError(f"got {len(priors)} priors for {len(arms)} paths: give one (alpha, beta) per path")
     # Beta needs positive parameters: tolerate a zero prior on an arm without evidence.
-    alpha = [max(arm.successes + prior[0], 1e-3) for arm, prior in zip(arms, priors, strict=True)]
-    beta = [max(arm.failures + prior[1], 1e-3) for arm, prior in zip(arms, priors, strict=True)]
-    return alpha, beta
+    alpha = [arm.successes + prior[0] for arm, prior in zip(arms, priors, strict=True)]
+    beta = [arm.failures + prior[1] for arm, prior in zip(arms, priors, strict=True)]
+    return [a if a > 1e-3 else 1e-3 for a in alpha], [b if b > 1e-3 else 1e-3 for b in beta]
 
 
 def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence[float]) -> list[float]:
