@@ -59,7 +59,9 @@ class PromptClusters:
         self._used = 0
         self._outcomes = 0
         self._arms: list[dict[str, ArmState]] = []
-        self._priors: dict[int, tuple[Mapping[str, tuple[float, float]], list[ArmState], list[tuple[float, float]]]] = {}
+        self._priors: dict[
+            int, tuple[Mapping[str, tuple[float, float]], list[ArmState], list[tuple[float, float]]]
+        ] = {}
 
     @property
     def clusters(self) -> int:
@@ -121,7 +123,12 @@ class PromptClusters:
         the goal's other clusters' outcomes, which the goal-level totals already hold, stay in. Recomputed only
         when one of the cluster's states or the totals changed (states are immutable: identity is enough)."""
         cached = self._priors.get(cluster)
-        if cached is not None and cached[0] is totals and len(cached[1]) == len(arms) and all(map(operator.is_, cached[1], arms)):
+        if (
+            cached is not None
+            and cached[0] is totals
+            and len(cached[1]) == len(arms)
+            and all(map(operator.is_, cached[1], arms))
+        ):
             return cached[2]
         priors = priors_from_model_totals(arms, totals)
         self._priors[cluster] = (totals, list(arms), priors)

@@ -250,7 +250,9 @@ def count_outcome(
 
 # --- helpers (plain floats: ``choose`` runs on every decide, and numpy's fixed cost per call outweighs its speed on a
 # few dozen arms; only the many-arm draw uses it) -----------------------------------------------------------------
-def _posterior(arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None) -> tuple[list[float], list[float]]:
+def _posterior(
+    arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None
+) -> tuple[list[float], list[float]]:
     """Beta parameters per arm: evidence plus ``priors`` when given, else plus the flat Beta(1, 1)."""
     if priors is None:
         return [arm.successes + 1.0 for arm in arms], [arm.failures + 1.0 for arm in arms]
