@@ -219,3 +219,22 @@ def test_router_refuses_an_unknown_context() -> None:
 
     with pytest.raises(UserError, match="'maybe'"):
         Router("mixed", ["model-a", "model-b"], store="memory:", context="maybe")  # type: ignore[arg-type]
+
+
+def test_a_cluster_s_priors_follow_its_outcomes_and_the_totals() -> None:
+    clusters = PromptClusters()
+    cluster = clusters.assign(np.array([1.0, 0.0]), paths=2)
+    arms = clusters.arms(cluster, [ArmState("a", model="m1"), ArmState("b", model="m2")])
+    totals = {"m1": (40.0, 10.0), "m2": (10.0, 40.0)}
+    before = clusters.priors(cluster, arms, totals)
+    assert clusters.priors(cluster, clusters.arms(cluster, arms), totals) == before
+
+    # m1 keeps losing in this cluster: its record elsewhere shrinks, so its prior must follow.
+    for _ in range(20):
+        (state,) = clusters.arms(cluster, arms[:1])
+        clusters.store(cluster, default_policy().update(state, score=0.0, cost_usd=None, latency_ms=None, now=0.0))
+    after = clusters.priors(cluster, clusters.arms(cluster, arms), totals)
+    assert after[0] != before[0]
+
+    moved = clusters.priors(cluster, clusters.arms(cluster, arms), {"m1": (10.0, 40.0), "m2": (40.0, 10.0)})
+    assert moved[0][0] < after[0][0] and moved[1][0] > after[1][0]

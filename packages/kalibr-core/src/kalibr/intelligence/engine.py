@@ -143,8 +143,7 @@ class Engine:
             choice = self.policy.choose(
                 cluster_arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore
             )
-        decision = _decision(goal, paths, choice)
-        with self._lock:
+            decision = _decision(goal, paths, choice)
             self._cluster_of[decision.trace_id] = (goal, cluster)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
                 self._cluster_of.popitem(last=False)

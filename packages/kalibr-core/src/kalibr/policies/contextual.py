@@ -19,6 +19,8 @@ calls it under its own lock.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -57,6 +59,9 @@ class PromptClusters:
         self._used = 0
         self._outcomes = 0
         self._arms: list[dict[str, ArmState]] = []
+        self._priors: dict[
+            int, tuple[Mapping[str, tuple[float, float]], list[ArmState], list[tuple[float, float]]]
+        ] = {}
 
     @property
     def clusters(self) -> int:
@@ -66,8 +71,8 @@ class PromptClusters:
         """The cluster of a prompt's feature vector (a new one when the goal's traffic allows another); the
         cluster's centroid moves towards it. ``paths``: how many paths the goal routes over."""
         vector = np.asarray(features, dtype=np.float64).ravel()
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm):
+        norm = math.sqrt(vector @ vector)  # what np.linalg.norm computes for a vector, without its overhead
+        if not math.isfinite(norm):
             raise UserError("prompt features contain NaN or infinity: the featurizer must return finite numbers")
         unit = vector / norm if norm > 0.0 else vector
         if self._centroids is None:
@@ -89,7 +94,7 @@ class PromptClusters:
         index = int(np.argmax(similarity))
         self._sizes[index] += 1.0
         centroid = self._centroids[index] + (unit - self._centroids[index]) / self._sizes[index]
-        self._centroids[index] = centroid / max(float(np.linalg.norm(centroid)), 1e-12)
+        self._centroids[index] = centroid / max(math.sqrt(centroid @ centroid), 1e-12)
         return index
 
     def arms(self, cluster: int, goal_arms: Sequence[ArmState]) -> list[ArmState]:
@@ -98,7 +103,9 @@ class PromptClusters:
         states = self._arms[cluster]
         if cluster == 0 and not states:
             states.update({arm.path_id: arm for arm in goal_arms})
-        return [states.get(arm.path_id) or ArmState(arm.path_id, model=arm.model) for arm in goal_arms]
+        # Fresh states are kept, so an unchanged cluster passes the same objects and its priors stay cached.
+        return [states.get(arm.path_id) or states.setdefault(arm.path_id, ArmState(arm.path_id, model=arm.model))
+                for arm in goal_arms]  # fmt: skip
 
     def store(self, cluster: int, arm: ArmState) -> None:
         """Keep the cluster's updated state of one path."""
@@ -113,5 +120,16 @@ class PromptClusters:
     ) -> list[tuple[float, float]]:
         """Beta pseudo-counts for the cluster's ``arms``: each model's record everywhere else. ``totals`` are the
         per-model totals over every goal (``Store.model_totals``); the cluster's own outcomes are taken out, and
-        the goal's other clusters' outcomes, which the goal-level totals already hold, stay in."""
-        return priors_from_model_totals(arms, totals)
+        the goal's other clusters' outcomes, which the goal-level totals already hold, stay in. Recomputed only
+        when one of the cluster's states or the totals changed (states are immutable: identity is enough)."""
+        cached = self._priors.get(cluster)
+        if (
+            cached is not None
+            and cached[0] is totals
+            and len(cached[1]) == len(arms)
+            and all(map(operator.is_, cached[1], arms))
+        ):
+            return cached[2]
+        priors = priors_from_model_totals(arms, totals)
+        self._priors[cluster] = (totals, list(arms), priors)
+        return priors

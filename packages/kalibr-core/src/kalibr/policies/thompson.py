@@ -9,9 +9,7 @@ in and runs a change detector (``kalibr.policies.drift``) that restarts an arm's
 
 from __future__ import annotations
 
-import itertools
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -30,9 +28,6 @@ FIRST_PROBE_SHARE = 0.1
 """Chance per decision of the first probe of a path just put on probation (so it comes within ~10 decisions)."""
 PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
-_SUCCESSES = operator.attrgetter("successes")
-_FAILURES = operator.attrgetter("failures")
-_TOTAL_SAMPLES = operator.attrgetter("total_samples")
 
 
 class ThompsonPolicy:
@@ -87,24 +82,27 @@ class ThompsonPolicy:
             arm = arms[0]
             return Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
         alpha, beta = _posterior(arms, priors)
+        means = [a / (a + b) for a, b in zip(alpha, beta, strict=True)]
         if not explore:
-            return self._best_now(arms, config, alpha, beta)
-        forced = self._forced_exploration(arms, config, rng, now, alpha, beta)
+            return self._best_now(arms, config, alpha, beta, means)
+        forced = self._forced_exploration(arms, config, rng, now, alpha, beta, means)
         if forced is not None:
             return forced
-        means = alpha / (alpha + beta)
-        sharpness = self._sharpness(arms, alpha + beta)
-        draws = sample_beta(rng, alpha * sharpness, beta * sharpness)
+        sharpness = self._sharpness(arms, alpha, beta)
+        draws = sample_beta(
+            rng,
+            [a * s for a, s in zip(alpha, sharpness, strict=True)],
+            [b * s for b, s in zip(beta, sharpness, strict=True)],
+        )
         if config.cost_weight > 0.0:
-            costs = _mean_costs(arms)
-            draws -= config.cost_weight * costs
-            means = means - config.cost_weight * costs
-        index = int(draws.argmax())
+            weighted = [config.cost_weight * cost for cost in _mean_costs(arms)]
+            draws = [draw - cost for draw, cost in zip(draws, weighted, strict=True)]
+            means = [mean - cost for mean, cost in zip(means, weighted, strict=True)]
         if config.quality_tolerance > 0.0:
             index = _cheapest_within(arms, draws, config.quality_tolerance)
         else:
-            index = _break_tie(arms, means, index, config)
-        best_mean = int(means.argmax())
+            index = _break_tie(arms, means, _argmax(draws), config)
+        best_mean = _argmax(means)
         return Choice(
             index,
             index != best_mean,
@@ -114,22 +112,30 @@ class ThompsonPolicy:
             arms[index].samples,
         )
 
-    def _sharpness(self, arms: Sequence[ArmState], total: np.ndarray) -> float | np.ndarray:
+    def _sharpness(self, arms: Sequence[ArmState], alpha: list[float], beta: list[float]) -> list[float]:
         """Per arm, ``sharpness`` once it has ``sharpen_after`` outcomes (ever, or in its posterior with the prior
         pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1 (the plain posterior) before that. Outcomes
         ever: a path whose record a detected drop restarted is not new, and stays sharp."""
         if self.sharpen_after <= 0.0:
-            return self.sharpness
-        ever = np.fromiter(map(_TOTAL_SAMPLES, arms), np.float64, len(arms))
-        evidence = np.clip(np.maximum(total - 2.0, ever) / self.sharpen_after, 0.0, 1.0)
-        return 1.0 + (self.sharpness - 1.0) * evidence
+            return [self.sharpness] * len(arms)
+        ramp, after = self.sharpness - 1.0, self.sharpen_after
+        return [
+            1.0 + ramp * min(max(max(a + b - 2.0, arm.total_samples) / after, 0.0), 1.0)
+            for arm, a, b in zip(arms, alpha, beta, strict=True)
+        ]
 
-    def _best_now(self, arms: Sequence[ArmState], config: PolicyConfig, alpha: np.ndarray, beta: np.ndarray) -> Choice:
+    def _best_now(
+        self,
+        arms: Sequence[ArmState],
+        config: PolicyConfig,
+        alpha: list[float],
+        beta: list[float],
+        means: list[float],
+    ) -> Choice:
         """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
-        means = alpha / (alpha + beta)
         if config.cost_weight > 0.0:
-            means = means - config.cost_weight * _mean_costs(arms)
-        best = int(means.argmax())
+            means = [mean - config.cost_weight * cost for mean, cost in zip(means, _mean_costs(arms), strict=True)]
+        best = _argmax(means)
         if config.quality_tolerance > 0.0:
             index = _cheapest_within(arms, means, config.quality_tolerance)
         else:
@@ -150,8 +156,9 @@ class ThompsonPolicy:
         config: PolicyConfig,
         rng: np.random.Generator,
         now: float,
-        alpha: np.ndarray,
-        beta: np.ndarray,
+        alpha: list[float],
+        beta: list[float],
+        means: list[float],
     ) -> Choice | None:
         """With probability ``exploration_rate``, a stale path or one under the sample floor not yet ruled out.
 
@@ -176,23 +183,29 @@ class ThompsonPolicy:
                 return probe
         floor = config.min_samples_before_exploit
         stale_before = now - config.staleness_days * _DAY_SECONDS
-        total = alpha + beta
-        means = alpha / total
-        bar = float(means.max()) * (1.0 - config.tie_tolerance)
-        optimistic = means + self.rule_out_z * np.sqrt(means * (1.0 - means) / (total + 1.0))
+        bar = max(means) * (1.0 - config.tie_tolerance)
+        z = self.rule_out_z
+
+        def optimistic(i: int) -> float:
+            mean = means[i]
+            return mean + z * math.sqrt(mean * (1.0 - mean) / (alpha[i] + beta[i] + 1.0))
+
         recheck_before = now - config.recheck_hours * 3_600.0
         candidates = [
             i
             for i, arm in enumerate(arms)
-            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or optimistic[i] >= bar))
+            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or optimistic(i) >= bar))
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
             or (arm.total_samples < floor and arm.last_outcome_at is not None and arm.last_outcome_at < recheck_before)
         ]
         if not candidates:
             return None
         # Among the candidates, the one whose posterior draw is highest: the floor's traffic goes where it informs.
-        draws = sample_beta(rng, alpha[candidates], beta[candidates]) if len(candidates) > 1 else np.zeros(1)
-        index = candidates[int(draws.argmax())]
+        if len(candidates) > 1:
+            draws = sample_beta(rng, [alpha[i] for i in candidates], [beta[i] for i in candidates])
+            index = candidates[_argmax(draws)]
+        else:
+            index = candidates[0]
         arm = arms[index]
         if arm.total_samples < floor:
             why = f"exploring {_name(arm)}: {arm.total_samples} of {floor} samples needed before exploiting"
@@ -262,26 +275,23 @@ def count_outcome(
     )
 
 
-# --- helpers (vectorised: ``choose`` runs on every decide) ---------------------------------------------------------
-def _posterior(arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None) -> tuple[np.ndarray, np.ndarray]:
+# --- helpers (plain floats: ``choose`` runs on every decide, and numpy's fixed cost per call outweighs its speed on a
+# few dozen arms; only the many-arm draw uses it) -----------------------------------------------------------------
+def _posterior(
+    arms: Sequence[ArmState], priors: Sequence[tuple[float, float]] | None
+) -> tuple[list[float], list[float]]:
     """Beta parameters per arm: evidence plus ``priors`` when given, else plus the flat Beta(1, 1)."""
-    count = len(arms)
-    alpha = np.fromiter(map(_SUCCESSES, arms), np.float64, count)
-    beta = np.fromiter(map(_FAILURES, arms), np.float64, count)
     if priors is None:
-        alpha += 1.0
-        beta += 1.0
-        return alpha, beta
-    if len(priors) != count:
-        raise UserError(f"got {len(priors)} priors for {count} paths: give one (alpha, beta) per path")
-    pseudo = np.fromiter(itertools.chain.from_iterable(priors), np.float64, 2 * count)
-    alpha += pseudo[0::2]
-    beta += pseudo[1::2]
+        return [arm.successes + 1.0 for arm in arms], [arm.failures + 1.0 for arm in arms]
+    if len(priors) != len(arms):
+        raise UserError(f"got {len(priors)} priors for {len(arms)} paths: give one (alpha, beta) per path")
     # Beta needs positive parameters: tolerate a zero prior on an arm without evidence.
-    return np.maximum(alpha, 1e-3, out=alpha), np.maximum(beta, 1e-3, out=beta)
+    alpha = [arm.successes + prior[0] for arm, prior in zip(arms, priors, strict=True)]
+    beta = [arm.failures + prior[1] for arm, prior in zip(arms, priors, strict=True)]
+    return [a if a > 1e-3 else 1e-3 for a in alpha], [b if b > 1e-3 else 1e-3 for b in beta]
 
 
-def sample_beta(rng: np.random.Generator, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence[float]) -> list[float]:
     """One Beta draw per arm, by the cheapest exact route for the size.
 
     ``Generator.beta`` on arrays costs ~7 us of fixed overhead; a few scalar draws are cheaper, and beyond a
@@ -289,39 +299,42 @@ def sample_beta(rng: np.random.Generator, alpha: np.ndarray, beta: np.ndarray) -
     """
     count = len(alpha)
     if count <= _SCALAR_DRAWS_UP_TO:
-        return np.array([rng.beta(a, b) for a, b in zip(alpha.tolist(), beta.tolist(), strict=True)])
-    gammas = rng.standard_gamma(np.concatenate((alpha, beta)))
+        return [rng.beta(a, b) for a, b in zip(alpha, beta, strict=True)]
+    gammas = rng.standard_gamma(np.array([*alpha, *beta]))
     successes = gammas[:count]
-    return successes / (successes + gammas[count:])
+    draws: list[float] = (successes / (successes + gammas[count:])).tolist()
+    return draws
 
 
-def _mean_costs(arms: Sequence[ArmState]) -> np.ndarray:
+def _argmax(values: Sequence[float]) -> int:
+    """The index of the largest value, the first one on a tie (as ``numpy.argmax``)."""
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def _mean_costs(arms: Sequence[ArmState]) -> list[float]:
     """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
-    return np.array([arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms])
+    return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
 
 
-def _cheapest_within(arms: Sequence[ArmState], draws: np.ndarray, tolerance: float) -> int:
+def _cheapest_within(arms: Sequence[ArmState], draws: Sequence[float], tolerance: float) -> int:
     """Of the arms whose draw (or mean) is within ``tolerance`` of the best, the cheapest (an arm of unknown cost
     counts as free, so its cost gets measured); equal costs go to the higher draw."""
-    near = np.flatnonzero(draws >= float(draws.max()) - tolerance)
+    top = max(draws) - tolerance
     costs = _mean_costs(arms)
-    return int(min(near, key=lambda i: (costs[i], -draws[i])))
+    return min((i for i, draw in enumerate(draws) if draw >= top), key=lambda i: (costs[i], -draws[i]))
 
 
-def _break_tie(arms: Sequence[ArmState], means: np.ndarray, index: int, config: PolicyConfig) -> int:
+def _break_tie(arms: Sequence[ArmState], means: Sequence[float], index: int, config: PolicyConfig) -> int:
     """Within ``tie_tolerance`` of the best mean, prefer the cheapest proven path, then the fastest."""
     if config.tie_tolerance <= 0.0 or config.cost_weight > 0.0:
         return index
     floor = config.min_samples_before_exploit
     if arms[index].samples < floor:
         return index
-    threshold = float(means.max()) * (1.0 - config.tie_tolerance)
+    threshold = max(means) * (1.0 - config.tie_tolerance)
     if means[index] < threshold:
         return index
-    near = np.flatnonzero(means >= threshold)
-    if near.size < 2:
-        return index
-    tied = [int(i) for i in near if arms[int(i)].samples >= floor]
+    tied = [i for i, mean in enumerate(means) if mean >= threshold and arms[i].samples >= floor]
     if len(tied) < 2 or not any(arms[i].cost_count or arms[i].latency_count for i in tied):
         return index
 
@@ -330,27 +343,25 @@ def _break_tie(arms: Sequence[ArmState], means: np.ndarray, index: int, config: 
         return (arm.mean_cost if arm.mean_cost is not None else math.inf, arm.mean_latency_ms or math.inf)
 
     cheapest = min(tied, key=key)
-    return int(cheapest) if key(cheapest) < key(index) else index
+    return cheapest if key(cheapest) < key(index) else index
 
 
-def _probability_best(index: int, best: int, means: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> float:
+def _probability_best(
+    index: int, best: int, means: Sequence[float], alpha: Sequence[float], beta: Sequence[float]
+) -> float:
     """Approximate P(chosen arm beats its strongest rival), from the normal approximation of both posteriors."""
     if index == best:
-        rivals = means.copy()
-        rivals[index] = -np.inf
-        best = int(rivals.argmax())
-    z = (float(means[index]) - float(means[best])) / math.sqrt(
-        _variance(alpha, beta, index) + _variance(alpha, beta, best)
-    )
+        best = max((i for i in range(len(means)) if i != index), key=means.__getitem__)
+    z = (means[index] - means[best]) / math.sqrt(_variance(alpha, beta, index) + _variance(alpha, beta, best))
     return 1.0 / (1.0 + math.exp(-1.702 * z))  # logistic approximation of the normal CDF
 
 
-def _variance(alpha: np.ndarray, beta: np.ndarray, i: int) -> float:
-    a, b = float(alpha[i]), float(beta[i])
+def _variance(alpha: Sequence[float], beta: Sequence[float], i: int) -> float:
+    a, b = alpha[i], beta[i]
     return a * b / ((a + b) ** 2 * (a + b + 1.0))
 
 
-def _reason(arms: Sequence[ArmState], index: int, best: int, means: np.ndarray) -> str:
+def _reason(arms: Sequence[ArmState], index: int, best: int, means: Sequence[float]) -> str:
     arm = arms[index]
     if index == best:
         return f"{_name(arm)} has the best estimated success rate ({means[index]:.2f} over {arm.samples} samples)"
