@@ -68,6 +68,11 @@ class CircuitBreaker:
         with self._lock:
             return self._answered_at is not None and self._clock() - self._answered_at < seconds
 
+    def has_answered(self) -> bool:
+        """Has the service ever answered through this breaker?"""
+        with self._lock:
+            return self._answered_at is not None
+
     def record_success(self) -> None:
         with self._lock:
             self._answered_at = self._clock()
@@ -102,13 +107,18 @@ class Resilience:
     at once."""
     cooldown: float = 5.0
     """Seconds the breaker stays open before one probe is let through."""
+    warm_up_timeout: float = 0.25
+    """Seconds the first decides of a new client wait once the service has answered its health probe (a cold
+    service, a loaded machine); the first timeout among them counts toward ``breaker_after`` instead of opening the
+    breaker at once, and ends the warm-up. A service that never answers is not given it: its probe costs
+    ``timeout``, once."""
     call_timeout: float = 5.0
     """Seconds for a call the service is known to be answering (it answered within ``cooldown``): delivering
     outcomes, policy, insights, updates. A service not heard from lately is first probed with ``timeout``, so no
     call waits longer than ``timeout`` on a hung service."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "cooldown", "call_timeout"):
+        for name in ("timeout", "warm_up_timeout", "cooldown", "call_timeout"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise UserError(f"Resilience({name}={value!r}): give a positive number of seconds")
