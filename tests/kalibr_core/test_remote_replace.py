@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path as FilePath
 from typing import Any
 
 import anyio.to_thread
@@ -79,7 +78,7 @@ class Balancer:
 
 
 @contextmanager
-def _replicas(topology: str, tmp_path: FilePath, postgres_url: str | None) -> Iterator[tuple[Balancer, Store]]:
+def _replicas(topology: str, postgres_url: str | None = None) -> Iterator[tuple[Balancer, Store]]:
     """Two service replicas (or one) over one store, behind a balancer; yields the balancer and a store handle."""
     with ExitStack() as stack:
         if topology == "postgres":
@@ -122,6 +121,15 @@ def _arm_totals(store: Store, goal: str) -> tuple[float, float, int]:
     )
 
 
+@contextmanager
+def _judging_router(goal: str, sandbox: SandboxServer) -> Iterator[tuple[kalibr.Router, Balancer, Store]]:
+    """One replica behind the balancer, and a Router whose judge fails every answer."""
+    with _replicas("one replica") as (balancer, store):
+        router = kalibr.Router(goal, _paths(sandbox), success_when=lambda text: False, intelligence=balancer.url)
+        assert isinstance(router.intelligence, RemoteIntelligence)
+        yield router, balancer, store
+
+
 TOPOLOGIES = [
     "one replica",
     "two replicas",
@@ -138,10 +146,10 @@ def postgres_or_none(request: pytest.FixtureRequest) -> str | None:
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 def test_an_explicit_report_after_a_judge_replaces_it_on_any_replica(
-    topology: str, tmp_path: FilePath, sandbox: SandboxServer, postgres_or_none: str | None
+    topology: str, sandbox: SandboxServer, postgres_or_none: str | None
 ) -> None:
     goal = f"replace_{uuid.uuid4().hex[:8]}"
-    with _replicas(topology, tmp_path, postgres_or_none) as (balancer, store):
+    with _replicas(topology, postgres_or_none) as (balancer, store):
         router = kalibr.Router(goal, _paths(sandbox), success_when=lambda text: False, intelligence=balancer.url)
         assert isinstance(router.intelligence, RemoteIntelligence)
         completion = router.completion([{"role": "user", "content": "Say hello"}])
@@ -169,10 +177,10 @@ def test_an_explicit_report_after_a_judge_replaces_it_on_any_replica(
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 def test_the_official_sdks_second_report_replaces_its_first_on_any_replica(
-    topology: str, tmp_path: FilePath, postgres_or_none: str | None
+    topology: str, postgres_or_none: str | None
 ) -> None:
     goal = f"sdk_replace_{uuid.uuid4().hex[:8]}"
-    with _replicas(topology, tmp_path, postgres_or_none) as (balancer, store):
+    with _replicas(topology, postgres_or_none) as (balancer, store):
         url = balancer.url
         with httpx.Client(base_url=url, timeout=30) as client:
             for model in ("sandbox-mini", "sandbox-base"):
@@ -203,19 +211,14 @@ def test_a_judge_spooled_after_an_explicit_report_does_not_replace_it(sandbox: S
     """During an outage: report(success=True), then the adapter's run verdict (a judge) for the same call. Locally
     the explicit report wins; the spool must deliver the same."""
     goal = f"spool_order_{uuid.uuid4().hex[:8]}"
-    store = MemoryStore()
-    with serve_in_thread(create_app(store, auth=False)) as service_url:
-        balancer = Balancer([service_url])
-        with serve_in_thread(balancer.app()) as url:
-            router = kalibr.Router(goal, _paths(sandbox), success_when=lambda text: False, intelligence=url)
-            assert isinstance(router.intelligence, RemoteIntelligence)
-            completion = router.decide()
-            balancer.down = True
-            router.report(success=True, trace_id=completion.trace_id)
-            router.evaluate(completion.trace_id, "an answer", final=True)  # judged False, source "run"
-            balancer.down = False
-            router.intelligence.flush()
-            assert router.intelligence.pending_outcomes() == 0
+    with _judging_router(goal, sandbox) as (router, balancer, store):
+        completion = router.decide()
+        balancer.down = True
+        router.report(success=True, trace_id=completion.trace_id)
+        router.evaluate(completion.trace_id, "an answer", final=True)  # judged False, source "run"
+        balancer.down = False
+        router.intelligence.flush()
+        assert router.intelligence.pending_outcomes() == 0
     final = _outcome(store, goal, completion.trace_id)
     assert (final.success, final.source) == (True, "explicit")
     assert _arm_totals(store, goal) == (1.0, 0.0, 1)
@@ -227,19 +230,14 @@ def test_an_explicit_report_spooled_while_the_judges_batch_is_in_flight_is_deliv
     """A slow service: the judge's outcome is on the wire when the explicit report is spooled. The explicit report
     must still be delivered after it, not deleted with the batch that carried the judge's."""
     goal = f"in_flight_{uuid.uuid4().hex[:8]}"
-    store = MemoryStore()
-    with serve_in_thread(create_app(store, auth=False)) as service_url:
-        balancer = Balancer([service_url])
-        with serve_in_thread(balancer.app()) as url:
-            router = kalibr.Router(goal, _paths(sandbox), success_when=lambda text: False, intelligence=url)
-            assert isinstance(router.intelligence, RemoteIntelligence)
-            balancer.hold_next_batch()
-            completion = router.completion([{"role": "user", "content": "Say hello"}])
-            assert balancer.batch_arrived.wait(timeout=30)  # the judge's outcome is being delivered
-            router.report(success=True)
-            balancer.release.set()
-            router.intelligence.flush()
-            assert router.intelligence.pending_outcomes() == 0
+    with _judging_router(goal, sandbox) as (router, balancer, store):
+        balancer.hold_next_batch()
+        completion = router.completion([{"role": "user", "content": "Say hello"}])
+        assert balancer.batch_arrived.wait(timeout=30)  # the judge's outcome is being delivered
+        router.report(success=True)
+        balancer.release.set()
+        router.intelligence.flush()
+        assert router.intelligence.pending_outcomes() == 0
     final = _outcome(store, goal, completion.decision.trace_id)
     assert (final.success, final.source) == (True, "explicit")
     assert _arm_totals(store, goal) == (1.0, 0.0, 1)
