@@ -103,15 +103,14 @@ class Resilience:
     timeout: float = 0.05
     """Seconds ``decide`` waits for the service before using the first path."""
     breaker_after: int = 3
-    """Consecutive fast failures (connection refused, 5xx) that open the circuit breaker; a timeout opens it
-    at once."""
+    """Consecutive failures (connection refused, 5xx, a timeout from a service that answered within ``cooldown``)
+    that open the circuit breaker; a timeout from a service not heard from lately opens it at once."""
     cooldown: float = 5.0
     """Seconds the breaker stays open before one probe is let through."""
     warm_up_timeout: float = 0.25
     """Seconds the first decides of a new client wait once the service has answered its health probe (a cold
-    service, a loaded machine); the first timeout among them counts toward ``breaker_after`` instead of opening the
-    breaker at once, and ends the warm-up. A service that never answers is not given it: its probe costs
-    ``timeout``, once."""
+    service, a loaded machine); a timeout among them ends the warm-up. A service that never answers is not given
+    it: its probe costs ``timeout``, once."""
     call_timeout: float = 5.0
     """Seconds for a call the service is known to be answering (it answered within ``cooldown``): delivering
     outcomes, policy, insights, updates. A service not heard from lately is first probed with ``timeout``, so no

@@ -2,8 +2,8 @@
 
 - ``decide`` waits at most ``Resilience.timeout`` (50 ms by default), then falls back to the first path. A new
   client's first decide is preceded by a health probe with that timeout (a hung service costs it once); once the
-  service has answered, its first decides get ``Resilience.warm_up_timeout`` and their first timeout is counted
-  like an error, so a cold service or a loaded machine does not open the breaker.
+  service has answered, its first decides get ``Resilience.warm_up_timeout``, and a timeout from a service that
+  answered within ``cooldown`` counts like an error: a cold service or a loaded machine does not open the breaker.
 - After ``breaker_after`` consecutive failures a circuit breaker stops asking for ``cooldown`` seconds:
   decisions fall back at once (no network), then one probe checks whether the service is back.
 - Every other call honours the same breaker; a service not heard from within ``cooldown`` is first probed with
@@ -158,9 +158,8 @@ class RemoteIntelligence:
 
     def _decide_timeout(self) -> tuple[float, bool]:
         """The decide timeout, and whether it is a warm-up one. The first ``WARM_UP_DECIDES`` decides after the service
-        first answered wait up to ``Resilience.warm_up_timeout``, and the first timeout among them counts toward
-        ``breaker_after`` like an error (``_failed``): a just-started service (or a loaded machine) answering the
-        first decides of a new connection slowly is not mistaken for a hung one."""
+        first answered wait up to ``Resilience.warm_up_timeout``: a just-started service (or a loaded machine)
+        answering the first decides of a new connection slowly is neither a fallback nor mistaken for a hung one."""
         with self._lock:
             if self._warm_up_left <= 0:
                 return self.resilience.timeout, False
@@ -457,14 +456,17 @@ class RemoteIntelligence:
         return self._checked(response)
 
     def _failed(self, exc: httpx.HTTPError, grace: bool) -> _Unavailable:
-        """Count a transport failure. A timeout opens the breaker at once, except the first one of a warm-up: it
-        counts toward ``breaker_after`` and ends the warm-up, so a service that hangs later costs at most the
-        warm-up timeout plus one decide timeout before the breaker opens."""
+        """Count a transport failure. A timeout from a service not heard from within ``cooldown`` (never, or not
+        lately: it may hang) opens the breaker at once; from one answering lately (a slow answer on a loaded machine)
+        it counts toward ``breaker_after`` like an error, so one slow decide costs one fallback, not ``cooldown``
+        seconds of them. A warm-up decide's timeout also ends the warm-up, so a service that answers its probe and
+        then hangs costs at most ``warm_up_timeout`` plus ``breaker_after - 1`` decide timeouts."""
         timed_out = isinstance(exc, httpx.TimeoutException)
         if timed_out and grace:
             with self._lock:
                 self._warm_up_left = 0
-        self.breaker.record_failure(timed_out=timed_out and not grace)
+        hung = timed_out and not self.breaker.answered_within(self.resilience.cooldown)
+        self.breaker.record_failure(timed_out=hung)
         return _Unavailable(_describe(exc))
 
     def _checked(self, response: httpx.Response) -> bytes:
