@@ -292,7 +292,7 @@ def run(quick: bool) -> str:
         "\nThe service warms up (imports, the policy, numpy's generator) before it accepts connections; "
         "without that the first decide took ~100-250 ms here. The client probes a service it has never heard "
         "from with the 50 ms timeout, then gives its first 20 decides the warm-up timeout, and counts a timeout "
-        "from a service answering lately like an error (docs/architecture.md, \"The wire under faults\").",
+        'from a service answering lately like an error (docs/architecture.md, "The wire under faults").',
     ]
     print("\n".join(lines[-4:]))
     lines += [
