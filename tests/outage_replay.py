@@ -47,12 +47,16 @@ class ReplayResult:
     seconds_to_drain: float
 
 
+_BATCH_FAULTS = (413, 422, 404, 503)
+
+
 class _Faults:
     """Which requests the proxy answers itself; seeded, thread-safe."""
 
     def __init__(self, seed: int) -> None:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._batches = 0
 
     def __call__(self, path: str, body: bytes) -> int | None:
         if not path.startswith("/api/v1/intelligence/report-outcome"):
@@ -63,7 +67,10 @@ class _Faults:
             return 422
         with self._lock:
             draw = self._random.random()
+            batches, self._batches = self._batches, self._batches + path.endswith("/report-outcomes")
         if path.endswith("/report-outcomes"):
+            if batches < len(_BATCH_FAULTS):  # each fault at least once, however few batches the timing makes
+                return _BATCH_FAULTS[batches]
             return next(
                 (status for status, upto in ((413, 0.1), (422, 0.2), (404, 0.3), (503, 0.4)) if draw < upto), None
             )

@@ -102,3 +102,26 @@ def test_a_high_risk_router_never_explores(where: str, service: tuple[str, Memor
 
     assert chosen(routers[True]) == {"proven-model"}
     assert chosen(routers[False]) == {"proven-model", "untried-model"}
+
+
+@pytest.mark.parametrize("calls", [1, 3], ids=["one outcome, sent alone", "several, sent as a batch"])
+@pytest.mark.parametrize("forced", ["sandbox-base", "sandbox-pro"], ids=["declared model", "new model"])
+def test_a_forced_call_registers_its_path_and_its_outcome_counts(
+    calls: int, forced: str, service: tuple[str, MemoryStore], sandbox: SandboxServer
+) -> None:
+    """A fresh service that never saw a decide of the goal: the forced call's outcome registers the path it took."""
+    url, store = service
+    router = kalibr.Router("remote_forced", _paths(sandbox), intelligence=url)
+    assert isinstance(router.intelligence, RemoteIntelligence)
+    trace_ids = []
+    for _ in range(calls):
+        completion = router.completion([{"role": "user", "content": "Say hello"}], force_model=forced)
+        assert completion.model == forced
+        router.report(success=True)
+        trace_ids.append(completion.decision.trace_id)
+    router.intelligence.flush()
+    assert (router.intelligence.pending_outcomes(), router.intelligence.dead_outcomes()) == (0, 0)
+    stored = store.outcomes("default", "remote_forced", SINCE)
+    assert sorted(o.trace_id for o in stored) == sorted(trace_ids)
+    assert {o.model for o in stored} == {forced}
+    assert forced in {record.path.model for record in store.list_paths("default", "remote_forced")}

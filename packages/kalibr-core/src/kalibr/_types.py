@@ -49,6 +49,14 @@ run's verdict, which beats a per-call check. A replacing outcome is the whole ou
 are cleared); ``update_outcome`` changes only the fields it is given."""
 
 
+def source_replaces(new: str, old: str) -> bool:
+    """Whether an outcome from source ``new`` replaces a stored one from ``old`` (``SOURCE_PRECEDENCE``): the latest
+    explicit report replaces any earlier outcome, the latest run verdict any but an explicit one or an update, and
+    otherwise only a higher-ranked source replaces a lower one."""
+    rank_new, rank_old = SOURCE_PRECEDENCE.get(new, 1), SOURCE_PRECEDENCE.get(old, 1)
+    return new == "explicit" or rank_new > rank_old or (new == old == "run")
+
+
 def check_failure_category(value: str | None) -> FailureCategory | None:
     """Return ``value`` as a failure category, or raise ``ValueError`` listing the valid ones."""
     if value is None:

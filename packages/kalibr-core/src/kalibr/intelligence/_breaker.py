@@ -68,6 +68,11 @@ class CircuitBreaker:
         with self._lock:
             return self._answered_at is not None and self._clock() - self._answered_at < seconds
 
+    def has_answered(self) -> bool:
+        """Has the service ever answered through this breaker?"""
+        with self._lock:
+            return self._answered_at is not None
+
     def record_success(self) -> None:
         with self._lock:
             self._answered_at = self._clock()
@@ -98,17 +103,21 @@ class Resilience:
     timeout: float = 0.05
     """Seconds ``decide`` waits for the service before using the first path."""
     breaker_after: int = 3
-    """Consecutive fast failures (connection refused, 5xx) that open the circuit breaker; a timeout opens it
-    at once."""
+    """Consecutive failures (connection refused, 5xx, a timeout from a service that answered within ``cooldown``)
+    that open the circuit breaker; a timeout from a service not heard from lately opens it at once."""
     cooldown: float = 5.0
     """Seconds the breaker stays open before one probe is let through."""
+    warm_up_timeout: float = 0.25
+    """Seconds the first decides of a new client wait once the service has answered its health probe (a cold
+    service, a loaded machine); a timeout among them ends the warm-up. A service that never answers is not given
+    it: its probe costs ``timeout``, once."""
     call_timeout: float = 5.0
     """Seconds for a call the service is known to be answering (it answered within ``cooldown``): delivering
     outcomes, policy, insights, updates. A service not heard from lately is first probed with ``timeout``, so no
     call waits longer than ``timeout`` on a hung service."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "cooldown", "call_timeout"):
+        for name in ("timeout", "warm_up_timeout", "cooldown", "call_timeout"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise UserError(f"Resilience({name}={value!r}): give a positive number of seconds")

@@ -7,8 +7,10 @@ with the service's status and reason, never deleted). Outcomes survive a service
 Rows are keyed by *endpoint*: the service URL plus a fingerprint (a truncated SHA-256) of the API key, never the
 key itself. Two apps with different keys on one host share the file but never each other's outcomes, and a
 client only ever sends what was spooled under its own key. Within an endpoint rows are keyed by (kind, trace id):
-reporting the same trace again before delivery replaces the payload in place, keeping its turn, and the service
-ignores a trace id it already counted, so replay is idempotent.
+reporting the same trace again before delivery replaces the payload in place, keeping its turn, when the new
+report's source outranks the spooled one's (``source_replaces``: the rule the service applies), so the spool holds
+the outcome the service would end with. A payload replaced while its predecessor was on the wire stays spooled and
+is sent after it. Replay is idempotent: the service replaces an outcome by an equal one.
 
 Outcomes leave in the order they were spooled, in batches bounded by count and by bytes. A batch the service
 refuses as a whole (413, 422, a 404 from a proxy...) is split in halves until the outcome it refuses is alone;
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from kalibr._types import source_replaces
 from kalibr.intelligence._breaker import CircuitBreaker
 
 __all__ = [
@@ -74,6 +77,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+_DELETE_SENT = "DELETE FROM outbox WHERE seq = ? AND payload = ?"
+
+
+def _source(payload: dict[str, Any]) -> str:
+    """Who produced a spooled report (our client sends it in ``metadata``; none means an explicit report)."""
+    metadata = payload.get("metadata")
+    source = metadata.get("source") if isinstance(metadata, dict) else None
+    return source if isinstance(source, str) else "explicit"
+
+
 def default_spool_path() -> Path:
     """``$KALIBR_SPOOL`` if set, else ``spool.db`` in the user's data folder."""
     configured = os.environ.get(SPOOL_ENV_VAR, "").strip()
@@ -95,7 +108,8 @@ class SpooledItem:
     kind: Kind
     trace_id: str
     payload: dict[str, Any]
-    size: int
+    text: str
+    """The payload as spooled: a row whose payload was replaced since it was read is not the one delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +136,17 @@ class OutcomeSpool:
         self._db.executescript(_SCHEMA)
 
     def add(self, endpoint: str, trace_id: str, payload: dict[str, Any], kind: Kind = "report") -> None:
-        """Spool ``payload``; one already waiting for the same (endpoint, kind, trace) is replaced in its place."""
-        with self._lock:
-            self._db.execute(
+        """Spool ``payload``; one already waiting for the same (endpoint, kind, trace) is replaced in its place, unless
+        it is a report whose source outranks this one's (an explicit report, then a judge's verdict)."""
+        with self._transaction() as db:
+            if kind == "report":
+                row = db.execute(
+                    "SELECT payload FROM outbox WHERE endpoint = ? AND kind = ? AND trace_id = ?",
+                    (endpoint, kind, trace_id),
+                ).fetchone()
+                if row is not None and not source_replaces(_source(payload), _source(json.loads(row[0]))):
+                    return
+            db.execute(
                 "INSERT INTO outbox (endpoint, kind, trace_id, payload, spooled_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (endpoint, kind, trace_id) DO UPDATE SET payload = excluded.payload, attempts = 0",
                 (endpoint, kind, trace_id, json.dumps(payload, default=str), time.time()),
@@ -142,19 +164,20 @@ class OutcomeSpool:
         for seq, kind, trace_id, payload in rows:
             if batch and (kind != batch[0].kind or total + len(payload) > max_bytes):
                 break
-            batch.append(SpooledItem(seq, kind, trace_id, json.loads(payload), len(payload)))
+            batch.append(SpooledItem(seq, kind, trace_id, json.loads(payload), payload))
             total += len(payload)
         return batch
 
     def remove(self, items: Sequence[SpooledItem]) -> None:
+        """Delete delivered items; one replaced while it was on the wire stays, to be sent after it."""
         with self._transaction() as db:
-            db.executemany("DELETE FROM outbox WHERE seq = ?", [(item.seq,) for item in items])
+            db.executemany(_DELETE_SENT, [(item.seq, item.text) for item in items])
 
     def dead_letter(self, endpoint: str, item: SpooledItem, status_code: int, reason: str) -> None:
         """Move ``item`` out of the outbox, keeping it with the service's answer (``kalibr spool`` shows it)."""
         with self._transaction() as db:
             row = db.execute("SELECT spooled_at FROM outbox WHERE seq = ?", (item.seq,)).fetchone()
-            db.execute("DELETE FROM outbox WHERE seq = ?", (item.seq,))
+            db.execute(_DELETE_SENT, (item.seq, item.text))
             db.execute(
                 "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (

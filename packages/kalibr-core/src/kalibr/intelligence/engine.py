@@ -29,7 +29,7 @@ import numpy as np
 
 from kalibr._domain import Decision, Outcome, Path, check_goal, new_trace_id
 from kalibr._exceptions import OutcomeNotFound
-from kalibr._types import SOURCE_PRECEDENCE
+from kalibr._types import source_replaces
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
 from kalibr.policies.base import ArmState, Choice, Policy, PolicyConfig
@@ -288,20 +288,13 @@ class Engine:
             if previous is None:
                 self._apply(outcome)
                 return
-            if not _replaces(outcome.source, previous.source):
+            if not source_replaces(outcome.source, previous.source):
                 return
             # e.g. an explicit report after success_when's: correct the score already counted.
             self._correct_in_memory(outcome, previous)
-        changes = OutcomeChanges(
-            score=outcome.score,
-            success=outcome.success,
-            failure_category=outcome.failure_category,
-            reason=outcome.reason,
-            replace=True,  # the later report is the whole outcome: a category it does not give is cleared
-            source=outcome.source,
-        )
+        changes = _replacement(outcome)
         if not self._write_behind:
-            self.store.update_outcome(self.tenant, outcome.trace_id, changes, self._adjuster)
+            self._write_replacement(outcome.trace_id, changes)
             return
         # Queued like any outcome: a store failure neither loses it nor fails the caller's report.
         with self._queue_lock:
@@ -393,7 +386,9 @@ class Engine:
 
     def _enqueue_outcome(self, outcome: Outcome, step: Callable[[ArmState], ArmState]) -> None:
         if not self._write_behind:
-            self.store.apply_outcomes(self.tenant, [(outcome, step)])
+            applied = self.store.apply_outcomes(self.tenant, [(outcome, step)])
+            for trace_id, changes in self._stored_before([(outcome, step)], applied):
+                self._write_replacement(trace_id, changes)
             return
         with self._queue_lock:
             self._pending_outcomes.append((outcome, step))
@@ -431,7 +426,8 @@ class Engine:
             replacements, self._pending_replacements = self._pending_replacements, []
         try:
             if outcomes:
-                self.store.apply_outcomes(self.tenant, outcomes, decisions)
+                applied = self.store.apply_outcomes(self.tenant, outcomes, decisions)
+                replacements[:0] = self._stored_before(outcomes, applied)
             elif decisions:
                 self.store.record_decisions(self.tenant, decisions)
         except Exception:
@@ -442,11 +438,31 @@ class Engine:
             raise
         for index, (trace_id, changes) in enumerate(replacements):
             try:
-                self.store.update_outcome(self.tenant, trace_id, changes, self._adjuster)
+                self._write_replacement(trace_id, changes)
             except Exception:
                 with self._queue_lock:
                     self._pending_replacements[:0] = replacements[index:]
                 raise
+
+    def _stored_before(
+        self, outcomes: Sequence[tuple[Outcome, Callable[[ArmState], ArmState]]], applied: Sequence[bool]
+    ) -> list[tuple[str, OutcomeChanges]]:
+        """The outcomes the store already had one for (reported through another replica or process, or before this
+        engine forgot it), as replacements: the replace rule holds whichever engine applied the first outcome, and
+        the store, which reads the stored source in the same transaction, decides. The cached arm counted each as
+        new, so its goal is re-read after the next decide."""
+        earlier = [outcome for (outcome, _), new in zip(outcomes, applied, strict=True) if not new]
+        with self._lock:
+            for outcome in earlier:
+                self._loaded_at.pop(outcome.goal, None)
+        return [(outcome.trace_id, _replacement(outcome)) for outcome in earlier]
+
+    def _write_replacement(self, trace_id: str, changes: OutcomeChanges) -> None:
+        record = self.store.update_outcome(self.tenant, trace_id, changes, self._adjuster)
+        if record is not None:
+            with self._lock:
+                if trace_id in self._applied:  # what the store kept: a later report is ranked against it
+                    self._applied[trace_id] = _Applied(record.goal, record.path_id, record.score, record.source)
 
     def _flush_loop(self) -> None:
         delay = self._flush_interval
@@ -524,11 +540,17 @@ def _unchanged(arm: ArmState, error: Exception) -> ArmState:
     return arm
 
 
-def _replaces(new: str, old: str) -> bool:
-    """The latest explicit report replaces any earlier outcome, the latest run verdict any but an explicit one
-    or an update, and otherwise only a higher-ranked source replaces a lower one."""
-    rank_new, rank_old = SOURCE_PRECEDENCE.get(new, 1), SOURCE_PRECEDENCE.get(old, 1)
-    return new == "explicit" or rank_new > rank_old or (new == old == "run")
+def _replacement(outcome: Outcome) -> OutcomeChanges:
+    """A later report as a change of the stored outcome: the whole outcome (a category it does not give is cleared),
+    applied only if its source outranks the stored one's."""
+    return OutcomeChanges(
+        score=outcome.score,
+        success=outcome.success,
+        failure_category=outcome.failure_category,
+        reason=outcome.reason,
+        replace=True,
+        source=outcome.source,
+    )
 
 
 def _utcnow() -> Any:

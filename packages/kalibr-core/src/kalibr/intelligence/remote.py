@@ -1,6 +1,9 @@
 """The client of the intelligence service (``kalibr serve``), built to never slow the caller down.
 
-- ``decide`` waits at most ``Resilience.timeout`` (50 ms by default), then falls back to the first path.
+- ``decide`` waits at most ``Resilience.timeout`` (50 ms by default), then falls back to the first path. A new
+  client's first decide is preceded by a health probe with that timeout (a hung service costs it once); once the
+  service has answered, its first decides get ``Resilience.warm_up_timeout``, and a timeout from a service that
+  answered within ``cooldown`` counts like an error: a cold service or a loaded machine does not open the breaker.
 - After ``breaker_after`` consecutive failures a circuit breaker stops asking for ``cooldown`` seconds:
   decisions fall back at once (no network), then one probe checks whether the service is back.
 - Every other call honours the same breaker; a service not heard from within ``cooldown`` is first probed with
@@ -20,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -51,6 +55,8 @@ _REPORT = "/api/v1/intelligence/report-outcome"
 _REPORT_BATCH = "/api/v1/intelligence/report-outcomes"
 _UPDATE = "/api/v1/intelligence/update-outcome"
 _HEALTH = "/api/v1/intelligence/health"
+WARM_UP_DECIDES = 20
+"""Decides of a new client that get the warm-up timeout once the service has answered it (see ``_decide_timeout``)."""
 
 
 class _Unavailable(Exception):
@@ -99,6 +105,7 @@ class RemoteIntelligence:
         self._sender: SpoolSender | None = None
         self._paths: dict[str, Path] = {}
         self._warmed = False
+        self._warm_up_left = WARM_UP_DECIDES
 
     # --- deciding -------------------------------------------------------------------------------------
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
@@ -118,7 +125,10 @@ class RemoteIntelligence:
             return _fallback(goal, paths, "circuit breaker open")
         try:
             request = self._decide_body(goal, paths, high_risk)
-            answer = self._send("POST", _DECIDE, self.resilience.timeout, json=request)
+            if self._cold():
+                self._probe()
+            timeout, grace = self._decide_timeout()
+            answer = self._send("POST", _DECIDE, timeout, json=request, grace=grace)
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
@@ -131,12 +141,30 @@ class RemoteIntelligence:
             return _fallback(goal, paths, "circuit breaker open")
         try:
             request = self._decide_body(goal, paths, high_risk)
-            answer = await self._asend("POST", _DECIDE, self.resilience.timeout, json=request)
+            if self._cold():
+                await self._aprobe()
+            timeout, grace = self._decide_timeout()
+            answer = await self._asend("POST", _DECIDE, timeout, json=request, grace=grace)
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
         sender.service_back()
         return decision
+
+    def _cold(self) -> bool:
+        """Has the service never answered this client? Then the first decide is preceded by a health probe with
+        the decide timeout: a hung service costs that once (and opens the breaker), a live one has answered."""
+        return not self.breaker.has_answered()
+
+    def _decide_timeout(self) -> tuple[float, bool]:
+        """The decide timeout, and whether it is a warm-up one. The first ``WARM_UP_DECIDES`` decides after the service
+        first answered wait up to ``Resilience.warm_up_timeout``: a just-started service (or a loaded machine)
+        answering the first decides of a new connection slowly is neither a fallback nor mistaken for a hung one."""
+        with self._lock:
+            if self._warm_up_left <= 0:
+                return self.resilience.timeout, False
+            self._warm_up_left -= 1
+        return max(self.resilience.timeout, self.resilience.warm_up_timeout), True
 
     def record_forced(self, decision: Decision) -> None:
         """Nothing to send: the outcome carries the model, which is how the service attributes it."""
@@ -295,12 +323,19 @@ class RemoteIntelligence:
         if self.breaker.answered_within(self.resilience.cooldown):
             return True
         try:
-            self._send("GET", _HEALTH, self.resilience.timeout)
+            self._probe()
         except _Unavailable:
             return False
-        except UserError:
-            pass  # it answered
         return True
+
+    def _probe(self) -> None:
+        """A health request with the decide timeout; raises ``_Unavailable`` if the service does not answer."""
+        with contextlib.suppress(_Rejected):  # a 4xx is an answer
+            self._send("GET", _HEALTH, self.resilience.timeout)
+
+    async def _aprobe(self) -> None:
+        with contextlib.suppress(_Rejected):
+            await self._asend("GET", _HEALTH, self.resilience.timeout)
 
     # --- delivery -------------------------------------------------------------------------------------
     def pending_outcomes(self) -> int:
@@ -405,21 +440,34 @@ class RemoteIntelligence:
                 self._async_clients[loop] = client
             return client
 
-    def _send(self, method: str, url: str, timeout: float, **kwargs: Any) -> bytes:
+    def _send(self, method: str, url: str, timeout: float, *, grace: bool = False, **kwargs: Any) -> bytes:
+        """``grace``: a warm-up decide (``_decide_timeout``)."""
         try:
             response = self._sync_client().request(method, url, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
-            self.breaker.record_failure(timed_out=isinstance(exc, httpx.TimeoutException))
-            raise _Unavailable(_describe(exc)) from exc
+            raise self._failed(exc, grace) from exc
         return self._checked(response)
 
-    async def _asend(self, method: str, url: str, timeout: float, **kwargs: Any) -> bytes:
+    async def _asend(self, method: str, url: str, timeout: float, *, grace: bool = False, **kwargs: Any) -> bytes:
         try:
             response = await self._async_client().request(method, url, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
-            self.breaker.record_failure(timed_out=isinstance(exc, httpx.TimeoutException))
-            raise _Unavailable(_describe(exc)) from exc
+            raise self._failed(exc, grace) from exc
         return self._checked(response)
+
+    def _failed(self, exc: httpx.HTTPError, grace: bool) -> _Unavailable:
+        """Count a transport failure. A timeout from a service not heard from within ``cooldown`` (never, or not
+        lately: it may hang) opens the breaker at once; from one answering lately (a slow answer on a loaded machine)
+        it counts toward ``breaker_after`` like an error, so one slow decide costs one fallback, not ``cooldown``
+        seconds of them. A warm-up decide's timeout also ends the warm-up, so a service that answers its probe and
+        then hangs costs at most ``warm_up_timeout`` plus ``breaker_after - 1`` decide timeouts."""
+        timed_out = isinstance(exc, httpx.TimeoutException)
+        if timed_out and grace:
+            with self._lock:
+                self._warm_up_left = 0
+        hung = timed_out and not self.breaker.answered_within(self.resilience.cooldown)
+        self.breaker.record_failure(timed_out=hung)
+        return _Unavailable(_describe(exc))
 
     def _checked(self, response: httpx.Response) -> bytes:
         """The body of a 2xx; 5xx is the service failing, 4xx is ours (``_Rejected``, a UserError)."""

@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import StoreError, UserError
+from kalibr._types import source_replaces
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores.base import DecisionRecord, OutcomeChanges, OutcomeRecord, PathRecord
 
@@ -253,7 +254,11 @@ def outcome_record(outcome: Outcome, params: Mapping[str, Any] | None = None) ->
 
 
 def changed_outcome(old: OutcomeRecord, changes: OutcomeChanges) -> OutcomeRecord:
-    """``old`` with the fields ``changes`` gives; the rest kept, or cleared when ``changes.replace``."""
+    """``old`` with the fields ``changes`` gives; the rest kept, or cleared when ``changes.replace``. A replacement
+    from a source that does not outrank the stored one (``source_replaces``: a judge after an explicit report, say)
+    changes nothing: every store applies the replace rule in the transaction that reads the stored outcome."""
+    if changes.replace and changes.source is not None and not source_replaces(changes.source, old.source):
+        return old
     keep = not changes.replace
     category = changes.failure_category
     return dataclasses.replace(
