@@ -251,10 +251,11 @@ def run(quick: bool) -> str:
         f'A proxy in front refused or failed requests: {injected}; any request holding a "poison" outcome '
         "(1 in ~85) is refused for good (422).\n",
         "| reported | delivered once, to its own tenant | dead-lettered with the service's reason | lost | doubled "
-        "| crossed tenants | drained after restart |",
-        "|---|---|---|---|---|---|---|",
+        "| crossed tenants | resent after the kill (also in the lost store) | drained after restart |",
+        "|---|---|---|---|---|---|---|---|",
         f"| {replay.reported:,} | {replay.delivered - replay.doubled - replay.crossed:,} | {replay.dead_lettered:,} "
-        f"| {replay.lost} | {replay.doubled} | {replay.crossed} | {replay.seconds_to_drain:.1f} s |",
+        f"| {replay.lost} | {replay.doubled} | {replay.crossed} | {replay.resent_across_restart} "
+        f"| {replay.seconds_to_drain:.1f} s |",
     ]
     print("\n".join(lines[-3:]))
     hung = _hung(quick)
