@@ -519,7 +519,8 @@ class Router:
         if direct_trace is None:
             raise UserError(
                 "no call to report in this thread or task: call completion()/decide() first, or pass trace_id= "
-                "(every Completion and Decision has one, and adapters' messages carry it as kalibr_trace_id)"
+                "(every Completion and Decision has one, and adapters' messages carry it as kalibr_trace_id); "
+                "calls made in other tasks or a framework's batch started here are reported by their trace_id"
             )
         return [direct_trace]
 

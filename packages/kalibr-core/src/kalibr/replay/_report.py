@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from pathlib import Path
 from typing import Any
@@ -64,14 +63,6 @@ def cost_summary(result: ReplayResult, keep: float = 95.0) -> str | None:
         f"{best.quality:.1f}% of the strongest model's quality ({result.strongest}) at {best.cost:.1f}% of its cost "
         f"({best.label}; costs from {result.cost_source})"
     )
-
-
-def cost_curve_area(result: ReplayResult) -> float | None:
-    """Area under quality (fraction of the strongest) over cost (fraction of the strongest), on [0, max cost]."""
-    points = sorted((p.cost / 100.0, p.quality / 100.0) for p in result.cost_curve)
-    if len(points) < 2:
-        return None
-    return float(sum((c1 - c0) * (q0 + q1) / 2.0 for (c0, q0), (c1, q1) in itertools.pairwise(points)))
 
 
 def to_markdown(result: ReplayResult, command: str) -> str:
