@@ -64,7 +64,9 @@ def _overhead(quick: bool) -> str:
     return (
         f"{rounds * per_round:,} predictions per variant over loopback HTTP to the sandbox's `sandbox-mini`.\n\n"
         f"{table}\n\nBoth go through DSPy's ChatAdapter and history; the routed LM adds the router's decide, the "
-        "OpenAI-shape conversion of DSPy's canonical request and response, and the outcome bookkeeping.\n"
+        "OpenAI-shape conversion of DSPy's canonical request and response, and the outcome bookkeeping. The "
+        "model call itself differs: `dspy.LM` sends it through LiteLLM, the routed LM through the core's httpx "
+        "provider, which is why the routed call can be the faster of the two.\n"
     )
 
 
