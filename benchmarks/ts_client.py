@@ -37,6 +37,7 @@ def run(quick: bool) -> str:
             "-" if name == "direct fetch" else f"{value['p50'] - direct:,.0f}",
             "-" if name == "direct fetch" else f"{value['inCallP50']:,.0f} / {value['inCallP99']:,.0f}",
             f"{value['cpu']:,.0f}",
+            "-" if name == "direct fetch" else f"{value['serviceRequestsPerCall']:.3f}",
         ]
         for name, value in figures.items()
     ]
@@ -47,13 +48,14 @@ def run(quick: bool) -> str:
         "p50 over direct (us)",
         "call's own time beyond the provider, p50 / p99 (us)",
         "client CPU per call (us)",
+        "requests to the service per call",
     ]
     table = markdown_table(header_row, rows)
     print(table)
     routed = figures["router.completion"]
     own_ms = routed["inCallP50"] / 1000
     whole_ms = (routed["p50"] - direct) / 1000
-    verdict = "meets" if own_ms <= TARGET_MS else "misses"
+    verdict = "meets" if whole_ms <= TARGET_MS else "misses"
     calls = figures["direct fetch"]["calls"]
     load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
     return "\n".join(
@@ -67,17 +69,18 @@ def run(quick: bool) -> str:
             "`response.json()` to the same model. The call's own time is the call's wall time minus its provider "
             "round trip (request sent to body read, timed through the Router's `fetch` option): the latency Kalibr "
             "adds on the call's path. Client CPU is the Node process's user+system time per call, background work "
-            "(the decision fetched ahead, the outcomes' delivery) included.\n",
+            "included: the decisions fetched ahead, and the outcomes' delivery (each round ends with `flush()`, "
+            "inside the round's CPU time, so no variant's outcomes leave on another's time). Requests to the "
+            "service count every decide, path registration and outcome batch.\n",
             table,
-            f"\n`router.completion()` adds {own_ms:.3f} ms of its own to a call at p50: it {verdict} the "
-            f"{TARGET_MS} ms target. With decide-ahead (the default) a call takes the decision fetched from the "
-            "service during the previous call, so no service round trip sits on the call's path (the last row pays "
-            "one per call), and outcomes leave in batches (the row with one request per outcome turns that off, "
-            "for comparison). "
-            f"The whole call still takes {whole_ms:.3f} ms more than the direct one at p50: the decision fetched "
-            "ahead is one request to the service per call, and the service's and this process's work on it runs "
-            "beside the sandbox on the same busy cores, slowing the provider's answer itself; the row without "
-            "`successWhen` and the client CPU column show that share.\n",
+            f"\nThe whole `router.completion()` call takes {whole_ms:.3f} ms more than the direct `fetch` at p50: it "
+            f"{verdict} the {TARGET_MS} ms target; {own_ms:.3f} ms of it is the call's own time beyond the provider. "
+            "Decide-ahead (the default) asks the service for a batch of independent draws sized to the call rate "
+            "(up to 32, each with its own trace id, each used at most 1 s after it was drawn), and outcomes leave "
+            "in batches (a 250 ms window, or 32 outcomes), so the service sees a request per many calls instead of two per call and "
+            "its work no longer competes with the provider's answer on the busy cores. The rows below it turn one "
+            "of these off: outcomes sent as soon as the previous batch is answered (no window), or a decide on every "
+            "call's path.\n",
         ]
     )
 

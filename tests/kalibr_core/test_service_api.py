@@ -181,6 +181,24 @@ def test_decide_with_extension_paths_registers_them(client: TestClient) -> None:
     assert sorted(str(p["params"]) for p in listed) == ["{'temperature': 0}", "{}"]
 
 
+def test_decide_with_count_returns_that_many_distinct_decisions_each_reported_once(client: TestClient) -> None:
+    _register(client, "gpt-4o", "claude-sonnet-4-5")
+    store = client.app.state.backend.store  # type: ignore[attr-defined]
+    answer = client.post("/api/v1/routing/decide", json={"goal": GOAL, "count": 5}).json()
+    draws = [answer, *answer["more"]]
+    trace_ids = [draw["trace_id"] for draw in draws]
+    assert len(set(trace_ids)) == 5
+    assert all(draw["model_id"] in {"gpt-4o", "claude-sonnet-4-5"} and draw["goal"] == GOAL for draw in draws)
+    for draw in draws:  # each is a decision of its own: its report counts for its own model
+        body = {"trace_id": draw["trace_id"], "goal": GOAL, "success": True}
+        assert client.post("/api/v1/intelligence/report-outcome", json=body).status_code == 200
+    assert set(_stored_outcomes(store)) == set(trace_ids)
+    arms = store.load_arms("default", GOAL, [Path("gpt-4o"), Path("claude-sonnet-4-5")])
+    assert sum(arm.successes for arm in arms) == 5
+    single = client.post("/api/v1/routing/decide", json={"goal": GOAL}).json()
+    assert single["more"] == []
+
+
 def test_config_round_trip(client: TestClient) -> None:
     body = {"goal": GOAL, "exploration_rate": 0.0, "min_samples_before_exploit": 5}
     assert client.post("/api/v1/routing/config", json=body).json()["exploration_rate"] == 0.0
@@ -255,6 +273,8 @@ BAD_INPUT: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/api/v1/intelligence/insights?window_hours=soon", None, 422, "window_hours"),
     ("DELETE", "/api/v1/routing/paths/path_0000000000000000", None, 404, "path_0000000000000000"),
     ("POST", "/api/v1/intelligence/report-outcomes", {"outcomes": []}, 422, "outcomes"),
+    ("POST", "/api/v1/routing/decide", {"goal": GOAL, "count": 65}, 422, "count"),
+    ("POST", "/api/v1/routing/decide", {"goal": GOAL, "count": 0}, 422, "count"),
 ]
 
 

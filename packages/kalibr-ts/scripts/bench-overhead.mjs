@@ -2,7 +2,8 @@
 // rounds so a slow spell hits every variant alike. Run by `python -m benchmarks --only ts` (benchmarks/ts_client.py),
 // which starts the sandbox and `kalibr serve` and passes them in the environment. Prints JSON: microseconds per call
 // (wall p50, p99; the call's own time beyond the provider's round trip; this process's CPU time per call, the
-// background work of decide-ahead and outcome delivery included).
+// background work of decide-ahead and outcome delivery included: each round ends by delivering its variant's
+// outcomes, inside the round's CPU time) and the requests to the service per call.
 
 import { RemoteIntelligence, Router } from "@kalibr/sdk";
 
@@ -35,26 +36,45 @@ async function timedFetch(input, init) {
   return response;
 }
 
-function routed(goal, { judged = true, ...resilience } = {}) {
-  const intelligence = new RemoteIntelligence({ resilience: { decideTimeoutMs: 5000, ...resilience } });
+// Every request to the service, counted per variant (decides, path registrations, outcome batches).
+const serviceRequests = {};
+function countingFetch(name) {
+  serviceRequests[name] = 0;
+  return (input, init) => {
+    serviceRequests[name] += 1;
+    return fetch(input, init);
+  };
+}
+
+const intelligences = {};
+function routed(name, goal, { judged = true, ...resilience } = {}) {
+  const intelligence = new RemoteIntelligence({
+    resilience: { decideTimeoutMs: 5000, ...resilience },
+    fetch: countingFetch(name),
+  });
+  intelligences[name] = intelligence;
   const successWhen = judged ? (text) => text.length > 0 : undefined;
   const router = new Router({ goal, paths, intelligence, successWhen, fetch: timedFetch });
   return () => router.completion(messages);
 }
 
+const ROUTED = "router.completion";
+const UNJUDGED = "router.completion, no successWhen (no report)";
+const UNBATCHED = "router.completion, outcomes sent without a batch window (batchDelayMs 0.01)";
+const NO_AHEAD = "router.completion, no decide-ahead";
 const variants = {
   "direct fetch": direct,
-  "router.completion": routed("ts_overhead"),
-  "router.completion, no successWhen (no report)": routed("ts_overhead_unjudged", { judged: false }),
-  "router.completion, an outcome request per call (batchDelayMs 0.01)": routed("ts_overhead_unbatched", {
-    batchDelayMs: 0.01,
-  }),
-  "router.completion, no decide-ahead": routed("ts_overhead_no_ahead", { decideAhead: false }),
+  [ROUTED]: routed(ROUTED, "ts_overhead"),
+  [UNJUDGED]: routed(UNJUDGED, "ts_overhead_unjudged", { judged: false }),
+  [UNBATCHED]: routed(UNBATCHED, "ts_overhead_unbatched", { batchDelayMs: 0.01 }),
+  [NO_AHEAD]: routed(NO_AHEAD, "ts_overhead_no_ahead", { decideAhead: false }),
 };
 const samples = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
 const inCall = Object.fromEntries(Object.keys(variants).map((name) => [name, []]));
 const cpu = Object.fromEntries(Object.keys(variants).map((name) => [name, 0]));
 for (const call of Object.values(variants)) for (let i = 0; i < 50; i++) await call(); // warm up
+for (const intelligence of Object.values(intelligences)) await intelligence.flush();
+for (const name of Object.keys(serviceRequests)) serviceRequests[name] = 0;
 for (let round = 0; round < rounds; round++) {
   for (const [name, call] of Object.entries(variants)) {
     const before = process.cpuUsage();
@@ -66,6 +86,7 @@ for (let round = 0; round < rounds; round++) {
       samples[name].push(wall);
       inCall[name].push(providerUs ? wall - providerUs : 0);
     }
+    await intelligences[name]?.flush(); // the round's outcomes are delivered on its own time
     const used = process.cpuUsage(before);
     cpu[name] += used.user + used.system;
   }
@@ -82,6 +103,7 @@ const result = Object.fromEntries(
       inCallP99: percentile(inCall[name], 0.99),
       calls: values.length,
       cpu: cpu[name] / values.length,
+      serviceRequestsPerCall: name in serviceRequests ? serviceRequests[name] / values.length : 0,
     },
   ]),
 );

@@ -1,6 +1,6 @@
 """Write ``src/contract.generated.ts`` from the core: the price table (``kalibr._pricing``), the failure categories
-(``kalibr._types``) and the wire's bound on a reason (``kalibr.service._schemas``), so the TypeScript client never
-holds a hand-copied value of any.
+(``kalibr._types``) and the wire's bounds on a reason and on a decide's batch (``kalibr.service._schemas``), so the
+TypeScript client never holds a hand-copied value of any.
 
 Run ``python packages/kalibr-ts/scripts/generate_contract.py`` after changing them;
 ``tests/kalibr_ts/test_generated_contract.py`` fails while the committed file is stale.
@@ -19,7 +19,7 @@ def render() -> str:
     """The TypeScript module for the core's current values."""
     from kalibr._pricing import PRICE_TABLE, PRICE_TABLE_VERSION
     from kalibr._types import FAILURE_CATEGORIES
-    from kalibr.service._schemas import MAX_REASON_CHARS
+    from kalibr.service._schemas import MAX_DECIDE_COUNT, MAX_REASON_CHARS
 
     prices = "\n".join(
         f"  {json.dumps(model)}: [{price.input_per_mtok!r}, {price.output_per_mtok!r}],"
@@ -33,6 +33,8 @@ def render() -> str:
         f"export const FAILURE_CATEGORIES = [\n{categories}\n] as const;\n\n"
         "/** The longest failure reason the service takes; the client cuts longer ones. */\n"
         f"export const MAX_REASON_CHARS = {MAX_REASON_CHARS};\n\n"
+        "/** The most decisions one decide request may ask for (its `count`). */\n"
+        f"export const MAX_DECIDE_COUNT = {MAX_DECIDE_COUNT};\n\n"
         "/** The date the price table was read from the vendors' price pages. */\n"
         f"export const PRICE_TABLE_VERSION = {json.dumps(PRICE_TABLE_VERSION)};\n\n"
         "/** USD per million tokens, [input, output], per model. */\n"

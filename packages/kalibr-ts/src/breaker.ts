@@ -75,12 +75,16 @@ export interface Resilience {
   /** Milliseconds for everything else: delivering outcomes, policy, insights, updates (default 5000). */
   callTimeoutMs: number;
   /**
-   * Keep one decision per goal fetched ahead, so a call takes it without waiting for the service (default
-   * true). Each decision is still the service's own draw, made at most one call earlier.
+   * Fetch a goal's decisions ahead, in batches sized to the call rate (one decide request per many calls of a busy
+   * goal), so a call takes one without waiting for the service (default true). Each is the service's own
+   * independent draw, at most `decideAheadMaxAgeMs` old when used.
    */
   decideAhead: boolean;
-  /** Milliseconds an outcome waits for others to leave with it in one request (default 20); `flush()` sends
-   * at once. */
+  /** Milliseconds a decision fetched ahead stays usable (default 1000): the outcomes reported meanwhile are not
+   * in it. A goal called less often than this fetches nothing ahead. */
+  decideAheadMaxAgeMs: number;
+  /** Milliseconds an outcome waits for others to leave with it in one request (default 250); a full batch leaves
+   * at once, and `flush()`, `close()` and the end of a Node process send at once. */
   batchDelayMs: number;
 }
 
@@ -90,5 +94,6 @@ export const DEFAULT_RESILIENCE: Resilience = Object.freeze({
   cooldownMs: 5000,
   callTimeoutMs: 5000,
   decideAhead: true,
-  batchDelayMs: 20,
+  decideAheadMaxAgeMs: 1000,
+  batchDelayMs: 250,
 });

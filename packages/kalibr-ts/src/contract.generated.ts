@@ -20,6 +20,9 @@ export const FAILURE_CATEGORIES = [
 /** The longest failure reason the service takes; the client cuts longer ones. */
 export const MAX_REASON_CHARS = 2000;
 
+/** The most decisions one decide request may ask for (its `count`). */
+export const MAX_DECIDE_COUNT = 64;
+
 /** The date the price table was read from the vendors' price pages. */
 export const PRICE_TABLE_VERSION = "2026-11-01";
 

@@ -7,8 +7,11 @@
  * a lost answer never counts an outcome twice. With a `SpoolStorage` (`FileSpool` from `@kalibr/sdk/node`)
  * outcomes also survive a process restart.
  *
- * Outcomes reported within `batchDelayMs` leave together, in one request of at most `MAX_BATCH`, so a busy
- * process sends one request per batch rather than one per call. The rule for refusals is the Python spool's:
+ * Outcomes reported within `batchDelayMs` leave together (32 waiting leave at once; a request takes at most
+ * `MAX_BATCH`), so a busy process sends one request per many calls rather than one per call. The window's
+ * timer never keeps a Node process alive: when it would end, what waits is sent first (`beforeExit`).
+ *
+ * The rule for refusals is the Python spool's:
  * a batch the service refuses as a whole (413, 422) is split in halves until the refused outcome is alone;
  * an outcome refused for good (a 4xx other than 401, 403, 408, 429) is kept as a dead letter with the
  * service's reason, never dropped; anything else (5xx, timeout, unreachable, a key problem) keeps it for later.
@@ -69,8 +72,24 @@ interface Entry {
 }
 
 export const MAX_BATCH = 200;
+/** This many waiting outcomes leave at once, without waiting out the window, so learning lags by fewer. */
+const FULL_BATCH = 32;
 const MIN_RETRY_MS = 200;
 const MAX_DEAD_IN_MEMORY = 10_000;
+
+/** Outboxes whose batch window is open: sent at once when the Node process would otherwise end. */
+const windowsOpen = new Set<Outbox>();
+let exitHooked = false;
+
+function sendBeforeExit(outbox: Outbox): void {
+  windowsOpen.add(outbox);
+  if (exitHooked) return;
+  exitHooked = true;
+  const runtime = (globalThis as { process?: { on?: (event: string, listener: () => void) => void } }).process;
+  runtime?.on?.("beforeExit", () => {
+    for (const open of [...windowsOpen]) open.endWindow();
+  });
+}
 
 export class Outbox {
   private readonly pending = new Map<string, Entry>();
@@ -113,8 +132,9 @@ export class Outbox {
         console.warn(`kalibr: could not write the spool (${String(error)}); the outcome is kept in memory`);
       }
     }
-    // Not unref'd: a short-lived process still delivers what it reported just before it ends.
-    if (!this.draining) this.schedule(this.batchDelayMs, false);
+    if (this.draining) return;
+    if (this.pending.size >= FULL_BATCH) this.wake();
+    else this.schedule(this.batchDelayMs, false);
   }
 
   /** The service answers again: deliver what waited for it now rather than after the retry delay. */
@@ -130,9 +150,21 @@ export class Outbox {
     await this.drain(true);
   }
 
-  close(): void {
+  /** Deliver what waits if the service may be asked (never waiting out the breaker), then stop the timers. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.draining;
+    if (this.pending.size > 0 && this.breaker.allow()) {
+      this.cancelTimer();
+      await this.drain(false);
+    }
     this.closed = true;
     this.cancelTimer();
+  }
+
+  /** The process is about to end: send the batch whose window is still open now. */
+  endWindow(): void {
+    if (this.timer !== undefined && !this.retrying) this.wake();
   }
 
   private wake(): void {
@@ -145,16 +177,20 @@ export class Outbox {
     this.retrying = retrying;
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      windowsOpen.delete(this);
       this.wake();
     }, delayMs);
-    // On Node, a waiting retry must not keep the process alive (a file spool keeps the outcomes).
-    if (retrying) (this.timer as { unref?: () => void }).unref?.();
+    // On Node, no timer keeps the process alive: a batch window is cut short before exit, and a waiting retry
+    // gives up (a file spool keeps the outcomes).
+    (this.timer as { unref?: () => void }).unref?.();
+    if (!retrying) sendBeforeExit(this);
   }
 
   private cancelTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.retrying = false;
+    windowsOpen.delete(this);
   }
 
   private load(): Promise<void> {
@@ -203,6 +239,7 @@ export class Outbox {
         if (settled.length) await this.store((storage) => storage.remove(this.endpoint, settled), "remove");
         if (buried.length) await this.bury(buried);
         if (answers.includes("retry")) break;
+        if (!force && this.pending.size < FULL_BATCH) break; // what came meanwhile waits for its own window
       }
       if (this.pending.size > 0) this.schedule(Math.max(this.breaker.msUntilProbe(), MIN_RETRY_MS), true);
     })();

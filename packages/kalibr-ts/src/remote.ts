@@ -4,8 +4,9 @@
  *
  * - a decide waits at most `decideTimeoutMs` (50 ms), then the first path is used;
  * - a circuit breaker stops asking a failing service (a timeout opens it at once) and probes after a cool-down;
- * - with `decideAhead`, the next decision of a goal is fetched while the current call runs, so a call rarely
- *   waits for the service at all;
+ * - with `decideAhead`, decisions of a goal are fetched ahead in batches (`count` on decide: independent draws,
+ *   each with its own trace id) and kept for at most `decideAheadMaxAgeMs`, so a call rarely waits for the
+ *   service and a busy process sends one decide per many calls;
  * - reported outcomes go to an outbox and are delivered in the background in batches, kept through outages;
  *   the ones the service refuses for good are kept as dead letters with its reason.
  *
@@ -17,7 +18,7 @@
 import { CircuitBreaker, DEFAULT_RESILIENCE, type Resilience } from "./breaker.js";
 import { env } from "./env.js";
 import { IntelligenceUnavailable, UserError } from "./errors.js";
-import { MAX_REASON_CHARS } from "./contract.generated.js";
+import { MAX_DECIDE_COUNT, MAX_REASON_CHARS } from "./contract.generated.js";
 import {
   type Answer,
   type DeadOutcome,
@@ -89,7 +90,11 @@ export interface PolicyConstraints {
 
 const DECIDE = "/api/v1/routing/decide";
 const REPORT_BATCH = "/api/v1/intelligence/report-outcomes";
-const AHEAD_MAX_AGE_MS = 10_000;
+/** How far the estimated call rate may move with each call (an exponential moving average of the gaps). */
+const RATE_SMOOTHING = 0.2;
+const MAX_AHEAD_QUEUES = 1000;
+/** The largest batch fetched ahead (the wire takes up to `MAX_DECIDE_COUNT`): more would delay learning. */
+const AHEAD_BATCH = Math.min(32, MAX_DECIDE_COUNT);
 
 /** The service did not answer usefully (transport error, timeout, 5xx): counts against the breaker. */
 class Unavailable extends Error {}
@@ -104,9 +109,59 @@ class Rejected extends UserError {
   }
 }
 
-interface AheadDecision {
-  decision: Decision;
-  at: number;
+/**
+ * The decisions of one goal (same paths, same risk) fetched ahead, oldest first, and how often calls take them.
+ *
+ * A batch is sized to last half the age bound at the observed call rate (at most `AHEAD_BATCH`), so a busy
+ * goal sends one decide per many calls while a decision waits at most `maxAgeMs` for its call; a goal called less
+ * often than once per `maxAgeMs` fetches nothing ahead (the decision would be too old when the call comes).
+ */
+class AheadQueue {
+  private readonly ready: Array<{ decision: Decision; at: number }> = [];
+  private lastCallAt: number | undefined;
+  private gapMs: number | undefined;
+  /** The batch on its way, if any. */
+  arriving: Promise<void> | undefined;
+
+  constructor(private readonly maxAgeMs: number) {}
+
+  /** A call at `now`: the rate estimate moves, and the oldest fresh decision is taken, if any. */
+  take(now: number): Decision | undefined {
+    if (this.lastCallAt !== undefined) {
+      const gap = now - this.lastCallAt;
+      // A gap on the other side of the age bound (a pause, or the first call after one) starts a new estimate.
+      const busy = gap < this.maxAgeMs;
+      const wasBusy = this.gapMs !== undefined && this.gapMs < this.maxAgeMs;
+      this.gapMs =
+        this.gapMs !== undefined && busy === wasBusy ? this.gapMs + (gap - this.gapMs) * RATE_SMOOTHING : gap;
+    }
+    this.lastCallAt = now;
+    return this.next(now);
+  }
+
+  /** The oldest decision still fresh at `now`, if any (older ones are dropped, never used). */
+  next(now: number): Decision | undefined {
+    for (let head = this.ready.shift(); head !== undefined; head = this.ready.shift()) {
+      if (now - head.at < this.maxAgeMs) return head.decision;
+    }
+    return undefined;
+  }
+
+  keep(decisions: Decision[], at: number): void {
+    for (const decision of decisions) this.ready.push({ decision, at });
+  }
+
+  /** How many decisions to fetch now: none while a quarter of a batch is still waiting. */
+  wanted(): number {
+    if (this.arriving) return 0;
+    const batch =
+      this.gapMs === undefined
+        ? 1 // no rate yet: one ahead, as for a single call
+        : this.gapMs >= this.maxAgeMs
+          ? 0
+          : Math.min(AHEAD_BATCH, Math.max(1, Math.floor(this.maxAgeMs / (2 * this.gapMs))));
+    return this.ready.length > batch / 4 ? 0 : batch - this.ready.length;
+  }
 }
 
 export class RemoteIntelligence {
@@ -117,8 +172,7 @@ export class RemoteIntelligence {
   private readonly headers: Record<string, string>;
   private readonly fetcher: typeof fetch;
   private readonly registered = new Set<string>();
-  private readonly ahead = new Map<string, AheadDecision>();
-  private readonly fetchingAhead = new Set<string>();
+  private readonly ahead = new Map<string, AheadQueue>();
   private readonly spool: SpoolStorage | Promise<SpoolStorage | undefined> | undefined;
   private outboxOnce: Promise<Outbox> | undefined;
 
@@ -147,19 +201,21 @@ export class RemoteIntelligence {
 
   // --- deciding ------------------------------------------------------------------------------------------
   async decide(goal: string, paths: readonly Path[], highRisk: boolean): Promise<Decision> {
-    const key = aheadKey(goal, paths, highRisk);
-    const ready = this.ahead.get(key);
+    const queue = this.aheadQueue(goal, paths, highRisk);
+    let ready = queue?.take(performance.now());
+    if (ready === undefined && queue?.arriving) {
+      // A batch already on its way comes sooner than a new request would (its timeout bounds the wait).
+      await queue.arriving;
+      ready = queue.next(performance.now());
+    }
     if (ready !== undefined) {
-      this.ahead.delete(key);
-      if (performance.now() - ready.at < AHEAD_MAX_AGE_MS) {
-        this.fetchAhead(key, goal, paths, highRisk);
-        return ready.decision;
-      }
+      this.fetchAhead(queue!, goal, paths, highRisk);
+      return ready;
     }
     if (!this.breaker.allow()) return fallback(goal, paths, "circuit breaker open");
     let decision: Decision;
     try {
-      decision = await this.fetchDecision(goal, paths, highRisk);
+      decision = (await this.fetchDecisions(goal, paths, highRisk, 1))[0]!;
     } catch (error) {
       return fallback(
         goal,
@@ -167,33 +223,57 @@ export class RemoteIntelligence {
         error instanceof Unavailable || error instanceof UserError ? error.message : String(error),
       );
     }
-    this.fetchAhead(key, goal, paths, highRisk);
+    if (queue) this.fetchAhead(queue, goal, paths, highRisk);
     void this.outbox().then((outbox) => outbox.resume()); // the service answers: deliver what waited
     return decision;
   }
 
-  private fetchAhead(key: string, goal: string, paths: readonly Path[], highRisk: boolean): void {
-    if (!this.resilience.decideAhead || this.fetchingAhead.has(key) || this.breaker.state !== "closed") return;
-    this.fetchingAhead.add(key);
-    // Started from a timer, so the caller's own request goes out first and pays nothing for this one.
-    setTimeout(() => {
-      this.fetchDecision(goal, paths, highRisk)
-        .then((decision) => this.ahead.set(key, { decision, at: performance.now() }))
-        .catch(() => undefined) // the next call asks again, with its own timeout
-        .finally(() => this.fetchingAhead.delete(key));
-    }, 0);
+  private aheadQueue(goal: string, paths: readonly Path[], highRisk: boolean): AheadQueue | undefined {
+    if (!this.resilience.decideAhead) return undefined;
+    const key = aheadKey(goal, paths, highRisk);
+    let queue = this.ahead.get(key);
+    if (queue === undefined) {
+      this.ahead.set(key, (queue = new AheadQueue(this.resilience.decideAheadMaxAgeMs)));
+      if (this.ahead.size > MAX_AHEAD_QUEUES) this.ahead.delete(this.ahead.keys().next().value as string);
+    }
+    return queue;
   }
 
-  private async fetchDecision(goal: string, paths: readonly Path[], highRisk: boolean): Promise<Decision> {
+  private fetchAhead(queue: AheadQueue, goal: string, paths: readonly Path[], highRisk: boolean): void {
+    const count = queue.wanted();
+    if (count === 0 || this.breaker.state !== "closed") return;
+    // Started from a timer, so the caller's own request goes out first and pays nothing for this one.
+    queue.arriving = new Promise<void>((arrived) =>
+      setTimeout(() => {
+        this.fetchDecisions(goal, paths, highRisk, count)
+          .then((decisions) => queue.keep(decisions, performance.now()))
+          .catch(() => undefined) // the next call asks again, with its own timeout
+          .finally(() => {
+            queue.arriving = undefined;
+            arrived();
+          });
+      }, 0),
+    );
+  }
+
+  /** `count` independent draws of the service, each with its own trace id. */
+  private async fetchDecisions(
+    goal: string,
+    paths: readonly Path[],
+    highRisk: boolean,
+    count: number,
+  ): Promise<Decision[]> {
     const signal = AbortSignal.timeout(this.resilience.decideTimeoutMs);
     await this.register(goal, paths, signal);
-    const request = {
+    const request: Record<string, unknown> = {
       goal,
       task_risk_level: highRisk ? "high" : "low",
       candidate_model_ids: [...new Set(paths.map((path) => path.model))].sort(),
     };
+    if (count > 1) request["count"] = count;
     const body = await this.send("POST", DECIDE, request, signal);
-    return decisionFrom(goal, paths, body);
+    const more = Array.isArray(body["more"]) ? (body["more"] as Array<Record<string, unknown>>) : [];
+    return [body, ...more.slice(0, count - 1)].map((draw) => decisionFrom(goal, paths, draw));
   }
 
   /** Register each path once per process (documented `POST /api/v1/routing/paths`; the service keeps one). */
@@ -269,9 +349,10 @@ export class RemoteIntelligence {
     return this.call("GET", `/api/v1/intelligence/insights?${query}`);
   }
 
-  /** Stop the retry timer (outcomes still kept stay in the spool, if any, for the next process). */
+  /** Deliver what waits if the service may be asked (not while the breaker is open), then stop the timers;
+   * outcomes still kept stay in the spool, if any, for the next process. */
   async close(): Promise<void> {
-    if (this.outboxOnce) (await this.outboxOnce).close();
+    if (this.outboxOnce) await (await this.outboxOnce).close();
   }
 
   /** A call whose answer the caller needs: raises `IntelligenceUnavailable` or `UserError`, never falls back. */
@@ -359,7 +440,13 @@ export class RemoteIntelligence {
 }
 
 function checkResilience(resilience: Resilience): Resilience {
-  for (const name of ["decideTimeoutMs", "cooldownMs", "callTimeoutMs", "batchDelayMs"] as const) {
+  for (const name of [
+    "decideTimeoutMs",
+    "cooldownMs",
+    "callTimeoutMs",
+    "batchDelayMs",
+    "decideAheadMaxAgeMs",
+  ] as const) {
     const value = resilience[name];
     if (typeof value !== "number" || !(value > 0)) {
       throw new UserError(`resilience.${name} is ${JSON.stringify(value)}: give a positive number of milliseconds`);

@@ -5,7 +5,15 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { test } from "node:test";
-import { CircuitBreaker, FAILURE_CATEGORIES, RemoteIntelligence, Router, UserError, costOf } from "@kalibr/sdk";
+import {
+  CircuitBreaker,
+  FAILURE_CATEGORIES,
+  RemoteIntelligence,
+  Router,
+  UserError,
+  costOf,
+  type Resilience,
+} from "@kalibr/sdk";
 import { FileSpool } from "@kalibr/sdk/node";
 import { Outbox, Refused, type Answer, type OutcomePayload } from "../dist/outbox.js";
 import { toAnthropicMessages } from "../dist/providers/anthropic.js";
@@ -245,17 +253,77 @@ test("a response sent on as JSON carries no provider key, yet the provider gets 
   assert.deepEqual(providerKeys, ["Bearer sk-never-in-json", "Bearer sk-never-in-json"]);
 });
 
+interface FakeRouter {
+  router: Router;
+  reported: Array<Record<string, unknown>>;
+  providerKeys: string[];
+  /** Every trace id the fake service issued, in order, and each decide request's `count`. */
+  issued: string[];
+  counts: number[];
+  /** Resolves once the service has answered its `n`th decide request. */
+  answered(n: number): Promise<void>;
+}
+
+test("decisions fetched ahead in batches: every call, concurrent ones too, takes its own, each reported once", async () => {
+  const { router, reported, issued, counts } = fakeRouter({ decideAheadMaxAgeMs: 60_000 }, (text) => text !== "");
+  const traceIds: string[] = [];
+  for (let call = 0; call < 150; call++) traceIds.push((await router.completion(`call ${call}`)).traceId);
+  const sequentialDecides = counts.length;
+  const concurrent = await Promise.all(Array.from({ length: 100 }, (_, call) => router.completion(`task ${call}`)));
+  traceIds.push(...concurrent.map((response) => response.traceId));
+  await router.intelligence.flush();
+
+  assert.equal(new Set(traceIds).size, 250, "no decision is handed to two calls");
+  assert.ok(
+    traceIds.every((traceId) => issued.includes(traceId)),
+    "every call took a decision of the service",
+  );
+  assert.ok(sequentialDecides < 10, `150 calls in a row asked in batches: counts ${counts.join(",")}`);
+  const reportedIds = reported.map((outcome) => outcome["trace_id"]);
+  assert.deepEqual([...reportedIds].sort(), [...traceIds].sort(), "each call's outcome, once, and no other");
+});
+
+test("a decision fetched ahead is never used once older than decideAheadMaxAgeMs", async () => {
+  const { router, reported, issued, answered } = fakeRouter({ decideAheadMaxAgeMs: 20 }, () => true);
+  const aheadArrived = answered(2);
+  const first = await router.completion("first");
+  await aheadArrived; // the call's own decide, then one fetched ahead for the next call
+  assert.deepEqual(issued, [first.traceId, issued[1]]);
+  await new Promise((resolve) => setTimeout(resolve, 30)); // the decision kept ahead is now too old
+  const second = await router.completion("second");
+  assert.equal(second.traceId, issued[2], "the second call asked the service afresh");
+  await router.intelligence.flush();
+  assert.deepEqual(
+    reported.map((outcome) => outcome["trace_id"]),
+    [first.traceId, second.traceId],
+    "the stale decision is never reported",
+  );
+});
+
 /** A Router over fakes: a service that decides gpt-4o with fresh trace ids, and a provider that echoes. */
-function fakeRouter(): { router: Router; reported: Array<Record<string, unknown>>; providerKeys: string[] } {
+function fakeRouter(
+  resilience: Partial<Resilience> = { decideAhead: false },
+  successWhen?: (output: string) => boolean,
+): FakeRouter {
   const reported: Array<Record<string, unknown>> = [];
   const providerKeys: string[] = [];
-  let decisions = 0;
+  const issued: string[] = [];
+  const counts: number[] = [];
+  const waiting = new Map<number, () => void>();
+  const draw = () => {
+    const traceId = (issued.length + 1).toString(16).padStart(32, "0");
+    issued.push(traceId);
+    return { trace_id: traceId, model_id: "gpt-4o", params: {}, reason: "fake", confidence: 0.5 };
+  };
   const service: typeof fetch = async (input, init) => {
     const url = String(input);
     const body = JSON.parse(String(init?.body ?? "{}")) as Record<string, unknown>;
     if (url.endsWith("/routing/decide")) {
-      const traceId = (++decisions).toString(16).padStart(32, "0");
-      return Response.json({ trace_id: traceId, model_id: "gpt-4o", params: {}, reason: "fake", confidence: 0.5 });
+      const count = (body["count"] as number | undefined) ?? 1;
+      counts.push(count);
+      const answer = { ...draw(), more: Array.from({ length: count - 1 }, draw) };
+      setTimeout(() => waiting.get(counts.length)?.()); // after the client has read the answer
+      return Response.json(answer);
     }
     if (url.endsWith("/report-outcomes")) {
       const outcomes = body["outcomes"] as Array<Record<string, unknown>>;
@@ -267,6 +335,7 @@ function fakeRouter(): { router: Router; reported: Array<Record<string, unknown>
     return Response.json({ status: "accepted" });
   };
   const provider: typeof fetch = async (_input, init) => {
+    if (resilience.decideAhead !== false) await new Promise((resolve) => setTimeout(resolve, 1)); // a network's turn
     providerKeys.push((init?.headers as Record<string, string>)["Authorization"]!);
     const body = JSON.parse(String(init?.body)) as { messages: Array<{ content: string }> };
     const message = { role: "assistant", content: body.messages.at(-1)!.content };
@@ -278,16 +347,14 @@ function fakeRouter(): { router: Router; reported: Array<Record<string, unknown>
       choices: [{ index: 0, message, finish_reason: "stop" }],
     });
   };
-  const intelligence = new RemoteIntelligence({
-    url: "http://fake",
-    fetch: service,
-    resilience: { decideAhead: false },
-  });
+  const intelligence = new RemoteIntelligence({ url: "http://fake", fetch: service, resilience });
   const router = new Router({
     goal: "unit",
     paths: [{ model: "gpt-4o", baseUrl: "http://fake-provider", apiKey: "sk-never-in-json" }],
     intelligence,
     fetch: provider,
+    ...(successWhen ? { successWhen } : {}),
   });
-  return { router, reported, providerKeys };
+  const answered = (n: number) => new Promise<void>((resolve) => waiting.set(n, resolve));
+  return { router, reported, providerKeys, issued, counts, answered };
 }

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import anyio.to_thread
 
-from kalibr._domain import Outcome, Path, Usage, resolve_score
+from kalibr._domain import Decision, Outcome, Path, Usage, resolve_score
 from kalibr._exceptions import UserError
 from kalibr._types import FailureCategory, OutcomeSource, check_failure_category
 from kalibr.intelligence.base import Constraints
@@ -162,26 +162,36 @@ class Backend:
 
     # --- decide ---------------------------------------------------------------------------------------------
     def decide(self, tenant: str, request: s.DecideRequest) -> s.DecideResponse:
+        """``request.count`` independent draws (our extension), each decided and recorded on its own."""
         candidates = self._candidates(tenant, request)
         paths = [record.path for record in candidates]
-        decision = self.engine(tenant).decide(request.goal, paths, high_risk=request.task_risk_level == "high")
-        self._recent.add(tenant, decision.trace_id, (request.goal, decision.path_id, decision.model))
+        engine = self.engine(tenant)
+        high_risk = request.task_risk_level == "high"
+        draws = [
+            self._decided(tenant, request.goal, candidates, engine.decide(request.goal, paths, high_risk=high_risk))
+            for _ in range(request.count)
+        ]
+        return s.DecideResponse(**draws[0], more=[s.Decided(**draw) for draw in draws[1:]])
+
+    def _decided(self, tenant: str, goal: str, candidates: list[PathRecord], decision: Decision) -> dict[str, Any]:
+        """The wire fields of one decision, remembered so its report needs no store read."""
+        self._recent.add(tenant, decision.trace_id, (goal, decision.path_id, decision.model))
         chosen = next((r for r in candidates if r.path.path_id == decision.path_id), candidates[0])
-        return s.DecideResponse(
-            trace_id=decision.trace_id,
-            path_id=decision.path_id,
-            model_id=decision.model,
-            tool_id=chosen.tool_id,
-            params=dict(decision.path.params),
-            goal=request.goal,
-            reason=decision.reason,
-            confidence=decision.confidence,
-            exploration=decision.exploration,
-            success_rate=decision.success_rate,
-            sample_count=decision.sample_count,
-            decided_at=decision.decided_at,
-            alternatives_considered=len(candidates),
-        )
+        return {
+            "trace_id": decision.trace_id,
+            "path_id": decision.path_id,
+            "model_id": decision.model,
+            "tool_id": chosen.tool_id,
+            "params": dict(decision.path.params),
+            "goal": goal,
+            "reason": decision.reason,
+            "confidence": decision.confidence,
+            "exploration": decision.exploration,
+            "success_rate": decision.success_rate,
+            "sample_count": decision.sample_count,
+            "decided_at": decision.decided_at,
+            "alternatives_considered": len(candidates),
+        }
 
     def _candidates(self, tenant: str, request: s.DecideRequest) -> list[PathRecord]:
         goal = request.goal

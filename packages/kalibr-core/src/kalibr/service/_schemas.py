@@ -17,11 +17,13 @@ from kalibr._domain import check_goal
 from kalibr._types import FAILURE_CATEGORIES, WIRE_ONLY_FAILURE_CATEGORIES, FailureCategory
 
 __all__ = [
+    "MAX_DECIDE_COUNT",
     "WIRE_FAILURE_CATEGORIES",
     "ConfigBody",
     "ConfigQuery",
     "DecideRequest",
     "DecideResponse",
+    "Decided",
     "ErrorBody",
     "HealthResponse",
     "InsightsQuery",
@@ -48,6 +50,7 @@ MAX_ID_CHARS = 256
 MAX_REASON_CHARS = 2000
 MAX_PARAMS_BYTES = 4096
 MAX_METADATA_BYTES = 16384
+MAX_DECIDE_COUNT = 64
 
 
 def _no_nul(text: str) -> str:
@@ -144,9 +147,20 @@ class DecideRequest(_GoalRequest):
     candidate_model_ids: Annotated[list[ModelId], Field(max_length=100)] | None = None
     paths: Annotated[list[CandidatePath], Field(max_length=100)] | None = None
     """Extension: decide among exactly these paths, registering any the service has not seen."""
+    count: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_DECIDE_COUNT,
+            description="Extension: this many independent draws, each with its own trace id: the first is the "
+            "answer itself, the others are in `more` (a client keeps them for its next calls, each used once).",
+        ),
+    ] = 1
 
 
-class DecideResponse(BaseModel):
+class Decided(BaseModel):
+    """One decision: the path chosen for one call, with the trace id its outcome is reported under."""
+
     trace_id: str
     path_id: str
     model_id: str
@@ -160,6 +174,13 @@ class DecideResponse(BaseModel):
     sample_count: int
     decided_at: datetime
     alternatives_considered: int
+
+
+class DecideResponse(Decided):
+    more: list[Decided] = Field(
+        default_factory=list,
+        description="Extension: the `count - 1` further draws asked for with `count` (empty by default).",
+    )
 
 
 class ConfigBody(_Request):
