@@ -243,25 +243,25 @@ class _DecisionDraft:
 
 
 def made_decision(
-    trace_id: str,
     goal: str,
     path: Path,
     exploration: bool,
     reason: str,
     confidence: float,
-    decided_at: datetime,
     success_rate: float | None,
     sample_count: int,
+    now: float,
 ) -> Decision:
-    """``Decision(...)`` for the engine's hot path: the same value, unforced, at a fifth of the cost."""
+    """A new unforced ``Decision`` made at ``now`` (``time.time()``), for the engine's hot path: the same value as
+    ``Decision(new_trace_id(), ...)`` at a fifth of the cost."""
     draft: Any = _DecisionDraft()
-    draft.trace_id = trace_id
+    draft.trace_id = new_trace_id(now)
     draft.goal = goal
     draft.path = path
     draft.exploration = exploration
     draft.reason = reason
     draft.confidence = confidence
-    draft.decided_at = decided_at
+    draft.decided_at = datetime.fromtimestamp(now, UTC)
     draft.success_rate = success_rate
     draft.sample_count = sample_count
     draft.forced = False

@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -152,8 +151,10 @@ class Router:
         self._http = http_client or sync_client()
         self._ahttp = async_http_client
         # A decision alone until its call has a cost or latency to keep (a _CallRecord): one object less per decide.
-        self._calls: OrderedDict[str, _CallRecord | Decision] = OrderedDict()
-        self._calls_lock = threading.Lock()
+        # A dict and a deque of its keys in the order they came, the oldest forgotten first: each step is atomic,
+        # so threads share them without a lock.
+        self._calls: dict[str, _CallRecord | Decision] = {}
+        self._call_order: deque[str] = deque()
         # (when, trace id) of the last direct call in this thread or task; "when" orders it against framework runs.
         self._last_trace: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
             f"kalibr_last_trace_{id(self)}", default=None
@@ -531,8 +532,7 @@ class Router:
         return [direct_trace]
 
     def _report(self, trace_id: str, *, score: float, success: bool, source: str, **fields: Any) -> None:
-        with self._calls_lock:
-            remembered = self._calls.get(trace_id)
+        remembered = self._calls.get(trace_id)
         if remembered is None:
             raise UserError(
                 f"trace_id {trace_id!r} is not a call of this router (or is too old): "
@@ -557,13 +557,13 @@ class Router:
 
     def _remember(self, record: _CallRecord | Decision) -> None:
         trace_id = record.trace_id
-        calls = self._calls
-        with self._calls_lock:
-            if trace_id in calls:  # the call again, now with its cost and latency
-                calls.move_to_end(trace_id)
-            calls[trace_id] = record
-            if len(calls) > _RECENT_CALLS:
-                calls.popitem(last=False)
+        calls, order = self._calls, self._call_order
+        known = trace_id in calls  # the call again, now with its cost and latency: it keeps its place
+        calls[trace_id] = record
+        if not known:
+            order.append(trace_id)
+            if len(order) > _RECENT_CALLS:
+                calls.pop(order.popleft(), None)
         self._last_trace.set((next_sequence(), trace_id))
         ensure_scope()  # runs started later from copies of this context are then seen by report() here
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from kalibr._domain import Decision, Outcome, Path, check_goal, made_decision, new_trace_id
+from kalibr._domain import Decision, Outcome, Path, check_goal, made_decision
 from kalibr._exceptions import OutcomeNotFound
 from kalibr._types import source_replaces
 from kalibr.intelligence.base import Constraints, PolicyAnswer
@@ -585,15 +585,14 @@ class Engine:
 
 def _decision(goal: str, paths: Sequence[Path], choice: Choice, now: float) -> Decision:
     return made_decision(
-        new_trace_id(now),
         goal,
         paths[choice.index],
         choice.exploration,
         choice.reason,
         choice.confidence,
-        datetime.fromtimestamp(now, UTC),
         choice.success_rate,
         choice.sample_count,
+        now,
     )
 
 
