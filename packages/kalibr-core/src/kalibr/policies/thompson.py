@@ -268,6 +268,7 @@ class PreparedChoice:
         "config",
         "exploit_choices",
         "gamma_shapes",
+        "may_explore_below",
         "means",
         "only",
         "policy",
@@ -289,6 +290,7 @@ class PreparedChoice:
         if count == 0:
             raise UserError("no paths to choose from: give the goal at least one enabled path")
         self.policy, self.arms, self.config = policy, arms, config
+        self.may_explore_below = max(FIRST_PROBE_SHARE, config.exploration_rate)  # the coin's first test
         self.only: Choice | None = None
         if count == 1:
             arm = arms[0]
@@ -325,7 +327,7 @@ class PreparedChoice:
                 self.safe_choice = policy._best_now(self.arms, config, self.alpha, self.beta, self.means)
             return self.safe_choice
         draw = rng.random()
-        if draw < FIRST_PROBE_SHARE or draw < config.exploration_rate:
+        if draw < self.may_explore_below:
             forced = policy._forced_exploration(self.arms, config, rng, now, self.alpha, self.beta, self.means, draw)
             if forced is not None:
                 return forced
