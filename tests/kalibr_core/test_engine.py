@@ -209,3 +209,21 @@ def test_when_every_declared_path_is_disabled_the_engine_still_routes_over_them(
     assert "every declared path of goal 'all_off' is disabled" in caplog.text
     store.set_path_enabled("default", paths[0].path_id, True)
     assert {engine.decide("all_off", paths).path.model for _ in range(20)} == {"model-a"}
+
+
+def test_a_decision_is_a_frozen_decision_like_any_other() -> None:
+    import dataclasses
+
+    from kalibr import Decision
+
+    engine = Engine(MemoryStore(), seed=1, write_behind=False)
+    decision = engine.decide("g", PATHS)
+    assert type(decision) is Decision
+    fields = {field.name: getattr(decision, field.name) for field in dataclasses.fields(Decision)}
+    assert decision == Decision(**fields)
+    assert len(decision.trace_id) == 32 and int(decision.trace_id, 16) >= 0
+    assert decision.decided_at.tzinfo is UTC and not decision.forced and not decision.fallback
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.goal = "other"  # type: ignore[misc]
+    assert dataclasses.replace(decision, reason="why not").reason == "why not"
+    engine.close()

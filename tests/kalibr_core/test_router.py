@@ -415,3 +415,51 @@ def test_a_path_disabled_in_the_store_gets_no_traffic_until_enabled_again(
     assert routed(60)["sandbox-mini"] > 0
     engine.close()
     operator.close()
+
+
+def test_threads_deciding_and_reporting_while_the_config_changes_lose_no_outcome() -> None:
+    engine = Engine(MemoryStore(), seed=3)
+    router = kalibr.Router("busy", ["model-a", "model-b", "model-c"], intelligence=engine)
+    score_of = {"model-a": 0.0, "model-b": 0.25, "model-c": 1.0}
+    reported: dict[str, tuple[str, float]] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+    barrier = threading.Barrier(9)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(250):
+            decision = router.decide()
+            router.report(score=score_of[decision.model], trace_id=decision.trace_id)
+            with lock:
+                reported[decision.trace_id] = (decision.path_id, score_of[decision.model])
+
+    def reconfigure() -> None:
+        barrier.wait()
+        rates = (0.0, 1.0, 0.1)
+        index = 0
+        while not done.is_set():
+            engine.set_config("busy", kalibr.PolicyConfig(exploration_rate=rates[index % 3]))
+            index += 1
+
+    workers = [threading.Thread(target=worker) for _ in range(8)]
+    configurer = threading.Thread(target=reconfigure)
+    for thread in (*workers, configurer):
+        thread.start()
+    for thread in workers:
+        thread.join()
+    done.set()
+    configurer.join()
+
+    stored = {o.trace_id: (o.path_id, o.score) for o in _outcomes(router)}
+    assert len(reported) == 2_000
+    assert stored == reported
+    per_path = Counter(path_id for path_id, _ in reported.values())
+    arms = engine.store.load_arms("default", "busy", router.paths)
+    assert {arm.path_id: arm.total_samples for arm in arms} == {p.path_id: per_path[p.path_id] for p in router.paths}
+    # Decisions see each outcome as it lands: the path that looks best changes with the next report.
+    assert engine.decide("busy", router.paths, high_risk=True).model == "model-c"
+    for _ in range(100):
+        router.report(success=False, trace_id=router.decide(force_model="model-c").trace_id)
+    assert engine.decide("busy", router.paths, high_risk=True).model == "model-b"
+    engine.close()

@@ -52,16 +52,18 @@ _trace_ids = random.Random(secrets.randbits(128))
 os.register_at_fork(after_in_child=lambda: _trace_ids.seed(secrets.randbits(128)))
 
 
-def new_trace_id() -> str:
+def new_trace_id(now: float | None = None) -> str:
     """A fresh 32-hex-character trace id (the wire format the official SDK parses with ``int(x, 16)``).
 
     Time-ordered like a UUIDv7: 12 hex digits of milliseconds, then 80 random bits. Stores index outcomes and
     decisions by trace id, and ordered keys append at the end of the index instead of dirtying a random page
     per insert (measured: a batch of 1,000 decisions in SQLite went from 31 us to under 10 us per row).
     Unique, not secret: a trace id grants nothing (tenants are isolated by their API key), so a seeded
-    Mersenne Twister serves at a tenth of the cost of ``os.urandom``.
+    Mersenne Twister serves at a tenth of the cost of ``os.urandom``. ``now``: the time (``time.time()``) when the
+    caller has it already.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{_trace_ids.getrandbits(80):020x}"
+    millis = time.time_ns() // 1_000_000 if now is None else int(now * 1000)
+    return (millis << 80 | _trace_ids.getrandbits(80)).to_bytes(16, "big").hex()  # the cheapest way to 32 hex digits
 
 
 def check_trace_id(trace_id: object) -> str:
@@ -230,6 +232,43 @@ class Decision:
     @property
     def model(self) -> str:
         return self.path.model
+
+
+class _DecisionDraft:
+    """A ``Decision``'s slots without its frozen ``__setattr__``: filled by plain attribute stores, then made a
+    ``Decision`` (the same slots, so CPython allows the ``__class__`` change). The engine builds one per decide;
+    the frozen dataclass ``__init__`` costs five times as much."""
+
+    __slots__ = Decision.__slots__
+
+
+def made_decision(
+    goal: str,
+    path: Path,
+    exploration: bool,
+    reason: str,
+    confidence: float,
+    success_rate: float | None,
+    sample_count: int,
+    now: float,
+) -> Decision:
+    """A new unforced ``Decision`` made at ``now`` (``time.time()``), for the engine's hot path: the same value as
+    ``Decision(new_trace_id(), ...)`` at a fifth of the cost."""
+    draft: Any = _DecisionDraft()
+    draft.trace_id = new_trace_id(now)
+    draft.goal = goal
+    draft.path = path
+    draft.exploration = exploration
+    draft.reason = reason
+    draft.confidence = confidence
+    draft.decided_at = datetime.fromtimestamp(now, UTC)
+    draft.success_rate = success_rate
+    draft.sample_count = sample_count
+    draft.forced = False
+    draft.fallback = False
+    draft.__class__ = Decision
+    decision: Decision = draft
+    return decision
 
 
 @dataclass(frozen=True, slots=True)

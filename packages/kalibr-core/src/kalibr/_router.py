@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
-import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -54,6 +53,10 @@ class _CallRecord:
     cost_usd: float | None = None
     latency_ms: float | None = None
     usage: Usage | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.decision.trace_id
 
 
 class Router:
@@ -147,8 +150,11 @@ class Router:
             register(self.goal, self.paths)
         self._http = http_client or sync_client()
         self._ahttp = async_http_client
-        self._calls: OrderedDict[str, _CallRecord] = OrderedDict()
-        self._calls_lock = threading.Lock()
+        # A decision alone until its call has a cost or latency to keep (a _CallRecord): one object less per decide.
+        # A dict and a deque of its keys in the order they came, the oldest forgotten first: each step is atomic,
+        # so threads share them without a lock.
+        self._calls: dict[str, _CallRecord | Decision] = {}
+        self._call_order: deque[str] = deque()
         # (when, trace id) of the last direct call in this thread or task; "when" orders it against framework runs.
         self._last_trace: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
             f"kalibr_last_trace_{id(self)}", default=None
@@ -166,11 +172,13 @@ class Router:
         ``messages``: with ``context``, the request's messages, read (in process) before choosing."""
         if force_model is not None:
             decision = self._forced(force_model)
+        elif messages is None or self._featurize is None:
+            decision = self.intelligence.decide(self.goal, self.paths, high_risk=self.high_risk)
         else:
             decision = self._decide_for_prompt(messages) or self.intelligence.decide(
                 self.goal, self.paths, high_risk=self.high_risk
             )
-        self._remember(_CallRecord(decision))
+        self._remember(decision)
         return decision
 
     async def adecide(
@@ -182,7 +190,7 @@ class Router:
             decision = self._decide_for_prompt(messages) or await self.intelligence.adecide(
                 self.goal, self.paths, high_risk=self.high_risk
             )
-        self._remember(_CallRecord(decision))
+        self._remember(decision)
         return decision
 
     def _decide_for_prompt(self, messages: Sequence[Message] | str | None) -> Decision | None:
@@ -525,13 +533,13 @@ class Router:
         return [direct_trace]
 
     def _report(self, trace_id: str, *, score: float, success: bool, source: str, **fields: Any) -> None:
-        with self._calls_lock:
-            record = self._calls.get(trace_id)
-        if record is None:
+        remembered = self._calls.get(trace_id)
+        if remembered is None:
             raise UserError(
                 f"trace_id {trace_id!r} is not a call of this router (or is too old): "
                 "use kalibr.update_outcome(trace_id, goal, ...) for calls made elsewhere"
             )
+        record = remembered if isinstance(remembered, _CallRecord) else _CallRecord(remembered)
         outcome = Outcome(
             trace_id=trace_id,
             goal=self.goal,
@@ -548,13 +556,16 @@ class Router:
         )
         self.intelligence.report(outcome)
 
-    def _remember(self, record: _CallRecord) -> None:
-        with self._calls_lock:
-            self._calls[record.decision.trace_id] = record
-            self._calls.move_to_end(record.decision.trace_id)
-            if len(self._calls) > _RECENT_CALLS:
-                self._calls.popitem(last=False)
-        self._last_trace.set((next_sequence(), record.decision.trace_id))
+    def _remember(self, record: _CallRecord | Decision) -> None:
+        trace_id = record.trace_id
+        calls, order = self._calls, self._call_order
+        known = trace_id in calls  # the call again, now with its cost and latency: it keeps its place
+        calls[trace_id] = record
+        if not known:
+            order.append(trace_id)
+            if len(order) > _RECENT_CALLS:
+                calls.pop(order.popleft(), None)
+        self._last_trace.set((next_sequence(), trace_id))
         ensure_scope()  # runs started later from copies of this context are then seen by report() here
 
     # --- reading ----------------------------------------------------------------------------------------

@@ -69,10 +69,8 @@ def next_sequence() -> int:
 
 def _owner() -> tuple[int, int]:
     """The caller's thread and asyncio task: a scope belongs to the one that opened it."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
+    loop = asyncio._get_running_loop()  # None outside a loop, where current_task() would raise (costly)
+    task = asyncio.current_task(loop) if loop is not None else None
     return threading.get_ident(), id(task) if task is not None else 0
 
 

@@ -18,16 +18,17 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from kalibr._domain import Decision, Outcome, Path, check_goal, new_trace_id
+from kalibr._domain import Decision, Outcome, Path, check_goal, made_decision
 from kalibr._exceptions import OutcomeNotFound
 from kalibr._types import source_replaces
 from kalibr.intelligence.base import Constraints, PolicyAnswer
@@ -42,6 +43,40 @@ __all__ = ["Engine"]
 logger = logging.getLogger("kalibr.engine")
 
 _RECENT_OUTCOMES = 100_000
+
+
+class _Chooser(Protocol):
+    """A policy's choice over one goal's current arms (``ThompsonPolicy.prepare``, or ``_Unprepared``)."""
+
+    def choose(self, rng: np.random.Generator, now: float, explore: bool = True) -> Choice: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Unprepared:
+    """A policy without ``prepare``: ``choose`` over the same arms, config and priors each time."""
+
+    policy: Policy
+    arms: Sequence[ArmState]
+    config: PolicyConfig
+    priors: Sequence[tuple[float, float]] | None
+
+    def choose(self, rng: np.random.Generator, now: float, explore: bool = True) -> Choice:
+        return self.policy.choose(self.arms, config=self.config, rng=rng, now=now, priors=self.priors, explore=explore)
+
+
+@dataclass(frozen=True, slots=True)
+class _GoalView:
+    """What a decide reads without taking a lock: a goal's enabled paths and the policy's choice over their arms.
+
+    Built under the lock from the cached arms; any change to them (an outcome, a re-read, a config change, a
+    correction) drops it under the same lock, so a decide sees the arms as they were before or after a change,
+    never half of one. ``fresh_until``: when the arms or priors are due to be re-read."""
+
+    paths: Sequence[Path]
+    enabled: Sequence[Path]
+    chooser: _Chooser
+    explore_on_high_risk: bool
+    fresh_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +125,10 @@ class Engine:
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._clusters: dict[str, PromptClusters] = {}  # prompt-aware goals (Router(context=...)), in memory only
         self._cluster_of: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace id -> (goal, prompt cluster)
-        self._pending_decisions: list[Decision] = []
+        self._views: dict[str, _GoalView] = {}
+        # Appended without a lock (deque appends are atomic); the writer drains it after taking the outcomes, so
+        # every queued outcome's decision is written with it or before it.
+        self._pending_decisions: deque[Decision] = deque()
         self._pending_outcomes: list[tuple[Outcome, Callable[[ArmState], ArmState]]] = []
         self._pending_replacements: list[tuple[str, OutcomeChanges]] = []  # written after the outcomes they replace
         # The write queues have their own lock, held only to append or swap, so the flusher never waits
@@ -112,17 +150,39 @@ class Engine:
     def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
         """Choose among ``paths``; for a ``high_risk`` task, without exploring unless the goal's config allows it
         (``exploration_on_high_risk``)."""
-        check_goal(goal)
         now = time.time()
-        with self._lock:
-            paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
-            config = self._config(goal)
-            priors = self._priors(goal, paths, arms, now)
-            explore = not high_risk or config.exploration_on_high_risk
-            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
-        decision = _decision(goal, paths, choice)
-        self._record(decision)
+        view = self._views.get(goal)
+        if view is None or view.paths is not paths or now > view.fresh_until:
+            view = self._view(goal, paths, now)
+        choice = view.chooser.choose(self._rng, now, not high_risk or view.explore_on_high_risk)
+        decision = _decision(goal, view.enabled, choice, now)
+        if self._write_behind:
+            self._pending_decisions.append(decision)  # what _record does, without its call
+        else:
+            self._record(decision)
         return decision
+
+    def _view(self, goal: str, paths: Sequence[Path], now: float) -> _GoalView:
+        """The goal's view for ``paths``, rebuilt from the cached arms (read from the store when due)."""
+        check_goal(goal)
+        with self._lock:
+            enabled, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
+            config = self._config(goal)
+            priors = self._priors(goal, enabled, arms, now)
+            prepare = getattr(self.policy, "prepare", None)
+            chooser: _Chooser = (
+                prepare(arms, config=config, priors=priors)
+                if prepare is not None
+                else _Unprepared(self.policy, arms, config, priors)
+            )
+            fresh_until = min(self._loaded_at.get(goal, now), self._prior_cache[goal][0]) + self._refresh_interval
+            if fresh_until <= now and self._flusher is not None:
+                # The writer re-reads the goal (it is due) and drops this view then; until it does, rebuilding
+                # the view from the same arms on every decide would only cost time.
+                fresh_until = now + self._flush_interval
+            view = _GoalView(paths, enabled, chooser, config.exploration_on_high_risk, fresh_until)
+            self._views[goal] = view
+        return view
 
     def decide_for_prompt(
         self, goal: str, paths: Sequence[Path], features: np.ndarray, *, high_risk: bool = False
@@ -143,7 +203,7 @@ class Engine:
             choice = self.policy.choose(
                 cluster_arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore
             )
-            decision = _decision(goal, paths, choice)
+            decision = _decision(goal, paths, choice, now)
             self._cluster_of[decision.trace_id] = (goal, cluster)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
                 self._cluster_of.popitem(last=False)
@@ -224,6 +284,7 @@ class Engine:
             if path_id in arms:
                 arms[path_id] = step(arms[path_id])
         self._arms[goal] = arms
+        self._views.pop(goal, None)
         if config is not None:
             self._configs[goal] = config
         if disabled != self._disabled.get(goal, frozenset()):
@@ -279,6 +340,7 @@ class Engine:
         self.store.set_config(self.tenant, goal, config)
         with self._lock:
             self._configs.clear()
+            self._views.clear()
             self._config_changes += 1
 
     # --- learning ---------------------------------------------------------------------------------------
@@ -321,6 +383,7 @@ class Engine:
         arms = self._arms.get(outcome.goal, {})
         if outcome.path_id in arms:
             arms[outcome.path_id] = step(arms[outcome.path_id])
+            self._views.pop(outcome.goal, None)
         prompt_cluster = self._cluster_of.pop(outcome.trace_id, None)
         if prompt_cluster is not None and outcome.path_id in arms:
             goal, cluster = prompt_cluster
@@ -353,6 +416,7 @@ class Engine:
         arms = self._arms.get(previous.goal, {})
         if previous.path_id in arms:
             arms[previous.path_id] = self._adjuster(arms[previous.path_id], previous.score, outcome.score)
+            self._views.pop(previous.goal, None)
 
     def update_outcome(self, trace_id: str, goal: str, changes: OutcomeChanges) -> list[str]:
         self.flush()
@@ -361,6 +425,7 @@ class Engine:
             raise OutcomeNotFound(f"no outcome with trace_id {trace_id!r} for goal {goal!r}: report it first")
         with self._lock:
             self._loaded_at.pop(record.goal, None)  # the corrected arm is re-read after the next decide
+            self._views.pop(record.goal, None)
             if trace_id in self._applied:
                 self._applied[trace_id] = _Applied(record.goal, record.path_id, record.score, "update")
         return changes.fields()
@@ -381,8 +446,7 @@ class Engine:
         if not self._write_behind:
             self.store.record_decisions(self.tenant, [decision])
             return
-        with self._queue_lock:
-            self._pending_decisions.append(decision)
+        self._pending_decisions.append(decision)
 
     def _enqueue_outcome(self, outcome: Outcome, step: Callable[[ArmState], ArmState]) -> None:
         if not self._write_behind:
@@ -422,8 +486,10 @@ class Engine:
     def _write_queued(self) -> None:
         with self._queue_lock:
             outcomes, self._pending_outcomes = self._pending_outcomes, []
-            decisions, self._pending_decisions = self._pending_decisions, []
             replacements, self._pending_replacements = self._pending_replacements, []
+        # After the outcomes: a decision queued before its outcome is in this batch or an earlier one.
+        queue = self._pending_decisions
+        decisions = [queue.popleft() for _ in range(len(queue))]
         try:
             if outcomes:
                 applied = self.store.apply_outcomes(self.tenant, outcomes, decisions)
@@ -432,7 +498,7 @@ class Engine:
                 self.store.record_decisions(self.tenant, decisions)
         except Exception:
             with self._queue_lock:  # keep everything for the next attempt: an outcome is never dropped
-                self._pending_decisions[:0] = decisions
+                self._pending_decisions.extendleft(reversed(decisions))
                 self._pending_outcomes[:0] = outcomes
                 self._pending_replacements[:0] = replacements
             raise
@@ -455,6 +521,7 @@ class Engine:
         with self._lock:
             for outcome in earlier:
                 self._loaded_at.pop(outcome.goal, None)
+                self._views.pop(outcome.goal, None)
         return [(outcome.trace_id, _replacement(outcome)) for outcome in earlier]
 
     def _write_replacement(self, trace_id: str, changes: OutcomeChanges) -> None:
@@ -516,16 +583,16 @@ class Engine:
         _flush_at_exit.discard(self)
 
 
-def _decision(goal: str, paths: Sequence[Path], choice: Choice) -> Decision:
-    return Decision(
-        trace_id=new_trace_id(),
-        goal=goal,
-        path=paths[choice.index],
-        exploration=choice.exploration,
-        reason=choice.reason,
-        confidence=choice.confidence,
-        success_rate=choice.success_rate,
-        sample_count=choice.sample_count,
+def _decision(goal: str, paths: Sequence[Path], choice: Choice, now: float) -> Decision:
+    return made_decision(
+        goal,
+        paths[choice.index],
+        choice.exploration,
+        choice.reason,
+        choice.confidence,
+        choice.success_rate,
+        choice.sample_count,
+        now,
     )
 
 
@@ -553,9 +620,7 @@ def _replacement(outcome: Outcome) -> OutcomeChanges:
     )
 
 
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
+def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 

@@ -19,7 +19,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
 from kalibr.policies.drift import PROBATION_PROBES, DropDetector, on_probation
 
-__all__ = ["ThompsonPolicy", "count_outcome", "sample_beta"]
+__all__ = ["PreparedChoice", "ThompsonPolicy", "count_outcome", "sample_beta"]
 
 _DAY_SECONDS = 86_400.0
 RULE_OUT_AFTER = 1
@@ -75,39 +75,36 @@ class ThompsonPolicy:
         priors: Sequence[tuple[float, float]] | None = None,
         explore: bool = True,
     ) -> Choice:
-        count = len(arms)
-        if count == 0:
-            raise UserError("no paths to choose from: give the goal at least one enabled path")
-        if count == 1:
-            arm = arms[0]
-            return Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
-        alpha, beta = _posterior(arms, priors)
-        means = [a / (a + b) for a, b in zip(alpha, beta, strict=True)]
-        if not explore:
-            return self._best_now(arms, config, alpha, beta, means)
-        forced = self._forced_exploration(arms, config, rng, now, alpha, beta, means)
-        if forced is not None:
-            return forced
-        sharpness = self._sharpness(arms, alpha, beta)
-        draws = sample_beta(
-            rng,
-            [a * s for a, s in zip(alpha, sharpness, strict=True)],
-            [b * s for b, s in zip(beta, sharpness, strict=True)],
-        )
-        if config.cost_weight > 0.0:
-            weighted = [config.cost_weight * cost for cost in _mean_costs(arms)]
-            draws = [draw - cost for draw, cost in zip(draws, weighted, strict=True)]
-            means = [mean - cost for mean, cost in zip(means, weighted, strict=True)]
+        return self.prepare(arms, config=config, priors=priors).choose(rng, now, explore)
+
+    def prepare(
+        self, arms: Sequence[ArmState], *, config: PolicyConfig, priors: Sequence[tuple[float, float]] | None = None
+    ) -> PreparedChoice:
+        """What ``choose`` computes from the arms alone, for many choices over the same arms: the engine keeps one
+        per goal until an outcome or the config changes it, so a decide pays only for its random draws."""
+        return PreparedChoice(self, arms, config, priors)
+
+    def _exploit(self, prepared: PreparedChoice, draws: list[float]) -> Choice:
+        """The choice the posterior draws make (cost-adjusted in cost-aware mode), ties broken as usual."""
+        config = prepared.config
+        if prepared.weighted_costs is not None:
+            draws = [draw - cost for draw, cost in zip(draws, prepared.weighted_costs, strict=True)]
         if config.quality_tolerance > 0.0:
-            index = _cheapest_within(arms, draws, config.quality_tolerance)
+            index = _cheapest_within(prepared.arms, draws, config.quality_tolerance)
         else:
-            index = _break_tie(arms, means, _argmax(draws), config)
-        best_mean = _argmax(means)
+            index = _break_tie(prepared.arms, prepared.scored_means, _argmax(draws), config)
+        choice = prepared.exploit_choices.get(index)
+        if choice is None:
+            choice = prepared.exploit_choices[index] = self._exploit_choice(prepared, index)
+        return choice
+
+    def _exploit_choice(self, prepared: PreparedChoice, index: int) -> Choice:
+        arms, means, best_mean = prepared.arms, prepared.scored_means, prepared.best_scored
         return Choice(
             index,
             index != best_mean,
             _reason(arms, index, best_mean, means),
-            _probability_best(index, best_mean, means, alpha, beta),
+            _probability_best(index, best_mean, means, prepared.alpha, prepared.beta),
             arms[index].success_rate,
             arms[index].samples,
         )
@@ -159,8 +156,10 @@ class ThompsonPolicy:
         alpha: list[float],
         beta: list[float],
         means: list[float],
+        draw: float,
     ) -> Choice | None:
-        """With probability ``exploration_rate``, a stale path or one under the sample floor not yet ruled out.
+        """With probability ``exploration_rate`` (``draw``, uniform in [0, 1), below it), a stale path or one under
+        the sample floor not yet ruled out.
 
         A path under ``min_samples_before_exploit`` whose optimistic estimate (``rule_out_z`` standard deviations
         above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
@@ -168,7 +167,6 @@ class ThompsonPolicy:
         ``recheck_hours`` at a time until it has the floor's samples. A path never tried is never ruled out: a
         prior alone is no verdict.
         """
-        draw = rng.random()
         if draw < FIRST_PROBE_SHARE:
             # A path just put on probation gets its first probe soon: a false alarm (a burst of bad luck) would
             # otherwise keep its traffic on worse paths until the ordinary 2% of probes comes round.
@@ -255,6 +253,101 @@ class ThompsonPolicy:
         return self.detector.adjust(arm, adjusted, old_score, new_score)
 
 
+class PreparedChoice:
+    """``ThompsonPolicy.choose`` over fixed arms, config and priors, with everything that does not depend on the
+    random draws computed once: the posterior, the sharpened draw parameters, the cost offsets, and (as they come
+    up) the choice each winning draw leads to. Immutable once built but for those memos, whose concurrent filling
+    is benign (two threads compute the same value), so threads share one without a lock."""
+
+    __slots__ = (
+        "alpha",
+        "arms",
+        "best_scored",
+        "beta",
+        "by_winning_draw",
+        "config",
+        "exploit_choices",
+        "gamma_shapes",
+        "may_explore_below",
+        "means",
+        "only",
+        "policy",
+        "safe_choice",
+        "scored_means",
+        "shapes_a",
+        "shapes_b",
+        "weighted_costs",
+    )
+
+    def __init__(
+        self,
+        policy: ThompsonPolicy,
+        arms: Sequence[ArmState],
+        config: PolicyConfig,
+        priors: Sequence[tuple[float, float]] | None,
+    ) -> None:
+        count = len(arms)
+        if count == 0:
+            raise UserError("no paths to choose from: give the goal at least one enabled path")
+        self.policy, self.arms, self.config = policy, arms, config
+        self.may_explore_below = max(FIRST_PROBE_SHARE, config.exploration_rate)  # the coin's first test
+        self.only: Choice | None = None
+        if count == 1:
+            arm = arms[0]
+            self.only = Choice(0, False, f"{_name(arm)} is the only path", 1.0, arm.success_rate, arm.samples)
+            arms = []  # nothing to draw: the rest stays empty
+        self.safe_choice: Choice | None = None  # the no-exploration choice, once asked for
+        self.exploit_choices: dict[int, Choice] = {}
+        self.alpha, self.beta = _posterior(arms, priors if arms else None)
+        self.means = [a / (a + b) for a, b in zip(self.alpha, self.beta, strict=True)]
+        sharpness = policy._sharpness(arms, self.alpha, self.beta)
+        shapes_a = [a * s for a, s in zip(self.alpha, sharpness, strict=True)]
+        shapes_b = [b * s for b, s in zip(self.beta, sharpness, strict=True)]
+        self.shapes_a, self.shapes_b = shapes_a, shapes_b
+        self.gamma_shapes = np.array([*shapes_a, *shapes_b]) if count > _SCALAR_DRAWS_UP_TO else None
+        self.weighted_costs: list[float] | None = None
+        self.scored_means = self.means
+        if config.cost_weight > 0.0:
+            self.weighted_costs = [config.cost_weight * cost for cost in _mean_costs(arms)]
+            self.scored_means = [mean - cost for mean, cost in zip(self.means, self.weighted_costs, strict=True)]
+        self.best_scored = _argmax(self.scored_means) if arms else 0
+        # Without costs or a tolerance the arm with the winning draw alone decides (through the tie-break): the
+        # choice per winner, as they come up.
+        plain = self.weighted_costs is None and config.quality_tolerance <= 0.0
+        self.by_winning_draw: dict[int, Choice] | None = {} if plain else None
+
+    def choose(self, rng: np.random.Generator, now: float, explore: bool = True) -> Choice:
+        """One choice, drawing from ``rng`` exactly as ``ThompsonPolicy.choose`` does: the exploration coin, then
+        (unless it explores) one Beta draw per arm."""
+        if self.only is not None:
+            return self.only
+        policy, config = self.policy, self.config
+        if not explore:
+            if self.safe_choice is None:
+                self.safe_choice = policy._best_now(self.arms, config, self.alpha, self.beta, self.means)
+            return self.safe_choice
+        draw = rng.random()
+        if draw < self.may_explore_below:
+            forced = policy._forced_exploration(self.arms, config, rng, now, self.alpha, self.beta, self.means, draw)
+            if forced is not None:
+                return forced
+        if self.gamma_shapes is None:
+            draws = list(map(rng.beta, self.shapes_a, self.shapes_b))
+        else:  # one gamma call over both shape arrays: Beta = X / (X + Y)
+            gammas = rng.standard_gamma(self.gamma_shapes)
+            count = len(self.shapes_a)
+            successes = gammas[:count]
+            draws = (successes / (successes + gammas[count:])).tolist()
+        memo = self.by_winning_draw
+        if memo is None:
+            return policy._exploit(self, draws)
+        winner = draws.index(max(draws))
+        choice = memo.get(winner)
+        if choice is None:
+            choice = memo[winner] = policy._exploit(self, draws)
+        return choice
+
+
 def count_outcome(
     arm: ArmState, *, score: float, cost_usd: float | None, latency_ms: float | None, now: float
 ) -> ArmState:
@@ -306,9 +399,9 @@ def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence
     return draws
 
 
-def _argmax(values: Sequence[float]) -> int:
+def _argmax(values: list[float]) -> int:
     """The index of the largest value, the first one on a tie (as ``numpy.argmax``)."""
-    return max(range(len(values)), key=values.__getitem__)
+    return values.index(max(values))
 
 
 def _mean_costs(arms: Sequence[ArmState]) -> list[float]:
