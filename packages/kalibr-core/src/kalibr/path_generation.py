@@ -360,6 +360,10 @@ class GeneratedPathsIntelligence:
     def record_forced(self, decision: Decision) -> None:
         self.inner.record_forced(decision)
 
+    def disabled_paths(self, goal: str) -> frozenset[str]:
+        disabled_paths = getattr(self.inner, "disabled_paths", None)
+        return disabled_paths(goal) if callable(disabled_paths) else frozenset()
+
     def report(self, outcome: Outcome) -> None:
         self.inner.report(outcome)
 
