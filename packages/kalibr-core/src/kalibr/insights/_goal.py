@@ -18,7 +18,6 @@ __all__ = [
     "ParamGroup",
     "failure_modes",
     "goal_status",
-    "halves_trend",
     "numeric_groups",
     "param_sensitivity",
     "path_status",
@@ -36,19 +35,15 @@ SENSITIVITY_MIN_DIFFERENCE = 0.05
 
 
 def trend(scores: np.ndarray) -> dict[str, Any]:
-    """Compare the later half of the window's outcomes with the earlier half (chronological order)."""
-    half = len(scores) // 2
-    return halves_trend(sequential_sum(scores[:half]), half, sequential_sum(scores[half:]), len(scores) - half)
-
-
-def halves_trend(earlier: float, half: int, recent: float, recent_samples: int) -> dict[str, Any]:
-    """The trend from the score sums of the earlier ``half`` outcomes and of the rest (``recent_samples``).
+    """Compare the later half of the window's outcomes with the earlier half (chronological order).
 
     ``direction`` is ``declining`` or ``improving`` only when the change is at least 5 points and |z| >= 2.
     """
-    n = half + recent_samples
+    n = len(scores)
     if n < 2 * MIN_VALUE_SAMPLES:
         return {"direction": "unknown", "earlier_success_rate": None, "recent_success_rate": None, "change": None}
+    half = n // 2
+    earlier, recent = sequential_sum(scores[:half]), sequential_sum(scores[half:])
     comparison = compare_rates(recent, n - half, earlier, half)
     direction = "stable"
     if abs(comparison.z) >= 2 and abs(comparison.difference) >= 0.05:
