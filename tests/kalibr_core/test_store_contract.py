@@ -307,7 +307,10 @@ def test_outcome_columns_keep_a_model_name_holding_a_control_character(store: St
     odd = dataclasses.replace(outcome(FAST, score=0.0, failure_category="timeout"), model="odd\x1fname")
     store.apply_outcomes(A, [(odd, count(0.0)), (outcome(SMART), count(1.0))])
     found = store.outcome_columns(A, GOAL, datetime.now(UTC) - timedelta(hours=1))
-    assert found.models == ("odd\x1fname", SMART.model)
+    assert dict(zip(found.path_ids, found.models, strict=True)) == {
+        FAST.path_id: "odd\x1fname",
+        SMART.path_id: SMART.model,
+    }
     assert found.categories == ("timeout",)
 
 

@@ -5,7 +5,7 @@ outcome by outcome (the memory store).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import numpy as np
@@ -19,9 +19,15 @@ UNIT_SEPARATOR = "\x1f"
 """Joins a text column's values in one string (no path id, model or category contains it)."""
 
 
-def _codes(values: Iterable[str | None], known: dict[str, int]) -> list[int]:
-    """Each value's index in ``known`` (added on first sight), -1 for None."""
-    return [-1 if value is None else known.setdefault(value, len(known)) for value in values]
+def _coded(values: Sequence[str | None], *, empty: bool = False) -> tuple[tuple[str, ...], np.ndarray]:
+    """The distinct values (sorted), and each value's index among them: -1 for None (and for '' when ``empty``,
+    as the SQL stores write a missing category). A dictionary lookup per value, in C (``map``)."""
+    names = tuple(sorted(value for value in set(values) if value is not None and (value or not empty)))
+    index: dict[str | None, int] = {name: i for i, name in enumerate(names)}
+    index[None] = -1
+    if empty:
+        index[""] = -1
+    return names, np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values))
 
 
 def _latest_models(
@@ -33,7 +39,8 @@ def _latest_models(
     latest: list[str | None] = [None] * count
     for code, offset in zip(codes.tolist(), first_from_end.tolist(), strict=True):
         row = len(path) - 1 - offset
-        latest[code] = models[row if rows is None else int(rows[row])]
+        latest[code] = models[row if rows is None else int(rows[row])] or None  # the SQL stores write None as ''
+
     return tuple(latest)
 
 
@@ -48,18 +55,16 @@ def columns_from_values(
     reported_at: Sequence[int] | np.ndarray,
 ) -> OutcomeColumns:
     """Columns from one value per outcome and field, the outcomes already oldest first."""
-    known_paths: dict[str, int] = {}
-    path = np.array(_codes(path_ids, known_paths), dtype=np.intp)
-    known_categories: dict[str, int] = {}
-    category = np.array(_codes(categories, known_categories), dtype=np.intp)
+    known_paths, path = _coded(path_ids)
+    known_categories, category = _coded(categories, empty=True)
     return OutcomeColumns(
-        path_ids=tuple(known_paths),
+        path_ids=known_paths,
         models=_latest_models(path, models, len(known_paths)),
         path=path,
         score=np.asarray(scores, dtype=np.float64),
         cost_usd=np.asarray(costs, dtype=np.float64),  # None becomes NaN
         latency_ms=np.asarray(latencies, dtype=np.float64),
-        categories=tuple(known_categories),
+        categories=known_categories,
         category=category,
         provider_failed=np.asarray(provider_failed, dtype=np.bool_),
         reported_at=np.asarray(reported_at, dtype=np.int64),
@@ -90,11 +95,11 @@ def columns_from_joined(count: int, joined: Sequence[str | None]) -> OutcomeColu
     scores, costs, latencies, failed = (_numbers(joined[i], count, np.float64) for i in (2, 3, 4, 6))
     return columns_from_values(
         paths,
-        [model or None for model in models],
+        models,
         scores,
         costs,
         latencies,
-        [category or None for category in categories],
+        categories,
         failed.astype(np.bool_),
         _numbers(joined[7], count, np.int64),
     )
