@@ -5,11 +5,20 @@ path generation gains on the sandbox's temperature curve; how long an insights d
 from __future__ import annotations
 
 import collections
+import importlib
+import io
+import json
 import logging
 import random
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path as FilePath
 from typing import Any
 
 from benchmarks._timing import markdown_table, time_calls
@@ -197,26 +206,127 @@ def _generation_section(calls: int) -> str:
 
 
 # --- timing ------------------------------------------------------------------------------------------------------
+BASELINE_COMMIT = "6da54ef"
+"""The last commit whose insights read records (``store.outcomes``) and analysed them outcome by outcome."""
+
+
 def _timing_section(outcomes: int) -> str:
     from kalibr.insights import build_insights, recommend
     from kalibr.stores import MemoryStore
+    from kalibr.stores.sqlite import SQLiteStore
 
-    store = MemoryStore()
+    baseline = _baseline_functions()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, store in (("MemoryStore", MemoryStore()), ("SQLiteStore", SQLiteStore(f"{scratch}/bench.db"))):
+            _fill_for_timing(store, outcomes)
+            variants: dict[str, Callable[[], Any]] = {
+                "insights": lambda s=store: build_insights(s, "default", GOAL, now=NOW),
+                "policy": lambda s=store: recommend(s, "default", GOAL, now=NOW),
+            }
+            if baseline is not None:
+                old_insights, old_recommend = baseline
+                variants["old insights"] = lambda s=store, f=old_insights: f(s, "default", GOAL, now=NOW)
+                variants["old policy"] = lambda s=store, f=old_recommend: f(s, "default", GOAL, now=NOW)
+            ms = _medians_in_turns(variants)
+            same = "-"
+            if baseline is not None:
+                same = "yes" if _document(variants["insights"]()) == _document(variants["old insights"]()) else "no"
+            rows.append(
+                [
+                    name,
+                    f"{outcomes:,}",
+                    *_side_by_side(ms, "insights"),
+                    *_side_by_side(ms, "policy"),
+                    same,
+                ]
+            )
+            store.close()
+    where = (
+        f"the code of commit `{BASELINE_COMMIT}` (its `kalibr.insights`, loaded from `git archive` into this "
+        "process beside today's), reading the same store through `store.outcomes`: one record per outcome"
+        if baseline is not None
+        else "unavailable (no git checkout with that commit)"
+    )
+    return (
+        "### Cost of one answer (one goal, 4 paths, median of 7, old and new taking turns)\n\n"
+        f"New: the store's columnar read (`outcome_columns`) analysed with numpy. Old: {where}. "
+        '"same document" compares the two insights documents (all but `generated_at`).\n\n'
+        + markdown_table(
+            [
+                "store",
+                "outcomes in window",
+                "build_insights old",
+                "new",
+                "old / new",
+                "recommend (get_policy) old",
+                "new",
+                "old / new",
+                "same document",
+            ],
+            rows,
+        )
+        + "\n"
+    )
+
+
+def _fill_for_timing(store: Any, outcomes: int) -> None:
     rng = random.Random(0)
     per_path = outcomes // 4
     for model, rate in (("a", 0.9), ("b", 0.8), ("c", 0.7)):
         _feed(store, model, rate, per_path, rng, cost=0.001)
     _feed(store, "m", 0.85, per_path, rng, params={"temperature": 0.5})
-    insights_ms = _median_ms(lambda: build_insights(store, "default", GOAL, now=NOW))
-    policy_ms = _median_ms(lambda: recommend(store, "default", GOAL, now=NOW))
-    rows = [[f"{outcomes:,}", "4", f"{insights_ms:,.1f} ms", f"{policy_ms:,.1f} ms"]]
-    return (
-        "### Cost of one answer (MemoryStore, one goal, median of 7)\n\n"
-        + markdown_table(["outcomes in window", "paths", "build_insights", "recommend (get_policy)"], rows)
-        + "\n"
+
+
+def _side_by_side(ms: dict[str, float], name: str) -> list[str]:
+    new = f"{ms[name]:,.1f} ms"
+    if f"old {name}" not in ms:
+        return ["-", new, "-"]
+    old = ms[f"old {name}"]
+    return [f"{old:,.1f} ms", new, f"{old / ms[name]:.1f}x"]
+
+
+def _document(document: dict[str, Any]) -> str:
+    return json.dumps({key: value for key, value in document.items() if key != "generated_at"}, sort_keys=True)
+
+
+def _medians_in_turns(variants: dict[str, Callable[[], Any]], rounds: int = 7) -> dict[str, float]:
+    for call in variants.values():  # warm up: imports, first reads
+        call()
+    samples: dict[str, list[int]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, call in variants.items():
+            samples[name] += time_calls(call, 1)
+    return {name: statistics.median(values) / 1e6 for name, values in samples.items()}
+
+
+def _baseline_functions() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """``build_insights`` and ``recommend`` of ``BASELINE_COMMIT``, imported under their own names beside today's.
+
+    The commit's ``kalibr`` package is unpacked in a scratch folder and imported while today's modules are set
+    aside; its functions keep their own modules, and today's are put back.
+    """
+    root = FilePath(__file__).resolve().parent.parent
+    scratch = FilePath(tempfile.mkdtemp(prefix="kalibr-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", BASELINE_COMMIT, "packages/kalibr-core/src/kalibr"],
+        capture_output=True,
+        check=False,
     )
-
-
-def _median_ms(call: Callable[[], object]) -> float:
-    samples = sorted(time_calls(call, 7))
-    return samples[len(samples) // 2] / 1e6
+    if archive.returncode != 0:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as bundle:
+        bundle.extractall(scratch, filter="data")
+    source = str(scratch / "packages" / "kalibr-core" / "src")
+    today = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "kalibr"}
+    for name in today:
+        del sys.modules[name]
+    sys.path.insert(0, source)
+    try:
+        old = importlib.import_module("kalibr.insights")
+        return old.build_insights, old.recommend
+    finally:
+        sys.path.remove(source)
+        for name in [name for name in sys.modules if name.split(".")[0] == "kalibr"]:
+            del sys.modules[name]
+        sys.modules.update(today)

@@ -485,3 +485,88 @@ def test_a_change_only_the_outcomes_show_also_moves_the_recommendation(store: Me
     answer = recommend(store, TENANT, GOAL, now=NOW)
     assert answer.recommended_path_id == CHEAP.path_id, answer.reasoning
     assert "'big-model' dropped from" in answer.reasoning and "judged on its 3" in answer.reasoning
+
+
+# --- the figures are what the outcomes say, on every store -------------------------------------------------------
+def random_outcomes(seed: int) -> list[Outcome]:
+    """Outcomes of three paths (one unregistered) with fractional scores, missing costs and latencies, provider
+    failures and several categories, reported out of order with ties, one path breaking halfway."""
+    rng = random.Random(seed)
+    paths = [CHEAP, SMART, Path("tuned-model", params={"temperature": 0.5})]
+    found = []
+    for i in range(rng.randrange(200, 600)):
+        path = rng.choice(paths)
+        broken = path is SMART and i > 250
+        score = rng.choice([0.0, 0.0, 0.3, 1.0] if broken else [0.0, 0.85, 1.0, 1.0])
+        provider_failed = score == 0.0 and rng.random() < 0.3
+        found.append(
+            Outcome(
+                trace_id=new_trace_id(),
+                goal=GOAL,
+                path_id=path.path_id,
+                model=path.model,
+                score=score,
+                failure_category=rng.choice([None, "timeout", "hallucination_detected"]) if score < 0.5 else None,
+                cost_usd=rng.choice([None, 0.001, 0.004]),
+                latency_ms=rng.choice([None, 80.0, 150.5, 1200.0]),
+                source="error" if provider_failed else "explicit",
+                reported_at=NOW - timedelta(hours=40) + timedelta(seconds=30 * i + rng.randrange(-90, 90) // 30 * 30),
+            )
+        )
+    return found
+
+
+def expected_paths(records: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """Each path's window figures computed outcome by outcome, as the insights document defines them."""
+    per_path: dict[str, list[Any]] = {}
+    for record in records:
+        per_path.setdefault(record.path_id, []).append(record)
+    found = {}
+    for path_id, items in per_path.items():
+        costs = [r.cost_usd for r in items if r.cost_usd is not None]
+        latencies = sorted(r.latency_ms for r in items if r.latency_ms is not None)
+        failures: dict[str, int] = {}
+        for r in items:
+            if r.score < 0.5:
+                failures[r.failure_category or "unknown"] = failures.get(r.failure_category or "unknown", 0) + 1
+        found[path_id] = {
+            "samples": len(items),
+            "success_rate": round(sum(r.score for r in items) / len(items), 4),
+            "mean_cost_usd": round(sum(costs) / len(costs), 8) if costs else None,
+            "mean_latency_ms": round(sum(latencies) / len(latencies), 1) if latencies else None,
+            "p95_latency_ms": latencies[min(len(latencies) - 1, -(-95 * len(latencies) // 100) - 1)]
+            if latencies
+            else None,
+            "failure_modes": dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+    return found
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_insights_figures_are_the_outcomes_figures_on_every_store(seed: int, tmp_path: Any) -> None:
+    from kalibr.stores.sqlite import SQLiteStore
+
+    outcomes = random_outcomes(seed)
+    documents = []
+    for store in (MemoryStore(), SQLiteStore(f"{tmp_path}/kalibr.db")):
+        register(store, CHEAP, SMART)  # type: ignore[arg-type]
+        store.apply_outcomes(TENANT, [(item, _same) for item in outcomes])
+        records = store.outcomes(TENANT, GOAL, NOW - timedelta(hours=168))
+        goal = insights_for(store)  # type: ignore[arg-type]
+        assert {
+            row["path_id"]: {key: row[key] for key in expected_paths(records)[row["path_id"]]}
+            for row in goal["paths"]
+            if row["samples"]
+        } == expected_paths(records)
+        half = len(records) // 2
+        assert goal["sample_count"] == len(records)
+        assert goal["success_rate"] == round(sum(r.score for r in records) / len(records), 4)
+        assert goal["trend"]["earlier_success_rate"] == round(sum(r.score for r in records[:half]) / half, 4)
+        assert goal["trend"]["recent_success_rate"] == round(
+            sum(r.score for r in records[half:]) / (len(records) - half), 4
+        )
+        documents.append(goal)
+        store.close()
+    memory, sqlite = documents
+    assert memory == sqlite
+    assert {row["path_id"] for row in memory["paths"] if row["drift"]} <= {SMART.path_id}

@@ -46,3 +46,22 @@ def test_a_path_with_an_unknown_model_falls_back_is_counted_and_loses_its_traffi
     assert "never answered" in failing[0]["message"] and "provider_error" in failing[0]["message"]
     assert goal["status"] != "healthy"
     assert goal["recommendation"]["model"] in (None, "sandbox-base")
+
+
+def test_a_fallback_skips_a_path_disabled_in_the_store(sandbox: SandboxServer) -> None:
+    from kalibr.intelligence.engine import Engine
+    from kalibr.stores import MemoryStore
+
+    store = MemoryStore()
+    models = ("no-such-model", "sandbox-base", "sandbox-pro")
+    paths = [{"model": model, "base_url": sandbox.openai_base_url} for model in models]
+    engine = Engine(store, write_behind=False, refresh_interval=0.0)
+    router = kalibr.Router("skip_disabled", paths, success_when=lambda text: bool(text.strip()), intelligence=engine)
+    router.completion("Hello")  # the router registers its paths in the store
+    disabled = next(path for path in router.paths if path.model == "sandbox-base")
+    assert store.set_path_enabled("default", disabled.path_id, False)  # what the dashboard's action does
+    completion = router.completion("Hello again", force_model="no-such-model")
+    assert [attempt.decision.model for attempt in completion.attempts] == ["no-such-model"]
+    assert completion.model == "sandbox-pro"
+    assert completion.decision.reason == "fallback: 'no-such-model' failed"
+    engine.close()

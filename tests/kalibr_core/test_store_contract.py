@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -212,6 +214,104 @@ def test_outcomes_window_goal_filter_and_order(store: Store) -> None:
     assert everything == [newer.trace_id, other_goal.trace_id, newest.trace_id]
     with pytest.raises(UserError, match="timezone-aware"):
         store.outcomes(A, GOAL, datetime(2024, 1, 1))
+
+
+def columns_as_rows(store: Store, tenant: str, goal: str, since: datetime) -> list[tuple[object, ...]]:
+    """The store's columnar read, row by row, in the fields ``outcome_rows`` gives."""
+    found = store.outcome_columns(tenant, goal, since)
+    rows = []
+    for i in range(len(found)):
+        category = int(found.category[i])
+        rows.append(
+            (
+                found.path_ids[int(found.path[i])],
+                float(found.score[i]),
+                None if math.isnan(found.cost_usd[i]) else float(found.cost_usd[i]),
+                None if math.isnan(found.latency_ms[i]) else float(found.latency_ms[i]),
+                None if category < 0 else found.categories[category],
+                bool(found.provider_failed[i]),
+                int(found.reported_at[i]),
+            )
+        )
+    return rows
+
+
+def outcome_rows(store: Store, tenant: str, goal: str, since: datetime) -> list[tuple[object, ...]]:
+    return [
+        (
+            r.path_id,
+            r.score,
+            r.cost_usd,
+            r.latency_ms,
+            r.failure_category,
+            r.source == "error",
+            round((r.reported_at - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)),
+        )
+        for r in store.outcomes(tenant, goal, since)
+    ]
+
+
+def test_outcome_columns_hold_the_window_of_outcomes_oldest_first(store: Store) -> None:
+    rng = random.Random(7)
+    now = datetime.now(UTC).replace(microsecond=0)
+    paths = [FAST, SMART, Path("claude-3-5-haiku")]
+    items = []
+    for i in range(300):
+        failed = rng.random() < 0.3
+        # Out of order, with ties: the read sorts by report time, ties in arrival order.
+        at = now - timedelta(seconds=rng.randrange(120))
+        reported = outcome(
+            rng.choice(paths),
+            score=rng.choice([0.0, 0.25, 0.85, 1.0]),
+            goal=GOAL if i % 10 else "translate",
+            failure_category=rng.choice(["timeout", "provider_error", None]) if failed else None,
+            cost_usd=rng.choice([None, 0.002, 0.0001]),
+            latency_ms=rng.choice([None, 120.5, 980.0]),
+            source="error" if failed and rng.random() < 0.5 else "explicit",
+            reported_at=at,
+        )
+        items.append((reported, count(reported.score)))
+    for start in range(0, len(items), 50):
+        store.apply_outcomes(A, items[start : start + 50])
+    since = now - timedelta(seconds=60)
+    expected = outcome_rows(store, A, GOAL, since)
+    assert 100 < len(expected) < 270
+    assert columns_as_rows(store, A, GOAL, since) == expected
+    assert len(store.outcome_columns(A, "translate", since)) == len(outcome_rows(store, A, "translate", since))
+    assert len(store.outcome_columns(B, GOAL, since)) == 0
+    assert len(store.outcome_columns(A, "nothing-here", since)) == 0
+    with pytest.raises(UserError, match="timezone-aware"):
+        store.outcome_columns(A, GOAL, datetime(2024, 1, 1))
+
+
+def test_outcome_columns_name_each_paths_latest_model_and_follow_updates_and_pruning(store: Store) -> None:
+    now = datetime.now(UTC)
+    first = outcome(FAST, score=1.0, reported_at=now - timedelta(days=40))
+    renamed = dataclasses.replace(outcome(FAST, source="error", reported_at=now), model="gpt-4o-mini-2024")
+    store.apply_outcomes(A, [(first, count(1.0)), (renamed, count(1.0))])
+    found = store.outcome_columns(A, GOAL, now - timedelta(days=60))
+    assert found.path_ids == (FAST.path_id,)
+    assert found.models == ("gpt-4o-mini-2024",)
+    assert found.provider_failed.tolist() == [False, True]
+    changes = OutcomeChanges(score=0.0, failure_category="timeout", replace=True, source="explicit")
+    store.update_outcome(A, renamed.trace_id, changes, replace_score)
+    assert columns_as_rows(store, A, GOAL, now - timedelta(days=60)) == outcome_rows(
+        store, A, GOAL, now - timedelta(days=60)
+    )
+    assert columns_as_rows(store, A, GOAL, now - timedelta(days=60))[-1][4:6] == ("timeout", False)
+    store.prune(now - timedelta(days=30))
+    assert [row[1] for row in columns_as_rows(store, A, GOAL, now - timedelta(days=60))] == [0.0]
+
+
+def test_outcome_columns_keep_a_model_name_holding_a_control_character(store: Store) -> None:
+    odd = dataclasses.replace(outcome(FAST, score=0.0, failure_category="timeout"), model="odd\x1fname")
+    store.apply_outcomes(A, [(odd, count(0.0)), (outcome(SMART), count(1.0))])
+    found = store.outcome_columns(A, GOAL, datetime.now(UTC) - timedelta(hours=1))
+    assert dict(zip(found.path_ids, found.models, strict=True)) == {
+        FAST.path_id: "odd\x1fname",
+        SMART.path_id: SMART.model,
+    }
+    assert found.categories == ("timeout",)
 
 
 def test_goals_come_from_paths_and_outcomes(store: Store) -> None:

@@ -227,11 +227,16 @@ class Router:
         return Path(model, provider=first.provider, base_url=first.base_url, api_key=first.api_key)
 
     def _fallbacks(self, decision: Decision) -> Iterator[Decision]:
-        """The chosen path, then every other path in declared order, each as its own decision."""
+        """The chosen path, then every other path in declared order that is not disabled in the store (unless all
+        are, as the decision itself would), each as its own decision."""
         yield decision
         previous = decision
+        disabled_paths = getattr(self.intelligence, "disabled_paths", None)
+        disabled = disabled_paths(self.goal) if callable(disabled_paths) else frozenset()
+        if all(path.path_id in disabled for path in self.paths):
+            disabled = frozenset()
         for path in self.paths:
-            if path.path_id == decision.path_id:
+            if path.path_id == decision.path_id or path.path_id in disabled:
                 continue
             fallback = Decision(
                 trace_id=new_trace_id(),

@@ -239,8 +239,8 @@ class PathGenerator:
 
     def _run_goal(self, goal: str, now: datetime) -> list[dict[str, Any]]:
         registered = self.store.list_paths(self.tenant, goal, include_disabled=True)
-        records = self.store.outcomes(self.tenant, goal, now - timedelta(hours=self.config.window_hours))
-        stats = summarise_paths(records, registered, generated_path_ids(self.store, self.tenant, goal))
+        columns = self.store.outcome_columns(self.tenant, goal, now - timedelta(hours=self.config.window_hours))
+        stats = summarise_paths(columns, registered, generated_path_ids(self.store, self.tenant, goal))
         made = []
         retirements = retire_paths(goal, stats, self.config)
         for retirement in retirements:
@@ -359,6 +359,10 @@ class GeneratedPathsIntelligence:
 
     def record_forced(self, decision: Decision) -> None:
         self.inner.record_forced(decision)
+
+    def disabled_paths(self, goal: str) -> frozenset[str]:
+        disabled_paths = getattr(self.inner, "disabled_paths", None)
+        return disabled_paths(goal) if callable(disabled_paths) else frozenset()
 
     def report(self, outcome: Outcome) -> None:
         self.inner.report(outcome)

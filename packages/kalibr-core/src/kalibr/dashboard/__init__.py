@@ -7,7 +7,8 @@ Usage::
 
 ``kalibr serve`` mounts it at ``/dashboard`` behind the tenants' API keys; ``kalibr dashboard --store ...`` serves
 it alone on loopback for an embedded store, behind a one-time token. Pages are rendered on the server from the
-store's aggregates; htmx and uPlot, shipped in ``static/``, poll and draw. Jinja2 comes with the ``server`` and
+store's aggregates and each goal's insights document (the one ``get_insights`` returns, rebuilt in the background);
+htmx and uPlot, shipped in ``static/``, poll and draw. Jinja2 comes with the ``server`` and
 ``dashboard`` extras.
 """
 

@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from kalibr._domain import check_goal
 from kalibr._exceptions import UserError
 from kalibr.dashboard import _views as views
+from kalibr.dashboard._analysis import Analyses
 from kalibr.policies.base import PolicyConfig
 from kalibr.stores.base import Store
 
@@ -80,6 +81,7 @@ class _Pages:
         self.tenant_for_key = tenant_for_key
         self.read_only = read_only
         self.clock = clock
+        self.analyses = Analyses(store)
         self.templates = Jinja2Templates(directory=_HERE / "templates")
         self.templates.env.filters.update(pct=_pct, usd=_usd, ms=_ms)
         self.templates.env.auto_reload = False  # templates ship in the wheel: no stat() per render
@@ -126,14 +128,14 @@ class _Pages:
     def goals(self, request: Request) -> Response:
         tenant = self.tenant_of(request)
         chosen, since, moment = self.window(request)
-        rows = views.goal_rows(self.store, tenant, since, moment)
+        rows = views.goal_rows(self.store, self.analyses, tenant, since, moment)
         return self.page(request, "goals.html", rows=rows, window=chosen, windows=WINDOWS, tenant=tenant)
 
     def goal_context(self, request: Request) -> dict[str, Any]:
         tenant = self.tenant_of(request)
         goal = _known_goal(self.store, tenant, request.path_params["goal"])
         chosen, since, moment = self.window(request)
-        view = views.goal_view(self.store, tenant, goal, since, moment)
+        view = views.goal_view(self.store, self.analyses, tenant, goal, since, moment)
         return {"view": view, "window": chosen, "windows": WINDOWS, "tenant": tenant}
 
     def goal(self, request: Request) -> Response:
@@ -197,6 +199,7 @@ class _Pages:
         self.store.set_path_enabled(tenant, path_id, enabled)
         data = {"path_id": path_id, "model": records[0].path.model, "by": "dashboard"}
         self.store.record_event(tenant, goal, "path_enabled" if enabled else "path_disabled", data)
+        self.analyses.forget(tenant)
         return Response(status_code=204, headers={"HX-Refresh": "true"})
 
     async def set_config(self, request: Request) -> Response:
@@ -212,6 +215,7 @@ class _Pages:
             if getattr(current, name) != getattr(config, name)
         }
         self.store.record_event(tenant, goal, "config_changed", {"changes": changed, "by": "dashboard"})
+        self.analyses.forget(tenant)
         return Response(status_code=204, headers={"HX-Refresh": "true"})
 
 

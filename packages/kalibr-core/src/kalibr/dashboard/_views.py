@@ -1,42 +1,27 @@
-"""What the pages show, built from the store's aggregates (``outcome_buckets``, ``latency_percentiles``,
-``failure_counts``), the arms the router learned (``load_arms``), the registered paths, the config and the change
-log. Nothing here loads the outcome table: a page's cost grows with the minutes and paths in its window, not with
-the outcomes.
-
-The goal's status uses the thresholds of the insights document (``docs/insights.md``): under 20 outcomes
-``insufficient_data``, under 50% success ``failing``, ``degraded`` when a path was put on probation after a detected
-drop or the goal's success rate is declining (the later half of the window's outcomes against the earlier half).
+"""What the pages show: counts, rates, costs, latencies and charts from the store's aggregates
+(``outcome_buckets``, ``latency_percentiles``, ``failure_counts``), the arms the router learned (``load_arms``), the
+registered paths, the config and the change log; a page's cost grows with the minutes and paths in its window, not
+with the outcomes. A goal's status, trend, signals, parameter sensitivity and recommendation are its insights
+document's (``_analysis``): one definition for the dashboard and ``get_insights``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kalibr.dashboard._analysis import Analyses
+from kalibr.insights._stats import wilson_interval
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.policies.drift import RESETS, RESTORES, on_probation
 from kalibr.stores.base import OutcomeBucket, PathRecord, Store
 
-__all__ = ["GoalRow", "GoalView", "PathRow", "goal_rows", "goal_series", "goal_view", "wilson_interval"]
+__all__ = ["GoalRow", "GoalView", "PathRow", "goal_rows", "goal_series", "goal_view"]
 
-MIN_GOAL_SAMPLES = 20
 CHART_BUCKETS = 60
-_Z = 1.96
-
-
-def wilson_interval(successes: float, samples: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a success rate (fractional successes allowed)."""
-    if samples <= 0:
-        return (0.0, 1.0)
-    rate = successes / samples
-    spread = _Z * math.sqrt(rate * (1 - rate) / samples + _Z * _Z / (4 * samples * samples))
-    centre = rate + _Z * _Z / (2 * samples)
-    scale = 1 + _Z * _Z / samples
-    return (max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,40 +65,6 @@ def _total(buckets: Sequence[OutcomeBucket | Totals]) -> Totals:
     return total
 
 
-def trend(buckets: Sequence[OutcomeBucket]) -> dict[str, Any]:
-    """The later half of the outcomes (by time) against the earlier half: ``direction`` is ``declining`` or
-    ``improving`` when the change is at least 5 points with |z| >= 2, as in the insights document."""
-    per_time: dict[datetime, Totals] = {}
-    for bucket in buckets:
-        per_time[bucket.start] = per_time.get(bucket.start, Totals()).add(bucket)
-    ordered = [per_time[start] for start in sorted(per_time)]
-    total = _total(ordered)
-    earlier = Totals()
-    for item in ordered:
-        if earlier.outcomes * 2 >= total.outcomes:
-            break
-        earlier = earlier.add(item)
-    later_n, later_score = total.outcomes - earlier.outcomes, total.score_sum - earlier.score_sum
-    if earlier.outcomes < 10 or later_n < 10:
-        return {"direction": "unknown", "change": None}
-    before, after = earlier.score_sum / earlier.outcomes, later_score / later_n
-    pooled = total.score_sum / total.outcomes
-    spread = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / earlier.outcomes + 1 / later_n))
-    z = (after - before) / spread
-    direction = "stable"
-    if abs(z) >= 2 and abs(after - before) >= 0.05:
-        direction = "improving" if after > before else "declining"
-    return {"direction": direction, "change": after - before, "earlier": before, "recent": after}
-
-
-def status(rate: float | None, samples: int, *, degraded: bool) -> str:
-    if rate is None or samples < MIN_GOAL_SAMPLES:
-        return "insufficient_data"
-    if rate < 0.5:
-        return "failing"
-    return "degraded" if degraded else "healthy"
-
-
 @dataclass(frozen=True, slots=True)
 class GoalRow:
     """One line of the goals page."""
@@ -125,40 +76,25 @@ class GoalRow:
     signals: Sequence[str]
 
 
-def goal_rows(store: Store, tenant: str, since: datetime, now: datetime) -> list[GoalRow]:
+def goal_rows(store: Store, analyses: Analyses, tenant: str, since: datetime, now: datetime) -> list[GoalRow]:
     """Every goal of the tenant, worst status first."""
     rows = []
     for goal in store.goals(tenant):
         _, _, buckets = fine_buckets(store, tenant, goal, since, now)
-        registered = store.list_paths(tenant, goal, include_disabled=True)
-        arms = store.load_arms(tenant, goal, [record.path for record in registered])
-        goal_trend = trend(buckets)
-        totals = _total(buckets)
-        found = _signals(goal_trend, registered, arms, totals)
-        degraded = goal_trend["direction"] == "declining" or any(on_probation(arm) for arm in arms)
-        rows.append(
-            GoalRow(goal, status(totals.success_rate, totals.outcomes, degraded=degraded), totals, goal_trend, found)
-        )
+        analysis = analyses.of(tenant, goal, _hours(since, now), now)
+        rows.append(GoalRow(goal, analysis["status"], _total(buckets), analysis["trend"], _signals(analysis)))
     order = {"failing": 0, "degraded": 1, "insufficient_data": 2, "healthy": 3}
     rows.sort(key=lambda row: (order[row.status], row.goal))
     return rows
 
 
-def _signals(
-    goal_trend: Mapping[str, Any], registered: Sequence[PathRecord], arms: Sequence[ArmState], totals: Totals
-) -> list[str]:
-    found = []
-    for record, arm in zip(registered, arms, strict=True):
-        if on_probation(arm):
-            found.append(f"{record.path.model}: on probation after a detected drop")
-    if goal_trend["direction"] == "declining":
-        found.append(f"success declining ({goal_trend['change']:+.0%})")
-    disabled = [record.path.model for record in registered if not record.enabled]
-    if disabled:
-        found.append("disabled: " + ", ".join(disabled))
-    if totals.outcomes < MIN_GOAL_SAMPLES:
-        found.append(f"only {totals.outcomes} outcomes in the window")
-    return found
+def _hours(since: datetime, now: datetime) -> float:
+    return (now - since).total_seconds() / 3600
+
+
+def _signals(analysis: Mapping[str, Any]) -> list[str]:
+    """What needs attention: the insights' signals, worst first (the all-clear is the status itself)."""
+    return [signal["message"] for signal in analysis["actionable_signals"] if signal["type"] != "goal_healthy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +143,14 @@ class GoalView:
     paths: Sequence[PathRow]
     failure_categories: Sequence[tuple[str, int, float]]
     sensitivity: Sequence[Mapping[str, Any]]
+    """The insights' ``param_sensitivity``."""
     recommendation: Mapping[str, Any]
     config: PolicyConfig
     events: Sequence[Mapping[str, Any]]
     signals: Sequence[str] = field(default_factory=list)
 
 
-def goal_view(store: Store, tenant: str, goal: str, since: datetime, now: datetime) -> GoalView:
+def goal_view(store: Store, analyses: Analyses, tenant: str, goal: str, since: datetime, now: datetime) -> GoalView:
     registered = store.list_paths(tenant, goal, include_disabled=True)
     _, _, buckets = fine_buckets(store, tenant, goal, since, now)
     per_path: dict[str, list[OutcomeBucket]] = {}
@@ -247,21 +184,23 @@ def goal_view(store: Store, tenant: str, goal: str, since: datetime, now: dateti
                 path_id in generated,
             )
         )
-    goal_trend = trend(buckets)
-    degraded = goal_trend["direction"] == "declining" or any(row.on_probation for row in rows)
-    config = store.get_config(tenant, goal)
+    analysis = analyses.of(tenant, goal, _hours(since, now), now)
+    recommended = analysis["recommendation"]
     return GoalView(
         goal=goal,
-        status=status(totals.success_rate, totals.outcomes, degraded=degraded),
+        status=analysis["status"],
         totals=totals,
-        trend=goal_trend,
+        trend=analysis["trend"],
         paths=rows,
         failure_categories=_categories(failures, totals.outcomes),
-        sensitivity=_sensitivity(rows),
-        recommendation=_recommendation(rows, config),
-        config=config,
+        sensitivity=analysis["param_sensitivity"],
+        recommendation={
+            "path": next((row for row in rows if row.path_id == recommended["path_id"]), None),
+            "reasoning": recommended["reasoning"],
+        },
+        config=store.get_config(tenant, goal),
         events=events,
-        signals=_signals(goal_trend, registered, arms, totals),
+        signals=_signals(analysis),
     )
 
 
@@ -275,60 +214,6 @@ def _categories(failures: Mapping[str, Mapping[str, int]], outcomes: int) -> lis
             counts[category] = counts.get(category, 0) + count
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(category, count, count / outcomes if outcomes else 0.0) for category, count in ordered]
-
-
-def _sensitivity(rows: Sequence[PathRow]) -> list[dict[str, Any]]:
-    """Paths of one model that differ only in one numeric parameter, side by side (at least two values)."""
-    groups: dict[tuple[str, str, str], list[tuple[float, PathRow]]] = {}
-    for row in rows:
-        params = row.record.path.params
-        for name, value in params.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            others = json.dumps({k: v for k, v in params.items() if k != name}, sort_keys=True, default=str)
-            groups.setdefault((row.record.path.model, name, others), []).append((float(value), row))
-    found = []
-    for (model, param, others), members in sorted(groups.items()):
-        measured = sorted((value, row) for value, row in members if row.totals.outcomes)
-        if len({value for value, _ in measured}) < 2:
-            continue
-        rates = [(value, row.totals.success_rate or 0.0, row) for value, row in measured]
-        best = max(rates, key=lambda item: item[1])
-        worst = min(rates, key=lambda item: item[1])
-        found.append(
-            {
-                "model": model,
-                "param": param,
-                "fixed": json.loads(others),
-                "measured": [(value, rate, row.totals.outcomes, row.interval) for value, rate, row in rates],
-                "best_value": best[0],
-                "difference": best[1] - worst[1],
-            }
-        )
-    return found
-
-
-def _recommendation(rows: Sequence[PathRow], config: PolicyConfig) -> dict[str, Any]:
-    """The path the router exploits now: the highest learned success rate among enabled paths, and why."""
-    enabled = [row for row in rows if row.record.enabled]
-    if not enabled:
-        return {"path": None, "reasoning": "no enabled path: enable one, or register paths by routing a call"}
-    best = max(enabled, key=lambda row: row.learned_rate)
-    evidence = best.arm.successes + best.arm.failures
-    parts = [
-        f"{best.label} has the highest learned success rate, {best.learned_rate:.0%} "
-        f"over {evidence:g} trusted outcomes ({best.arm.total_samples} in all)"
-    ]
-    runner_up = max((row for row in enabled if row is not best), key=lambda row: row.learned_rate, default=None)
-    if runner_up is not None:
-        parts.append(f"next is {runner_up.label} at {runner_up.learned_rate:.0%}")
-    if evidence < config.min_samples_before_exploit:
-        parts.append(f"still exploring: fewer than {config.min_samples_before_exploit} outcomes")
-    for row in enabled:
-        if row.on_probation:
-            parts.append(f"{row.label} is on probation after a detected drop (probed occasionally)")
-    parts.append(f"{config.exploration_rate:.0%} of decisions explore")
-    return {"path": best, "reasoning": "; ".join(parts)}
 
 
 def fine_buckets(

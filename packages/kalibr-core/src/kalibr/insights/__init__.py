@@ -60,11 +60,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from kalibr._domain import check_goal
 from kalibr._exceptions import UserError
 from kalibr.insights import _signals as signals
 from kalibr.insights._changes import changes, record_change
-from kalibr.insights._drops import find_drops, since_drops
+from kalibr.insights._drops import find_drops, path_rows, since_drops
 from kalibr.insights._goal import (
     MIN_GOAL_SAMPLES,
     failure_modes,
@@ -74,10 +76,11 @@ from kalibr.insights._goal import (
     trend,
 )
 from kalibr.insights._policy import answer_policy
-from kalibr.insights._stats import PathStats, rounded, summarise_paths
+from kalibr.insights._stats import PathStats, rounded, sequential_sum, summarise_paths
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies.base import ArmState, PolicyConfig
-from kalibr.stores.base import OutcomeRecord, PathRecord, Store
+from kalibr.stores._columns import columns_from_records
+from kalibr.stores.base import OutcomeColumns, OutcomeRecord, PathRecord, Store
 
 __all__ = [
     "MAX_WINDOW_HOURS",
@@ -117,7 +120,8 @@ def recommend(
     arms = router_arms(store, tenant, goal, registered)
     answer: PolicyAnswer | None = None
     for hours in _windows(window_hours):
-        evidence = _Evidence(store.outcomes(tenant, goal, now - timedelta(hours=hours)), registered, generated, arms)
+        columns = store.outcome_columns(tenant, goal, now - timedelta(hours=hours))
+        evidence = _Evidence(columns, registered, generated, arms)
         answer = answer_policy(
             goal,
             evidence.current,
@@ -145,16 +149,12 @@ def build_insights(
     _check_window(window_hours)
     now = now or datetime.now(UTC)
     since = now - timedelta(hours=window_hours)
-    records = store.outcomes(tenant, goal, since)
-    by_goal: dict[str, list[OutcomeRecord]] = {}
-    for record in records:
-        by_goal.setdefault(record.goal, []).append(record)
-    names = [goal] if goal is not None else sorted(set(store.goals(tenant)) | set(by_goal))
+    names = [goal] if goal is not None else store.goals(tenant)
     all_changes = changes(store, tenant, goal, _EPOCH)
     goals = [
         analyse_goal(
             name,
-            by_goal.get(name, []),
+            store.outcome_columns(tenant, name, since),
             registered,
             path_changes=[c for c in all_changes if c["goal"] == name],
             window_hours=window_hours,
@@ -181,7 +181,7 @@ _STATUS_ORDER = {"failing": 0, "degraded": 1, "insufficient_data": 2, "healthy":
 
 def analyse_goal(
     goal: str,
-    records: Sequence[OutcomeRecord],
+    outcomes: OutcomeColumns | Sequence[OutcomeRecord],
     registered: Sequence[PathRecord],
     *,
     path_changes: Sequence[Mapping[str, Any]] = (),
@@ -190,12 +190,13 @@ def analyse_goal(
     since: datetime = _EPOCH,
     arms: Mapping[str, ArmState] | None = None,
 ) -> dict[str, Any]:
-    """One goal's insights from its outcomes (oldest first), registered paths, change log and the router's arms
-    (path id -> ``ArmState``: its drop detections). Pure."""
+    """One goal's insights from its outcomes (columns, or records oldest first), registered paths, change log and
+    the router's arms (path id -> ``ArmState``: its drop detections). Pure."""
     config = config or PolicyConfig()
-    evidence = _Evidence(records, registered, _generated_in(path_changes), arms or {})
-    total = len(records)
-    rate = sum(r.score for r in records) / total if total else None
+    columns = outcomes if isinstance(outcomes, OutcomeColumns) else columns_from_records(outcomes)
+    evidence = _Evidence(columns, registered, _generated_in(path_changes), arms or {})
+    total = len(columns)
+    rate = sequential_sum(columns.score) / total if total else None
     answer = answer_policy(
         goal,
         evidence.current,
@@ -205,7 +206,7 @@ def analyse_goal(
         drops=evidence.drops,
     )
     effects = param_sensitivity(evidence.current)
-    goal_trend = trend([r.score for r in records])
+    goal_trend = trend(columns.score)
     found = _signals_for(evidence, effects, answer, total, config)
     drifted = any(s["type"] == "drift_detected" and s["data"]["direction"] == "down" for s in found)
     degraded = drifted or goal_trend["direction"] == "declining" or any(s["severity"] == "high" for s in found)
@@ -233,21 +234,21 @@ class _Evidence:
 
     def __init__(
         self,
-        records: Sequence[OutcomeRecord],
+        columns: OutcomeColumns,
         registered: Sequence[PathRecord],
         generated: set[str],
         arms: Mapping[str, ArmState],
     ) -> None:
-        per_path: dict[str, list[OutcomeRecord]] = {}
-        for record in records:
-            per_path.setdefault(record.path_id, []).append(record)
-        self.drops = find_drops(per_path, arms)
-        self.window = summarise_paths(records, registered, generated)
+        per_path = path_rows(columns)
+        self.drops = find_drops(columns, per_path, arms)
+        self.window = summarise_paths(columns, registered, generated)
+        self.current_total = len(columns)
         if any(drop.direction == "down" for drop in self.drops.values()):
-            self.current_records: Sequence[OutcomeRecord] = since_drops(per_path, self.drops)
-            self.current = summarise_paths(self.current_records, registered, generated)
+            kept = since_drops(columns, per_path, self.drops)
+            self.current = summarise_paths(columns, registered, generated, kept)
+            self.current_total = int(np.count_nonzero(kept))
         else:  # nothing dropped: every path is judged on the whole window
-            self.current_records, self.current = records, self.window
+            self.current = self.window
         self._current_by_id = {item.path_id: item for item in self.current}
 
     def path_row(self, item: PathStats, total: int) -> dict[str, Any]:
@@ -266,7 +267,7 @@ class _Evidence:
 def _signals_for(
     evidence: _Evidence, effects: Sequence[Any], answer: PolicyAnswer, total: int, config: PolicyConfig
 ) -> list[dict[str, Any]]:
-    current, current_total = evidence.current, len(evidence.current_records)
+    current, current_total = evidence.current, evidence.current_total
     return [
         *signals.path_failing(evidence.window),
         *signals.path_underperforming(current, current_total),

@@ -10,17 +10,20 @@ scan of the window's outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kalibr.insights._stats import Changepoint, changepoint_at, find_changepoint, rounded
+import numpy as np
+
+from kalibr.insights._stats import Changepoint, changepoint_at, find_changepoint, rounded, sequential_sum
 from kalibr.policies.base import ArmState
 from kalibr.policies.drift import detected_drop
-from kalibr.stores.base import OutcomeRecord
+from kalibr.stores._records import from_micros
+from kalibr.stores.base import OutcomeColumns
 
-__all__ = ["DRIFT_MIN_CHANGE", "DRIFT_STATISTIC", "Drop", "find_drops", "since_drops"]
+__all__ = ["DRIFT_MIN_CHANGE", "DRIFT_STATISTIC", "Drop", "find_drops", "path_rows", "since_drops"]
 
 DRIFT_STATISTIC = 20.0
 """2 x log-likelihood ratio of the best split; 20 keeps false alarms under 1% on stable paths of 50-1000 outcomes."""
@@ -72,54 +75,60 @@ class Drop:
         return text
 
 
-def find_drops(per_path: Mapping[str, Sequence[OutcomeRecord]], arms: Mapping[str, ArmState]) -> dict[str, Drop]:
-    """Per path (outcomes oldest first): the router's standing detection, else a significant change the scan finds."""
+def path_rows(columns: OutcomeColumns) -> dict[str, np.ndarray]:
+    """Per path id with outcomes, the indices of its rows (oldest first), paths in order of their first outcome."""
+    rows = {code: np.flatnonzero(columns.path == code) for code in np.unique(columns.path).tolist()}
+    ordered = sorted(rows.items(), key=lambda item: int(item[1][0]))
+    return {columns.path_ids[code]: indices for code, indices in ordered}
+
+
+def find_drops(
+    columns: OutcomeColumns, per_path: Mapping[str, np.ndarray], arms: Mapping[str, ArmState]
+) -> dict[str, Drop]:
+    """Per path (its rows, from ``path_rows``): the router's standing detection, else a significant change the
+    scan finds."""
     found: dict[str, Drop] = {}
-    for path_id, records in per_path.items():
+    for path_id, rows in per_path.items():
+        scores, reported_at = columns.score[rows], columns.reported_at[rows]
         arm = arms.get(path_id)
-        drop = _router_drop(path_id, records, arm) if arm is not None else None
-        found_change = drop or _scanned_change(path_id, records)
+        drop = _router_drop(path_id, scores, reported_at, arm) if arm is not None else None
+        found_change = drop or _scanned_change(path_id, scores, reported_at)
         if found_change is not None:
             found[path_id] = found_change
     return found
 
 
-def since_drops(per_path: Mapping[str, Sequence[OutcomeRecord]], drops: Mapping[str, Drop]) -> list[OutcomeRecord]:
-    """Every path's outcomes, those before its drop left out: the evidence each path is judged on now."""
-    kept: list[OutcomeRecord] = []
-    for path_id, records in per_path.items():
-        drop = drops.get(path_id)
-        kept.extend(records if drop is None or drop.direction == "up" else records[drop.change.index :])
-    kept.sort(key=lambda record: record.reported_at)
+def since_drops(columns: OutcomeColumns, per_path: Mapping[str, np.ndarray], drops: Mapping[str, Drop]) -> np.ndarray:
+    """Which rows each path is judged on now: all of them, those of a path from before its drop left out."""
+    kept = np.ones(len(columns), dtype=np.bool_)
+    for path_id, drop in drops.items():
+        if drop.direction == "down":
+            kept[per_path[path_id][: drop.change.index]] = False
     return kept
 
 
-def _router_drop(path_id: str, records: Sequence[OutcomeRecord], arm: ArmState) -> Drop | None:
+def _router_drop(path_id: str, scores: np.ndarray, reported_at: np.ndarray, arm: ArmState) -> Drop | None:
     detection = detected_drop(arm)
-    if detection is None or not records:
+    if detection is None or not len(scores):
         return None
     # The detector fired on the outcome stamped ``detected_at``; the change began ``outcomes_since_change`` earlier.
-    fired = sum(1 for record in records if record.reported_at.timestamp() <= detection.detected_at + 1e-3)
+    fired = int(np.count_nonzero(reported_at / 1e6 <= detection.detected_at + 1e-3))
     start = fired - detection.outcomes_since_change
-    detected_at = datetime.fromtimestamp(detection.detected_at, records[0].reported_at.tzinfo)
+    detected_at = datetime.fromtimestamp(detection.detected_at, UTC)
     if start <= 0:  # the change came before the window: every outcome here is after it
-        before = records[0]
-        change = Changepoint(0, before.reported_at, detection.rate_before, _rate(records), 0, len(records), 0.0)
-    elif start >= len(records):
+        rate = sequential_sum(scores) / len(scores)
+        change = Changepoint(0, from_micros(int(reported_at[0])), detection.rate_before, rate, 0, len(scores), 0.0)
+    elif start >= len(scores):
         return None
     else:
-        change = changepoint_at(records, start)
+        change = changepoint_at(scores, reported_at, start)
     return Drop(path_id, change, "router", detected_at, detection.on_probation)
 
 
-def _scanned_change(path_id: str, records: Sequence[OutcomeRecord]) -> Drop | None:
-    change = find_changepoint(records)
+def _scanned_change(path_id: str, scores: np.ndarray, reported_at: np.ndarray) -> Drop | None:
+    change = find_changepoint(scores, reported_at)
     if change is None or change.statistic < DRIFT_STATISTIC:
         return None
     if abs(change.after_rate - change.before_rate) < DRIFT_MIN_CHANGE:
         return None
     return Drop(path_id, change, "insights", None, False)
-
-
-def _rate(records: Sequence[OutcomeRecord]) -> float:
-    return sum(record.score for record in records) / len(records)

@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kalibr.insights._stats import PathStats, RateComparison, compare_rates, rounded
+import numpy as np
+
+from kalibr.insights._stats import PathStats, RateComparison, compare_rates, rounded, sequential_sum
 
 __all__ = [
     "GoalStatus",
@@ -32,7 +34,7 @@ SENSITIVITY_P_VALUE = 0.05
 SENSITIVITY_MIN_DIFFERENCE = 0.05
 
 
-def trend(scores: Sequence[float]) -> dict[str, Any]:
+def trend(scores: np.ndarray) -> dict[str, Any]:
     """Compare the later half of the window's outcomes with the earlier half (chronological order).
 
     ``direction`` is ``declining`` or ``improving`` only when the change is at least 5 points and |z| >= 2.
@@ -41,7 +43,7 @@ def trend(scores: Sequence[float]) -> dict[str, Any]:
     if n < 2 * MIN_VALUE_SAMPLES:
         return {"direction": "unknown", "earlier_success_rate": None, "recent_success_rate": None, "change": None}
     half = n // 2
-    earlier, recent = sum(scores[:half]), sum(scores[half:])
+    earlier, recent = sequential_sum(scores[:half]), sequential_sum(scores[half:])
     comparison = compare_rates(recent, n - half, earlier, half)
     direction = "stable"
     if abs(comparison.z) >= 2 and abs(comparison.difference) >= 0.05:

@@ -1,13 +1,14 @@
 """Per-path summaries and the few statistics insights rest on: Wilson intervals, two-proportion tests, scans.
 
 Scores count fractionally (0.85 is 0.85 of a success), so every "success count" here is a float sum of scores.
-Everything is pure: records in, frozen values out.
+Everything is pure: a goal's outcome columns (``OutcomeColumns``) in, frozen values out. Sums run in the outcomes'
+order, one after the other, as a Python loop would add them, so a figure does not depend on how it was computed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from kalibr.stores.base import OutcomeRecord, PathRecord
+from kalibr.stores._records import from_micros
+from kalibr.stores.base import OutcomeColumns, PathRecord
 
 __all__ = [
     "Changepoint",
@@ -25,6 +27,7 @@ __all__ = [
     "find_changepoint",
     "normal_cdf",
     "rounded",
+    "sequential_sum",
     "summarise_paths",
     "wilson_interval",
 ]
@@ -97,16 +100,22 @@ class Changepoint:
     """2 x the log-likelihood ratio of "two rates, split here" against "one rate" (about chi-squared, 1 df)."""
 
 
-def find_changepoint(records: Sequence[OutcomeRecord], *, min_segment: int = 4) -> Changepoint | None:
-    """Scan every split of the (chronological) outcomes for the largest likelihood-ratio statistic.
+def sequential_sum(values: np.ndarray) -> float:
+    """The sum added left to right (numpy's ``sum`` adds pairwise, which rounds differently)."""
+    return float(np.cumsum(values)[-1]) if len(values) else 0.0
+
+
+def find_changepoint(scores: np.ndarray, reported_at: np.ndarray, *, min_segment: int = 4) -> Changepoint | None:
+    """Scan every split of one path's (chronological) scores for the largest likelihood-ratio statistic;
+    ``reported_at`` holds their times (microseconds).
 
     The likelihood ratio, unlike a z statistic, stays calibrated when one segment is short, which is the usual
     case: the router stops sending traffic to a path soon after it breaks.
     """
-    n = len(records)
+    n = len(scores)
     if n < 2 * min_segment:
         return None
-    prefix = _prefix_sums(records)
+    prefix = _prefix_sums(scores)
     splits = np.arange(min_segment, n - min_segment + 1)
     total = prefix[-1]
     statistics = 2 * (
@@ -114,16 +123,15 @@ def find_changepoint(records: Sequence[OutcomeRecord], *, min_segment: int = 4) 
         + _log_likelihoods(total - prefix[splits], n - splits)
         - _log_likelihood(float(total), n)
     )
-    return _changepoint(records, prefix, int(splits[int(np.argmax(statistics))]))
+    return _changepoint(reported_at, prefix, int(splits[int(np.argmax(statistics))]))
 
 
-def changepoint_at(records: Sequence[OutcomeRecord], index: int) -> Changepoint:
-    """The split of the outcomes at ``index`` (0 < index < len), as ``find_changepoint`` would report it."""
-    return _changepoint(records, _prefix_sums(records), index)
+def changepoint_at(scores: np.ndarray, reported_at: np.ndarray, index: int) -> Changepoint:
+    """The split of the scores at ``index`` (0 < index < len), as ``find_changepoint`` would report it."""
+    return _changepoint(reported_at, _prefix_sums(scores), index)
 
 
-def _prefix_sums(records: Sequence[OutcomeRecord]) -> np.ndarray:
-    scores = np.fromiter((record.score for record in records), np.float64, len(records))
+def _prefix_sums(scores: np.ndarray) -> np.ndarray:
     return np.concatenate(([0.0], np.cumsum(scores)))
 
 
@@ -137,13 +145,13 @@ def _log_likelihoods(successes: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return np.asarray(hits + misses)
 
 
-def _changepoint(records: Sequence[OutcomeRecord], prefix: np.ndarray, k: int) -> Changepoint:
-    n, total, before_sum = len(records), float(prefix[-1]), float(prefix[k])
+def _changepoint(reported_at: np.ndarray, prefix: np.ndarray, k: int) -> Changepoint:
+    n, total, before_sum = len(reported_at), float(prefix[-1]), float(prefix[k])
     before, after = before_sum / k, (total - before_sum) / (n - k)
     statistic = 2 * (
         _log_likelihood(before_sum, k) + _log_likelihood(total - before_sum, n - k) - _log_likelihood(total, n)
     )
-    return Changepoint(k, records[k].reported_at, before, after, k, n - k, statistic)
+    return Changepoint(k, from_micros(int(reported_at[k])), before, after, k, n - k, statistic)
 
 
 def _log_likelihood(successes: float, samples: int) -> float:
@@ -165,7 +173,10 @@ class PathStats:
     successes: float
     cost_sum: float = 0.0
     cost_count: int = 0
-    latencies: tuple[float, ...] = ()
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    p95_latency_ms: float | None = None
+    """The nearest-rank 95th percentile of the outcomes' latencies."""
     failures: Mapping[str, int] = field(default_factory=dict)
     registered: bool = False
     enabled: bool = True
@@ -192,14 +203,7 @@ class PathStats:
 
     @property
     def mean_latency_ms(self) -> float | None:
-        return sum(self.latencies) / len(self.latencies) if self.latencies else None
-
-    @property
-    def p95_latency_ms(self) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+        return self.latency_sum / self.latency_count if self.latency_count else None
 
     @property
     def label(self) -> str:
@@ -230,18 +234,69 @@ class PathStats:
 
 
 def summarise_paths(
-    records: Iterable[OutcomeRecord], registered: Sequence[PathRecord], generated: Iterable[str] = ()
+    columns: OutcomeColumns,
+    registered: Sequence[PathRecord],
+    generated: Iterable[str] = (),
+    kept: np.ndarray | None = None,
 ) -> list[PathStats]:
-    """One ``PathStats`` per registered path (even without outcomes) and per path seen in the outcomes."""
+    """One ``PathStats`` per registered path (even without outcomes) and per path seen in the outcomes (those of
+    the ``kept`` mask, when given)."""
     generated_ids = set(generated)
-    grouped: dict[str, list[OutcomeRecord]] = {}
-    for record in records:
-        grouped.setdefault(record.path_id, []).append(record)
     stats = {item.path.path_id: _empty(item, generated_ids) for item in registered}
-    for path_id, items in grouped.items():
-        base = stats.get(path_id) or PathStats(path_id, items[-1].model or "?", dict(items[-1].params), 0, 0.0)
-        stats[path_id] = _with_outcomes(base, items)
+    rows = slice(None) if kept is None else kept
+    path, score = columns.path[rows], columns.score[rows]
+    width = len(columns.path_ids)
+    samples = np.bincount(path, minlength=width)
+    successes = np.bincount(path, weights=score, minlength=width)
+    cost, latency = columns.cost_usd[rows], columns.latency_ms[rows]
+    priced, timed = ~np.isnan(cost), ~np.isnan(latency)
+    cost_sums = np.bincount(path[priced], weights=cost[priced], minlength=width)
+    cost_counts = np.bincount(path[priced], minlength=width)
+    latency_sums = np.bincount(path[timed], weights=latency[timed], minlength=width)
+    latency_counts = np.bincount(path[timed], minlength=width)
+    answered = np.bincount(path[~columns.provider_failed[rows]], minlength=width)
+    failures = _failures(columns, path, score, columns.category[rows])
+    for code in np.flatnonzero(samples).tolist():
+        path_id = columns.path_ids[code]
+        base = stats.get(path_id) or PathStats(path_id, columns.models[code] or "?", {}, 0, 0.0)
+        stats[path_id] = dataclasses.replace(
+            base,
+            samples=int(samples[code]),
+            successes=float(successes[code]),
+            cost_sum=float(cost_sums[code]),
+            cost_count=int(cost_counts[code]),
+            latency_sum=float(latency_sums[code]),
+            latency_count=int(latency_counts[code]),
+            p95_latency_ms=_p95(latency[timed & (path == code)]),
+            failures=failures.get(code, {}),
+            answered=int(answered[code]),
+        )
     return sorted(stats.values(), key=lambda item: (-item.samples, item.path_id))
+
+
+def _failures(
+    columns: OutcomeColumns, path: np.ndarray, score: np.ndarray, category: np.ndarray
+) -> dict[int, dict[str, int]]:
+    """Per path code, the categories of its failed outcomes (score under 0.5; "unknown" when none was given),
+    counted in the order they first appear."""
+    failed = score < 0.5
+    pairs = path[failed] * (len(columns.categories) + 1) + category[failed] + 1
+    values, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+    found: dict[int, dict[str, int]] = {}
+    for position in np.argsort(first, kind="stable").tolist():
+        code, category_code = divmod(int(values[position]), len(columns.categories) + 1)
+        name = columns.categories[category_code - 1] if category_code else "unknown"
+        per_path = found.setdefault(code, {})
+        per_path[name] = per_path.get(name, 0) + int(counts[position])
+    return found
+
+
+def _p95(latencies: np.ndarray) -> float | None:
+    """Nearest rank: the smallest latency at or above 95% of them."""
+    if not len(latencies):
+        return None
+    ordered = np.sort(latencies)
+    return float(ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)])
 
 
 def _empty(record: PathRecord, generated: set[str]) -> PathStats:
@@ -255,26 +310,6 @@ def _empty(record: PathRecord, generated: set[str]) -> PathStats:
         registered=True,
         enabled=record.enabled,
         generated=path.path_id in generated,
-    )
-
-
-def _with_outcomes(base: PathStats, records: Sequence[OutcomeRecord]) -> PathStats:
-    costs = [r.cost_usd for r in records if r.cost_usd is not None]
-    failures = Counter((r.failure_category or "unknown") for r in records if r.score < 0.5)
-    return PathStats(
-        base.path_id,
-        base.model,
-        base.params,
-        len(records),
-        sum(r.score for r in records),
-        cost_sum=sum(costs),
-        cost_count=len(costs),
-        latencies=tuple(r.latency_ms for r in records if r.latency_ms is not None),
-        failures=dict(failures),
-        registered=base.registered,
-        enabled=base.enabled,
-        generated=base.generated,
-        answered=sum(1 for r in records if r.source != "error"),
     )
 
 

@@ -241,6 +241,18 @@ class Engine:
                 arms.setdefault(path.path_id, ArmState(path.path_id, path.model))
             return [arms[path.path_id] for path in paths]
 
+    def disabled_paths(self, goal: str) -> frozenset[str]:
+        """The goal's path ids disabled in the store (the router's fallbacks skip them): as the last decision saw
+        them, or read again when that is older than the refresh interval (a forced call decides nothing)."""
+        if time.time() - self._loaded_at.get(goal, -1e18) <= self._refresh_interval:
+            return self._disabled.get(goal, frozenset())
+        try:
+            records = self.store.list_paths(self.tenant, goal, include_disabled=True)
+        except Exception:  # a provider just failed: falling back matters more than the store's latest word
+            logger.warning("kalibr: could not read the disabled paths of goal %r; using the last known", goal)
+            return self._disabled.get(goal, frozenset())
+        return frozenset(record.path.path_id for record in records if not record.enabled)
+
     def _enabled(self, goal: str, paths: Sequence[Path], arms: list[ArmState]) -> tuple[Sequence[Path], list[ArmState]]:
         """``paths`` and their ``arms`` without those disabled in the store (``kalibr dashboard``, the service's
         disable endpoint). When every declared path is disabled, all of them: the caller's request still routes."""

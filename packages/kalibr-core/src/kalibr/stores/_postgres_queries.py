@@ -89,6 +89,15 @@ OUTCOMES_SINCE = _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.reported_at >= %s
 GOAL_OUTCOMES_SINCE = (
     _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.goal = %s AND o.reported_at >= %s ORDER BY o.reported_at, o.id"
 )
+# Insights' read: the goal's outcomes as one row of arrays, oldest first (ties in arrival order).
+_ORDER = "ORDER BY reported_at, id"
+GOAL_OUTCOME_COLUMNS = f"""
+    SELECT count(*), array_agg(path_id {_ORDER}), array_agg(model {_ORDER}), array_agg(score {_ORDER}),
+        array_agg(cost_usd {_ORDER}), array_agg(latency_ms {_ORDER}), array_agg(failure_category {_ORDER}),
+        array_agg(source = 'error' {_ORDER}),
+        array_agg((extract(epoch FROM reported_at) * 1000000)::int8 {_ORDER})
+    FROM outcomes WHERE tenant = %s AND goal = %s AND reported_at >= %s
+"""
 UPDATE_OUTCOME = """
     UPDATE outcomes SET score = %s, success = %s, failure_category = %s, reason = %s, source = %s
     WHERE tenant = %s AND trace_id = %s

@@ -66,6 +66,19 @@ OUTCOMES_SINCE = _SELECT_OUTCOMES + "WHERE o.tenant = ? AND o.reported_at >= ? O
 GOAL_OUTCOMES_SINCE = (
     _SELECT_OUTCOMES + "WHERE o.tenant = ? AND o.goal = ? AND o.reported_at >= ? ORDER BY o.reported_at, o.id"
 )
+# Insights' read: the goal's outcomes as one row of joined columns (sqlite3 builds a Python tuple per row, which
+# costs more than the query; one row of text lets numpy parse the numbers). The index on (tenant, goal,
+# reported_at) gives the rows in time order, ties in arrival order (its entries end with the id), without a sort.
+_IN_ORDER = "FROM (SELECT * FROM outcomes WHERE tenant = ? AND goal = ? AND reported_at >= ? ORDER BY reported_at, id)"
+GOAL_OUTCOME_COLUMNS = (
+    "SELECT count(*), group_concat(path_id, char(31)), group_concat(ifnull(model, ''), char(31)), "
+    "group_concat(score), group_concat(ifnull(cost_usd, 'nan')), group_concat(ifnull(latency_ms, 'nan')), "
+    "group_concat(ifnull(failure_category, ''), char(31)), group_concat(source = 'error'), "
+    f"group_concat(reported_at) {_IN_ORDER}"
+)
+GOAL_OUTCOME_ROWS = (
+    "SELECT path_id, model, score, cost_usd, latency_ms, failure_category, source = 'error', reported_at " + _IN_ORDER
+)
 UPDATE_OUTCOME = (
     "UPDATE outcomes SET score = ?, success = ?, failure_category = ?, reason = ?, source = ? "
     "WHERE tenant = ? AND trace_id = ?"

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from kalibr._domain import Decision, Outcome, Path
 from kalibr.policies.base import ArmState, PolicyConfig
 
@@ -25,6 +28,7 @@ __all__ = [
     "DecisionRecord",
     "OutcomeBucket",
     "OutcomeChanges",
+    "OutcomeColumns",
     "OutcomeRecord",
     "PathRecord",
     "Store",
@@ -65,6 +69,35 @@ class OutcomeRecord:
     reported_at: datetime
     params: Mapping[str, Any] = field(default_factory=dict)
     """The path's params, joined from the registered path, for parameter-sensitivity insights."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OutcomeColumns:
+    """One goal's outcomes in a window, oldest first (by report time, then arrival), one array per field.
+
+    Row ``i`` of every array is the same outcome. Insights and ``get_policy`` read this instead of records: a
+    handful of arrays instead of an object per outcome, and numpy instead of a Python loop over them.
+    """
+
+    path_ids: tuple[str, ...]
+    """The distinct path ids; ``path[i]`` indexes this tuple."""
+    models: tuple[str | None, ...]
+    """Per path id (same order), the model its latest outcome names."""
+    path: npt.NDArray[np.intp]
+    score: npt.NDArray[np.float64]
+    cost_usd: npt.NDArray[np.float64]
+    """NaN where the outcome reported no cost (likewise ``latency_ms``)."""
+    latency_ms: npt.NDArray[np.float64]
+    categories: tuple[str, ...]
+    """The distinct failure categories; ``category[i]`` indexes this tuple, -1 for none."""
+    category: npt.NDArray[np.intp]
+    provider_failed: npt.NDArray[np.bool_]
+    """Reported for a provider failure (source ``error``): the provider never answered that call."""
+    reported_at: npt.NDArray[np.int64]
+    """Microseconds since the epoch (UTC)."""
+
+    def __len__(self) -> int:
+        return len(self.score)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +207,10 @@ class Store(Protocol):
 
     def outcomes(self, tenant: str, goal: str | None, since: datetime) -> list[OutcomeRecord]:
         """Outcomes reported since ``since`` (for one goal, or every goal), oldest first."""
+        ...
+
+    def outcome_columns(self, tenant: str, goal: str, since: datetime) -> OutcomeColumns:
+        """The goal's outcomes reported since ``since``, oldest first, as columns (what insights analyse)."""
         ...
 
     def prune(self, before: datetime) -> tuple[int, int]:

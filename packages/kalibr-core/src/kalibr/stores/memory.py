@@ -17,6 +17,7 @@ from kalibr._domain import Decision, Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores._aggregates import check_buckets, hour_of
+from kalibr.stores._columns import GoalColumns, columns_from_values
 from kalibr.stores._records import (
     changed_outcome,
     decision_record,
@@ -32,6 +33,7 @@ from kalibr.stores.base import (
     DecisionRecord,
     OutcomeBucket,
     OutcomeChanges,
+    OutcomeColumns,
     OutcomeRecord,
     PathRecord,
 )
@@ -55,6 +57,8 @@ class MemoryStore:
         self._arms: dict[_ArmKey, ArmState] = {}
         self._decisions: dict[tuple[str, str], DecisionRecord] = {}
         self._outcomes: dict[tuple[str, str], OutcomeRecord] = {}
+        # The same outcomes per (tenant, goal) as columns, kept beside the records for insights' reads.
+        self._columns: dict[tuple[str, str], GoalColumns] = {}
         self._paths: dict[tuple[str, str, str], PathRecord] = {}
         self._configs: dict[tuple[str, str], PolicyConfig] = {}
         self._keys: dict[str, tuple[str, datetime]] = {}
@@ -127,6 +131,8 @@ class MemoryStore:
             self._record_decisions(tenant, decided)
             self._arms.update(staged_arms)
             self._outcomes.update(staged_outcomes)
+            for record in staged_outcomes.values():
+                self._columns.setdefault((tenant, record.goal), GoalColumns()).add(record)
             return applied
 
     def update_outcome(
@@ -145,6 +151,7 @@ class MemoryStore:
                 key = (tenant, old.goal, old.path_id)
                 self._arms[key] = adjust(self._arm(*key, old.model), old.score, new.score)
             self._outcomes[tenant, trace_id] = new
+            self._columns[tenant, new.goal].replace(new)
             return self._with_params(tenant, new)
 
     def outcomes(self, tenant: str, goal: str | None, since: datetime) -> list[OutcomeRecord]:
@@ -157,6 +164,14 @@ class MemoryStore:
             ]
         return sorted(found, key=lambda record: record.reported_at)
 
+    def outcome_columns(self, tenant: str, goal: str, since: datetime) -> OutcomeColumns:
+        since = utc(since, "since")
+        with self._lock:
+            kept = self._columns.get((tenant, goal))
+            if kept is not None:
+                return kept.columns(since)
+        return columns_from_values(*[[]] * 8)
+
     def prune(self, before: datetime) -> tuple[int, int]:
         before = utc(before, "before")
         with self._lock:
@@ -166,6 +181,10 @@ class MemoryStore:
                 del self._decisions[key]
             for key in old_outcomes:
                 del self._outcomes[key]
+            if old_outcomes:
+                self._columns = {}
+                for (tenant, _), record in self._outcomes.items():
+                    self._columns.setdefault((tenant, record.goal), GoalColumns()).add(record)
         return len(old_decisions), len(old_outcomes)
 
     def goals(self, tenant: str) -> list[str]:

@@ -26,6 +26,7 @@ from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores import _aggregates as agg
 from kalibr.stores import _postgres_queries as q
 from kalibr.stores import _rollups as rollups
+from kalibr.stores._columns import columns_from_values
 from kalibr.stores._postgres_schema import migrate
 from kalibr.stores._records import (
     arm_for,
@@ -48,6 +49,7 @@ from kalibr.stores.base import (
     DecisionRecord,
     OutcomeBucket,
     OutcomeChanges,
+    OutcomeColumns,
     OutcomeRecord,
     PathRecord,
 )
@@ -232,6 +234,11 @@ class PostgresStore:
         else:
             rows = self._query(q.GOAL_OUTCOMES_SINCE, (tenant, goal, start))
         return [q.outcome_from_row(row) for row in rows]
+
+    @_translated
+    def outcome_columns(self, tenant: str, goal: str, since: datetime) -> OutcomeColumns:
+        ((_, *arrays),) = self._query(q.GOAL_OUTCOME_COLUMNS, (tenant, goal, utc(since, "since")))
+        return columns_from_values(*(values or [] for values in arrays))  # no outcome: every array is NULL
 
     @_translated
     def prune(self, before: datetime) -> tuple[int, int]:

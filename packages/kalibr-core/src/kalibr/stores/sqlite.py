@@ -24,6 +24,7 @@ from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores import _aggregates as agg
 from kalibr.stores import _rollups as rollups
 from kalibr.stores import _sqlite_queries as q
+from kalibr.stores._columns import columns_from_joined, columns_from_values
 from kalibr.stores._records import (
     arm_for,
     arm_from_values,
@@ -50,6 +51,7 @@ from kalibr.stores.base import (
     DecisionRecord,
     OutcomeBucket,
     OutcomeChanges,
+    OutcomeColumns,
     OutcomeRecord,
     PathRecord,
 )
@@ -277,6 +279,16 @@ class SQLiteStore:
         else:
             rows = self._conn().execute(q.GOAL_OUTCOMES_SINCE, (tenant, goal, start))
         return [q.outcome_from_row(row) for row in rows]
+
+    @_translated
+    def outcome_columns(self, tenant: str, goal: str, since: datetime) -> OutcomeColumns:
+        parameters = (tenant, goal, to_micros(since, "since"))
+        count, *joined = self._conn().execute(q.GOAL_OUTCOME_COLUMNS, parameters).fetchone()
+        found = columns_from_joined(count, joined)
+        if found is None:
+            rows = self._conn().execute(q.GOAL_OUTCOME_ROWS, parameters).fetchall()
+            found = columns_from_values(*zip(*rows, strict=True))
+        return found
 
     @_translated
     def prune(self, before: datetime) -> tuple[int, int]:
