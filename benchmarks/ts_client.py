@@ -77,8 +77,9 @@ def run(quick: bool) -> str:
             f"{verdict} the {TARGET_MS} ms target; {own_ms:.3f} ms of it is the call's own time beyond the provider. "
             "Decide-ahead (the default) asks the service for a batch of independent draws sized to the call rate "
             "(up to 32, each with its own trace id, each used at most 1 s after it was drawn), and outcomes leave "
-            "in batches (a 250 ms window, or 32 outcomes), so the service sees a request per many calls instead of two per call and "
-            "its work no longer competes with the provider's answer on the busy cores. The rows below it turn one "
+            "in batches (a 250 ms window, or 32 outcomes), so the service sees a request per many calls instead of "
+            "two per call and its work no longer competes with the provider's answer on the busy cores. The rows "
+            "below it turn one "
             "of these off: outcomes sent as soon as the previous batch is answered (no window), or a decide on every "
             "call's path.\n",
         ]
