@@ -136,12 +136,11 @@ class Engine:
             paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
             config = self._config(goal)
             clusters = self._clusters.setdefault(goal, PromptClusters())
-            cluster = clusters.assign(features, paths=len(arms))
-            cluster_arms = clusters.arms(cluster, arms)
-            priors = clusters.priors(cluster, cluster_arms, self._totals[1])
+            cluster = clusters.assign(features)
+            priors = self._priors(goal, paths, arms, now)
             explore = not high_risk or config.exploration_on_high_risk
             choice = self.policy.choose(
-                cluster_arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore
+                clusters.arms(cluster, arms), config=config, rng=self._rng, now=now, priors=priors, explore=explore
             )
             decision = _decision(goal, paths, choice)
             self._cluster_of[decision.trace_id] = (goal, cluster)
@@ -319,15 +318,13 @@ class Engine:
         self._remember(outcome)
         step = self._step(outcome)
         arms = self._arms.get(outcome.goal, {})
-        if outcome.path_id in arms:
-            arms[outcome.path_id] = step(arms[outcome.path_id])
         prompt_cluster = self._cluster_of.pop(outcome.trace_id, None)
-        if prompt_cluster is not None and outcome.path_id in arms:
-            goal, cluster = prompt_cluster
-            clusters = self._clusters[goal]
-            (state,) = clusters.arms(cluster, [arms[outcome.path_id]])
-            clusters.store(cluster, step(state))
-            clusters.count_outcome()
+        if outcome.path_id in arms:
+            before = arms[outcome.path_id]
+            after = arms[outcome.path_id] = step(before)
+            if prompt_cluster is not None:
+                goal, cluster = prompt_cluster
+                self._clusters[goal].learn(cluster, before, after, outcome.score)
         self._enqueue_outcome(outcome, step)
 
     def _step(self, outcome: Outcome) -> Callable[[ArmState], ArmState]:
