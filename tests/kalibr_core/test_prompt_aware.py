@@ -85,8 +85,8 @@ def route(
         features = np.eye(4)[kind] + 0.3 * world.random(4)
         coin = world.random()
         cluster = clusters.assign(features)
-        arms = clusters.arms(cluster, goal_arms) if prompts else goal_arms
-        picked = policy.choose(arms, config=config, rng=rng, now=float(step)).index
+        priors = clusters.priors(cluster, goal_arms, None) if prompts else None
+        picked = policy.choose(goal_arms, config=config, rng=rng, now=float(step), priors=priors).index
         score = float(coin < rates(kind)[picked])
         before = goal_arms[picked]
         after = goal_arms[picked] = policy.update(before, score=score, cost_usd=None, latency_ms=None, now=step)

@@ -127,9 +127,9 @@ class Engine:
     def decide_for_prompt(
         self, goal: str, paths: Sequence[Path], features: np.ndarray, *, high_risk: bool = False
     ) -> Decision:
-        """``decide`` for a prompt (``Router(context=...)``): the goal's prompt cluster of ``features`` chooses over
-        its own arm states (``kalibr.policies.contextual``). Features and clusters stay in this process's memory;
-        the store sees the decision and its outcome as usual."""
+        """``decide`` for a prompt (``Router(context=...)``): the policy chooses over the goal's arm states with the
+        priors of the prompt's cluster (``kalibr.policies.contextual``). Features and clusters stay in this
+        process's memory; the store sees the decision and its outcome as usual."""
         check_goal(goal)
         now = time.time()
         with self._lock:
@@ -137,11 +137,9 @@ class Engine:
             config = self._config(goal)
             clusters = self._clusters.setdefault(goal, PromptClusters())
             cluster = clusters.assign(features)
-            priors = self._priors(goal, paths, arms, now)
+            priors = clusters.priors(cluster, arms, self._priors(goal, paths, arms, now))
             explore = not high_risk or config.exploration_on_high_risk
-            choice = self.policy.choose(
-                clusters.arms(cluster, arms), config=config, rng=self._rng, now=now, priors=priors, explore=explore
-            )
+            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
             decision = _decision(goal, paths, choice)
             self._cluster_of[decision.trace_id] = (goal, cluster)
             if len(self._cluster_of) > _RECENT_OUTCOMES:

@@ -8,18 +8,20 @@ per cluster and path, the successes and failures of the outcomes of that cluster
 The policy never routes on a cluster's outcomes alone: that would pay a goal's cold start again in every
 cluster. It chooses over a *view* of each path: the cluster's own evidence plus the goal's evidence from its
 other clusters, down-weighted to at most ``pooling`` pseudo-outcomes (``n * pooling / (n + pooling)`` for
-``n`` outcomes elsewhere). ``pooling`` is estimated from the outcomes (empirical Bayes): how far, beyond
-chance, each path's success rate differs between clusters (a heterogeneity test, then the moment estimate of
-a Beta-binomial's concentration). A goal whose prompts say nothing about its outcomes shows no such spread,
-pools everything, and routes exactly as without prompts; a goal that mixes tasks pools less, and each
-cluster soon follows its own best path. (The spread is measured on raw rates: under bandit feedback a
-cluster's outcomes mostly come from the path it favours, so its difficulty and its ranking of the paths
-cannot be told apart; a spread in difficulty alone costs some exploration, not a wrong choice.)
+``n`` outcomes elsewhere). The view reaches the policy as priors: the goal's states, with the part of their
+evidence from elsewhere that is not pooled taken off their Beta pseudo-counts. ``pooling`` is estimated from
+the outcomes (empirical Bayes): how far, beyond chance, each path's success rate differs between clusters (a
+heterogeneity test, then the moment estimate of a Beta-binomial's concentration). A goal whose prompts say
+nothing about its outcomes shows no such spread, pools everything, and routes exactly as without prompts; a
+goal that mixes tasks pools less, and each cluster soon follows its own best path. (The spread is measured on
+raw rates: under bandit feedback a cluster's outcomes mostly come from the path it favours, so its difficulty
+and its ranking of the paths cannot be told apart; a spread in difficulty alone costs some exploration, not a
+wrong choice.)
 
 Everything else stays per goal, as without prompts: the sample floor, probes, staleness and change detection
-read the goal's states (the views carry them), so clusters add no exploration of their own. When the goal's
-change detector restarts a path, its evidence in every cluster is set aside with it (and given back if the
-probes restore the goal's record): a path that breaks is left in every cluster at once.
+read the goal's states, which the policy still gets, so clusters add no exploration of their own. When the
+goal's change detector restarts a path, its evidence in every cluster is set aside with it (and given back if
+the probes restore the goal's record): a path that breaks is left in every cluster at once.
 
 State lives in the object (per goal, in memory), not in the store: after a restart a goal routes on its
 per-goal record until its clusters have evidence again. Like the rest of a policy it does no I/O and no
@@ -109,33 +111,32 @@ class PromptClusters:
         self._centroids[index] = centroid / max(math.sqrt(centroid @ centroid), 1e-12)
         return index
 
-    def arms(self, cluster: int, goal_arms: Sequence[ArmState]) -> Sequence[ArmState]:
-        """What the policy chooses over for a prompt of ``cluster``: each of the goal's states with its evidence
-        replaced by the cluster's own plus the pooled rest (the goal's states themselves while pooling is full)."""
+    def priors(
+        self, cluster: int, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
+    ) -> Sequence[tuple[float, float]] | None:
+        """Beta pseudo-counts that turn the policy's posterior of each of the goal's states (its evidence plus
+        ``goal_priors``, the flat Beta(1, 1) when None) into the cluster's view: the cluster's own evidence plus
+        the pooled rest. The evidence from other clusters beyond the pooled share is taken off the prior, which
+        gives the policy the view without building new states. ``goal_priors`` themselves while pooling is full."""
         pooling = self.pooling
         if pooling == math.inf:
-            return goal_arms
+            return goal_priors
         rows = self._rows
         own_successes = self._successes[:, cluster].tolist()
         own_failures = self._failures[:, cluster].tolist()
-        views = []
-        for arm in goal_arms:
+        priors = []
+        for index, arm in enumerate(goal_arms):
+            prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
             row = rows.get(arm.path_id)
             if row is None:
-                views.append(arm)
+                priors.append(prior)
                 continue
-            successes, failures = own_successes[row], own_failures[row]
-            other_successes = max(arm.successes - successes, 0.0)
-            other_failures = max(arm.failures - failures, 0.0)
-            weight = pooling / (pooling + other_successes + other_failures)
-            views.append(
-                ArmState(
-                    arm.path_id, arm.model, successes + weight * other_successes, failures + weight * other_failures,
-                    arm.samples, arm.total_samples, arm.cost_sum, arm.cost_count, arm.latency_sum, arm.latency_count,
-                    arm.last_outcome_at, arm.extra,
-                )
-            )  # fmt: skip
-        return views
+            other_successes = max(arm.successes - own_successes[row], 0.0)
+            other_failures = max(arm.failures - own_failures[row], 0.0)
+            elsewhere = other_successes + other_failures
+            unpooled = elsewhere / (pooling + elsewhere) if elsewhere > 0.0 else 0.0  # the share not pooled
+            priors.append((prior[0] - unpooled * other_successes, prior[1] - unpooled * other_failures))
+        return priors
 
     def learn(self, cluster: int, before: ArmState, after: ArmState, score: float) -> None:
         """Fold one outcome of a prompt of ``cluster`` in: ``before``/``after`` are the goal's state of the path

@@ -76,7 +76,7 @@ class PolicyLearner:
 
 class ContextualLearner(PolicyLearner):
     """The same policy with the query's prompt features visible: ``PromptClusters`` per goal, the policy choosing
-    over the query's cluster's view of the goal's states, with the same priors as without prompts."""
+    over the goal's states with the query's cluster's priors (its view of them)."""
 
     def __init__(self, policy: Policy, table: ReplayTable, config: PolicyConfig, *, report_cost: bool) -> None:
         super().__init__(policy, table, config, use_priors=True, report_cost=report_cost)
@@ -92,9 +92,8 @@ class ContextualLearner(PolicyLearner):
         cluster = clusters.assign(self.features[goal][row])
         self._cluster_of[(goal, row)] = cluster
         arms = self.arms[goal]
-        priors = priors_from_model_totals(arms, self.totals, **self.prior_options)
-        views = clusters.arms(cluster, arms)
-        return self.policy.choose(views, config=self.config, rng=rng, now=now, priors=priors).index
+        priors = clusters.priors(cluster, arms, priors_from_model_totals(arms, self.totals, **self.prior_options))
+        return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         before, after = self._learn(goal, arm, outcome, cost, now)
