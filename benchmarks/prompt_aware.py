@@ -16,6 +16,7 @@ from rich.console import Console
 from kalibr.context import SentenceEmbedding, auto_featurizer, embedding_available, lexical_features
 from kalibr.replay import (
     ReplayOptions,
+    ReplayResult,
     ReplayTable,
     load_prompts,
     load_table,
@@ -37,17 +38,20 @@ def run(quick: bool) -> str:
     features = "WordLlama embedding + lexical counts" if embedding_available() else "lexical counts only"
     parts = [
         "## Prompt-aware routing (replay)\n",
-        f"Features: {features}, computed in process. `kalibr+prompts` is the default policy over prompt clusters "
-        "that route like goals of their own (`kalibr.policies.contextual`); `kalibr` is the same policy without "
-        f"the prompt. Lift: points of share of best fixed, seed by seed, mean ± spread over {seeds} seeds.\n",
-        "| table | goals | kalibr % | kalibr+prompts % | lift (points) | plain Thompson % |",
-        "|---|---|---|---|---|---|",
+        f"Features: {features}, computed in process. `kalibr+prompts` is the default policy choosing, per prompt "
+        "cluster, over the cluster's evidence plus the goal's evidence elsewhere pooled by how much clusters differ "
+        "(`kalibr.policies.contextual`); `kalibr` is the same policy without the prompt. Lift: points of share of "
+        f"best fixed, seed by seed, mean ± spread over {seeds} seeds. TTR: requests of a goal until its broken "
+        "best path gets under 10% of the traffic (median / p90 over goals and seeds).\n",
+        "| table | goals | kalibr % | kalibr+prompts % | lift (points) | plain Thompson % | TTR kalibr | "
+        "TTR +prompts |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     prompts_seen: list[str] = []
     for name in TABLES:
         table_path, prompts_path = DATA / f"{name}.csv", DATA / f"{name}_prompts.csv"
         if not table_path.is_file() or not prompts_path.is_file():
-            parts.append(f"| {name} | skipped: not found under {DATA} | | | | |")
+            parts.append(f"| {name} | skipped: not found under {DATA} | | | | | | |")
             continue
         prompts = load_prompts(prompts_path)
         prompts_seen.extend(list(prompts.values())[:300])
@@ -63,17 +67,23 @@ def run(quick: bool) -> str:
 
 def _row(name: str, label: str, table: ReplayTable, seeds: int, processes: int) -> str:
     started = time.perf_counter()
-    options = ReplayOptions(seeds=seeds, contenders=("kalibr", "thompson"), processes=processes)
+    options = ReplayOptions(seeds=seeds, degrade=True, contenders=("kalibr", "thompson"), processes=processes)
     with console.status(f"replaying {name} {label} with prompts ({seeds} seeds)"):
         result = replay(table, options, table_name=name)
     share = {key: 100.0 * statistics.fmean(score.share) for key, score in result.scores.items()}
     lift = prompt_lift(result) or (0.0, 0.0)
     row = (
         f"| {name} | {label} ({len(table.goals)}) | {share['kalibr']:.2f} | {share['kalibr+prompts']:.2f} | "
-        f"{lift[0]:+.2f} ± {lift[1]:.2f} | {share['thompson']:.2f} |"
+        f"{lift[0]:+.2f} ± {lift[1]:.2f} | {share['thompson']:.2f} | {_ttr(result, 'kalibr')} | "
+        f"{_ttr(result, 'kalibr+prompts')} |"
     )
     console.print(f"{row}  [{time.perf_counter() - started:.0f} s]")
     return row
+
+
+def _ttr(result: ReplayResult, name: str) -> str:
+    score = result.scores[name]
+    return f"{score.ttr_quantile(50):.0f} / {score.ttr_quantile(90):.0f}" if score.ttr else "-"
 
 
 def _extraction_line(prompts: list[str]) -> str:

@@ -187,22 +187,19 @@ class Engine:
     def decide_for_prompt(
         self, goal: str, paths: Sequence[Path], features: np.ndarray, *, high_risk: bool = False
     ) -> Decision:
-        """``decide`` for a prompt (``Router(context=...)``): the goal's prompt cluster of ``features`` chooses over
-        its own arm states (``kalibr.policies.contextual``). Features and clusters stay in this process's memory;
-        the store sees the decision and its outcome as usual."""
+        """``decide`` for a prompt (``Router(context=...)``): the policy chooses over the goal's arm states with the
+        priors of the prompt's cluster (``kalibr.policies.contextual``). Features and clusters stay in this
+        process's memory; the store sees the decision and its outcome as usual."""
         check_goal(goal)
         now = time.time()
         with self._lock:
             paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
             config = self._config(goal)
             clusters = self._clusters.setdefault(goal, PromptClusters())
-            cluster = clusters.assign(features, paths=len(arms))
-            cluster_arms = clusters.arms(cluster, arms)
-            priors = clusters.priors(cluster, cluster_arms, self._totals[1])
+            cluster = clusters.assign(features)
+            priors = clusters.priors(cluster, arms, self._priors(goal, paths, arms, now))
             explore = not high_risk or config.exploration_on_high_risk
-            choice = self.policy.choose(
-                cluster_arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore
-            )
+            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
             decision = _decision(goal, paths, choice, now)
             self._cluster_of[decision.trace_id] = (goal, cluster)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
@@ -393,16 +390,14 @@ class Engine:
         self._remember(outcome)
         step = self._step(outcome)
         arms = self._arms.get(outcome.goal, {})
-        if outcome.path_id in arms:
-            arms[outcome.path_id] = step(arms[outcome.path_id])
-            self._views.pop(outcome.goal, None)
         prompt_cluster = self._cluster_of.pop(outcome.trace_id, None)
-        if prompt_cluster is not None and outcome.path_id in arms:
-            goal, cluster = prompt_cluster
-            clusters = self._clusters[goal]
-            (state,) = clusters.arms(cluster, [arms[outcome.path_id]])
-            clusters.store(cluster, step(state))
-            clusters.count_outcome()
+        if outcome.path_id in arms:
+            before = arms[outcome.path_id]
+            after = arms[outcome.path_id] = step(before)
+            self._views.pop(outcome.goal, None)
+            if prompt_cluster is not None:
+                goal, cluster = prompt_cluster
+                self._clusters[goal].learn(cluster, before, after, outcome.score)
         self._enqueue_outcome(outcome, step)
 
     def _step(self, outcome: Outcome) -> Callable[[ArmState], ArmState]:

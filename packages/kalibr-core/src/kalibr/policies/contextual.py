@@ -1,75 +1,91 @@
-"""Prompt-aware routing: a goal's prompts grouped into clusters that each route like a goal of their own.
+"""Prompt-aware routing: a goal's prompts grouped into clusters whose evidence is pooled with the goal's.
 
 A goal that mixes tasks (maths, code and trivia under one ``answer_question``) has a best path per kind of
 prompt, not one. ``PromptClusters`` keeps, for one goal, centroids of prompt feature vectors (online k-means:
-a new centroid is seeded by a prompt, each later prompt joins the nearest and moves it) and, per cluster, an
-``ArmState`` per path that the default policy chooses over and updates exactly as it does a goal's: the
-sample floor, probes, change detection, costs and ties all work per cluster. A cluster's priors are each
-model's record everywhere else (the goal's other clusters and the other goals), as between goals.
+the first ``max_clusters`` distinct prompts seed them, each later prompt joins the nearest and moves it) and,
+per cluster and path, the successes and failures of the outcomes of that cluster's prompts.
 
-Splitting costs exploration, so clusters come with traffic: a goal has one cluster (and routes exactly as
-without prompts) until it has seen ``outcomes_per_split`` outcomes per path, and one more cluster per further
-``outcomes_per_split`` per path, up to ``max_clusters``. A goal too small to learn per kind of prompt is left
-as it was; a large goal that mixes tasks gets as many clusters as its traffic can teach.
+The policy never routes on a cluster's outcomes alone: that would pay a goal's cold start again in every
+cluster. It chooses over a *view* of each path: the cluster's own evidence plus the goal's evidence from its
+other clusters, down-weighted to at most ``pooling`` pseudo-outcomes (``n * pooling / (n + pooling)`` for
+``n`` outcomes elsewhere). The view reaches the policy as priors: the goal's states, with the part of their
+evidence from elsewhere that is not pooled taken off their Beta pseudo-counts. ``pooling`` is estimated from
+the outcomes (empirical Bayes): how far, beyond chance, each path's success rate differs between clusters (a
+heterogeneity test, then the moment estimate of a Beta-binomial's concentration). A goal whose prompts say
+nothing about its outcomes shows no such spread, pools everything, and routes exactly as without prompts; a
+goal that mixes tasks pools less, and each cluster soon follows its own best path. (The spread is measured on
+raw rates: under bandit feedback a cluster's outcomes mostly come from the path it favours, so its difficulty
+and its ranking of the paths cannot be told apart; a spread in difficulty alone costs some exploration, not a
+wrong choice.)
+
+Everything else stays per goal, as without prompts: the sample floor, probes, staleness and change detection
+read the goal's states, which the policy still gets, so clusters add no exploration of their own. When the
+goal's change detector restarts a path, its evidence in every cluster is set aside with it (and given back if
+the probes restore the goal's record): a path that breaks is left in every cluster at once.
 
 State lives in the object (per goal, in memory), not in the store: after a restart a goal routes on its
-per-goal record until its clusters have traffic again. Like the rest of a policy it does no locking: the engine
-calls it under its own lock.
+per-goal record until its clusters have evidence again. Like the rest of a policy it does no I/O and no
+locking: the engine calls it under its own lock.
 """
 
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState
-from kalibr.policies.priors import priors_from_model_totals
+from kalibr.policies.drift import RESETS, RESTORES
 
-__all__ = ["MAX_CLUSTERS", "OUTCOMES_PER_SPLIT", "PromptClusters"]
+__all__ = ["MAX_CLUSTERS", "PromptClusters"]
 
-MAX_CLUSTERS = 32
-OUTCOMES_PER_SPLIT = 50
-"""Outcomes per path a goal needs for each cluster beyond its first."""
+MAX_CLUSTERS = 16
+"""Clusters per goal. Enough for the tasks one goal plausibly mixes; pooling makes a spare cluster cheap."""
+_REESTIMATE_EVERY = 16
+"""Outcomes between estimates of ``pooling`` (a sum over clusters and paths: cheap, but not per outcome)."""
+_NOISE_SIGMAS = 3.0
+"""Heterogeneity must exceed chance by this many standard deviations of the statistic to count as signal."""
+_MIN_POOLING = 1.0
+"""However different the clusters, the goal's record elsewhere counts as at least one outcome in each."""
+_RATE_BOUND = 0.02
+"""Expected rates are kept inside [bound, 1 - bound], where a Pearson term's variance stays finite."""
 
 
 class PromptClusters:
-    """One goal's prompt clusters and each path's state per cluster.
+    """One goal's prompt clusters, each path's evidence per cluster, and the pooling between clusters.
 
     >>> import numpy as np
-    >>> clusters = PromptClusters(outcomes_per_split=1)
-    >>> clusters.assign(np.array([1.0, 0.0]), paths=1)
+    >>> clusters = PromptClusters(max_clusters=2)
+    >>> clusters.assign(np.array([1.0, 0.0])), clusters.assign(np.array([0.0, 1.0]))
+    (0, 1)
+    >>> clusters.assign(np.array([0.9, 0.1]))
     0
-    >>> clusters.count_outcome()
-    >>> clusters.assign(np.array([0.0, 1.0]), paths=1), clusters.assign(np.array([0.9, 0.1]), paths=1)
-    (1, 0)
     """
 
-    def __init__(self, *, max_clusters: int = MAX_CLUSTERS, outcomes_per_split: int = OUTCOMES_PER_SPLIT) -> None:
-        if max_clusters < 1 or outcomes_per_split < 1:
-            raise UserError(
-                f"max_clusters {max_clusters!r} and outcomes_per_split {outcomes_per_split!r} must be at least 1"
-            )
-        self.max_clusters, self.outcomes_per_split = max_clusters, outcomes_per_split
+    def __init__(self, *, max_clusters: int = MAX_CLUSTERS) -> None:
+        if max_clusters < 1:
+            raise UserError(f"max_clusters {max_clusters!r} must be at least 1")
+        self.max_clusters = max_clusters
         self._centroids: np.ndarray | None = None  # (max_clusters, dims), unit rows; the first ``used`` are set
         self._sizes = np.zeros(max_clusters)
         self._used = 0
+        self._rows: dict[str, int] = {}  # path id -> row of the evidence arrays
+        self._successes = np.zeros((0, max_clusters))
+        self._failures = np.zeros((0, max_clusters))
+        self._held: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a restarted path's evidence, until restored
         self._outcomes = 0
-        self._arms: list[dict[str, ArmState]] = []
-        self._priors: dict[
-            int, tuple[Mapping[str, tuple[float, float]], list[ArmState], list[tuple[float, float]]]
-        ] = {}
+        self.pooling = math.inf
+        """Pseudo-outcomes the goal's other clusters count for at most (inf: all of them, no prompt signal)."""
 
     @property
     def clusters(self) -> int:
         return self._used
 
-    def assign(self, features: np.ndarray, *, paths: int) -> int:
-        """The cluster of a prompt's feature vector (a new one when the goal's traffic allows another); the
-        cluster's centroid moves towards it. ``paths``: how many paths the goal routes over."""
+    def assign(self, features: np.ndarray) -> int:
+        """The cluster of a prompt's feature vector (a new one while fewer than ``max_clusters`` exist); the
+        cluster's centroid moves towards it."""
         vector = np.asarray(features, dtype=np.float64).ravel()
         norm = math.sqrt(vector @ vector)  # what np.linalg.norm computes for a vector, without its overhead
         if not math.isfinite(norm):
@@ -83,13 +99,11 @@ class PromptClusters:
                 "a featurizer must return vectors of one length"
             )
         used = self._used
-        allowed = min(self.max_clusters, 1 + self._outcomes // (self.outcomes_per_split * max(paths, 1)))
         similarity = self._centroids[:used] @ unit
-        if used < allowed and (used == 0 or float(similarity.max()) < 1.0 - 1e-9):
+        if used < self.max_clusters and (used == 0 or float(similarity.max()) < 1.0 - 1e-9):
             self._centroids[used] = unit
             self._sizes[used] = 1.0
             self._used = used + 1
-            self._arms.append({})
             return used
         index = int(np.argmax(similarity))
         self._sizes[index] += 1.0
@@ -97,39 +111,88 @@ class PromptClusters:
         self._centroids[index] = centroid / max(math.sqrt(centroid @ centroid), 1e-12)
         return index
 
-    def arms(self, cluster: int, goal_arms: Sequence[ArmState]) -> list[ArmState]:
-        """The cluster's state of each of the goal's paths (fresh for a path it has not seen). The first cluster
-        starts from the goal's own states, so a goal that never splits routes exactly as without prompts."""
-        states = self._arms[cluster]
-        if cluster == 0 and not states:
-            states.update({arm.path_id: arm for arm in goal_arms})
-        # Fresh states are kept, so an unchanged cluster passes the same objects and its priors stay cached.
-        return [states.get(arm.path_id) or states.setdefault(arm.path_id, ArmState(arm.path_id, model=arm.model))
-                for arm in goal_arms]  # fmt: skip
-
-    def store(self, cluster: int, arm: ArmState) -> None:
-        """Keep the cluster's updated state of one path."""
-        self._arms[cluster][arm.path_id] = arm
-
-    def count_outcome(self) -> None:
-        """One more outcome for the goal: what lets it grow clusters."""
-        self._outcomes += 1
-
     def priors(
-        self, cluster: int, arms: Sequence[ArmState], totals: Mapping[str, tuple[float, float]]
-    ) -> list[tuple[float, float]]:
-        """Beta pseudo-counts for the cluster's ``arms``: each model's record everywhere else. ``totals`` are the
-        per-model totals over every goal (``Store.model_totals``); the cluster's own outcomes are taken out, and
-        the goal's other clusters' outcomes, which the goal-level totals already hold, stay in. Recomputed only
-        when one of the cluster's states or the totals changed (states are immutable: identity is enough)."""
-        cached = self._priors.get(cluster)
-        if (
-            cached is not None
-            and cached[0] is totals
-            and len(cached[1]) == len(arms)
-            and all(map(operator.is_, cached[1], arms))
-        ):
-            return cached[2]
-        priors = priors_from_model_totals(arms, totals)
-        self._priors[cluster] = (totals, list(arms), priors)
+        self, cluster: int, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
+    ) -> Sequence[tuple[float, float]] | None:
+        """Beta pseudo-counts that turn the policy's posterior of each of the goal's states (its evidence plus
+        ``goal_priors``, the flat Beta(1, 1) when None) into the cluster's view: the cluster's own evidence plus
+        the pooled rest. The evidence from other clusters beyond the pooled share is taken off the prior, which
+        gives the policy the view without building new states. ``goal_priors`` themselves while pooling is full."""
+        pooling = self.pooling
+        if pooling == math.inf:
+            return goal_priors
+        rows = self._rows
+        own_successes = self._successes[:, cluster].tolist()
+        own_failures = self._failures[:, cluster].tolist()
+        priors = []
+        for index, arm in enumerate(goal_arms):
+            prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
+            row = rows.get(arm.path_id)
+            if row is None:
+                priors.append(prior)
+                continue
+            other_successes = max(arm.successes - own_successes[row], 0.0)
+            other_failures = max(arm.failures - own_failures[row], 0.0)
+            elsewhere = other_successes + other_failures
+            unpooled = elsewhere / (pooling + elsewhere) if elsewhere > 0.0 else 0.0  # the share not pooled
+            priors.append((prior[0] - unpooled * other_successes, prior[1] - unpooled * other_failures))
         return priors
+
+    def learn(self, cluster: int, before: ArmState, after: ArmState, score: float) -> None:
+        """Fold one outcome of a prompt of ``cluster`` in: ``before``/``after`` are the goal's state of the path
+        before and after the policy's update, so a restart (or restore) by the change detector reaches every
+        cluster."""
+        row = self._row(after.path_id)
+        resets, restores = RESETS, RESTORES
+        if after.extra.get(resets, 0.0) > before.extra.get(resets, 0.0):
+            # The goal stopped trusting the path's record: so does every cluster (its evidence is held).
+            self._held[after.path_id] = (self._successes[row].copy(), self._failures[row].copy())
+            self._successes[row] = 0.0
+            self._failures[row] = 0.0
+        else:
+            if after.extra.get(restores, 0.0) > before.extra.get(restores, 0.0):
+                held = self._held.pop(after.path_id, None)
+                if held is not None:
+                    self._successes[row] += held[0]
+                    self._failures[row] += held[1]
+            self._successes[row, cluster] += score
+            self._failures[row, cluster] += 1.0 - score
+        self._outcomes += 1
+        if self._outcomes % _REESTIMATE_EVERY == 0:
+            self.pooling = self._estimate_pooling()
+
+    def _row(self, path_id: str) -> int:
+        row = self._rows.get(path_id)
+        if row is None:
+            row = self._rows[path_id] = len(self._rows)
+            if row >= len(self._successes):
+                grown = max(4, 2 * len(self._successes))
+                self._successes = np.resize(self._successes, (grown, self.max_clusters))
+                self._failures = np.resize(self._failures, (grown, self.max_clusters))
+                self._successes[row:] = 0.0
+                self._failures[row:] = 0.0
+        return row
+
+    def _estimate_pooling(self) -> float:
+        """The Beta-binomial concentration of each path's success rate across clusters, by moments (DerSimonian-
+        Laird on the Pearson statistic of the paths' outcomes per cluster); inf while the spread is chance."""
+        paths, used = len(self._rows), self._used
+        successes, failures = self._successes[:paths, :used], self._failures[:paths, :used]
+        counts = successes + failures
+        path_counts = counts.sum(axis=1)
+        seen = path_counts > 0.0
+        successes, counts, path_counts = successes[seen], counts[seen], path_counts[seen]
+        cells = counts > 0.0
+        freedom = int(cells.sum()) - len(path_counts)
+        if freedom <= 0:
+            return math.inf
+        rates = np.clip((successes.sum(axis=1) + 0.5) / (path_counts + 1.0), _RATE_BOUND, 1.0 - _RATE_BOUND)[:, None]
+        expected = counts * rates
+        pearson = (successes - expected) ** 2 / np.maximum(expected * (1.0 - rates), 1e-12)
+        statistic = float(np.sum(np.where(cells, pearson, 0.0)))
+        excess = statistic - freedom - _NOISE_SIGMAS * math.sqrt(2.0 * freedom)
+        if excess <= 0.0:
+            return math.inf
+        spread = float(np.sum(path_counts - (counts**2).sum(axis=1) / path_counts))
+        correlation = min(excess / max(spread, 1e-12), 1.0)  # the between-cluster share of an outcome's variance
+        return max(1.0 / correlation - 1.0, _MIN_POOLING)

@@ -75,8 +75,8 @@ class PolicyLearner:
 
 
 class ContextualLearner(PolicyLearner):
-    """The same policy with the query's prompt features visible: ``PromptClusters`` per goal, each cluster
-    routed over its own arm states; the goal-level states still feed the per-model totals behind the priors."""
+    """The same policy with the query's prompt features visible: ``PromptClusters`` per goal, the policy choosing
+    over the goal's states with the query's cluster's priors (its view of them)."""
 
     def __init__(self, policy: Policy, table: ReplayTable, config: PolicyConfig, *, report_cost: bool) -> None:
         super().__init__(policy, table, config, use_priors=True, report_cost=report_cost)
@@ -89,20 +89,15 @@ class ContextualLearner(PolicyLearner):
 
     def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         clusters = self.clusters[goal]
-        cluster = clusters.assign(self.features[goal][row], paths=len(self.arms[goal]))
+        cluster = clusters.assign(self.features[goal][row])
         self._cluster_of[(goal, row)] = cluster
-        arms = clusters.arms(cluster, self.arms[goal])
-        priors = clusters.priors(cluster, arms, self.totals)
+        arms = self.arms[goal]
+        priors = clusters.priors(cluster, arms, priors_from_model_totals(arms, self.totals, **self.prior_options))
         return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
-        clusters = self.clusters[goal]
-        cluster = self._cluster_of.pop((goal, row))
-        state = clusters.arms(cluster, self.arms[goal])[arm]
-        cost_usd = cost if self.report_cost else None
-        clusters.store(cluster, self.policy.update(state, score=outcome, cost_usd=cost_usd, latency_ms=None, now=now))
-        clusters.count_outcome()
-        self._learn(goal, arm, outcome, cost, now)
+        before, after = self._learn(goal, arm, outcome, cost, now)
+        self.clusters[goal].learn(self._cluster_of.pop((goal, row)), before, after, outcome)
 
 
 class MabwiserLearner:
