@@ -17,6 +17,7 @@ import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
+from kalibr.policies.cost import cost_aware_index, cost_matters, worth_exploring
 from kalibr.policies.drift import PROBATION_PROBES, DropDetector, on_probation
 
 __all__ = ["ThompsonPolicy", "count_outcome", "sample_beta"]
@@ -94,15 +95,12 @@ class ThompsonPolicy:
             [a * s for a, s in zip(alpha, sharpness, strict=True)],
             [b * s for b, s in zip(beta, sharpness, strict=True)],
         )
-        if config.cost_weight > 0.0:
-            weighted = [config.cost_weight * cost for cost in _mean_costs(arms)]
-            draws = [draw - cost for draw, cost in zip(draws, weighted, strict=True)]
-            means = [mean - cost for mean, cost in zip(means, weighted, strict=True)]
-        if config.quality_tolerance > 0.0:
-            index = _cheapest_within(arms, draws, config.quality_tolerance)
+        if cost_matters(config):
+            index = cost_aware_index(arms, draws, config, rng)
+            best_mean = cost_aware_index(arms, means, config, None)
         else:
             index = _break_tie(arms, means, _argmax(draws), config)
-        best_mean = _argmax(means)
+            best_mean = _argmax(means)
         return Choice(
             index,
             index != best_mean,
@@ -133,13 +131,12 @@ class ThompsonPolicy:
         means: list[float],
     ) -> Choice:
         """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
-        if config.cost_weight > 0.0:
-            means = [mean - config.cost_weight * cost for mean, cost in zip(means, _mean_costs(arms), strict=True)]
         best = _argmax(means)
-        if config.quality_tolerance > 0.0:
-            index = _cheapest_within(arms, means, config.quality_tolerance)
-        else:
-            index = _break_tie(arms, means, best, config)
+        index = (
+            cost_aware_index(arms, means, config, None)
+            if cost_matters(config)
+            else _break_tie(arms, means, best, config)
+        )
         arm = arms[index]
         return Choice(
             index,
@@ -198,6 +195,8 @@ class ThompsonPolicy:
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
             or (arm.total_samples < floor and arm.last_outcome_at is not None and arm.last_outcome_at < recheck_before)
         ]
+        if cost_matters(config):
+            candidates = worth_exploring(candidates, arms, means, optimistic, config)
         if not candidates:
             return None
         # Among the candidates, the one whose posterior draw is highest: the floor's traffic goes where it informs.
@@ -309,19 +308,6 @@ def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence
 def _argmax(values: Sequence[float]) -> int:
     """The index of the largest value, the first one on a tie (as ``numpy.argmax``)."""
     return max(range(len(values)), key=values.__getitem__)
-
-
-def _mean_costs(arms: Sequence[ArmState]) -> list[float]:
-    """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
-    return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
-
-
-def _cheapest_within(arms: Sequence[ArmState], draws: Sequence[float], tolerance: float) -> int:
-    """Of the arms whose draw (or mean) is within ``tolerance`` of the best, the cheapest (an arm of unknown cost
-    counts as free, so its cost gets measured); equal costs go to the higher draw."""
-    top = max(draws) - tolerance
-    costs = _mean_costs(arms)
-    return min((i for i, draw in enumerate(draws) if draw >= top), key=lambda i: (costs[i], -draws[i]))
 
 
 def _break_tie(arms: Sequence[ArmState], means: Sequence[float], index: int, config: PolicyConfig) -> int:
