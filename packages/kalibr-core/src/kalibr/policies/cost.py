@@ -22,7 +22,7 @@ import numpy as np
 
 from kalibr.policies.base import ArmState, PolicyConfig
 
-__all__ = ["PACING_CALLS", "cost_aware_index", "cost_matters", "mean_costs", "pacing_target", "worth_exploring"]
+__all__ = ["PACING_CALLS", "cost_aware_index", "cost_matters", "mean_costs", "pacing_target", "still_promising"]
 
 PACING_CALLS = 50.0
 """Calls over which the pacer repays an overspend (or spends a saving): short enough to hold the average near the
@@ -67,39 +67,37 @@ def cost_aware_index(
     return max(range(len(draws)), key=lambda i: draws[i] - weight * costs[i])
 
 
-def worth_exploring(
-    candidates: Sequence[int],
+def still_promising(
     arms: Sequence[ArmState],
     means: Sequence[float],
     optimistic: Callable[[int], float],
     config: PolicyConfig,
-) -> list[int]:
-    """Of the paths the exploration floor would send traffic to, those whose cost could still pay off.
+) -> Callable[[int], bool]:
+    """Whether a path under the exploration floor is still worth its forced samples under the cost setting.
 
-    A path of known cost is explored only while its optimistic estimate could still make the cost setting pick
-    it: under a weight, it could beat the best score net of cost; under a tolerance, a dearer path could raise
-    the bar above today's cheapest pick by more than the tolerance (or a cheaper one reach the bar); under a
-    budget, it costs no more than the pacer's target. Thompson sampling may still try any path.
+    Without a cost setting, a path whose optimistic estimate falls short of the best mean has lost. With one,
+    the comparison is the setting's own: a cheap path a little below the best may be the one to pick, and a dear
+    path that could not change the pick is not worth exploring. Under a weight: its optimistic score net of
+    cost against the best net score. Under a tolerance: a path no dearer than today's pick must be able to reach
+    the bar (the best mean minus the tolerance); a dearer one must be able to beat the pick by more than the
+    tolerance. Under a budget: it must cost no more than the pacer's target, and be able to reach the best mean
+    among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs.
     """
     costs = mean_costs(arms)
-    known = [arm.cost_count > 0 for arm in arms]
+    slack = config.tie_tolerance * max(means)
     if config.budget_per_1k_calls_usd is not None:
         target = pacing_target(arms, config.budget_per_1k_calls_usd)
-        return [i for i in candidates if not known[i] or costs[i] <= target]
+        affordable = [mean for mean, cost in zip(means, costs, strict=True) if cost <= target]
+        best = max(affordable, default=max(means))
+        return lambda i: costs[i] <= target and optimistic(i) >= best - slack
     if config.quality_tolerance > 0.0:
         tolerance = config.quality_tolerance
         pick = _cheapest_within(means, costs, tolerance)
-        bar = max(means) - tolerance
-        return [
-            i
-            for i in candidates
-            if not known[i]
-            or (costs[i] <= costs[pick] and optimistic(i) >= bar)
-            or optimistic(i) - tolerance > means[pick]
-        ]
+        bar = max(means) - tolerance - slack
+        return lambda i: optimistic(i) >= bar if costs[i] <= costs[pick] else optimistic(i) - tolerance > means[pick]
     weight = config.cost_weight
-    best = max(mean - weight * cost for mean, cost in zip(means, costs, strict=True))
-    return [i for i in candidates if not known[i] or optimistic(i) - weight * costs[i] >= best]
+    best_net = max(mean - weight * cost for mean, cost in zip(means, costs, strict=True))
+    return lambda i: optimistic(i) - weight * costs[i] >= best_net - slack
 
 
 def _cheapest_within(values: Sequence[float], costs: Sequence[float], tolerance: float) -> int:

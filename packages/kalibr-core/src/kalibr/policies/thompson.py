@@ -17,7 +17,7 @@ import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
-from kalibr.policies.cost import cost_aware_index, cost_matters, worth_exploring
+from kalibr.policies.cost import cost_aware_index, cost_matters, still_promising
 from kalibr.policies.drift import PROBATION_PROBES, DropDetector, on_probation
 
 __all__ = ["ThompsonPolicy", "count_outcome", "sample_beta"]
@@ -187,16 +187,18 @@ class ThompsonPolicy:
             mean = means[i]
             return mean + z * math.sqrt(mean * (1.0 - mean) / (alpha[i] + beta[i] + 1.0))
 
+        # Under a cost setting, "not yet ruled out" weighs the cost too.
+        promising = (
+            still_promising(arms, means, optimistic, config) if cost_matters(config) else lambda i: optimistic(i) >= bar
+        )
         recheck_before = now - config.recheck_hours * 3_600.0
         candidates = [
             i
             for i, arm in enumerate(arms)
-            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or optimistic(i) >= bar))
+            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or promising(i)))
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
             or (arm.total_samples < floor and arm.last_outcome_at is not None and arm.last_outcome_at < recheck_before)
         ]
-        if cost_matters(config):
-            candidates = worth_exploring(candidates, arms, means, optimistic, config)
         if not candidates:
             return None
         # Among the candidates, the one whose posterior draw is highest: the floor's traffic goes where it informs.
