@@ -11,7 +11,7 @@ import pytest
 
 from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy
-from kalibr.replay import ReplayOptions, load_table, replay, to_markdown
+from kalibr.replay import ReplayOptions, load_table, replay, to_markdown, with_features
 
 
 def proven(path: str, rate: float, cost: float, samples: int = 400) -> ArmState:
@@ -164,3 +164,16 @@ def test_replay_paces_each_budget_point_to_its_share_of_the_strongest_models_cos
     assert budget.label == "budget 40% of strongest"
     assert budget.cost == pytest.approx(40.0, abs=2.0)
     assert budget.quality > 100.0 * 0.8 / 0.9  # better than the close path alone, which costs 20%
+
+
+def test_the_prompt_aware_policy_paces_the_same_budget(tmp_path: Path) -> None:
+    path = write_table(tmp_path, [("strong", 0.9, 0.01), ("close", 0.8, 0.002), ("weak", 0.4, 0.0005)], 500, 2)
+    table = load_table(path)
+    prompts = {query: f"question {query}" for goal in table.goals for query in goal.query_ids}
+    table = with_features(table, prompts, lambda prompt: np.array([len(prompt) % 3, 1.0]))
+    options = ReplayOptions(
+        seeds=1, cost_aware=True, contenders=("kalibr",), cost_weights=(0.0,), tolerances=(), budget_shares=(0.4,),
+        processes=1,
+    )  # fmt: skip
+    points = {point.label: point for point in replay(table, options).cost_curve}
+    assert points["budget 40% of strongest (kalibr+prompts)"].cost == pytest.approx(40.0, abs=2.0)
