@@ -177,3 +177,11 @@ def test_the_prompt_aware_policy_paces_the_same_budget(tmp_path: Path) -> None:
     )  # fmt: skip
     points = {point.label: point for point in replay(table, options).cost_curve}
     assert points["budget 40% of strongest (kalibr+prompts)"].cost == pytest.approx(40.0, abs=2.0)
+
+
+def test_the_exploration_floor_skips_a_dear_path_the_budget_cannot_afford() -> None:
+    # The dear path has 3 of the 20 outcomes the floor asks for: without a budget the floor keeps exploring it.
+    arms = [proven("cheap", 0.80, 0.0002, 400), proven("dear", 0.85, 0.01, 3)]
+    floor_only = PolicyConfig(exploration_rate=1.0)
+    assert picks(floor_only, arms)[1] > 0.5
+    assert picks(replace(floor_only, budget_per_1k_calls_usd=0.5), arms)[1] < 0.1

@@ -56,7 +56,7 @@ def cost_aware_index(
     """The arm a cost setting picks given one posterior draw (or mean) per arm.
 
     ``rng`` is needed by the budget (it mixes two paths) and None only for a decision that must not gamble:
-    then the budget takes the better of the two sides it would mix.
+    then the budget takes the side its mixture leans to.
     """
     costs = mean_costs(arms)
     if config.budget_per_1k_calls_usd is not None:

@@ -16,7 +16,7 @@ from kalibr.replay._table import ReplayTable
 
 __all__ = ["CostPoint", "ReplayOptions", "ReplayResult", "Score", "replay"]
 
-DEFAULT_COST_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+DEFAULT_COST_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 DEFAULT_TOLERANCES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 """Settings of "the cheapest path within N points of the best" in the cost-aware sweep (0.01 = 1 point)."""
 DEFAULT_BUDGET_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5)
