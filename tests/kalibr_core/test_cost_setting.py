@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import kalibr
 from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy
 from kalibr.replay import ReplayOptions, load_table, replay, to_markdown, with_features
+from kalibr.sandbox import SandboxServer
+from kalibr.sandbox.tasks import TaskGenerator
 
 
 def proven(path: str, rate: float, cost: float, samples: int = 400) -> ArmState:
@@ -185,3 +189,36 @@ def test_the_exploration_floor_skips_a_dear_path_the_budget_cannot_afford() -> N
     floor_only = PolicyConfig(exploration_rate=1.0)
     assert picks(floor_only, arms)[1] > 0.5
     assert picks(replace(floor_only, budget_per_1k_calls_usd=0.5), arms)[1] < 0.1
+
+
+PACED = {
+    "name": "paced",
+    "models": {"cheap": {"output_tokens": 40}, "dear": {"output_tokens": 40}},
+    "goals": {"extract": {"task": "extraction", "accuracy": {"cheap": 0.5, "dear": 0.95}}},
+    "default_goal": "extract",
+}
+
+
+def test_a_router_paces_real_calls_to_its_budget(start_sandbox: Callable[..., SandboxServer]) -> None:
+    server = start_sandbox(PACED)
+    prices = {
+        "cheap": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+        "dear": {"input_per_mtok": 20.0, "output_per_mtok": 20.0},
+    }
+    paths = [{"model": model, "base_url": server.openai_base_url, "price": price} for model, price in prices.items()]
+    router = kalibr.Router("extract", paths, store="memory:")
+    tasks = TaskGenerator(kind="extraction", seed=5)
+
+    def call(force_model: str | None = None) -> kalibr.Completion:
+        task = tasks.next()
+        completion = router.completion(task.messages, force_model=force_model)
+        router.report(success=task.check(completion.text))
+        return completion
+
+    costs = {model: call(model).cost_usd or 0.0 for model in prices}
+    budget = (costs["cheap"] + costs["dear"]) / 2.0  # per call: about half the calls can go to the dear path
+    router.set_config(kalibr.PolicyConfig(budget_per_1k_calls_usd=1000.0 * budget))
+    paced = [call() for _ in range(300)]
+    spent = sum(costs.values()) + sum(completion.cost_usd or 0.0 for completion in paced)
+    assert spent / (len(paced) + 2) == pytest.approx(budget, rel=0.1)
+    assert 0.3 < sum(completion.model == "dear" for completion in paced) / len(paced) < 0.7

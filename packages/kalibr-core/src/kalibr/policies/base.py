@@ -77,7 +77,8 @@ class PolicyConfig:
     Thompson draw is at most this far below the best draw, the one with the lowest mean cost. 0: off."""
     budget_per_1k_calls_usd: float | None = None
     """Spend about this much per 1,000 calls of the goal, on average, for the best success rate it buys: the
-    router paces the goal's spend so far against the budget (``kalibr.policies.cost``). None: off."""
+    router paces the goal's spend so far against the budget (``kalibr.policies.cost``). Only calls with a known cost
+    count: a model missing from the price table needs a ``price`` on its path. None: off."""
     rollback_threshold: float = 0.3
     exploration_on_high_risk: bool = False
     """Whether a decision for a high-risk task (``task_risk_level="high"``) may explore; by default it takes the
