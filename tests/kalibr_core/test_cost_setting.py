@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import kalibr
 from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy
-from kalibr.replay import ReplayOptions, load_table, replay, to_markdown
+from kalibr.replay import ReplayOptions, load_table, replay, to_markdown, with_features
+from kalibr.sandbox import SandboxServer
+from kalibr.sandbox.tasks import TaskGenerator
 
 
 def proven(path: str, rate: float, cost: float, samples: int = 400) -> ArmState:
@@ -55,18 +60,30 @@ def test_tolerance_outside_zero_to_one_is_refused() -> None:
         PolicyConfig(quality_tolerance=5.0)
 
 
-def test_replay_sweeps_the_tolerance_and_its_points_cost_less(tmp_path: Path) -> None:
-    path = tmp_path / "outcomes.csv"
-    rng = np.random.default_rng(0)
+def write_table(folder: Path, models: list[tuple[str, float, float]], queries: int, seed: int) -> Path:
+    """Two goals; each query answered by each (model, success rate, cost) with a Bernoulli score."""
+    path = folder / "outcomes.csv"
+    rng = np.random.default_rng(seed)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["query_id", "goal", "model", "score", "cost_usd"])
         for goal in ("g1", "g2"):
-            for q in range(400):
-                for model, rate, cost in (("strong", 0.9, 0.01), ("close", 0.84, 0.001), ("weak", 0.4, 0.0001)):
+            for q in range(queries):
+                for model, rate, cost in models:
                     writer.writerow([f"{goal}-{q}", goal, model, float(rng.random() < rate), cost])
+    return path
+
+
+def test_replay_sweeps_the_tolerance_and_its_points_cost_less(tmp_path: Path) -> None:
+    path = write_table(tmp_path, [("strong", 0.9, 0.01), ("close", 0.84, 0.001), ("weak", 0.4, 0.0001)], 400, 0)
     options = ReplayOptions(
-        seeds=2, cost_aware=True, contenders=("kalibr",), cost_weights=(0.0,), tolerances=(0.08,), processes=1
+        seeds=2,
+        cost_aware=True,
+        contenders=("kalibr",),
+        cost_weights=(0.0,),
+        tolerances=(0.08,),
+        budget_shares=(),
+        processes=1,
     )
     result = replay(load_table(path), options)
     default, within = result.cost_curve
@@ -74,3 +91,134 @@ def test_replay_sweeps_the_tolerance_and_its_points_cost_less(tmp_path: Path) ->
     assert within.cost < 0.5 * default.cost
     assert within.quality > default.quality - 8.0
     assert "Cost frontier: matches" in to_markdown(result, command="test")
+
+
+def test_once_the_posteriors_are_certain_the_tolerance_takes_the_cheapest_path_within_it() -> None:
+    arms = [
+        proven("best", 0.90, 1.0, 20_000),
+        proven("half a point below", 0.895, 0.5, 20_000),
+        proven("five points below", 0.85, 0.1, 20_000),
+    ]
+    config = PolicyConfig(exploration_rate=0.0)
+    assert picks(replace(config, quality_tolerance=0.01), arms)[1] > 0.97
+    assert picks(replace(config, quality_tolerance=0.06), arms)[2] > 0.97
+    assert picks(replace(config, quality_tolerance=0.001), arms)[0] > 0.97
+
+
+def spend(config: PolicyConfig, paths: list[tuple[str, float, float]], calls: int = 3_000) -> tuple[float, float]:
+    """Route ``calls`` requests of one goal through the policy; (mean cost per call, success rate)."""
+    rng = np.random.default_rng(7)
+    policy = ThompsonPolicy()
+    arms = [ArmState(name, model=name) for name, _, _ in paths]
+    cost = successes = 0.0
+    for step in range(calls):
+        index = policy.choose(arms, config=config, rng=rng, now=float(step)).index
+        _, rate, price = paths[index]
+        score = float(rng.random() < rate)
+        arms[index] = policy.update(arms[index], score=score, cost_usd=price, latency_ms=None, now=float(step))
+        cost += price
+        successes += score
+    return cost / calls, successes / calls
+
+
+PATHS = [("large", 0.9, 0.004), ("medium", 0.75, 0.001), ("small", 0.5, 0.0002)]
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.5, 2.5])
+def test_the_pacer_holds_the_average_cost_per_call_at_the_budget(budget: float) -> None:
+    mean_cost, _ = spend(PolicyConfig(budget_per_1k_calls_usd=budget), PATHS)
+    assert mean_cost * 1000.0 == pytest.approx(budget, rel=0.05)
+
+
+def test_the_budget_buys_the_best_success_rate_it_can() -> None:
+    # $1.5 per 1,000 calls affords the medium path and a sixth of the large one: better than the medium alone.
+    _, paced = spend(PolicyConfig(budget_per_1k_calls_usd=1.5), PATHS)
+    _, generous = spend(PolicyConfig(budget_per_1k_calls_usd=10.0), PATHS)
+    _, unbudgeted = spend(PolicyConfig(), PATHS)
+    assert paced > 0.75
+    assert generous == pytest.approx(unbudgeted, abs=0.02)  # above the dearest path's cost: success rate decides
+
+
+def test_a_budget_below_every_path_takes_the_cheapest() -> None:
+    mean_cost, _ = spend(PolicyConfig(budget_per_1k_calls_usd=0.01), PATHS)
+    assert mean_cost * 1000.0 < 0.25  # the small path costs 0.2 per 1,000; only cold-start calls cost more
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"budget_per_1k_calls_usd": 0.0}, "must be a positive number of USD per 1,000 calls"),
+        ({"budget_per_1k_calls_usd": float("nan")}, "or None for no budget"),
+        ({"budget_per_1k_calls_usd": 2.0, "quality_tolerance": 0.01}, "choose one way to trade quality for cost"),
+        ({"cost_weight": 0.5, "quality_tolerance": 0.01}, "cost_weight and quality_tolerance are set together"),
+    ],
+)
+def test_bad_cost_settings_name_the_fix(settings: dict[str, float], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        PolicyConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_replay_paces_each_budget_point_to_its_share_of_the_strongest_models_cost(tmp_path: Path) -> None:
+    path = write_table(tmp_path, [("strong", 0.9, 0.01), ("close", 0.8, 0.002), ("weak", 0.4, 0.0005)], 500, 1)
+    options = ReplayOptions(
+        seeds=2, cost_aware=True, contenders=("kalibr",), cost_weights=(0.0,), tolerances=(), budget_shares=(0.4,),
+        processes=1,
+    )  # fmt: skip
+    _, budget = replay(load_table(path), options).cost_curve
+    assert budget.label == "budget 40% of strongest"
+    assert budget.cost == pytest.approx(40.0, abs=2.0)
+    assert budget.quality > 100.0 * 0.8 / 0.9  # better than the close path alone, which costs 20%
+
+
+def test_the_prompt_aware_policy_paces_the_same_budget(tmp_path: Path) -> None:
+    path = write_table(tmp_path, [("strong", 0.9, 0.01), ("close", 0.8, 0.002), ("weak", 0.4, 0.0005)], 500, 2)
+    table = load_table(path)
+    prompts = {query: f"question {query}" for goal in table.goals for query in goal.query_ids}
+    table = with_features(table, prompts, lambda prompt: np.array([len(prompt) % 3, 1.0]))
+    options = ReplayOptions(
+        seeds=1, cost_aware=True, contenders=("kalibr",), cost_weights=(0.0,), tolerances=(), budget_shares=(0.4,),
+        processes=1,
+    )  # fmt: skip
+    points = {point.label: point for point in replay(table, options).cost_curve}
+    assert points["budget 40% of strongest (kalibr+prompts)"].cost == pytest.approx(40.0, abs=2.0)
+
+
+def test_the_exploration_floor_skips_a_dear_path_the_budget_cannot_afford() -> None:
+    # The dear path has 3 of the 20 outcomes the floor asks for: without a budget the floor keeps exploring it.
+    arms = [proven("cheap", 0.80, 0.0002, 400), proven("dear", 0.85, 0.01, 3)]
+    floor_only = PolicyConfig(exploration_rate=1.0)
+    assert picks(floor_only, arms)[1] > 0.5
+    assert picks(replace(floor_only, budget_per_1k_calls_usd=0.5), arms)[1] < 0.1
+
+
+PACED = {
+    "name": "paced",
+    "models": {"cheap": {"output_tokens": 40}, "dear": {"output_tokens": 40}},
+    "goals": {"extract": {"task": "extraction", "accuracy": {"cheap": 0.5, "dear": 0.95}}},
+    "default_goal": "extract",
+}
+
+
+def test_a_router_paces_real_calls_to_its_budget(start_sandbox: Callable[..., SandboxServer]) -> None:
+    server = start_sandbox(PACED)
+    prices = {
+        "cheap": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+        "dear": {"input_per_mtok": 20.0, "output_per_mtok": 20.0},
+    }
+    paths = [{"model": model, "base_url": server.openai_base_url, "price": price} for model, price in prices.items()]
+    router = kalibr.Router("extract", paths, store="memory:")
+    tasks = TaskGenerator(kind="extraction", seed=5)
+
+    def call(force_model: str | None = None) -> kalibr.Completion:
+        task = tasks.next()
+        completion = router.completion(task.messages, force_model=force_model)
+        router.report(success=task.check(completion.text))
+        return completion
+
+    costs = {model: call(model).cost_usd or 0.0 for model in prices}
+    budget = (costs["cheap"] + costs["dear"]) / 2.0  # per call: about half the calls can go to the dear path
+    router.set_config(kalibr.PolicyConfig(budget_per_1k_calls_usd=1000.0 * budget))
+    paced = [call() for _ in range(300)]
+    spent = sum(costs.values()) + sum(completion.cost_usd or 0.0 for completion in paced)
+    assert spent / (len(paced) + 2) == pytest.approx(budget, rel=0.1)
+    assert 0.3 < sum(completion.model == "dear" for completion in paced) / len(paced) < 0.7

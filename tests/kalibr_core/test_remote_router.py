@@ -125,3 +125,16 @@ def test_a_forced_call_registers_its_path_and_its_outcome_counts(
     assert sorted(o.trace_id for o in stored) == sorted(trace_ids)
     assert {o.model for o in stored} == {forced}
     assert forced in {record.path.model for record in store.list_paths("default", "remote_forced")}
+
+
+@pytest.mark.parametrize("where", ["embedded", "service"])
+def test_a_router_sets_its_goals_budget(where: str, service: tuple[str, MemoryStore]) -> None:
+    url, service_store = service
+    store = MemoryStore()
+    router = kalibr.Router(
+        "budget_goal", ["dear-model", "cheap-model"], intelligence=url if where == "service" else None,
+        store=store if where == "embedded" else None,
+    )  # fmt: skip
+    router.set_config(kalibr.PolicyConfig(budget_per_1k_calls_usd=1.5))
+    stored = (store if where == "embedded" else service_store).get_config("default", "budget_goal")
+    assert stored.budget_per_1k_calls_usd == 1.5

@@ -70,7 +70,13 @@ def test_seeds_reproduce(table_path: Path) -> None:
 
 def test_cost_sweep_trades_quality_for_cost(table_path: Path) -> None:
     options = ReplayOptions(
-        seeds=1, cost_aware=True, contenders=("kalibr",), cost_weights=(0.0, 2.0), tolerances=(), processes=1
+        seeds=1,
+        cost_aware=True,
+        contenders=("kalibr",),
+        cost_weights=(0.0, 2.0),
+        tolerances=(),
+        budget_shares=(),
+        processes=1,
     )
     result = replay(load_table(table_path), options)
     free, costly = result.cost_curve

@@ -121,6 +121,15 @@ def test_a_high_risk_task_does_not_explore_unless_the_config_allows_it(client: T
     assert models("high") == {"gpt-4o", "claude-sonnet-4-5"}
 
 
+def test_a_goal_takes_a_budget_per_1k_calls_and_refuses_two_cost_settings(client: TestClient) -> None:
+    config = {"goal": GOAL, "budget_per_1k_calls_usd": 2.5}
+    assert client.post("/api/v1/routing/config", json=config).json()["budget_per_1k_calls_usd"] == 2.5
+    assert client.get("/api/v1/routing/config", params={"goal": GOAL}).json()["budget_per_1k_calls_usd"] == 2.5
+    both = client.post("/api/v1/routing/config", json={**config, "quality_tolerance": 0.01})
+    assert both.status_code == 422
+    assert "choose one way to trade quality for cost" in both.text
+
+
 async def test_a_cancelled_report_does_not_cancel_the_reports_sharing_its_commit() -> None:
     from kalibr.service import _schemas as schemas
     from kalibr.service._backend import Backend, default_engine_factory

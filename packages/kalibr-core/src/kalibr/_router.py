@@ -27,6 +27,7 @@ from kalibr._pricing import cost_of
 from kalibr._streams import AsyncCompletionStream, CompletionStream
 from kalibr._types import FailureCategory, Message, check_failure_category
 from kalibr.intelligence.base import Constraints, Intelligence, PolicyAnswer
+from kalibr.policies.base import PolicyConfig
 from kalibr.providers import base as provider_io
 from kalibr.providers.base import ProviderRequest, ProviderResponse, StreamChunk
 from kalibr.providers.registry import resolve
@@ -577,6 +578,16 @@ class Router:
     def update_outcome(self, trace_id: str, **changes: Any) -> list[str]:
         """Change a reported outcome of this router's goal; see ``kalibr.update_outcome``."""
         return self.intelligence.update_outcome(trace_id, self.goal, _changes(**changes))
+
+    def set_config(self, config: PolicyConfig) -> None:
+        """Set this goal's routing config, e.g. a cost setting: ``PolicyConfig(budget_per_1k_calls_usd=2.0)`` or
+        ``PolicyConfig(quality_tolerance=0.01)``. Stored (embedded) or sent to the service; the next decide uses it."""
+        setter = getattr(self.intelligence, "set_config", None)
+        if not callable(setter):
+            raise UserError(
+                f"{type(self.intelligence).__name__} takes no routing config: use the embedded engine or a service URL"
+            )
+        setter(self.goal, config)
 
     def get_policy(self, window_hours: float = 168, constraints: Constraints | None = None) -> PolicyAnswer:
         return self.intelligence.get_policy(self.goal, window_hours=window_hours, constraints=constraints)

@@ -16,7 +16,12 @@ __all__ = ["replay"]
 @click.argument("table", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seeds", default=10, show_default=True, help="Random orders to replay (mean and spread reported).")
 @click.option("--degrade", is_flag=True, help="Also replay with each goal's best path failing from halfway: TTR.")
-@click.option("--cost-aware", is_flag=True, help="Also sweep the cost weight (lambda) of the default policy.")
+@click.option(
+    "--cost-aware",
+    is_flag=True,
+    help="Also sweep the cost settings of the default policy: cost weights (lambda), quality tolerances, and "
+    "budgets per 1,000 calls as shares of the strongest model's cost.",
+)
 @click.option(
     "--prompts",
     type=click.Path(dir_okay=False, path_type=Path),

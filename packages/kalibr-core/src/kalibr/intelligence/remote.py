@@ -41,6 +41,7 @@ from kalibr._exceptions import IntelligenceUnavailable, OutcomeNotFound, UserErr
 from kalibr.intelligence._breaker import CircuitBreaker, Resilience, resilience_from_env
 from kalibr.intelligence._spool import Delivery, Refused, SpoolSender, default_spool_path, endpoint_for
 from kalibr.intelligence.base import Constraints, PolicyAnswer
+from kalibr.policies.base import PolicyConfig
 from kalibr.service import _schemas as wire
 from kalibr.stores.base import OutcomeChanges
 
@@ -296,6 +297,10 @@ class RemoteIntelligence:
             window_hours=window_hours,
             alternatives=tuple(answer.alternatives),
         )
+
+    def set_config(self, goal: str, config: PolicyConfig) -> None:
+        """Set ``goal``'s routing config on the service (the fields of ``POST /api/v1/routing/config``)."""
+        self._call("POST", "/api/v1/routing/config", json=_dumped(wire.ConfigBody.of(goal, config)))
 
     def get_insights(self, goal: str | None = None, *, window_hours: float = 168) -> dict[str, Any]:
         params: dict[str, Any] = {"window_hours": window_hours}

@@ -7,6 +7,7 @@ inputs and outputs, and deterministic under a seed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -74,6 +75,10 @@ class PolicyConfig:
     quality_tolerance: float = 0.0
     """The cheapest path within this much success rate of the best (0.01: "within 1 point"): of the paths whose
     Thompson draw is at most this far below the best draw, the one with the lowest mean cost. 0: off."""
+    budget_per_1k_calls_usd: float | None = None
+    """Spend about this much per 1,000 calls of the goal, on average, for the best success rate it buys: the
+    router paces the goal's spend so far against the budget (``kalibr.policies.cost``). Only calls with a known cost
+    count: a model missing from the price table needs a ``price`` on its path. None: off."""
     rollback_threshold: float = 0.3
     exploration_on_high_risk: bool = False
     """Whether a decision for a high-risk task (``task_risk_level="high"``) may explore; by default it takes the
@@ -95,6 +100,26 @@ class PolicyConfig:
         if not 0.0 <= self.quality_tolerance <= 1.0:
             raise UserError(
                 f"quality_tolerance {self.quality_tolerance!r} must be in [0, 1]: 0.01 means within 1 point of the best"
+            )
+        budget = self.budget_per_1k_calls_usd
+        if budget is not None and not (math.isfinite(budget) and budget > 0.0):
+            raise UserError(
+                f"budget_per_1k_calls_usd {budget!r} must be a positive number of USD per 1,000 calls "
+                "(2.5 means $0.0025 a call), or None for no budget"
+            )
+        settings = [
+            name
+            for name, on in (
+                ("cost_weight", self.cost_weight > 0.0),
+                ("quality_tolerance", self.quality_tolerance > 0.0),
+                ("budget_per_1k_calls_usd", budget is not None),
+            )
+            if on
+        ]
+        if len(settings) > 1:
+            raise UserError(
+                f"{' and '.join(settings)} are set together: choose one way to trade quality for cost and leave the "
+                "others at their defaults"
             )
 
 

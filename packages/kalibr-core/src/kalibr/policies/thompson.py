@@ -17,6 +17,7 @@ import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
+from kalibr.policies.cost import cost_aware_index, cost_matters, still_promising
 from kalibr.policies.drift import PROBATION_PROBES, DropDetector, on_probation
 
 __all__ = ["PreparedChoice", "ThompsonPolicy", "count_outcome", "sample_beta"]
@@ -84,22 +85,20 @@ class ThompsonPolicy:
         per goal until an outcome or the config changes it, so a decide pays only for its random draws."""
         return PreparedChoice(self, arms, config, priors)
 
-    def _exploit(self, prepared: PreparedChoice, draws: list[float]) -> Choice:
-        """The choice the posterior draws make (cost-adjusted in cost-aware mode), ties broken as usual."""
+    def _exploit(self, prepared: PreparedChoice, draws: list[float], rng: np.random.Generator) -> Choice:
+        """The choice the posterior draws make (by the cost setting, if any), ties broken as usual."""
         config = prepared.config
-        if prepared.weighted_costs is not None:
-            draws = [draw - cost for draw, cost in zip(draws, prepared.weighted_costs, strict=True)]
-        if config.quality_tolerance > 0.0:
-            index = _cheapest_within(prepared.arms, draws, config.quality_tolerance)
+        if prepared.costed:
+            index = cost_aware_index(prepared.arms, draws, config, rng)
         else:
-            index = _break_tie(prepared.arms, prepared.scored_means, _argmax(draws), config)
+            index = _break_tie(prepared.arms, prepared.means, _argmax(draws), config)
         choice = prepared.exploit_choices.get(index)
         if choice is None:
             choice = prepared.exploit_choices[index] = self._exploit_choice(prepared, index)
         return choice
 
     def _exploit_choice(self, prepared: PreparedChoice, index: int) -> Choice:
-        arms, means, best_mean = prepared.arms, prepared.scored_means, prepared.best_scored
+        arms, means, best_mean = prepared.arms, prepared.means, prepared.best_mean
         return Choice(
             index,
             index != best_mean,
@@ -130,13 +129,12 @@ class ThompsonPolicy:
         means: list[float],
     ) -> Choice:
         """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
-        if config.cost_weight > 0.0:
-            means = [mean - config.cost_weight * cost for mean, cost in zip(means, _mean_costs(arms), strict=True)]
         best = _argmax(means)
-        if config.quality_tolerance > 0.0:
-            index = _cheapest_within(arms, means, config.quality_tolerance)
-        else:
-            index = _break_tie(arms, means, best, config)
+        index = (
+            cost_aware_index(arms, means, config, None)
+            if cost_matters(config)
+            else _break_tie(arms, means, best, config)
+        )
         arm = arms[index]
         return Choice(
             index,
@@ -188,11 +186,15 @@ class ThompsonPolicy:
             mean = means[i]
             return mean + z * math.sqrt(mean * (1.0 - mean) / (alpha[i] + beta[i] + 1.0))
 
+        # Under a cost setting, "not yet ruled out" weighs the cost too.
+        promising = (
+            still_promising(arms, means, optimistic, config) if cost_matters(config) else lambda i: optimistic(i) >= bar
+        )
         recheck_before = now - config.recheck_hours * 3_600.0
         candidates = [
             i
             for i, arm in enumerate(arms)
-            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or optimistic(i) >= bar))
+            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or promising(i)))
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
             or (arm.total_samples < floor and arm.last_outcome_at is not None and arm.last_outcome_at < recheck_before)
         ]
@@ -262,9 +264,10 @@ class PreparedChoice:
     __slots__ = (
         "alpha",
         "arms",
-        "best_scored",
+        "best_mean",
         "beta",
         "by_winning_draw",
+        "costed",
         "config",
         "exploit_choices",
         "gamma_shapes",
@@ -273,10 +276,8 @@ class PreparedChoice:
         "only",
         "policy",
         "safe_choice",
-        "scored_means",
         "shapes_a",
         "shapes_b",
-        "weighted_costs",
     )
 
     def __init__(
@@ -305,15 +306,16 @@ class PreparedChoice:
         shapes_b = [b * s for b, s in zip(self.beta, sharpness, strict=True)]
         self.shapes_a, self.shapes_b = shapes_a, shapes_b
         self.gamma_shapes = np.array([*shapes_a, *shapes_b]) if count > _SCALAR_DRAWS_UP_TO else None
-        self.weighted_costs: list[float] | None = None
-        self.scored_means = self.means
-        if config.cost_weight > 0.0:
-            self.weighted_costs = [config.cost_weight * cost for cost in _mean_costs(arms)]
-            self.scored_means = [mean - cost for mean, cost in zip(self.means, self.weighted_costs, strict=True)]
-        self.best_scored = _argmax(self.scored_means) if arms else 0
-        # Without costs or a tolerance the arm with the winning draw alone decides (through the tie-break): the
-        # choice per winner, as they come up.
-        plain = self.weighted_costs is None and config.quality_tolerance <= 0.0
+        self.costed = cost_matters(config)
+        if not arms:
+            self.best_mean = 0
+        elif self.costed:
+            self.best_mean = cost_aware_index(arms, self.means, config, None)
+        else:
+            self.best_mean = _argmax(self.means)
+        # Without a cost setting the arm with the winning draw alone decides (through the tie-break): the choice
+        # per winner, as they come up. A cost setting weighs every draw (and the budget mixes two paths).
+        plain = not self.costed
         self.by_winning_draw: dict[int, Choice] | None = {} if plain else None
 
     def choose(self, rng: np.random.Generator, now: float, explore: bool = True) -> Choice:
@@ -340,11 +342,11 @@ class PreparedChoice:
             draws = (successes / (successes + gammas[count:])).tolist()
         memo = self.by_winning_draw
         if memo is None:
-            return policy._exploit(self, draws)
+            return policy._exploit(self, draws, rng)
         winner = draws.index(max(draws))
         choice = memo.get(winner)
         if choice is None:
-            choice = memo[winner] = policy._exploit(self, draws)
+            choice = memo[winner] = policy._exploit(self, draws, rng)
         return choice
 
 
@@ -402,19 +404,6 @@ def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence
 def _argmax(values: list[float]) -> int:
     """The index of the largest value, the first one on a tie (as ``numpy.argmax``)."""
     return values.index(max(values))
-
-
-def _mean_costs(arms: Sequence[ArmState]) -> list[float]:
-    """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
-    return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
-
-
-def _cheapest_within(arms: Sequence[ArmState], draws: Sequence[float], tolerance: float) -> int:
-    """Of the arms whose draw (or mean) is within ``tolerance`` of the best, the cheapest (an arm of unknown cost
-    counts as free, so its cost gets measured); equal costs go to the higher draw."""
-    top = max(draws) - tolerance
-    costs = _mean_costs(arms)
-    return min((i for i, draw in enumerate(draws) if draw >= top), key=lambda i: (costs[i], -draws[i]))
 
 
 def _break_tie(arms: Sequence[ArmState], means: Sequence[float], index: int, config: PolicyConfig) -> int:

@@ -146,11 +146,19 @@ _BASELINE_POLICIES: dict[str, Callable[[], Policy]] = {
 
 
 def make_learner(
-    name: str, table: ReplayTable, seed: int, *, cost_weight: float, report_cost: bool, tolerance: float = 0.0
+    name: str,
+    table: ReplayTable,
+    seed: int,
+    *,
+    cost_weight: float,
+    report_cost: bool,
+    tolerance: float = 0.0,
+    budget_per_1k: float | None = None,
 ) -> Learner:
     """A fresh contender by name: ``kalibr`` (the default policy, exactly as the engine runs it), ``kalibr+prompts``
-    (the same over prompt clusters) or a baseline. ``cost_weight``/``tolerance``: the cost setting of the first two."""
-    config = PolicyConfig(cost_weight=cost_weight, quality_tolerance=tolerance)
+    (the same over prompt clusters) or a baseline. ``cost_weight``/``tolerance``/``budget_per_1k`` (in the table's
+    cost units per 1,000 calls): the cost setting of the first two."""
+    config = PolicyConfig(cost_weight=cost_weight, quality_tolerance=tolerance, budget_per_1k_calls_usd=budget_per_1k)
     if name == KALIBR:
         return PolicyLearner(default_policy(), table, config, use_priors=True, report_cost=report_cost)
     if name == KALIBR_PROMPTS:

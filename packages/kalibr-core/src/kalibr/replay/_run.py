@@ -16,17 +16,20 @@ from kalibr.replay._table import ReplayTable
 
 __all__ = ["CostPoint", "ReplayOptions", "ReplayResult", "Score", "replay"]
 
-DEFAULT_COST_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+DEFAULT_COST_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 DEFAULT_TOLERANCES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 """Settings of "the cheapest path within N points of the best" in the cost-aware sweep (0.01 = 1 point)."""
-Job = tuple[str, int, bool, float, float]
-"""(contender, seed, degraded, cost weight, quality tolerance)."""
+DEFAULT_BUDGET_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5)
+"""Budgets per call in the cost-aware sweep, as shares of the strongest model's mean cost per call."""
+Job = tuple[str, int, bool, float, float, float]
+"""(contender, seed, degraded, cost weight, quality tolerance, budget share; 0 = off)."""
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
     """What to replay. ``cost_weights`` are the lambdas of the cost-aware sweep (costs scaled to max 1),
-    ``tolerances`` its "cheapest path within N points of the best" settings."""
+    ``tolerances`` its "cheapest path within N points of the best" settings, ``budget_shares`` its budgets per
+    call as shares of the strongest model's mean cost per call (0.25: a quarter of what always using it costs)."""
 
     seeds: int = 10
     degrade: bool = False
@@ -34,11 +37,14 @@ class ReplayOptions:
     contenders: tuple[str, ...] = (KALIBR, *BASELINES)
     cost_weights: tuple[float, ...] = DEFAULT_COST_WEIGHTS
     tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
+    budget_shares: tuple[float, ...] = DEFAULT_BUDGET_SHARES
     processes: int | None = None
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise UserError(f"seeds {self.seeds!r} must be at least 1")
+        if any(share <= 0.0 for share in self.budget_shares):
+            raise UserError(f"budget shares {self.budget_shares!r} must be > 0: 0.25 is a quarter of the strongest's")
 
 
 @dataclass
@@ -91,10 +97,13 @@ def _init_worker(table: ReplayTable) -> None:
 
 
 def _job(job: Job) -> tuple[Job, Run]:
-    name, seed, degrade, cost_weight, tolerance = job
+    name, seed, degrade, cost_weight, tolerance, share = job
     assert _TABLE is not None
-    report_cost = cost_weight > 0.0 or tolerance > 0.0
-    learner = make_learner(name, _TABLE, seed, cost_weight=cost_weight, tolerance=tolerance, report_cost=report_cost)
+    report_cost = cost_weight > 0.0 or tolerance > 0.0 or share > 0.0
+    budget = 1000.0 * share * _strongest_cost_per_call(_TABLE) if share > 0.0 else None
+    learner = make_learner(
+        name, _TABLE, seed, cost_weight=cost_weight, tolerance=tolerance, budget_per_1k=budget, report_cost=report_cost
+    )
     return job, simulate(_TABLE, learner, seed, degrade=degrade)
 
 
@@ -121,9 +130,9 @@ def replay(
     scores = {name: _score(name, runs, options) for name in contenders}
     curve = _cost_curve(table, runs, options)
     fixed, strongest = _fixed_models(table)
-    samples = {name: runs[(name, 0, False, 0.0, 0.0)] for name in contenders}
+    samples = {name: runs[(name, 0, False, 0.0, 0.0, 0.0)] for name in contenders}
     if options.degrade:
-        samples.update({f"{name} degraded": runs[(name, 0, True, 0.0, 0.0)] for name in contenders})
+        samples.update({f"{name} degraded": runs[(name, 0, True, 0.0, 0.0, 0.0)] for name in contenders})
     return ReplayResult(
         table_name, table.cost_source, table.query_count, len(table.goals), options, scores, curve, fixed,
         strongest, skipped, samples,
@@ -133,16 +142,22 @@ def replay(
 def _jobs(contenders: Sequence[str], options: ReplayOptions, table: ReplayTable) -> list[Job]:
     scenarios = (False, True) if options.degrade else (False,)
     jobs = [
-        (name, seed, degrade, 0.0, 0.0) for name in contenders for degrade in scenarios for seed in range(options.seeds)
+        (name, seed, degrade, 0.0, 0.0, 0.0)
+        for name in contenders
+        for degrade in scenarios
+        for seed in range(options.seeds)
     ]
     if options.cost_aware:
         if table.cost_source == "none":
             raise UserError("--cost-aware needs costs: add a cost_usd column, or input/output_price_per_mtok columns")
         weights = [w for w in options.cost_weights if w > 0.0]
         aware = [name for name in (KALIBR, KALIBR_PROMPTS) if name in contenders]
-        jobs += [(name, seed, False, w, 0.0) for name in aware for w in weights for seed in range(options.seeds)]
         tolerances = [t for t in options.tolerances if t > 0.0]
-        jobs += [(name, seed, False, 0.0, t) for name in aware for t in tolerances for seed in range(options.seeds)]
+        for name in aware:
+            for seed in range(options.seeds):
+                jobs += [(name, seed, False, w, 0.0, 0.0) for w in weights]
+                jobs += [(name, seed, False, 0.0, t, 0.0) for t in tolerances]
+                jobs += [(name, seed, False, 0.0, 0.0, share) for share in options.budget_shares]
     return jobs
 
 
@@ -174,12 +189,12 @@ def _run_jobs(
 def _score(name: str, runs: dict[Job, Run], options: ReplayOptions) -> Score:
     score = Score(name)
     for seed in range(options.seeds):
-        run = runs[(name, seed, False, 0.0, 0.0)]
+        run = runs[(name, seed, False, 0.0, 0.0, 0.0)]
         score.share.append(run.reward / run.best_fixed)
         score.regret_best.append((run.best_fixed - run.reward) * 1000.0 / run.requests)
         score.regret_oracle.append((run.oracle - run.reward) * 1000.0 / run.requests)
         if options.degrade:
-            for ttr, regret, recovered in runs[(name, seed, True, 0.0, 0.0)].recoveries():
+            for ttr, regret, recovered in runs[(name, seed, True, 0.0, 0.0, 0.0)].recoveries():
                 score.ttr.append(ttr)
                 score.recovery_regret.append(regret)
                 score.unrecovered += not recovered
@@ -187,18 +202,20 @@ def _score(name: str, runs: dict[Job, Run], options: ReplayOptions) -> Score:
 
 
 def _cost_curve(table: ReplayTable, runs: dict[Job, Run], options: ReplayOptions) -> list[CostPoint]:
-    """Per cost-aware contender, one point per setting: the lambdas, then the "within N points" tolerances."""
+    """Per cost-aware contender, one point per setting: the lambdas, the "within N points" tolerances, then the
+    budgets."""
     if not options.cost_aware:
         return []
     (quality, cost), _ = _strongest(table)
-    settings = [(f"lambda={w:g}", w, 0.0) for w in sorted({0.0, *options.cost_weights})]
-    settings += [(f"within {100 * t:g} pt", 0.0, t) for t in sorted(options.tolerances) if t > 0.0]
+    settings = [(f"lambda={w:g}", w, 0.0, 0.0) for w in sorted({0.0, *options.cost_weights})]
+    settings += [(f"within {100 * t:g} pt", 0.0, t, 0.0) for t in sorted(options.tolerances) if t > 0.0]
+    settings += [(f"budget {100 * s:g}% of strongest", 0.0, 0.0, s) for s in sorted(options.budget_shares)]
     points = []
     for name in (KALIBR, KALIBR_PROMPTS):
-        if (name, 0, False, 0.0, 0.0) not in runs:
+        if (name, 0, False, 0.0, 0.0, 0.0) not in runs:
             continue
-        for label, weight, tolerance in settings:
-            seeds = [runs[(name, seed, False, weight, tolerance)] for seed in range(options.seeds)]
+        for label, weight, tolerance, share in settings:
+            seeds = [runs[(name, seed, False, weight, tolerance, share)] for seed in range(options.seeds)]
             points.append(
                 CostPoint(
                     f"{label}" if name == KALIBR else f"{label} ({name})",
@@ -218,6 +235,12 @@ def _strongest(table: ReplayTable) -> tuple[tuple[float, float], str]:
             totals[model] = (quality + float(goal.scores[:, m].sum()), cost + float(goal.costs[:, m].sum()))
     name = max(totals, key=lambda model: totals[model][0])
     return totals[name], name
+
+
+def _strongest_cost_per_call(table: ReplayTable) -> float:
+    """The strongest model's mean cost per call over the table, in the table's cost units."""
+    (_, cost), _ = _strongest(table)
+    return cost / table.query_count
 
 
 def _fixed_models(table: ReplayTable) -> tuple[list[CostPoint], str]:

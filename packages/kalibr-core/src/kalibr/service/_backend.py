@@ -23,7 +23,6 @@ from kalibr._exceptions import UserError
 from kalibr._types import FailureCategory, OutcomeSource, check_failure_category
 from kalibr.intelligence.base import Constraints
 from kalibr.intelligence.engine import Engine
-from kalibr.policies.base import PolicyConfig
 from kalibr.service import _schemas as s
 from kalibr.service._caches import PathCache, RecentDecisions
 from kalibr.service._errors import Invalid, NotFound, ServiceError
@@ -407,20 +406,26 @@ class Backend:
         return report
 
     def get_config(self, tenant: str, goal: str) -> s.ConfigBody:
-        return _config_body(goal, self.store.get_config(tenant, goal))
+        return s.ConfigBody.of(goal, self.store.get_config(tenant, goal))
 
     def set_config(self, tenant: str, body: s.ConfigBody) -> s.ConfigBody:
         current = self.store.get_config(tenant, body.goal)
-        config = dataclasses.replace(
-            current,
-            exploration_rate=body.exploration_rate,
-            min_samples_before_exploit=body.min_samples_before_exploit,
-            rollback_threshold=body.rollback_threshold,
-            staleness_days=body.staleness_days,
-            exploration_on_high_risk=body.exploration_on_high_risk,
-        )
+        try:
+            config = dataclasses.replace(
+                current,
+                exploration_rate=body.exploration_rate,
+                min_samples_before_exploit=body.min_samples_before_exploit,
+                rollback_threshold=body.rollback_threshold,
+                staleness_days=body.staleness_days,
+                exploration_on_high_risk=body.exploration_on_high_risk,
+                cost_weight=body.cost_weight,
+                quality_tolerance=body.quality_tolerance,
+                budget_per_1k_calls_usd=body.budget_per_1k_calls_usd,
+            )
+        except UserError as exc:  # e.g. two cost settings at once
+            raise Invalid(str(exc)) from exc
         self.engine(tenant).set_config(body.goal, config)  # applied by this replica's next decide
-        return _config_body(body.goal, config)
+        return s.ConfigBody.of(body.goal, config)
 
 
 def _path_response(record: PathRecord) -> s.PathResponse:
@@ -433,17 +438,6 @@ def _path_response(record: PathRecord) -> s.PathResponse:
         risk_level=record.risk_level,
         created_at=record.created_at,
         enabled=record.enabled,
-    )
-
-
-def _config_body(goal: str, config: PolicyConfig) -> s.ConfigBody:
-    return s.ConfigBody(
-        goal=goal,
-        exploration_rate=config.exploration_rate,
-        min_samples_before_exploit=config.min_samples_before_exploit,
-        rollback_threshold=config.rollback_threshold,
-        staleness_days=config.staleness_days,
-        exploration_on_high_risk=config.exploration_on_high_risk,
     )
 
 

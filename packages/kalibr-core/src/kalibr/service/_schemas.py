@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from kalibr._domain import check_goal
 from kalibr._types import FAILURE_CATEGORIES, WIRE_ONLY_FAILURE_CATEGORIES, FailureCategory
+from kalibr.policies.base import PolicyConfig
 
 __all__ = [
     "MAX_DECIDE_COUNT",
@@ -192,11 +193,29 @@ class ConfigBody(_Request):
     rollback_threshold: Score = 0.3
     staleness_days: Annotated[float, Field(gt=0)] = 7.0
     exploration_on_high_risk: bool = False
+    cost_weight: Annotated[float, Field(ge=0)] = 0.0
+    quality_tolerance: Score = 0.0
+    budget_per_1k_calls_usd: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("goal")
     @classmethod
     def _valid_goal(cls, goal: str) -> str:
         return goal if goal == "*" else check_goal(goal)
+
+    @classmethod
+    def of(cls, goal: str, config: PolicyConfig) -> ConfigBody:
+        """The wire fields of ``config`` (the rest of a ``PolicyConfig`` stays with the service's defaults)."""
+        return cls(
+            goal=goal,
+            exploration_rate=config.exploration_rate,
+            min_samples_before_exploit=config.min_samples_before_exploit,
+            rollback_threshold=config.rollback_threshold,
+            staleness_days=config.staleness_days,
+            exploration_on_high_risk=config.exploration_on_high_risk,
+            cost_weight=config.cost_weight,
+            quality_tolerance=config.quality_tolerance,
+            budget_per_1k_calls_usd=config.budget_per_1k_calls_usd,
+        )
 
 
 class PolicyConstraints(_Request):

@@ -1,0 +1,131 @@
+"""Cost settings of a policy: a weight on cost, a quality tolerance, or a budget per 1,000 calls.
+
+Pure functions of the arm states and one decision's posterior draws, so any sampling policy (per goal, or per
+prompt cluster) can apply them after it draws. Three ways to state what cost is worth:
+
+- ``cost_weight``: reward = score - cost_weight * cost. Useful only if you know your exchange rate.
+- ``quality_tolerance``: the cheapest path whose success rate is within that many points of the best one.
+- ``budget_per_1k_calls_usd``: the best success rate at an average cost per call that tracks the budget.
+  The pacer holds no state: a goal's spend so far is in its arms' cost sums, and each decision aims at the
+  budget plus a share of what is left unspent (or minus the overspend), repaid over ``PACING_CALLS`` calls.
+  With that target it takes the best mixture of two paths whose expected cost equals it: Thompson sampling
+  over the linear programme "most successes for this cost per call".
+
+An arm whose cost is not measured yet counts as free, so it gets tried and its cost measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from kalibr.policies.base import ArmState, PolicyConfig
+
+__all__ = ["PACING_CALLS", "cost_aware_index", "cost_matters", "mean_costs", "pacing_target", "still_promising"]
+
+PACING_CALLS = 50.0
+"""Calls over which the pacer repays an overspend (or spends a saving): short enough to hold the average near the
+budget, long enough that one dear call does not swing the next few."""
+
+
+def cost_matters(config: PolicyConfig) -> bool:
+    """Whether ``config`` states any cost setting."""
+    return config.cost_weight > 0.0 or config.quality_tolerance > 0.0 or config.budget_per_1k_calls_usd is not None
+
+
+def mean_costs(arms: Sequence[ArmState]) -> list[float]:
+    """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
+    return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
+
+
+def pacing_target(arms: Sequence[ArmState], budget_per_1k_calls_usd: float) -> float:
+    """The cost this call should aim at: the budget per call, corrected by the goal's spend so far."""
+    per_call = budget_per_1k_calls_usd / 1000.0
+    calls = sum(arm.cost_count for arm in arms)
+    spent = sum(arm.cost_sum for arm in arms)
+    return max(0.0, per_call + (per_call * calls - spent) / PACING_CALLS)
+
+
+def cost_aware_index(
+    arms: Sequence[ArmState],
+    draws: Sequence[float],
+    config: PolicyConfig,
+    rng: np.random.Generator | None,
+) -> int:
+    """The arm a cost setting picks given one posterior draw (or mean) per arm.
+
+    ``rng`` is needed by the budget (it mixes two paths) and None only for a decision that must not gamble:
+    then the budget takes the side its mixture leans to.
+    """
+    costs = mean_costs(arms)
+    if config.budget_per_1k_calls_usd is not None:
+        return _paced(draws, costs, pacing_target(arms, config.budget_per_1k_calls_usd), rng)
+    if config.quality_tolerance > 0.0:
+        return _cheapest_within(draws, costs, config.quality_tolerance)
+    weight = config.cost_weight
+    return max(range(len(draws)), key=lambda i: draws[i] - weight * costs[i])
+
+
+def still_promising(
+    arms: Sequence[ArmState],
+    means: Sequence[float],
+    optimistic: Callable[[int], float],
+    config: PolicyConfig,
+) -> Callable[[int], bool]:
+    """Whether a path under the exploration floor is still worth its forced samples under the cost setting.
+
+    Without a cost setting, a path whose optimistic estimate falls short of the best mean has lost. With one,
+    the comparison is the setting's own: a cheap path a little below the best may be the one to pick, and a dear
+    path that could not change the pick is not worth exploring. Under a weight: its optimistic score net of
+    cost against the best net score. Under a tolerance: a path no dearer than today's pick must be able to reach
+    the bar (the best mean minus the tolerance); a dearer one must be able to beat the pick by more than the
+    tolerance. Under a budget: it must cost no more than the pacer's target, and be able to reach the best mean
+    among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs.
+    """
+    costs = mean_costs(arms)
+    slack = config.tie_tolerance * max(means)
+    if config.budget_per_1k_calls_usd is not None:
+        target = pacing_target(arms, config.budget_per_1k_calls_usd)
+        affordable = [mean for mean, cost in zip(means, costs, strict=True) if cost <= target]
+        best = max(affordable, default=max(means))
+        return lambda i: costs[i] <= target and optimistic(i) >= best - slack
+    if config.quality_tolerance > 0.0:
+        tolerance = config.quality_tolerance
+        pick = _cheapest_within(means, costs, tolerance)
+        bar = max(means) - tolerance - slack
+        return lambda i: optimistic(i) >= bar if costs[i] <= costs[pick] else optimistic(i) - tolerance > means[pick]
+    weight = config.cost_weight
+    best_net = max(mean - weight * cost for mean, cost in zip(means, costs, strict=True))
+    return lambda i: optimistic(i) - weight * costs[i] >= best_net - slack
+
+
+def _cheapest_within(values: Sequence[float], costs: Sequence[float], tolerance: float) -> int:
+    """Of the arms whose value is within ``tolerance`` of the best, the cheapest; equal costs go to the higher."""
+    top = max(values) - tolerance
+    return min((i for i, value in enumerate(values) if value >= top), key=lambda i: (costs[i], -values[i]))
+
+
+def _paced(draws: Sequence[float], costs: Sequence[float], target: float, rng: np.random.Generator | None) -> int:
+    """The best draw among arms costing at most ``target``, or a mixture of a cheaper and a dearer arm whose
+    expected cost is ``target`` when that has a higher expected draw (the upper hull of cost against draw)."""
+    count = len(draws)
+    affordable = [i for i in range(count) if costs[i] <= target]
+    if not affordable:
+        return min(range(count), key=lambda i: (costs[i], -draws[i]))
+    low = max(affordable, key=draws.__getitem__)
+    best_value, best_pair = draws[low], (low, low, 0.0)
+    for high in range(count):
+        if costs[high] <= target or draws[high] <= draws[low]:
+            continue
+        for cheap in affordable:
+            share = (target - costs[cheap]) / (costs[high] - costs[cheap])
+            value = draws[cheap] + share * (draws[high] - draws[cheap])
+            if value > best_value:
+                best_value, best_pair = value, (cheap, high, share)
+    cheap, high, share = best_pair
+    if high == cheap:
+        return cheap
+    if rng is None:
+        return high if share >= 0.5 else cheap
+    return high if rng.random() < share else cheap
