@@ -178,7 +178,9 @@ class Engine:
             fresh_until = min(self._loaded_at.get(goal, now), self._prior_cache[goal][0]) + self._refresh_interval
             if fresh_until <= now and self._flusher is not None:
                 # The writer re-reads the goal (it is due) and drops this view then; until it does, rebuilding
-                # the view from the same arms on every decide would only cost time.
+                # the view from the same arms on every decide would only cost time. Due even when just read: the
+                # view is not rebuilt meanwhile, so only the writer's re-read (or a flush) can show a change.
+                self._due[goal] = paths
                 fresh_until = now + self._flush_interval
             view = _GoalView(paths, enabled, chooser, config.exploration_on_high_risk, fresh_until)
             self._views[goal] = view
