@@ -148,13 +148,13 @@ def _hung(quick: bool) -> dict[str, Any]:
     return ordered[len(ordered) // 2]
 
 
-def _cold_start(quick: bool) -> dict[str, float]:
+def _cold_start(quick: bool) -> dict[str, Any]:
     """Fallbacks among the first 100 decides of a fresh client against a just-started service (50 ms timeout)."""
     from kalibr._domain import Path
     from kalibr.intelligence.remote import RemoteIntelligence, Resilience
     from kalibr.service._server import ServiceProcess
 
-    fallbacks, firsts = [], []
+    fallbacks, firsts, fell = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for attempt in range(2 if quick else 5):
             work = FilePath(folder)
@@ -167,9 +167,10 @@ def _cold_start(quick: bool) -> dict[str, float]:
                 firsts.append((time.perf_counter() - started) * 1000)
                 decisions += [remote.decide(f"cold_goal_{attempt}", paths) for _ in range(99)]
                 fallbacks.append(sum(d.fallback for d in decisions))
+                fell += [f"run {attempt + 1} decide {i + 1}: {d.reason}" for i, d in enumerate(decisions) if d.fallback]
                 remote.close()
     return {"runs": len(fallbacks), "fallbacks": sum(fallbacks), "first_p50_ms": statistics.median(firsts),
-            "first_max_ms": max(firsts)}  # fmt: skip
+            "first_max_ms": max(firsts), "fell": fell}  # fmt: skip
 
 
 def flood(url: str, rate: float, seconds: float, fresh_keys: bool) -> None:
@@ -377,6 +378,13 @@ def run(quick: bool) -> str:
         'from a service answering lately like an error (docs/architecture.md, "The wire under faults"). The test '
         "suite asserts the count: 0 of the first 100 decides fall back.",
     ]
+    if cold["fell"]:
+        shown = "; ".join(cold["fell"][:4])
+        lines.append(
+            f"\nThe fallbacks of this run (load average {os.getloadavg()[0]:.1f} after it), first ones: {shown}. A "
+            "warm-up decide that times out ends the warm-up (a service that answers its probe, then hangs, must "
+            "not cost 250 ms a decide), and three timeouts in a row open the breaker for its 5 s cool-down."
+        )
     print("\n".join(lines[-4:]))
     lines += [
         "\n### A flood of wrong keys\n",
