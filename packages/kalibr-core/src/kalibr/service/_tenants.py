@@ -64,8 +64,8 @@ class TenantResolver:
         self._cache_seconds = cache_seconds
         self._miss_seconds = miss_seconds
         self._clock = clock
-        self._keys: dict[str, str] = {}
-        self._read_at = -math.inf
+        self._snapshot: tuple[dict[str, str], float] = ({}, -math.inf)
+        """Key hash -> tenant, and when it was read: replaced whole, so a reader sees one consistent pair."""
         self._reading = threading.Lock()
 
     def resolve_cached(self, api_key: str | None, claimed_tenant: str | None) -> str | None:
@@ -75,9 +75,9 @@ class TenantResolver:
             return DEFAULT_TENANT
         if not api_key:
             raise _missing_key()
-        tenant = self._keys.get(hash_api_key(api_key))
-        age = self._clock() - self._read_at
-        if age >= (self._cache_seconds if tenant is not None else self._miss_seconds):
+        keys, read_at = self._snapshot
+        tenant = keys.get(hash_api_key(api_key))
+        if self._stale(tenant, read_at):
             return None
         if tenant is None:
             raise _invalid_key()
@@ -90,16 +90,21 @@ class TenantResolver:
             raise _missing_key()
         key_hash = hash_api_key(api_key)
         with self._reading:  # one reader at a time; the others then find the snapshot it read
-            tenant = self._keys.get(key_hash)
-            age = self._clock() - self._read_at
-            if age >= (self._cache_seconds if tenant is not None else self._miss_seconds):
+            keys, read_at = self._snapshot
+            tenant = keys.get(key_hash)
+            if self._stale(tenant, read_at):
                 now = self._clock()
-                self._keys = {stored: owner for owner, stored, _ in self._store.list_api_keys(None)}
-                self._read_at = now
-                tenant = self._keys.get(key_hash)
+                keys = {stored: owner for owner, stored, _ in self._store.list_api_keys(None)}
+                self._snapshot = (keys, now)
+                tenant = keys.get(key_hash)
         if tenant is None:
             raise _invalid_key()
         return _checked(tenant, claimed_tenant)
+
+    def _stale(self, tenant: str | None, read_at: float) -> bool:
+        """Must the key table be read again to answer (a found key: every ``cache_seconds``; a missing one: every
+        ``miss_seconds``)?"""
+        return self._clock() - read_at >= (self._cache_seconds if tenant is not None else self._miss_seconds)
 
 
 def _missing_key() -> Unauthorized:
