@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 
+from kalibr._domain import Path
+
 GOAL = "triage_ticket"
 MODELS = ("gpt-4o-mini", "claude-haiku-4-5")
 SINCE_EPOCH = "2000-01-01T00:00:00+00:00"
@@ -41,6 +43,8 @@ class ReplayResult:
     dead_lettered: int
     lost: int
     doubled: int
+    """Counted more than once in one store: as rows (under two tenants), as a row and a dead letter, or by the arms
+    (an outcome learned from twice)."""
     crossed: int
     resent_across_restart: int
     """In the store the service lost and in the fresh one: a batch the old store committed while the service was
@@ -142,10 +146,14 @@ def _account(
     found: dict[str, list[str]] = {}  # trace id -> tenants it was counted for, once per store holding it
     in_both: set[str] = set()
     seen_before: set[str] = set()
+    learned_twice = 0  # outcomes a store's arms counted beyond its rows (a resent outcome stepping an arm again)
     for number, db in enumerate(stores):
         store = SQLiteStore(str(db))
         for tenant in keys:
-            for outcome in store.outcomes(tenant, GOAL, since):
+            stored = store.outcomes(tenant, GOAL, since)
+            learned = sum(arm.total_samples for arm in store.load_arms(tenant, GOAL, _paths()))
+            learned_twice += max(0, learned - len(stored))
+            for outcome in stored:
                 if number == 0:
                     seen_before.add(outcome.trace_id)
                 elif outcome.trace_id in seen_before:
@@ -167,8 +175,21 @@ def _account(
             crossed += sum(1 for owner in counted if owner != tenant)
     delivered = sum(len(tenants) for tenants in found.values())
     return ReplayResult(
-        reported, delivered, dead_count, lost, doubled, crossed, len(in_both), no_reason, dict(injected), drained
+        reported,
+        delivered,
+        dead_count,
+        lost,
+        doubled + learned_twice,
+        crossed,
+        len(in_both),
+        no_reason,
+        dict(injected),
+        drained,
     )
+
+
+def _paths() -> list[Path]:
+    return [Path(MODELS[0]), Path(MODELS[1], params={"temperature": 0.2})]
 
 
 def _line(client: subprocess.Popen[str]) -> str:
@@ -194,12 +215,12 @@ def _tell(clients: list[subprocess.Popen[str]], word: str) -> None:
 
 def _app(url: str, api_key: str, spool: str, outcomes: int) -> None:
     """One app: decide and report ``outcomes`` times, pausing where the orchestrator kills and restarts the service."""
-    from kalibr._domain import Outcome, Path
+    from kalibr._domain import Outcome
     from kalibr.intelligence._spool import OutcomeSpool
     from kalibr.intelligence.remote import RemoteIntelligence, Resilience
 
     remote = RemoteIntelligence(url, api_key=api_key, spool=spool, resilience=Resilience(timeout=1.0, cooldown=0.2))
-    paths = [Path(MODELS[0]), Path(MODELS[1], params={"temperature": 0.2})]
+    paths = _paths()
     reported = []
     for i in range(outcomes):
         if i == outcomes // 3:

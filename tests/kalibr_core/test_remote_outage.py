@@ -104,11 +104,8 @@ def test_three_apps_through_an_outage_a_fresh_store_and_a_faulty_proxy_lose_doub
 
 def test_a_just_started_service_is_not_mistaken_for_a_hung_one(tmp_path: FilePath) -> None:
     """Seen: the first decide on a fresh service took ~100 ms, over the 50 ms timeout; the breaker opened for 5 s
-    and 247 of 374 decides fell back (and, on a loaded machine, 180 of 500 after one 65 ms first decide). The
-    service warms up before it accepts connections; the client probes it, gives its first decides the warm-up
-    timeout, and counts a slow answer from a service that is answering like an error, not a hang. So no decide
-    falls back because the breaker opened; a decide slower than 50 ms on a loaded machine may fall back on its own
-    (the count on a quiet machine, 0, is a figure of `python -m benchmarks --only reliability`)."""
+    and 247 of 374 decides fell back. The service warms up before it accepts connections, and the client probes it
+    and gives its first decides the warm-up timeout: none of the first 100 decides falls back."""
     service = ServiceProcess(["--store", f"sqlite:///{tmp_path / 'k.db'}", "--no-auth"])
     try:
         remote = RemoteIntelligence(service.start().url, spool=tmp_path / "spool.db")  # the default 50 ms timeout
@@ -116,5 +113,4 @@ def test_a_just_started_service_is_not_mistaken_for_a_hung_one(tmp_path: FilePat
         remote.close()
     finally:
         service.kill()
-    assert [d.reason for d in decisions if d.fallback and "in time" not in d.reason] == []
-    assert not decisions[0].fallback  # the first decide of the new connection, the one that used to open it
+    assert [(i, d.reason) for i, d in enumerate(decisions) if d.fallback] == []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import encodings.idna  # noqa: F401  (the first connection's host lookup imports it: inside a call's timeout)
 import json
 import logging
 import os

@@ -126,14 +126,21 @@ class Dispatcher:
         if matched is None:
             await self._fallback(scope, receive, send)
             return
+        route, params = matched
+        try:  # before the body is read: a wrong key costs no read, no parse
+            tenant = await self._authenticate(route, scope)
+        except Exception as exc:
+            await send_json(send, *_error(route, scope, exc))
+            return
         body = await _read_body(receive)
         if body is None:
             return  # the client went away
-        await send_json(send, *await self._answer(*matched, scope, body))
+        await send_json(send, *await self._answer(route, params, scope, tenant, body))
 
-    async def _answer(self, route: Route, params: dict[str, str], scope: Scope, body: bytes) -> tuple[int, bytes]:
+    async def _answer(
+        self, route: Route, params: dict[str, str], scope: Scope, tenant: str, body: bytes
+    ) -> tuple[int, bytes]:
         try:
-            tenant = await self._authenticate(route, scope)
             request = _parse(route, scope, body)
             if route.hot:
                 answer = route.handler(self._backend, tenant, request, params)
@@ -145,12 +152,12 @@ class Dispatcher:
                 return 200, answer.model_dump_json().encode()
             return 200, json.dumps(answer, default=str).encode()
         except Exception as exc:
-            status, error = error_response(exc, f"{route.method} {scope.get('path')}")
-            return status, json.dumps(error).encode()
+            return _error(route, scope, exc)
 
     async def _authenticate(self, route: Route, scope: Scope) -> str:
         """The one place a request's key becomes its tenant (401 without a valid key, 403 for another tenant).
-        A key seen lately costs nothing; any other is looked up in a worker thread, never on the event loop."""
+        The resolver's snapshot of the keys answers on the event loop; reading the key table again (a few times a
+        second at most) happens in a worker thread."""
         if not route.authenticated:
             return ""
         headers = dict(scope.get("headers", ()))
@@ -159,6 +166,11 @@ class Dispatcher:
         if tenant is None:
             tenant = await anyio.to_thread.run_sync(self._resolver.resolve, key, claimed)
         return tenant
+
+
+def _error(route: Route, scope: Scope, exc: Exception) -> tuple[int, bytes]:
+    status, error = error_response(exc, f"{route.method} {scope.get('path')}")
+    return status, json.dumps(error).encode()
 
 
 def _parse(route: Route, scope: Scope, body: bytes) -> Any:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from kalibr._exceptions import UserError
@@ -42,11 +42,12 @@ def check_tenant(tenant: object) -> str:
 class TenantResolver:
     """Turns a request's ``X-API-Key`` and ``X-Tenant-ID`` into its tenant, or raises 401/403.
 
-    Known keys are cached for ``cache_seconds`` so a hot path costs no store read; a revoked key therefore keeps
-    working for at most that long. Unknown keys are cached too (at most ``max_unknown`` of them, for
-    ``unknown_seconds``), so a flood of wrong keys costs no store query: a key created meanwhile is refused for at
-    most that long. With ``auth=False`` every request is the ``default`` tenant (local use and tests only: never
-    expose such a service).
+    Keys are answered from a snapshot of the store's whole key table (hashes and tenants: a few rows), so a request
+    costs no store query, whatever its key: the snapshot is read again when it is ``cache_seconds`` old (a revoked
+    key keeps working at most that long), or, for a key it lacks, when it is ``miss_seconds`` old (a key created
+    meanwhile is refused at most that long). A flood of wrong keys, one repeated or a fresh one each time, thus costs
+    at most one read of the key table per ``miss_seconds``. With ``auth=False`` every request is the ``default``
+    tenant (local use and tests only: never expose such a service).
     """
 
     def __init__(
@@ -55,68 +56,59 @@ class TenantResolver:
         *,
         auth: bool = True,
         cache_seconds: float = 5.0,
-        unknown_seconds: float = 2.0,
-        max_unknown: int = 10_000,
+        miss_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._auth = auth
         self._cache_seconds = cache_seconds
-        self._unknown_seconds = unknown_seconds
-        self._max_unknown = max_unknown
+        self._miss_seconds = miss_seconds
         self._clock = clock
-        self._known: dict[str, tuple[str, float]] = {}
-        self._unknown: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
+        self._snapshot: tuple[dict[str, str], float] = ({}, -math.inf)
+        """Key hash -> tenant, and when it was read: replaced whole, so a reader sees one consistent pair."""
+        self._reading = threading.Lock()
 
     def resolve_cached(self, api_key: str | None, claimed_tenant: str | None) -> str | None:
-        """The tenant if the answer needs no store read (no auth, a cached key; raises for a cached wrong key),
-        else None: call ``resolve`` then (off the event loop)."""
+        """The tenant if the snapshot can answer (raises 401/403 as ``resolve`` does), else None: call ``resolve``
+        then, off the event loop (it may read the key table)."""
         if not self._auth:
             return DEFAULT_TENANT
         if not api_key:
-            return self.resolve(api_key, claimed_tenant)
-        key_hash = hash_api_key(api_key)
-        now = self._clock()
-        with self._lock:
-            known = self._known.get(key_hash)
-            unknown_until = self._unknown.get(key_hash)
-        if known is not None and known[1] > now:
-            return _checked(known[0], claimed_tenant)
-        if unknown_until is not None and unknown_until > now:
+            raise _missing_key()
+        keys, read_at = self._snapshot
+        tenant = keys.get(hash_api_key(api_key))
+        if self._stale(tenant, read_at):
+            return None
+        if tenant is None:
             raise _invalid_key()
-        return None
+        return _checked(tenant, claimed_tenant)
 
     def resolve(self, api_key: str | None, claimed_tenant: str | None) -> str:
         if not self._auth:
             return DEFAULT_TENANT
         if not api_key:
-            raise Unauthorized("missing X-API-Key header: create a key with `kalibr keys create --tenant NAME`")
-        tenant = self._tenant_for(hash_api_key(api_key))
+            raise _missing_key()
+        key_hash = hash_api_key(api_key)
+        with self._reading:  # one reader at a time; the others then find the snapshot it read
+            keys, read_at = self._snapshot
+            tenant = keys.get(key_hash)
+            if self._stale(tenant, read_at):
+                now = self._clock()
+                keys = {stored: owner for owner, stored, _ in self._store.list_api_keys(None)}
+                self._snapshot = (keys, now)
+                tenant = keys.get(key_hash)
         if tenant is None:
             raise _invalid_key()
         return _checked(tenant, claimed_tenant)
 
-    def _tenant_for(self, key_hash: str) -> str | None:
-        now = self._clock()
-        with self._lock:
-            cached = self._known.get(key_hash)
-            unknown_until = self._unknown.get(key_hash)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        if unknown_until is not None and unknown_until > now:
-            return None
-        tenant = self._store.tenant_for_key(key_hash)
-        with self._lock:
-            if tenant is not None:
-                self._known[key_hash] = (tenant, now + self._cache_seconds)
-                self._unknown.pop(key_hash, None)
-            else:
-                self._unknown[key_hash] = now + self._unknown_seconds
-                self._unknown.move_to_end(key_hash)
-                while len(self._unknown) > self._max_unknown:
-                    self._unknown.popitem(last=False)
-        return tenant
+    def _stale(self, tenant: str | None, read_at: float) -> bool:
+        """Must the key table be read again to answer (a found key: every ``cache_seconds``; a missing one: every
+        ``miss_seconds``)?"""
+        return self._clock() - read_at >= (self._cache_seconds if tenant is not None else self._miss_seconds)
+
+
+def _missing_key() -> Unauthorized:
+    return Unauthorized("missing X-API-Key header: create a key with `kalibr keys create --tenant NAME`")
 
 
 def _invalid_key() -> Unauthorized:
