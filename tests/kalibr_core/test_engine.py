@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -217,7 +218,11 @@ def test_a_decision_is_a_frozen_decision_like_any_other() -> None:
     from kalibr import Decision
 
     engine = Engine(MemoryStore(), seed=1, write_behind=False)
+    before = datetime.now(UTC)
     decision = engine.decide("g", PATHS)
+    assert before - timedelta(milliseconds=1) <= decision.decided_at <= datetime.now(UTC)
+    assert decision.decided_at is decision.decided_at
+    assert pickle.loads(pickle.dumps(decision)) == decision
     assert type(decision) is Decision
     fields = {field.name: getattr(decision, field.name) for field in dataclasses.fields(Decision)}
     assert decision == Decision(**fields)

@@ -417,6 +417,20 @@ def test_a_path_disabled_in_the_store_gets_no_traffic_until_enabled_again(
     operator.close()
 
 
+def test_a_decision_stays_reportable_for_fifty_thousand_newer_calls_and_memory_stays_bounded() -> None:
+    router = kalibr.Router("history", ["model-a", "model-b"], intelligence=Engine(MemoryStore(), seed=1))
+    first = router.decide()
+    newer = [router.decide().trace_id for _ in range(49_999)]
+    router.report(success=True, trace_id=first.trace_id)
+    router.report(success=False, trace_id=newer[-1])
+    for _ in range(50_000):
+        router.decide()
+    with pytest.raises(kalibr.UserError, match="too old"):
+        router.report(success=True, trace_id=first.trace_id)
+    assert {o.trace_id: o.success for o in _outcomes(router)} == {first.trace_id: True, newer[-1]: False}
+    router.intelligence.close()
+
+
 def test_threads_deciding_and_reporting_while_the_config_changes_lose_no_outcome() -> None:
     engine = Engine(MemoryStore(), seed=3)
     router = kalibr.Router("busy", ["model-a", "model-b", "model-c"], intelligence=engine)

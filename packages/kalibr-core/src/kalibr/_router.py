@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -152,10 +152,12 @@ class Router:
         self._http = http_client or sync_client()
         self._ahttp = async_http_client
         # A decision alone until its call has a cost or latency to keep (a _CallRecord): one object less per decide.
-        # A dict and a deque of its keys in the order they came, the oldest forgotten first: each step is atomic,
-        # so threads share them without a lock.
+        # Two generations of recent calls: when the newer one holds _RECENT_CALLS it becomes the older one and the
+        # previous older one is forgotten, so the last _RECENT_CALLS calls are always kept at the cost of one dict
+        # store per call. Dict steps are atomic and a swap takes a lock, so threads share them.
         self._calls: dict[str, _CallRecord | Decision] = {}
-        self._call_order: deque[str] = deque()
+        self._older_calls: dict[str, _CallRecord | Decision] = {}
+        self._calls_lock = threading.Lock()
         # (when, trace id) of the last direct call in this thread or task; "when" orders it against framework runs.
         self._last_trace: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar(
             f"kalibr_last_trace_{id(self)}", default=None
@@ -541,6 +543,8 @@ class Router:
     def _report(self, trace_id: str, *, score: float, success: bool, source: str, **fields: Any) -> None:
         remembered = self._calls.get(trace_id)
         if remembered is None:
+            remembered = self._older_calls.get(trace_id)
+        if remembered is None:
             raise UserError(
                 f"trace_id {trace_id!r} is not a call of this router (or is too old): "
                 "use kalibr.update_outcome(trace_id, goal, ...) for calls made elsewhere"
@@ -564,13 +568,17 @@ class Router:
 
     def _remember(self, record: _CallRecord | Decision) -> None:
         trace_id = record.trace_id
-        calls, order = self._calls, self._call_order
-        known = trace_id in calls  # the call again, now with its cost and latency: it keeps its place
-        calls[trace_id] = record
-        if not known:
-            order.append(trace_id)
-            if len(order) > _RECENT_CALLS:
-                calls.pop(order.popleft(), None)
+        calls = self._calls
+        # A decision is new (its trace id too); a record may be a decided call again, now with its cost and
+        # latency: that one keeps its place.
+        if record.__class__ is _CallRecord and trace_id not in calls and trace_id in self._older_calls:
+            self._older_calls[trace_id] = record
+        else:
+            calls[trace_id] = record
+            if len(calls) >= _RECENT_CALLS:
+                with self._calls_lock:
+                    if self._calls is calls:  # not swapped by another thread meanwhile
+                        self._older_calls, self._calls = calls, {}
         self._last_trace.set((next_sequence(), trace_id))
         ensure_scope()  # runs started later from copies of this context are then seen by report() here
 
