@@ -76,13 +76,14 @@ _IN_ORDER = (
     "WHERE tenant = ? AND goal = ? AND reported_at >= ? ORDER BY reported_at, id)"
 )
 # Formatting a REAL as text is most of a number's cost: the usual scores, 1.0 and 0.0, go as the integers 1 and 0
-# (the same floats parsed). The separator is a literal (char(31) would be a function call per value).
+# (the same floats parsed). Provider failures go as one digit each, unseparated. The separator is a literal
+# (char(31) would be a function call per value).
 _SEP = f"'{UNIT_SEPARATOR}'"
 GOAL_OUTCOME_COLUMNS = (
     f"SELECT count(*), group_concat(path_id, {_SEP}), group_concat(ifnull(model, ''), {_SEP}), "
     "group_concat(iif(score = 1.0, 1, iif(score = 0.0, 0, score))), group_concat(ifnull(cost_usd, 'nan')), "
     f"group_concat(ifnull(latency_ms, 'nan')), group_concat(ifnull(failure_category, ''), {_SEP}), "
-    f"group_concat(source = 'error'), group_concat(reported_at) {_IN_ORDER}"
+    f"group_concat(source = 'error', ''), group_concat(reported_at) {_IN_ORDER}"
 )
 GOAL_OUTCOME_ROWS = (
     "SELECT path_id, model, score, cost_usd, latency_ms, failure_category, source = 'error', reported_at " + _IN_ORDER
