@@ -101,19 +101,15 @@ def test_a_file_from_before_the_covering_index_gets_it_and_reads_the_same_column
         old = SQLiteStore(location)
         for _ in range(3):
             report(old)
-        read_before = old.outcome_columns(TENANT, GOAL, since)
+        written = old.outcomes(TENANT, GOAL, since)
         old.close()
     upgraded = SQLiteStore(location)
-    read_after = upgraded.outcome_columns(TENANT, GOAL, since)
+    read = upgraded.outcome_columns(TENANT, GOAL, since)
     report(upgraded)
     assert len(upgraded.outcome_columns(TENANT, GOAL, since)) == 4
     upgraded.close()
-    assert (read_after.path_ids, read_after.models, read_after.score.tolist(), read_after.reported_at.tolist()) == (
-        read_before.path_ids,
-        read_before.models,
-        read_before.score.tolist(),
-        read_before.reported_at.tolist(),
-    )
+    assert (read.path_ids, read.models, read.score.tolist()) == ((FAST.path_id,), (FAST.model,), [1.0, 1.0, 1.0])
+    assert read.reported_at.tolist() == [round(r.reported_at.timestamp() * 1e6) for r in written]
     with sqlite3.connect(location) as conn:
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'outcomes'")}
         plan = conn.execute(
