@@ -14,6 +14,7 @@ from kalibr._domain import Outcome, Path
 from kalibr._exceptions import UserError
 from kalibr.intelligence._breaker import CircuitBreaker
 from kalibr.intelligence.remote import RemoteIntelligence, Resilience
+from kalibr.service import _schemas as wire
 from kalibr.service import create_app
 from kalibr.service._server import serve_in_thread
 from kalibr.stores import MemoryStore
@@ -241,3 +242,57 @@ def test_an_explicit_report_overrides_an_automatic_one_already_delivered(
     assert (stored.score, stored.failure_category) == (0.0, "user_unsatisfied")
     arm = next(a for a in service[1].load_arms("default", GOAL, PATHS) if a.path_id == decision.path_id)
     assert (arm.successes, arm.failures) == (0.0, 1.0)  # corrected, not counted twice
+
+
+def _paths_answer(disabled: Path) -> httpx.Response:
+    listed = [
+        wire.PathResponse(
+            path_id=path.path_id,
+            goal=GOAL,
+            model_id=path.model,
+            tool_id=None,
+            params=dict(path.params),
+            risk_level="low",
+            created_at=SINCE,
+            enabled=path != disabled,
+        )
+        for path in PATHS
+    ]
+    return httpx.Response(200, content=wire.PathsResponse(paths=listed).model_dump_json())
+
+
+def test_disabled_paths_are_asked_once_per_interval_and_kept_through_an_outage(tmp_path: FilePath) -> None:
+    asked: list[httpx.Request] = []
+    down = False
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(503) if down else _paths_answer(disabled=PATHS[1])
+
+    remote = RemoteIntelligence(
+        "http://127.0.0.1:9", spool=tmp_path / "s.db", transport=httpx.MockTransport(answer), refresh_interval=60
+    )
+    remote.register_paths(GOAL, PATHS)
+    for _ in range(20):  # a burst of fallbacks
+        assert remote.disabled_paths(GOAL) == {PATHS[1].path_id}
+    assert len(asked) == 1
+    assert asked[0].url.params["include_disabled"] == "true"
+    assert asked[0].extensions["timeout"]["read"] == remote.resilience.timeout  # the decide timeout, not longer
+    remote.close()
+
+    down = True
+    remote = RemoteIntelligence(
+        "http://127.0.0.1:9", spool=tmp_path / "s.db", transport=httpx.MockTransport(answer), refresh_interval=0
+    )
+    remote.register_paths(GOAL, PATHS)
+    assert remote.disabled_paths(GOAL) == frozenset()  # never read: nothing known, nothing skipped
+    down = False
+    assert remote.disabled_paths(GOAL) == {PATHS[1].path_id}
+    down = True
+    assert remote.disabled_paths(GOAL) == {PATHS[1].path_id}  # the service fails: the last known set
+    remote.close()
+
+
+def test_a_bad_refresh_interval_names_itself() -> None:
+    with pytest.raises(UserError, match="refresh_interval"):
+        RemoteIntelligence("http://127.0.0.1:9", refresh_interval=-1)

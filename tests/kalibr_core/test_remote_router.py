@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.fault_proxy import HungService
 
 import kalibr
 from kalibr._exceptions import UserError
@@ -138,3 +139,44 @@ def test_a_router_sets_its_goals_budget(where: str, service: tuple[str, MemorySt
     router.set_config(kalibr.PolicyConfig(budget_per_1k_calls_usd=1.5))
     stored = (store if where == "embedded" else service_store).get_config("default", "budget_goal")
     assert stored.budget_per_1k_calls_usd == 1.5
+
+
+def test_a_fallback_skips_a_path_disabled_on_the_service(
+    service: tuple[str, MemoryStore], sandbox: SandboxServer
+) -> None:
+    url, _ = service
+    models = ("no-such-model", "sandbox-base", "sandbox-pro")
+    paths = [{"model": model, "base_url": sandbox.openai_base_url} for model in models]
+    remote = RemoteIntelligence(url, refresh_interval=0.0)
+    router = kalibr.Router("remote_skip", paths, success_when=lambda text: bool(text.strip()), intelligence=remote)
+    router.completion("Hello")  # the service registers the router's paths
+    listed = httpx.get(f"{url}/api/v1/routing/paths", params={"goal": "remote_skip"}).json()["paths"]
+    base = next(path["path_id"] for path in listed if path["model_id"] == "sandbox-base")
+    assert httpx.delete(f"{url}/api/v1/routing/paths/{base}").status_code == 200  # the dashboard's disable action
+    completion = router.completion("Hello again", force_model="no-such-model")
+    assert [attempt.decision.model for attempt in completion.attempts] == ["no-such-model"]
+    assert completion.model == "sandbox-pro"
+    assert completion.decision.reason == "fallback: 'no-such-model' failed"
+    remote.close()
+
+
+def test_a_hung_service_costs_a_fallback_one_timeout_then_no_request(
+    sandbox: SandboxServer, tmp_path: FilePath
+) -> None:
+    hung = HungService()
+    resilience = kalibr.Resilience(timeout=0.05, breaker_after=3, cooldown=60)
+    remote = RemoteIntelligence(hung.url, spool=tmp_path / "spool.db", resilience=resilience, refresh_interval=0.0)
+    paths = [{"model": model, "base_url": sandbox.openai_base_url} for model in ("no-such-model", "sandbox-base")]
+    router = kalibr.Router("remote_hung", paths, intelligence=remote)
+    try:
+        first = router.completion("Hello", force_model="no-such-model")
+        assert first.model == "sandbox-base"
+        assert remote.breaker.state == "open"  # the read of the disabled paths timed out once
+        asked = hung.requests  # that read, and the spool's probe to deliver the failed attempt's outcome
+        assert asked >= 1
+        for _ in range(3):
+            assert router.completion("Hello", force_model="no-such-model").model == "sandbox-base"
+        assert hung.requests == asked  # the open breaker: the fallbacks asked nothing
+    finally:
+        remote.close()
+        hung.close()

@@ -90,6 +90,40 @@ def test_a_file_from_the_first_schema_upgrades_and_keeps_its_data(
     conn.close()
 
 
+def test_a_file_from_before_the_covering_index_gets_it_and_reads_the_same_columns(
+    tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = tmp_path / "kalibr.db"
+    before = functools.partial(_sqlite_schema.migrate, migrations=_sqlite_schema.MIGRATIONS[:3])
+    since = datetime.now(UTC) - timedelta(hours=1)
+    with monkeypatch.context() as patch:
+        patch.setattr("kalibr.stores.sqlite.migrate", before)
+        old = SQLiteStore(location)
+        for _ in range(3):
+            report(old)
+        written = old.outcomes(TENANT, GOAL, since)
+        old.close()
+    upgraded = SQLiteStore(location)
+    read = upgraded.outcome_columns(TENANT, GOAL, since)
+    report(upgraded)
+    assert len(upgraded.outcome_columns(TENANT, GOAL, since)) == 4
+    upgraded.close()
+    assert (read.path_ids, read.models, read.score.tolist()) == ((FAST.path_id,), (FAST.model,), [1.0, 1.0, 1.0])
+    assert read.reported_at.tolist() == [round(r.reported_at.timestamp() * 1e6) for r in written]
+    with sqlite3.connect(location) as conn:
+        indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'outcomes'")}
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT path_id, model, score, cost_usd, latency_ms, failure_category, source "
+            "FROM outcomes WHERE tenant = ? AND goal = ? AND reported_at >= ? ORDER BY reported_at, id",
+            (TENANT, GOAL, 0),
+        ).fetchall()
+    conn.close()
+    assert "outcomes_by_goal_time_covering" in indexes
+    assert "outcomes_by_goal_time" not in indexes  # the wider index serves its reads
+    assert "USING COVERING INDEX outcomes_by_goal_time_covering" in " ".join(str(step) for step in plan)
+    assert "TEMP B-TREE" not in " ".join(str(step) for step in plan)  # time order without a sort
+
+
 def test_a_file_from_a_newer_kalibr_is_refused_clearly(tmp_path: FilePath) -> None:
     SQLiteStore(tmp_path / "kalibr.db").close()
     with sqlite3.connect(tmp_path / "kalibr.db") as conn:

@@ -13,6 +13,9 @@
   bounded batches, isolates any the service refuses for good (kept as dead letters: ``kalibr spool``), and keeps
   the rest through outages, process restarts included.
 - Construction does no I/O; the first decide starts the spool's thread, which opens the file (never the caller).
+- ``disabled_paths`` (the router's fallbacks skip them) is read at most once per goal per ``refresh_interval``,
+  with the decide timeout, under the same breaker; a goal's first answered decide reads it in the background.
+  A failing service leaves the last known set: a fallback never fails or waits long because the service is down.
 - Requests are built and answers parsed with the service's own pydantic models (``kalibr.service._schemas``).
 
 Usage::
@@ -29,6 +32,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path as FilePath
 from typing import Any
@@ -57,6 +61,7 @@ _REPORT = "/api/v1/intelligence/report-outcome"
 _REPORT_BATCH = "/api/v1/intelligence/report-outcomes"
 _UPDATE = "/api/v1/intelligence/update-outcome"
 _HEALTH = "/api/v1/intelligence/health"
+_PATHS = "/api/v1/routing/paths"
 WARM_UP_DECIDES = 20
 """Decides of a new client that get the warm-up timeout once the service has answered it (see ``_decide_timeout``)."""
 
@@ -87,11 +92,15 @@ class RemoteIntelligence:
         spool: str | os.PathLike[str] | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        refresh_interval: float = 1.0,
     ) -> None:
+        """``refresh_interval``: how long (seconds) a goal's disabled paths, as last read, are trusted."""
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise UserError(
                 f"invalid intelligence URL {url!r}: give the service's base URL, e.g. http://127.0.0.1:8400"
             )
+        if isinstance(refresh_interval, bool) or not isinstance(refresh_interval, int | float) or refresh_interval < 0:
+            raise UserError(f"invalid refresh_interval {refresh_interval!r}: give seconds, a number >= 0 (e.g. 1.0)")
         self.url = url.rstrip("/")
         self.resilience = resilience or resilience_from_env()
         self.tenant = tenant or os.environ.get(TENANT_ENV) or None
@@ -108,6 +117,10 @@ class RemoteIntelligence:
         self._paths: dict[str, Path] = {}
         self._warmed = False
         self._warm_up_left = WARM_UP_DECIDES
+        self._refresh_interval = refresh_interval
+        self._disabled: dict[str, tuple[float, frozenset[str]]] = {}
+        """Per goal: when its disabled paths were last asked for (monotonic), and this client's ids of them."""
+        self._disabled_reading: set[str] = set()
 
     # --- deciding -------------------------------------------------------------------------------------
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
@@ -135,6 +148,7 @@ class RemoteIntelligence:
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
         sender.service_back()
+        self._prefetch_disabled(goal)
         return decision
 
     async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
@@ -151,6 +165,7 @@ class RemoteIntelligence:
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             return _fallback(goal, paths, str(exc))
         sender.service_back()
+        self._prefetch_disabled(goal)
         return decision
 
     def _cold(self) -> bool:
@@ -200,6 +215,52 @@ class RemoteIntelligence:
             )
         except (ValidationError, ValueError) as exc:
             raise _Unavailable(f"unusable decide answer: {exc}") from exc
+
+    # --- disabled paths ----------------------------------------------------------------------------------
+    def disabled_paths(self, goal: str) -> frozenset[str]:
+        """This client's ids of the goal's paths disabled on the service (``kalibr dashboard``, the disable endpoint):
+        the router's fallbacks skip them. Asked for at most once per ``refresh_interval``, waiting at most the decide
+        timeout; while the breaker is open, another thread is asking, or the service fails, the last known set."""
+        with self._lock:
+            asked_at, known = self._disabled.get(goal, (None, frozenset()))
+            if goal in self._disabled_reading or (
+                asked_at is not None and time.monotonic() - asked_at < self._refresh_interval
+            ):
+                return known
+            self._disabled_reading.add(goal)
+        try:
+            return self._read_disabled(goal, known)
+        finally:
+            with self._lock:
+                self._disabled_reading.discard(goal)
+
+    def _read_disabled(self, goal: str, known: frozenset[str]) -> frozenset[str]:
+        if not self.breaker.allow():
+            return known
+        query = {"goal": goal, "include_disabled": "true"}
+        try:
+            listed = wire.PathsResponse.model_validate_json(
+                self._send("GET", _PATHS, self.resilience.timeout, params=query)
+            ).paths
+        except (_Unavailable, UserError, ValidationError) as exc:
+            logger.debug("kalibr: could not read the disabled paths of goal %r (%s); using the last known", goal, exc)
+            disabled = known
+        else:
+            off = {(path.model_id, _canonical(path.params)) for path in listed if not path.enabled}
+            with self._lock:
+                ours = list(self._paths.values())
+            disabled = frozenset(path.path_id for path in ours if (path.model, _canonical(path.params)) in off)
+        with self._lock:
+            self._disabled[goal] = (time.monotonic(), disabled)  # a failure too: one request per interval at most
+        return disabled
+
+    def _prefetch_disabled(self, goal: str) -> None:
+        """A goal's first answered decide reads its disabled paths in the background: its first fallback need not."""
+        with self._lock:
+            if goal in self._disabled or goal in self._disabled_reading:
+                return
+            self._disabled[goal] = (-float("inf"), frozenset())  # stale: the thread (or a fallback) asks
+        threading.Thread(target=self.disabled_paths, args=(goal,), name="kalibr-disabled-paths", daemon=True).start()
 
     # --- learning -------------------------------------------------------------------------------------
     def report(self, outcome: Outcome) -> None:
@@ -407,9 +468,10 @@ class RemoteIntelligence:
         """A last delivery if the service answers (bounded like any call); what is left stays spooled."""
         with self._lock:
             sender, self._sender = self._sender, None
-            client, self._client = self._client, None
         if sender is not None:
             sender.close(wait=self.resilience.call_timeout)
+        with self._lock:  # after the last delivery, which may have built the client
+            client, self._client = self._client, None
         if client is not None:
             client.close()
 

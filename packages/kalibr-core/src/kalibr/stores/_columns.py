@@ -87,22 +87,16 @@ def columns_from_records(records: Sequence[OutcomeRecord]) -> OutcomeColumns:
 
 def columns_from_joined(count: int, joined: Sequence[str | None]) -> OutcomeColumns | None:
     """Columns from one row of joined values: path ids, models, categories (joined by ``UNIT_SEPARATOR``, '' for
-    none); scores, costs, latencies, provider failures (0/1) and times (joined by commas, 'nan' for none). None when
-    a text value held the separator: read the rows one by one instead."""
+    none); scores, costs, latencies and times (joined by commas, 'nan' for none); provider failures (a 0 or 1 digit
+    per outcome, unjoined). None when a text value held the separator, or the times are not in order (SQLite does
+    not promise an aggregate's input order): read the rows one by one instead."""
     paths, models, categories = (_split(joined[i], count) for i in (0, 1, 5))
-    if paths is None or models is None or categories is None:
+    reported_at = _numbers(joined[7], count, np.int64)
+    if paths is None or models is None or categories is None or bool(np.any(reported_at[1:] < reported_at[:-1])):
         return None
-    scores, costs, latencies, failed = (_numbers(joined[i], count, np.float64) for i in (2, 3, 4, 6))
-    return columns_from_values(
-        paths,
-        models,
-        scores,
-        costs,
-        latencies,
-        categories,
-        failed.astype(np.bool_),
-        _numbers(joined[7], count, np.int64),
-    )
+    scores, costs, latencies = (_numbers(joined[i], count, np.float64) for i in (2, 3, 4))
+    failed = np.frombuffer((joined[6] or "").encode("ascii"), dtype=np.uint8) == ord("1")
+    return columns_from_values(paths, models, scores, costs, latencies, categories, failed, reported_at)
 
 
 def _split(text: str | None, count: int) -> list[str] | None:

@@ -63,8 +63,17 @@ _V2 = (
     "CREATE INDEX events_by_time ON events (tenant, at)",
 )
 
+# Insights read a goal's outcomes in time order, a few columns of each (``GOAL_OUTCOME_COLUMNS``): an index holding
+# exactly those answers from the index alone, without a table lookup per outcome. The id after the time keeps ties
+# in arrival order; the index replaces the narrower one on (tenant, goal, reported_at), whose reads it also serves.
+_V4 = (
+    "CREATE INDEX IF NOT EXISTS outcomes_by_goal_time_covering ON outcomes (tenant, goal, reported_at, id, "
+    "path_id, model, score, cost_usd, latency_ms, failure_category, source)",
+    "DROP INDEX IF EXISTS outcomes_by_goal_time",
+)
+
 # Roll-ups of the outcomes for the dashboard, kept by triggers (``_rollups``).
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, SQLITE_ROLLUPS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, SQLITE_ROLLUPS, _V4)
 LATEST_VERSION = len(MIGRATIONS)
 
 
