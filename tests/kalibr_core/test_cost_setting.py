@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 
 import kalibr
+from kalibr import Outcome
 from kalibr._exceptions import UserError
+from kalibr.intelligence.engine import Engine
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy
+from kalibr.policies.cost import cost_priors_from_model_costs
 from kalibr.replay import ReplayOptions, load_table, replay, to_markdown, with_features
 from kalibr.sandbox import SandboxServer
 from kalibr.sandbox.tasks import TaskGenerator
+from kalibr.stores import open_store
 
 
 def proven(path: str, rate: float, cost: float, samples: int = 400) -> ArmState:
@@ -222,3 +226,54 @@ def test_a_router_paces_real_calls_to_its_budget(start_sandbox: Callable[..., Sa
     spent = sum(costs.values()) + sum(completion.cost_usd or 0.0 for completion in paced)
     assert spent / (len(paced) + 2) == pytest.approx(budget, rel=0.1)
     assert 0.3 < sum(completion.model == "dear" for completion in paced) / len(paced) < 0.7
+
+
+def untried_dear_share(config: PolicyConfig, cost_priors: list[float | None] | None) -> float:
+    """How often a fresh dear path is picked beside a proven cheap one, with or without knowing its cost."""
+    arms = [proven("cheap", 0.80, 0.0003, 400), ArmState("dear", model="dear")]
+    rng = np.random.default_rng(5)
+    policy = ThompsonPolicy()
+    chosen = [policy.choose(arms, config=config, rng=rng, now=0.0, cost_priors=cost_priors).index for _ in range(300)]
+    return sum(chosen) / len(chosen)
+
+
+def test_a_dear_path_whose_cost_is_known_elsewhere_is_not_tried_under_a_tight_budget() -> None:
+    tight = PolicyConfig(budget_per_1k_calls_usd=0.3)  # the cheap path's cost: nothing left for the dear one
+    assert untried_dear_share(tight, None) > 0.1  # unknown cost counts as free: tried to learn it
+    assert untried_dear_share(tight, [None, 0.01]) == 0.0
+
+
+def test_a_cost_prior_changes_nothing_without_a_cost_setting() -> None:
+    plain = PolicyConfig()
+    assert untried_dear_share(plain, [None, 0.01]) == untried_dear_share(plain, None) > 0.0
+
+
+def test_cost_priors_are_the_models_cost_elsewhere_at_this_goals_scale() -> None:
+    # This goal's calls to "m1" cost twice what they cost elsewhere: "m2" should cost twice its mean elsewhere.
+    measured = ArmState("a", model="m1", cost_sum=0.4, cost_count=2)
+    untried, unknown = ArmState("b", model="m2"), ArmState("c", model="m3")
+    priors = cost_priors_from_model_costs([measured, untried, unknown], {"m1": (0.9, 7), "m2": (5.0, 5)})
+    assert priors == [None, pytest.approx(2.0), None]
+
+
+def test_the_engine_expects_a_new_goals_paths_to_cost_what_they_cost_on_other_goals() -> None:
+    store = open_store("memory:")
+    paths = (kalibr.Path("cheap"), kalibr.Path("dear"))
+    engine = Engine(store, seed=2)
+    for model, cost in (("cheap", 0.0002), ("dear", 0.01)):
+        for _ in range(5):
+            decision = engine.decide("summarize", paths)
+            engine.report(Outcome(decision.trace_id, "summarize", model, 1.0, model=model, cost_usd=cost))
+    engine.flush()
+    engine.close()
+
+    fresh = Engine(store, seed=2)  # a process started later: it learns the costs from the store
+    fresh.set_config("extract", PolicyConfig(budget_per_1k_calls_usd=0.3))
+    picked = []
+    for _ in range(100):
+        decision = fresh.decide("extract", paths)
+        picked.append(decision.model)
+        cost = 0.0002 if decision.model == "cheap" else 0.01
+        fresh.report(Outcome(decision.trace_id, "extract", decision.path_id, 1.0, model=decision.model, cost_usd=cost))
+    fresh.close()
+    assert picked.count("dear") == 0

@@ -10,12 +10,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 import pytest
 
 from kalibr._domain import Decision, Outcome, Path, Usage, new_trace_id
 from kalibr._exceptions import UserError
+from kalibr.policies import ThompsonPolicy
 from kalibr.policies.base import ArmState, PolicyConfig
 from kalibr.stores import MemoryStore, OutcomeChanges, PathRecord, Store
 from kalibr.stores._records import MAX_REASON_CHARS
@@ -442,6 +444,16 @@ def test_model_totals_sum_over_goals(store: Store) -> None:
     store.apply_outcomes(A, [(outcome(FAST, 1.0), count(1.0)), (outcome(FAST, 0.0, goal="other"), count(0.0))])
     store.apply_outcomes(A, [(outcome(SMART, 0.5), count(0.5))])
     assert dict(store.model_totals(A)) == {"gpt-4o-mini": (1.0, 1.0), "gpt-4o": (0.5, 0.5)}
+
+
+def test_model_costs_sum_the_calls_with_a_cost_over_goals(store: Store) -> None:
+    def priced(cost: float | None) -> Callable[[ArmState], ArmState]:
+        return partial(ThompsonPolicy().update, score=1.0, cost_usd=cost, latency_ms=None, now=0.0)
+
+    store.apply_outcomes(A, [(outcome(FAST), priced(0.002)), (outcome(FAST, goal="other"), priced(0.004))])
+    store.apply_outcomes(A, [(outcome(FAST), priced(None)), (outcome(SMART), priced(None))])
+    assert dict(store.model_costs(A)) == {"gpt-4o-mini": (pytest.approx(0.006), 2)}  # no cost, no entry
+    assert dict(store.model_costs(B)) == {}
 
 
 def test_tenant_b_sees_nothing_of_tenant_a(store: Store) -> None:

@@ -35,6 +35,7 @@ from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
 from kalibr.policies.base import ArmState, Choice, Policy, PolicyConfig
 from kalibr.policies.contextual import PromptClusters
+from kalibr.policies.cost import cost_priors_from_model_costs
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.stores.base import DEFAULT_TENANT, OutcomeChanges, PathRecord, Store
 
@@ -43,6 +44,9 @@ __all__ = ["Engine"]
 logger = logging.getLogger("kalibr.engine")
 
 _RECENT_OUTCOMES = 100_000
+
+_Priors = tuple[list[tuple[float, float]], list[float | None]]
+"""Per arm of a goal: Beta pseudo-counts, and the cost per call to expect before its own is measured."""
 
 
 class _Chooser(Protocol):
@@ -59,9 +63,18 @@ class _Unprepared:
     arms: Sequence[ArmState]
     config: PolicyConfig
     priors: Sequence[tuple[float, float]] | None
+    cost_priors: Sequence[float | None] | None
 
     def choose(self, rng: np.random.Generator, now: float, explore: bool = True) -> Choice:
-        return self.policy.choose(self.arms, config=self.config, rng=rng, now=now, priors=self.priors, explore=explore)
+        return self.policy.choose(
+            self.arms,
+            config=self.config,
+            rng=rng,
+            now=now,
+            priors=self.priors,
+            explore=explore,
+            cost_priors=self.cost_priors,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +133,8 @@ class Engine:
         self._enabled_paths: dict[str, tuple[Sequence[Path], frozenset[str], tuple[Path, ...]]] = {}
         self._config_changes = 0
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
-        self._prior_cache: dict[str, tuple[float, tuple[str, ...], list[tuple[float, float]]]] = {}
+        self._model_costs: Mapping[str, tuple[float, int]] = {}  # read with the totals
+        self._prior_cache: dict[str, tuple[float, tuple[str, ...], _Priors]] = {}
         self._registered: set[tuple[str, str]] = set()
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._clusters: dict[str, PromptClusters] = {}  # prompt-aware goals (Router(context=...)), in memory only
@@ -168,12 +182,12 @@ class Engine:
         with self._lock:
             enabled, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
             config = self._config(goal)
-            priors = self._priors(goal, enabled, arms, now)
+            priors, cost_priors = self._priors(goal, enabled, arms, now)
             prepare = getattr(self.policy, "prepare", None)
             chooser: _Chooser = (
-                prepare(arms, config=config, priors=priors)
+                prepare(arms, config=config, priors=priors, cost_priors=cost_priors)
                 if prepare is not None
-                else _Unprepared(self.policy, arms, config, priors)
+                else _Unprepared(self.policy, arms, config, priors, cost_priors)
             )
             fresh_until = min(self._loaded_at.get(goal, now), self._prior_cache[goal][0]) + self._refresh_interval
             if fresh_until <= now and self._flusher is not None:
@@ -199,9 +213,12 @@ class Engine:
             config = self._config(goal)
             clusters = self._clusters.setdefault(goal, PromptClusters())
             cluster = clusters.assign(features)
-            priors = clusters.priors(cluster, arms, self._priors(goal, paths, arms, now))
+            goal_priors, cost_priors = self._priors(goal, paths, arms, now)
+            priors = clusters.priors(cluster, arms, goal_priors)
             explore = not high_risk or config.exploration_on_high_risk
-            choice = self.policy.choose(arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore)
+            choice = self.policy.choose(
+                arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore, cost_priors=cost_priors
+            )
             decision = _decision(goal, paths, choice, now)
             self._cluster_of[decision.trace_id] = (goal, cluster)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
@@ -281,6 +298,7 @@ class Engine:
         now = time.time()
         if now - self._totals[0] > self._refresh_interval:
             self._totals = (now, self.store.model_totals(self.tenant))
+            self._model_costs = self.store.model_costs(self.tenant)
         return arms, config, disabled
 
     def _install(
@@ -330,12 +348,17 @@ class Engine:
             cached = self._path_ids[id(paths)] = (paths, tuple(path.path_id for path in paths))
         return cached[1]
 
-    def _priors(self, goal: str, paths: Sequence[Path], arms: list[ArmState], now: float) -> list[tuple[float, float]]:
-        """Cross-goal priors (a model's record on the tenant's other goals), recomputed once per refresh."""
+    def _priors(self, goal: str, paths: Sequence[Path], arms: list[ArmState], now: float) -> _Priors:
+        """Cross-goal priors (a model's record and mean cost on the tenant's other goals), recomputed once per
+        refresh."""
         ids = self._ids(paths)
         cached = self._prior_cache.get(goal)
         if cached is None or cached[1] != ids or now - cached[0] > self._refresh_interval:
-            cached = self._prior_cache[goal] = (now, ids, priors_from_model_totals(arms, self._totals[1]))
+            priors = (
+                priors_from_model_totals(arms, self._totals[1]),
+                cost_priors_from_model_costs(arms, self._model_costs),
+            )
+            cached = self._prior_cache[goal] = (now, ids, priors)
         return cached[2]
 
     def _config(self, goal: str) -> PolicyConfig:

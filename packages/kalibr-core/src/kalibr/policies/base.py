@@ -147,10 +147,13 @@ class Policy(Protocol):
         now: float,
         priors: Sequence[tuple[float, float]] | None = None,
         explore: bool = True,
+        cost_priors: Sequence[float | None] | None = None,
     ) -> Choice:
         """Pick one arm. ``priors`` are optional Beta pseudo-counts per arm (from other goals, or an import).
 
-        ``explore=False`` (a high-risk task): the arm that looks best now, never a probe or a sample's gamble."""
+        ``explore=False`` (a high-risk task): the arm that looks best now, never a probe or a sample's gamble.
+        ``cost_priors``: per arm, the cost per call to expect before its own is measured (None: unknown); read
+        only under a cost setting (``kalibr.policies.cost``)."""
         ...
 
     def update(

@@ -11,18 +11,29 @@ prompt cluster) can apply them after it draws. Three ways to state what cost is 
   With that target it takes the best mixture of two paths whose expected cost equals it: Thompson sampling
   over the linear programme "most successes for this cost per call".
 
-An arm whose cost is not measured yet counts as free, so it gets tried and its cost measured.
+An arm whose cost is not measured yet takes its cost prior when the caller has one (``cost_priors``: its model's
+mean cost per call on the tenant's other goals, from ``cost_priors_from_model_costs``), so a dear path is not tried
+just to learn what it costs; without one it counts as free, so it gets tried and its cost measured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, PolicyConfig
 
-__all__ = ["PACING_CALLS", "cost_aware_index", "cost_matters", "mean_costs", "pacing_target", "still_promising"]
+__all__ = [
+    "PACING_CALLS",
+    "cost_aware_index",
+    "cost_matters",
+    "cost_priors_from_model_costs",
+    "mean_costs",
+    "pacing_target",
+    "still_promising",
+]
 
 PACING_CALLS = 50.0
 """Calls over which the pacer repays an overspend (or spends a saving): short enough to hold the average near the
@@ -34,9 +45,49 @@ def cost_matters(config: PolicyConfig) -> bool:
     return config.cost_weight > 0.0 or config.quality_tolerance > 0.0 or config.budget_per_1k_calls_usd is not None
 
 
-def mean_costs(arms: Sequence[ArmState]) -> list[float]:
-    """Each arm's mean cost; arms with no cost yet count as free, which gets their cost measured."""
-    return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
+def mean_costs(arms: Sequence[ArmState], cost_priors: Sequence[float | None] | None = None) -> list[float]:
+    """Each arm's mean cost; an arm with no cost yet takes its prior, or counts as free (which gets it measured)."""
+    if cost_priors is None:
+        return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
+    if len(cost_priors) != len(arms):
+        raise UserError(f"got {len(cost_priors)} cost priors for {len(arms)} paths: give one (or None) per path")
+    return [
+        arm.cost_sum / arm.cost_count if arm.cost_count else (prior or 0.0)
+        for arm, prior in zip(arms, cost_priors, strict=True)
+    ]
+
+
+def cost_priors_from_model_costs(
+    arms: Sequence[ArmState], model_costs: Mapping[str, tuple[float, int]]
+) -> list[float | None]:
+    """Per arm, the cost a path not measured yet should be expected to have (None where nothing is known).
+
+    ``model_costs`` is ``Store.model_costs``: per model, (cost sum, calls with a cost) over every goal of the
+    tenant, this goal included (its part is subtracted). The estimate is the model's mean cost elsewhere, scaled
+    by how dear this goal's calls run against the same models elsewhere (longer prompts cost more on every
+    model), measured on the goal's paths that have costs. Arms with a measured cost get None: their own mean
+    decides.
+
+    >>> measured = ArmState("a", model="m1", cost_sum=0.4, cost_count=2)
+    >>> untried = ArmState("b", model="m2")
+    >>> cost_priors_from_model_costs([measured, untried], {"m1": (1.4, 7), "m2": (5.0, 5)})
+    [None, 2.0]
+    """
+    elsewhere = [_cost_elsewhere(arm, model_costs) for arm in arms]
+    own = other = 0.0
+    for arm, mean in zip(arms, elsewhere, strict=True):
+        if arm.cost_count and mean is not None:
+            own += arm.cost_sum / arm.cost_count
+            other += mean
+    scale = own / other if own > 0.0 and other > 0.0 else 1.0
+    return [None if arm.cost_count or mean is None else mean * scale for arm, mean in zip(arms, elsewhere, strict=True)]
+
+
+def _cost_elsewhere(arm: ArmState, model_costs: Mapping[str, tuple[float, int]]) -> float | None:
+    """The mean cost per call of the arm's model on the tenant's other paths, None when it has none."""
+    total, calls = model_costs.get(arm.model, (0.0, 0)) if arm.model else (0.0, 0)
+    calls -= arm.cost_count
+    return max(0.0, total - arm.cost_sum) / calls if calls > 0 else None
 
 
 def pacing_target(arms: Sequence[ArmState], budget_per_1k_calls_usd: float) -> float:
@@ -52,13 +103,13 @@ def cost_aware_index(
     draws: Sequence[float],
     config: PolicyConfig,
     rng: np.random.Generator | None,
+    costs: Sequence[float],
 ) -> int:
-    """The arm a cost setting picks given one posterior draw (or mean) per arm.
+    """The arm a cost setting picks given one posterior draw (or mean) per arm and each arm's cost (``mean_costs``).
 
     ``rng`` is needed by the budget (it mixes two paths) and None only for a decision that must not gamble:
     then the budget takes the side its mixture leans to.
     """
-    costs = mean_costs(arms)
     if config.budget_per_1k_calls_usd is not None:
         return _paced(draws, costs, pacing_target(arms, config.budget_per_1k_calls_usd), rng)
     if config.quality_tolerance > 0.0:
@@ -72,6 +123,7 @@ def still_promising(
     means: Sequence[float],
     optimistic: Callable[[int], float],
     config: PolicyConfig,
+    costs: Sequence[float],
 ) -> Callable[[int], bool]:
     """Whether a path under the exploration floor is still worth its forced samples under the cost setting.
 
@@ -81,23 +133,27 @@ def still_promising(
     cost against the best net score. Under a tolerance: a path no dearer than today's pick must be able to reach
     the bar (the best mean minus the tolerance); a dearer one must be able to beat the pick by more than the
     tolerance. Under a budget: it must cost no more than the pacer's target, and be able to reach the best mean
-    among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs.
+    among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs. A path never tried counts
+    as perfect: only its cost (its prior, ``mean_costs``) can rule it out.
     """
-    costs = mean_costs(arms)
     slack = config.tie_tolerance * max(means)
+
+    def hope(i: int) -> float:
+        return 1.0 if arms[i].total_samples == 0 else optimistic(i)
+
     if config.budget_per_1k_calls_usd is not None:
         target = pacing_target(arms, config.budget_per_1k_calls_usd)
         affordable = [mean for mean, cost in zip(means, costs, strict=True) if cost <= target]
         best = max(affordable, default=max(means))
-        return lambda i: costs[i] <= target and optimistic(i) >= best - slack
+        return lambda i: costs[i] <= target and hope(i) >= best - slack
     if config.quality_tolerance > 0.0:
         tolerance = config.quality_tolerance
         pick = _cheapest_within(means, costs, tolerance)
         bar = max(means) - tolerance - slack
-        return lambda i: optimistic(i) >= bar if costs[i] <= costs[pick] else optimistic(i) - tolerance > means[pick]
+        return lambda i: hope(i) >= bar if costs[i] <= costs[pick] else hope(i) - tolerance > means[pick]
     weight = config.cost_weight
     best_net = max(mean - weight * cost for mean, cost in zip(means, costs, strict=True))
-    return lambda i: optimistic(i) - weight * costs[i] >= best_net - slack
+    return lambda i: hope(i) - weight * costs[i] >= best_net - slack
 
 
 def _cheapest_within(values: Sequence[float], costs: Sequence[float], tolerance: float) -> int:

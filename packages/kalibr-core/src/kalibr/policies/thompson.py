@@ -17,7 +17,7 @@ import numpy as np
 
 from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState, Choice, PolicyConfig
-from kalibr.policies.cost import cost_aware_index, cost_matters, still_promising
+from kalibr.policies.cost import cost_aware_index, cost_matters, mean_costs, still_promising
 from kalibr.policies.drift import PROBATION_PROBES, DropDetector, on_probation
 
 __all__ = ["PreparedChoice", "ThompsonPolicy", "count_outcome", "sample_beta"]
@@ -75,21 +75,27 @@ class ThompsonPolicy:
         now: float,
         priors: Sequence[tuple[float, float]] | None = None,
         explore: bool = True,
+        cost_priors: Sequence[float | None] | None = None,
     ) -> Choice:
-        return self.prepare(arms, config=config, priors=priors).choose(rng, now, explore)
+        return self.prepare(arms, config=config, priors=priors, cost_priors=cost_priors).choose(rng, now, explore)
 
     def prepare(
-        self, arms: Sequence[ArmState], *, config: PolicyConfig, priors: Sequence[tuple[float, float]] | None = None
+        self,
+        arms: Sequence[ArmState],
+        *,
+        config: PolicyConfig,
+        priors: Sequence[tuple[float, float]] | None = None,
+        cost_priors: Sequence[float | None] | None = None,
     ) -> PreparedChoice:
         """What ``choose`` computes from the arms alone, for many choices over the same arms: the engine keeps one
         per goal until an outcome or the config changes it, so a decide pays only for its random draws."""
-        return PreparedChoice(self, arms, config, priors)
+        return PreparedChoice(self, arms, config, priors, cost_priors)
 
     def _exploit(self, prepared: PreparedChoice, draws: list[float], rng: np.random.Generator) -> Choice:
         """The choice the posterior draws make (by the cost setting, if any), ties broken as usual."""
         config = prepared.config
         if prepared.costed:
-            index = cost_aware_index(prepared.arms, draws, config, rng)
+            index = cost_aware_index(prepared.arms, draws, config, rng, prepared.costs)
         else:
             index = _break_tie(prepared.arms, prepared.means, _argmax(draws), config)
         choice = prepared.exploit_choices.get(index)
@@ -127,11 +133,12 @@ class ThompsonPolicy:
         alpha: list[float],
         beta: list[float],
         means: list[float],
+        costs: Sequence[float],
     ) -> Choice:
         """The best posterior mean (cost-adjusted in cost-aware mode), ties broken as usual: no exploration."""
         best = _argmax(means)
         index = (
-            cost_aware_index(arms, means, config, None)
+            cost_aware_index(arms, means, config, None, costs)
             if cost_matters(config)
             else _break_tie(arms, means, best, config)
         )
@@ -155,6 +162,7 @@ class ThompsonPolicy:
         beta: list[float],
         means: list[float],
         draw: float,
+        costs: Sequence[float],
     ) -> Choice | None:
         """With probability ``exploration_rate`` (``draw``, uniform in [0, 1), below it), a stale path or one under
         the sample floor not yet ruled out.
@@ -163,7 +171,7 @@ class ThompsonPolicy:
         above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
         it would only add regret, so the floor skips it (Thompson sampling may still try it), but only for
         ``recheck_hours`` at a time until it has the floor's samples. A path never tried is never ruled out: a
-        prior alone is no verdict.
+        prior alone is no verdict on quality (under a cost setting, a path too dear even if perfect is).
         """
         if draw < FIRST_PROBE_SHARE:
             # A path just put on probation gets its first probe soon: a false alarm (a burst of bad luck) would
@@ -186,15 +194,16 @@ class ThompsonPolicy:
             mean = means[i]
             return mean + z * math.sqrt(mean * (1.0 - mean) / (alpha[i] + beta[i] + 1.0))
 
-        # Under a cost setting, "not yet ruled out" weighs the cost too.
+        # Under a cost setting, "not yet ruled out" weighs the cost too, and an untried path's cost can rule it out.
+        costed = cost_matters(config)
         promising = (
-            still_promising(arms, means, optimistic, config) if cost_matters(config) else lambda i: optimistic(i) >= bar
+            still_promising(arms, means, optimistic, config, costs) if costed else lambda i: optimistic(i) >= bar
         )
         recheck_before = now - config.recheck_hours * 3_600.0
         candidates = [
             i
             for i, arm in enumerate(arms)
-            if (arm.total_samples < floor and (arm.total_samples < RULE_OUT_AFTER or promising(i)))
+            if (arm.total_samples < floor and ((arm.total_samples < RULE_OUT_AFTER and not costed) or promising(i)))
             or (arm.last_outcome_at is not None and arm.last_outcome_at < stale_before)
             or (arm.total_samples < floor and arm.last_outcome_at is not None and arm.last_outcome_at < recheck_before)
         ]
@@ -269,6 +278,7 @@ class PreparedChoice:
         "by_winning_draw",
         "config",
         "costed",
+        "costs",
         "exploit_choices",
         "gamma_shapes",
         "may_explore_below",
@@ -286,6 +296,7 @@ class PreparedChoice:
         arms: Sequence[ArmState],
         config: PolicyConfig,
         priors: Sequence[tuple[float, float]] | None,
+        cost_priors: Sequence[float | None] | None = None,
     ) -> None:
         count = len(arms)
         if count == 0:
@@ -307,10 +318,12 @@ class PreparedChoice:
         self.shapes_a, self.shapes_b = shapes_a, shapes_b
         self.gamma_shapes = np.array([*shapes_a, *shapes_b]) if count > _SCALAR_DRAWS_UP_TO else None
         self.costed = cost_matters(config)
+        # Each arm's cost as the cost setting sees it (measured, else its prior); no setting reads no cost.
+        self.costs = mean_costs(arms, cost_priors if arms else None) if self.costed else []
         if not arms:
             self.best_mean = 0
         elif self.costed:
-            self.best_mean = cost_aware_index(arms, self.means, config, None)
+            self.best_mean = cost_aware_index(arms, self.means, config, None, self.costs)
         else:
             self.best_mean = _argmax(self.means)
         # Without a cost setting the arm with the winning draw alone decides (through the tie-break): the choice
@@ -326,11 +339,13 @@ class PreparedChoice:
         policy, config = self.policy, self.config
         if not explore:
             if self.safe_choice is None:
-                self.safe_choice = policy._best_now(self.arms, config, self.alpha, self.beta, self.means)
+                self.safe_choice = policy._best_now(self.arms, config, self.alpha, self.beta, self.means, self.costs)
             return self.safe_choice
         draw = rng.random()
         if draw < self.may_explore_below:
-            forced = policy._forced_exploration(self.arms, config, rng, now, self.alpha, self.beta, self.means, draw)
+            forced = policy._forced_exploration(
+                self.arms, config, rng, now, self.alpha, self.beta, self.means, draw, self.costs
+            )
             if forced is not None:
                 return forced
         if self.gamma_shapes is None:

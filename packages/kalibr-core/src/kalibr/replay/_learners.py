@@ -10,6 +10,7 @@ import numpy as np
 from kalibr._exceptions import MissingExtraError, UserError
 from kalibr.policies import ArmState, Policy, PolicyConfig, default_policy
 from kalibr.policies.contextual import PromptClusters
+from kalibr.policies.cost import cost_priors_from_model_costs
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.replay._table import ReplayTable
 from kalibr.replay.baselines import EpsilonGreedy, FirstPath, PlainThompson, UniformRandom, UpperConfidenceBound
@@ -34,7 +35,8 @@ class Learner(Protocol):
 class PolicyLearner:
     """Runs a ``Policy`` as the engine does: ``ArmState`` per (goal, path), priors from per-model totals.
 
-    ``totals`` mirrors ``Store.model_totals``: per model, the trusted successes and failures over every goal.
+    ``totals`` mirrors ``Store.model_totals``: per model, the trusted successes and failures over every goal;
+    ``costs`` mirrors ``Store.model_costs``: per model, the cost sum and calls with a cost over every goal.
     """
 
     def __init__(
@@ -52,11 +54,19 @@ class PolicyLearner:
         self.prior_options = prior_options or {}
         self.arms = [[ArmState(model, model=model) for model in goal.models] for goal in table.goals]
         self.totals: dict[str, tuple[float, float]] = {}
+        self.costs: dict[str, tuple[float, int]] = {}
 
     def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         arms = self.arms[goal]
-        priors = priors_from_model_totals(arms, self.totals, **self.prior_options) if self.use_priors else None
-        return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
+        if not self.use_priors:
+            return self.policy.choose(arms, config=self.config, rng=rng, now=now).index
+        priors = priors_from_model_totals(arms, self.totals, **self.prior_options)
+        return self.policy.choose(
+            arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(arms)
+        ).index
+
+    def cost_priors(self, arms: list[ArmState]) -> list[float | None]:
+        return cost_priors_from_model_costs(arms, self.costs)
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         self._learn(goal, arm, outcome, cost, now)
@@ -71,6 +81,9 @@ class PolicyLearner:
             successes + after.successes - before.successes,
             failures + after.failures - before.failures,
         )
+        if cost_usd is not None:
+            total, calls = self.costs.get(after.model, (0.0, 0))
+            self.costs[after.model] = (total + cost_usd, calls + 1)
         return before, after
 
 
@@ -93,7 +106,9 @@ class ContextualLearner(PolicyLearner):
         self._cluster_of[(goal, row)] = cluster
         arms = self.arms[goal]
         priors = clusters.priors(cluster, arms, priors_from_model_totals(arms, self.totals, **self.prior_options))
-        return self.policy.choose(arms, config=self.config, rng=rng, now=now, priors=priors).index
+        return self.policy.choose(
+            arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(arms)
+        ).index
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         before, after = self._learn(goal, arm, outcome, cost, now)

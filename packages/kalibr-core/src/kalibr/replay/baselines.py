@@ -30,6 +30,7 @@ class _Counting:
         now: float,
         priors: Sequence[tuple[float, float]] | None = None,
         explore: bool = True,  # baselines know no risk levels
+        cost_priors: Sequence[float | None] | None = None,
     ) -> Choice:
         return self.pick(arms, rng)
 

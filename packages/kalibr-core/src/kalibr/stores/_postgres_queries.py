@@ -42,6 +42,11 @@ MODEL_TOTALS = """
     WHERE tenant = %s AND model != '' GROUP BY model ORDER BY model
 """
 
+MODEL_COSTS = """
+    SELECT model, SUM(cost_sum), SUM(cost_count) FROM arms
+    WHERE tenant = %s AND model != '' AND cost_count > 0 GROUP BY model ORDER BY model
+"""
+
 INSERT_DECISIONS = """
     INSERT INTO decisions (tenant, trace_id, goal, path_id, model, exploration, decided_at)
     SELECT %s, * FROM json_to_recordset(%s::json)

@@ -37,6 +37,11 @@ MODEL_TOTALS = """
     WHERE tenant = ? AND model != '' GROUP BY model ORDER BY model
 """
 
+MODEL_COSTS = """
+    SELECT model, SUM(cost_sum), SUM(cost_count) FROM arms
+    WHERE tenant = ? AND model != '' AND cost_count > 0 GROUP BY model ORDER BY model
+"""
+
 # One statement for the whole batch (rows as a JSON array): executemany releases and retakes the GIL around
 # every row, and from the engine's background writer each handoff stalls the thread that is deciding.
 INSERT_DECISIONS_JSON = (

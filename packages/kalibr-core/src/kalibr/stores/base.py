@@ -171,6 +171,11 @@ class Store(Protocol):
         """Per model, (successes, failures) summed over every goal of the tenant: evidence for priors."""
         ...
 
+    def model_costs(self, tenant: str) -> Mapping[str, tuple[float, int]]:
+        """Per model with a known cost, (cost sum, calls with a cost) over every goal of the tenant: what a path
+        not measured yet should be expected to cost (``kalibr.policies.cost``)."""
+        ...
+
     # --- decisions and outcomes -----------------------------------------------------------------------------
     def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:
         """Remember decisions so later outcomes can be attributed to their paths (one transaction)."""

@@ -88,6 +88,15 @@ class MemoryStore:
                     totals[arm.model] = (successes + arm.successes, failures + arm.failures)
         return totals
 
+    def model_costs(self, tenant: str) -> Mapping[str, tuple[float, int]]:
+        costs: dict[str, tuple[float, int]] = {}
+        with self._lock:
+            for (arm_tenant, _, _), arm in self._arms.items():
+                if arm_tenant == tenant and arm.model and arm.cost_count:
+                    total, calls = costs.get(arm.model, (0.0, 0))
+                    costs[arm.model] = (total + arm.cost_sum, calls + arm.cost_count)
+        return costs
+
     def _arm(self, tenant: str, goal: str, path_id: str, model: str | None) -> ArmState:
         return self._arms.get((tenant, goal, path_id)) or ArmState(path_id, model or "")
 

@@ -143,6 +143,10 @@ class PostgresStore:
     def model_totals(self, tenant: str) -> Mapping[str, tuple[float, float]]:
         return {model: (float(s), float(f)) for model, s, f in self._query(q.MODEL_TOTALS, (tenant,))}
 
+    @_translated
+    def model_costs(self, tenant: str) -> Mapping[str, tuple[float, int]]:
+        return {model: (float(total), int(calls)) for model, total, calls in self._query(q.MODEL_COSTS, (tenant,))}
+
     # --- decisions and outcomes -----------------------------------------------------------------------------
     @_translated
     def record_decisions(self, tenant: str, decisions: Sequence[Decision]) -> None:

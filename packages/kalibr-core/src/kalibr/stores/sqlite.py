@@ -204,6 +204,11 @@ class SQLiteStore:
         rows = self._conn().execute(q.MODEL_TOTALS, (tenant,))
         return {model: (float(successes), float(failures)) for model, successes, failures in rows}
 
+    @_translated
+    def model_costs(self, tenant: str) -> Mapping[str, tuple[float, int]]:
+        rows = self._conn().execute(q.MODEL_COSTS, (tenant,))
+        return {model: (float(total), int(calls)) for model, total, calls in rows}
+
     @staticmethod
     def _read_arm(conn: sqlite3.Connection, tenant: str, goal: str, path_id: str, model: str | None) -> ArmState:
         row = conn.execute(q.select_arms(1), (tenant, goal, path_id)).fetchone()
