@@ -12,7 +12,8 @@
   keyed by service URL and API-key fingerprint, and returns; a background thread delivers spooled outcomes in
   bounded batches, isolates any the service refuses for good (kept as dead letters: ``kalibr spool``), and keeps
   the rest through outages, process restarts included.
-- Construction does no I/O; the first decide starts the spool's thread, which opens the file (never the caller).
+- Construction does no I/O; ``register_paths`` starts, in the background, the HTTP client's build and then the
+  spool's thread, which opens the file (never the caller); else the first decide or report starts it.
 - Requests are built and answers parsed with the service's own pydantic models (``kalibr.service._schemas``).
 
 Usage::
@@ -102,6 +103,7 @@ class RemoteIntelligence:
         self._transport, self._async_transport = transport, async_transport
         self.breaker = CircuitBreaker(self.resilience.breaker_after, self.resilience.cooldown)
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._client: httpx.Client | None = None
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._sender: SpoolSender | None = None
@@ -113,16 +115,20 @@ class RemoteIntelligence:
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
         """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks.
 
-        The first call also builds the HTTP client in the background (no request: a few ms of CPU, SSL context
-        included), so the router's first decide does not pay for it on top of its timeout."""
+        The first call also starts the spool's thread (which opens the file) and builds the HTTP client in the
+        background (no request: a few ms of CPU, SSL context included), so the router's first decide, or a first
+        ``update_outcome`` that times out and spools, does not pay for them on top of its timeout."""
         with self._lock:
             self._paths.update((path.path_id, path) for path in paths)
             warm, self._warmed = not self._warmed, True
         if warm:
-            threading.Thread(target=self._sync_client, name="kalibr-client-build", daemon=True).start()
+            threading.Thread(target=self._warm_up, name="kalibr-client-build", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        self._sync_client()  # first: the first call needs it at once, the spool only after its request
+        self._ensure_sender()
 
     def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
-        sender = self._ensure_sender()
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
@@ -133,12 +139,12 @@ class RemoteIntelligence:
             answer = self._send("POST", _DECIDE, timeout, json=request, grace=grace)
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
+            self._ensure_sender()  # after the request (the warm-up has usually started it): it delivers the backlog
             return _fallback(goal, paths, str(exc))
-        sender.service_back()
+        self._ensure_sender().service_back()
         return decision
 
     async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
-        sender = self._ensure_sender()
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
@@ -149,8 +155,9 @@ class RemoteIntelligence:
             answer = await self._asend("POST", _DECIDE, timeout, json=request, grace=grace)
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
+            self._ensure_sender()  # after the request (the warm-up has usually started it): it delivers the backlog
             return _fallback(goal, paths, str(exc))
-        sender.service_back()
+        self._ensure_sender().service_back()
         return decision
 
     def _cold(self) -> bool:
@@ -254,10 +261,9 @@ class RemoteIntelligence:
         asked = [
             name for name in ("success", "score", "reason", "failure_category") if getattr(changes, name) is not None
         ]
-        sender = self._ensure_sender()
-        if self._ready():
+        if self._ready():  # the spool is needed only after the probe: it opens in the background meanwhile
             try:
-                sender.deliver_pending()  # the outcome may still be waiting in the spool
+                self._ensure_sender().deliver_pending()  # the outcome may still be waiting in the spool
                 answer = self._send(
                     "POST", _UPDATE, self.resilience.call_timeout, json=_dumped(wire.UpdateRequest.model_validate(body))
                 )
@@ -405,7 +411,7 @@ class RemoteIntelligence:
 
     def close(self) -> None:
         """A last delivery if the service answers (bounded like any call); what is left stays spooled."""
-        with self._lock:
+        with self._lock, self._building:
             sender, self._sender = self._sender, None
             client, self._client = self._client, None
         if sender is not None:
@@ -426,7 +432,8 @@ class RemoteIntelligence:
         return headers
 
     def _sync_client(self) -> httpx.Client:
-        with self._lock:
+        # Built under a lock of its own: spooling (``_ensure_sender``, ``_outcome_body``) never waits for the build.
+        with self._building:
             if self._client is None:
                 self._client = httpx.Client(
                     base_url=self.url, headers=self._headers(), transport=self._transport, verify=self._verify
