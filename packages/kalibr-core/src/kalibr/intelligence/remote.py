@@ -115,8 +115,8 @@ class RemoteIntelligence:
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
         """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks.
 
-        The first call also starts the spool's thread (which opens the file) and builds the HTTP client in the
-        background (no request: a few ms of CPU, SSL context included), so the router's first decide, or a first
+        The first call also builds the HTTP client (no request: a few ms of CPU, SSL context included), then starts
+        the spool's thread (which opens the file), in the background: the router's first decide, or a first
         ``update_outcome`` that times out and spools, does not pay for them on top of its timeout."""
         with self._lock:
             self._paths.update((path.path_id, path) for path in paths)
