@@ -397,8 +397,10 @@ def run(quick: bool) -> str:
         "20 ms, answers counted not parsed), but it still shares the 2 cores with the service and the valid load, "
         "so the ratio counts its CPU too (its column). The "
         "service answers every key from a snapshot of the key table (read again at most twice a second for a key "
-        "it lacks), before reading the body. A refusal is one line at INFO on the `kalibr.service` logger, which "
-        "`kalibr serve` leaves at Python's default WARNING: the flood writes no log lines. The last column is what "
+        "it lacks), before reading the body. A refusal is one line at INFO on the `kalibr.service` logger (at "
+        "`kalibr serve`'s default `--log-level info`, at most 5 a second of each status and route, then one line "
+        "counting the rest); the replicas here run at `--log-level warning`: the flood writes no log lines. The "
+        "last column is what "
         "the service's own CPU says, free of the other work on the machine: a replica bound by its core keeps "
         "1 - (refusals/s x CPU per refusal) of its valid throughput.\n",
         "| store | alone | + one wrong key | ratio | + fresh wrong keys | ratio | flood generator's CPU "

@@ -4,6 +4,9 @@ a hung service. Each test is an outage as it happens: the service goes away, out
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -238,3 +241,32 @@ def test_a_path_the_wire_cannot_carry_falls_back_instead_of_raising(tmp_path: Fi
         remote.close()
     assert decision.fallback
     assert "model_id" in decision.reason
+
+
+_REPORT_AND_EXIT = """
+import sys
+from kalibr import Outcome, Path
+from kalibr.intelligence.remote import RemoteIntelligence, Resilience
+from kalibr.stores.base import OutcomeChanges
+
+remote = RemoteIntelligence(sys.argv[1], spool=sys.argv[2], resilience=Resilience(breaker_after=1, cooldown=60))
+decision = remote.decide("extract_company", [Path("gpt-4o-mini")])  # refused at once: a fallback
+remote.report(Outcome.build(decision, success=True))
+remote.update_outcome(decision.trace_id, "extract_company", OutcomeChanges(score=0.5))
+print(decision.trace_id)
+"""  # and exits at once, without close(), maybe before the spool's thread has opened the file
+
+
+def test_outcomes_reported_just_before_a_clean_exit_reach_the_spool(tmp_path: FilePath) -> None:
+    spool = tmp_path / "spool.db"
+    for _ in range(3):
+        ran = subprocess.run(
+            [sys.executable, "-c", _REPORT_AND_EXIT, _free_url(), str(spool)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        trace_id = ran.stdout.strip()
+        with sqlite3.connect(spool) as db:
+            kinds = db.execute("SELECT kind FROM outbox WHERE trace_id = ? ORDER BY seq", (trace_id,)).fetchall()
+        assert kinds == [("report",), ("update",)]

@@ -45,6 +45,7 @@ __all__ = ["serve"]
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="Of uvicorn's and Kalibr's log lines (stderr). info: one line per refused request, a flood summed up.",
 )
 def serve(
     host: str,

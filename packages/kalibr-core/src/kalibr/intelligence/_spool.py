@@ -19,6 +19,7 @@ transient failures (5xx, timeouts, connection errors) leave everything in place 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -304,7 +306,8 @@ class SpoolSender:
     """Delivers one endpoint's spooled items from a background thread, in bounded batches, while the service answers.
 
     The spool file is opened by that thread, never on the caller's: until it is open, ``submit`` keeps items in
-    memory and the thread writes them first. Once open, ``submit`` is a local SQLite insert (well under a ms).
+    memory and the thread writes them first (a clean exit waits for that). Once open, ``submit`` is a local SQLite
+    insert (well under a ms).
     """
 
     def __init__(
@@ -335,6 +338,7 @@ class SpoolSender:
         self._wake = threading.Event()
         self._delivering = threading.Lock()
         self._closed = False
+        _opening.add(self)
         self._thread = threading.Thread(target=self._run, name="kalibr-spool", daemon=True)
         self._thread.start()
 
@@ -388,6 +392,7 @@ class SpoolSender:
                 self._store(spool, trace_id, payload, kind, refusal)
             self._spool = spool
         self._opened.set()
+        _opening.discard(self)
 
     def _run(self) -> None:
         self._open()
@@ -468,6 +473,16 @@ class SpoolSender:
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=wait)
+
+
+_opening: weakref.WeakSet[SpoolSender] = weakref.WeakSet()
+
+
+@atexit.register
+def _write_held_items() -> None:
+    """At a clean exit, wait (bounded) for every spool still being opened: what it holds in memory gets written."""
+    for sender in list(_opening):
+        sender._opened.wait(10.0)
 
 
 def _permanent(status_code: int) -> bool:

@@ -12,7 +12,8 @@
   keyed by service URL and API-key fingerprint, and returns; a background thread delivers spooled outcomes in
   bounded batches, isolates any the service refuses for good (kept as dead letters: ``kalibr spool``), and keeps
   the rest through outages, process restarts included.
-- Construction does no I/O; the first decide starts the spool's thread, which opens the file (never the caller).
+- Construction does no I/O; ``register_paths`` starts, in the background, the HTTP client's build and then the
+  spool's thread, which opens the file (never the caller); else the first decide or report starts it.
 - ``disabled_paths`` (the router's fallbacks skip them) is read at most once per goal per ``refresh_interval``,
   with the decide timeout, under the same breaker; a goal's first answered decide reads it in the background.
   A failing service leaves the last known set: a fallback never fails or waits long because the service is down.
@@ -111,6 +112,7 @@ class RemoteIntelligence:
         self._transport, self._async_transport = transport, async_transport
         self.breaker = CircuitBreaker(self.resilience.breaker_after, self.resilience.cooldown)
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._client: httpx.Client | None = None
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
         self._sender: SpoolSender | None = None
@@ -126,16 +128,20 @@ class RemoteIntelligence:
     def register_paths(self, goal: str, paths: Sequence[Path]) -> None:
         """Remember the paths (no I/O): every decide sends them, and the service registers what it lacks.
 
-        The first call also builds the HTTP client in the background (no request: a few ms of CPU, SSL context
-        included), so the router's first decide does not pay for it on top of its timeout."""
+        The first call also builds the HTTP client (no request: a few ms of CPU, SSL context included), then starts
+        the spool's thread (which opens the file), in the background: the router's first decide, or a first
+        ``update_outcome`` that times out and spools, does not pay for them on top of its timeout."""
         with self._lock:
             self._paths.update((path.path_id, path) for path in paths)
             warm, self._warmed = not self._warmed, True
         if warm:
-            threading.Thread(target=self._sync_client, name="kalibr-client-build", daemon=True).start()
+            threading.Thread(target=self._warm_up, name="kalibr-client-build", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        self._sync_client()  # first: the first call needs it at once, the spool only after its request
+        self._ensure_sender()
 
     def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
-        sender = self._ensure_sender()
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
@@ -146,13 +152,13 @@ class RemoteIntelligence:
             answer = self._send("POST", _DECIDE, timeout, json=request, grace=grace)
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
+            self._ensure_sender()  # after the request (the warm-up has usually started it): it delivers the backlog
             return _fallback(goal, paths, str(exc))
-        sender.service_back()
+        self._ensure_sender().service_back()
         self._prefetch_disabled(goal)
         return decision
 
     async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
-        sender = self._ensure_sender()
         if not self.breaker.allow():
             return _fallback(goal, paths, "circuit breaker open")
         try:
@@ -163,8 +169,9 @@ class RemoteIntelligence:
             answer = await self._asend("POST", _DECIDE, timeout, json=request, grace=grace)
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
+            self._ensure_sender()  # after the request (the warm-up has usually started it): it delivers the backlog
             return _fallback(goal, paths, str(exc))
-        sender.service_back()
+        self._ensure_sender().service_back()
         self._prefetch_disabled(goal)
         return decision
 
@@ -315,10 +322,9 @@ class RemoteIntelligence:
         asked = [
             name for name in ("success", "score", "reason", "failure_category") if getattr(changes, name) is not None
         ]
-        sender = self._ensure_sender()
-        if self._ready():
+        if self._ready():  # the spool is needed only after the probe: it opens in the background meanwhile
             try:
-                sender.deliver_pending()  # the outcome may still be waiting in the spool
+                self._ensure_sender().deliver_pending()  # the outcome may still be waiting in the spool
                 answer = self._send(
                     "POST", _UPDATE, self.resilience.call_timeout, json=_dumped(wire.UpdateRequest.model_validate(body))
                 )
@@ -470,7 +476,7 @@ class RemoteIntelligence:
             sender, self._sender = self._sender, None
         if sender is not None:
             sender.close(wait=self.resilience.call_timeout)
-        with self._lock:  # after the last delivery, which may have built the client
+        with self._building:  # after the last delivery, which may have built the client
             client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -488,7 +494,8 @@ class RemoteIntelligence:
         return headers
 
     def _sync_client(self) -> httpx.Client:
-        with self._lock:
+        # Built under a lock of its own: spooling (``_ensure_sender``, ``_outcome_body``) never waits for the build.
+        with self._building:
             if self._client is None:
                 self._client = httpx.Client(
                     base_url=self.url, headers=self._headers(), transport=self._transport, verify=self._verify

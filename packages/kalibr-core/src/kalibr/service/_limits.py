@@ -6,7 +6,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from kalibr.service._errors import error_body
+from kalibr.service._errors import RefusalLog, error_body
 
 __all__ = ["BodySizeLimit", "send_json"]
 
@@ -20,9 +20,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BodySizeLimit:
     """413 for a body over ``max_bytes``: at once from ``Content-Length``, else while reading a chunked body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, refusals: RefusalLog) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.refusals = refusals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,7 +32,7 @@ class BodySizeLimit:
         declared = _content_length(scope)
         if declared is not None:
             if declared > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             await self.app(scope, receive, send)
             return
@@ -48,7 +49,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -64,8 +65,10 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"request body larger than {self.max_bytes} bytes: send less (split batches)"
+        # one kind for every path: a path not in the route table must not make a kind of its own
+        self.refusals.refused(413, "any route", f"{scope.get('method')} {scope.get('path')}", message)
         await send_json(send, 413, json.dumps(error_body("payload_too_large", message)).encode())
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from kalibr.service import _schemas as s
 from kalibr.service._backend import Backend
-from kalibr.service._errors import error_response
+from kalibr.service._errors import RefusalLog, error_response
 from kalibr.service._limits import ASGIApp, Receive, Scope, Send, send_json
 from kalibr.service._tenants import TenantResolver
 
@@ -104,8 +104,9 @@ ROUTES: tuple[Route, ...] = (
 class Dispatcher:
     """The ASGI app answering every route of ``ROUTES``; any other request goes to ``fallback`` (FastAPI)."""
 
-    def __init__(self, fallback: ASGIApp, backend: Backend, resolver: TenantResolver) -> None:
+    def __init__(self, fallback: ASGIApp, backend: Backend, resolver: TenantResolver, refusals: RefusalLog) -> None:
         self._fallback = fallback
+        self._refusals = refusals
         self._backend = backend
         self._resolver = resolver
         self._exact = {(r.method, r.path): r for r in ROUTES if "{" not in r.path}
@@ -130,7 +131,7 @@ class Dispatcher:
         try:  # before the body is read: a wrong key costs no read, no parse
             tenant = await self._authenticate(route, scope)
         except Exception as exc:
-            await send_json(send, *_error(route, scope, exc))
+            await send_json(send, *self._error(route, scope, exc))
             return
         body = await _read_body(receive)
         if body is None:
@@ -152,7 +153,7 @@ class Dispatcher:
                 return 200, answer.model_dump_json().encode()
             return 200, json.dumps(answer, default=str).encode()
         except Exception as exc:
-            return _error(route, scope, exc)
+            return self._error(route, scope, exc)
 
     async def _authenticate(self, route: Route, scope: Scope) -> str:
         """The one place a request's key becomes its tenant (401 without a valid key, 403 for another tenant).
@@ -167,10 +168,10 @@ class Dispatcher:
             tenant = await anyio.to_thread.run_sync(self._resolver.resolve, key, claimed)
         return tenant
 
-
-def _error(route: Route, scope: Scope, exc: Exception) -> tuple[int, bytes]:
-    status, error = error_response(exc, f"{route.method} {scope.get('path')}")
-    return status, json.dumps(error).encode()
+    def _error(self, route: Route, scope: Scope, exc: Exception) -> tuple[int, bytes]:
+        where = f"{route.method} {scope.get('path')}"
+        status, error = error_response(exc, f"{route.method} {route.path}", where, self._refusals)
+        return status, json.dumps(error).encode()
 
 
 def _parse(route: Route, scope: Scope, body: bytes) -> Any:

@@ -4,6 +4,7 @@ background thread (tests and benchmarks), always on a socket we bind ourselves s
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -73,6 +74,7 @@ def run_server(options: ServeOptions, sock: socket.socket, *, workers: int = 1, 
         "kalibr.service._server:app_from_env",
         factory=True,
         workers=workers,
+        log_config=_log_config(log_level),
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -81,6 +83,23 @@ def run_server(options: ServeOptions, sock: socket.socket, *, workers: int = 1, 
         Multiprocess(config, sockets=[sock]).run()
     else:
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def _log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus one handler on the "kalibr" logger at ``log_level`` (its lines would otherwise reach
+    only Python's last-resort handler, WARNING and up). The root logger is left alone. uvicorn applies this in each
+    worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["kalibr"] = {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["kalibr"] = {
+        "formatter": "kalibr",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["kalibr"] = {"handlers": ["kalibr"], "level": log_level.upper(), "propagate": False}
+    return config
 
 
 @contextmanager
@@ -175,6 +194,13 @@ class ServiceProcess:
             return "(no log)"
         with open(self._log_path) as log:
             return log.read()[-2000:]
+
+    def stop(self) -> None:
+        """SIGTERM: the clean shutdown an operator asks for (the service finishes what it was doing)."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+        self.kill()
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, as in a crash."""

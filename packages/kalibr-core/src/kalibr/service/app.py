@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from kalibr.service._backend import Backend, EngineFactory, default_engine_factory
+from kalibr.service._errors import RefusalLog
 from kalibr.service._limits import ASGIApp, BodySizeLimit, Receive, Scope, Send
 from kalibr.service._routes import Dispatcher, openapi_paths
 from kalibr.service._tenants import TenantResolver
@@ -43,6 +44,7 @@ def build_app(
     backend = Backend(store, engine_factory or default_engine_factory(refresh_interval))
     resolver = TenantResolver(store, auth=auth, cache_seconds=key_cache_seconds)
     retention = None if retention_days is None else RetentionJob(store, retention_days)
+    refusals = RefusalLog(logger)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +55,7 @@ def build_app(
         if retention is not None:
             retention.stop()
         backend.close()
+        refusals.flush()
         if owns_store:
             store.close()
 
@@ -64,7 +67,9 @@ def build_app(
     )
     app.state.backend = backend
     app.state.resolver = resolver
-    app.front = BodySizeLimit(Dispatcher(app.by_fastapi, backend, resolver), max_bytes=max_body_bytes)
+    app.front = BodySizeLimit(
+        Dispatcher(app.by_fastapi, backend, resolver, refusals), max_bytes=max_body_bytes, refusals=refusals
+    )
     from kalibr.dashboard import create_dashboard, keys_of
 
     app.mount("/dashboard", create_dashboard(store, tenant_for_key=keys_of(resolver)))
