@@ -84,13 +84,13 @@ def route(
         kind = int(world.random() < 0.5)
         features = np.eye(4)[kind] + 0.3 * world.random(4)
         coin = world.random()
-        cluster = clusters.assign(features)
-        priors = clusters.priors(cluster, goal_arms, None) if prompts else None
+        prompt = clusters.assign(features)
+        priors = clusters.priors(prompt, goal_arms, None) if prompts else None
         picked = policy.choose(goal_arms, config=config, rng=rng, now=float(step), priors=priors).index
         score = float(coin < rates(kind)[picked])
         before = goal_arms[picked]
         after = goal_arms[picked] = policy.update(before, score=score, cost_usd=None, latency_ms=None, now=step)
-        clusters.learn(cluster, before, after, score)
+        clusters.learn(prompt, before, after, score)
         kinds.append(kind)
         picks.append(picked)
     return kinds, picks, clusters
@@ -148,12 +148,12 @@ def test_a_path_that_breaks_is_left_in_every_cluster() -> None:
 def test_clusters_are_seeded_by_distinct_prompts_and_keep_them_apart() -> None:
     clusters = PromptClusters(max_clusters=2)
     maths, code = np.array([1.0, 0.1, 0.0]), np.array([0.0, 0.1, 1.0])
-    assert clusters.assign(maths) == 0
-    assert clusters.assign(maths * 2.0) == 0  # the same direction is the same prompt
-    assert clusters.assign(code) == 1
-    assert clusters.assign(maths + 0.05) == 0
-    assert clusters.assign(code + 0.05) == 1
-    assert clusters.assign(np.array([0.0, 1.0, 0.0])) in (0, 1)
+    assert clusters.assign(maths).cluster == 0
+    assert clusters.assign(maths * 2.0).cluster == 0  # the same direction is the same prompt
+    assert clusters.assign(code).cluster == 1
+    assert clusters.assign(maths + 0.05).cluster == 0
+    assert clusters.assign(code + 0.05).cluster == 1
+    assert clusters.assign(np.array([0.0, 1.0, 0.0])).cluster in (0, 1)
     assert clusters.clusters == 2
 
 

@@ -1,8 +1,8 @@
 """Prompt features for prompt-aware routing, computed in the caller's process.
 
 A featurizer turns a request's messages into a small float vector; the contextual policy
-(``kalibr.policies.contextual``) groups prompts by it and learns, per group, which path wins. Nothing here
-does I/O beyond loading bundled weights once: prompts and vectors never leave the process.
+(``kalibr.policies.contextual``) groups prompts by it and learns, per group and per prompt, which path wins.
+Nothing here does I/O beyond loading bundled weights once: prompts and vectors never leave the process.
 
 - ``lexical_features(text)``: a dozen cheap counts (length, code, maths, multiple choice), no dependency.
 - ``SentenceEmbedding()``: a static sentence embedding whose weights ship inside the ``wordllama`` wheel

@@ -34,7 +34,7 @@ from kalibr._types import source_replaces
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
 from kalibr.policies.base import ArmState, Choice, Policy, PolicyConfig
-from kalibr.policies.contextual import PromptClusters
+from kalibr.policies.contextual import PromptClusters, PromptHandle
 from kalibr.policies.cost import cost_priors_from_model_costs
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.stores.base import DEFAULT_TENANT, OutcomeChanges, PathRecord, Store
@@ -138,7 +138,7 @@ class Engine:
         self._registered: set[tuple[str, str]] = set()
         self._applied: OrderedDict[str, _Applied] = OrderedDict()
         self._clusters: dict[str, PromptClusters] = {}  # prompt-aware goals (Router(context=...)), in memory only
-        self._cluster_of: OrderedDict[str, tuple[str, int]] = OrderedDict()  # trace id -> (goal, prompt cluster)
+        self._cluster_of: OrderedDict[str, tuple[str, PromptHandle]] = OrderedDict()  # trace id -> (goal, prompt)
         self._views: dict[str, _GoalView] = {}
         # Appended without a lock (deque appends are atomic); the writer drains it after taking the outcomes, so
         # every queued outcome's decision is written with it or before it.
@@ -212,15 +212,15 @@ class Engine:
             paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
             config = self._config(goal)
             clusters = self._clusters.setdefault(goal, PromptClusters())
-            cluster = clusters.assign(features)
+            prompt = clusters.assign(features)
             goal_priors, cost_priors = self._priors(goal, paths, arms, now)
-            priors = clusters.priors(cluster, arms, goal_priors)
+            priors = clusters.priors(prompt, arms, goal_priors)
             explore = not high_risk or config.exploration_on_high_risk
             choice = self.policy.choose(
                 arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore, cost_priors=cost_priors
             )
             decision = _decision(goal, paths, choice, now)
-            self._cluster_of[decision.trace_id] = (goal, cluster)
+            self._cluster_of[decision.trace_id] = (goal, prompt)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
                 self._cluster_of.popitem(last=False)
         self._record(decision)
@@ -421,8 +421,8 @@ class Engine:
             after = arms[outcome.path_id] = step(before)
             self._views.pop(outcome.goal, None)
             if prompt_cluster is not None:
-                goal, cluster = prompt_cluster
-                self._clusters[goal].learn(cluster, before, after, outcome.score)
+                goal, prompt = prompt_cluster
+                self._clusters[goal].learn(prompt, before, after, outcome.score)
         self._enqueue_outcome(outcome, step)
 
     def _step(self, outcome: Outcome) -> Callable[[ArmState], ArmState]:

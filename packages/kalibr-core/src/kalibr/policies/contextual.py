@@ -18,6 +18,14 @@ raw rates: under bandit feedback a cluster's outcomes mostly come from the path 
 and its ranking of the paths cannot be told apart; a spread in difficulty alone costs some exploration, not a
 wrong choice.)
 
+Within a cluster, prompts still differ, and k-means does not know which differences matter. So the view of
+each path is corrected per prompt by a regression that learns that from the outcomes: per path, ridge
+regression of (outcome - the view's mean) on a reduced feature vector (``regression_vector``). The view's
+mean moves by the prediction, and its pseudo-outcomes shrink to ``1 / (1 / n + z' A^-1 z)`` (the prediction's
+uncertainty added to the view's), so a prompt unlike those seen is judged on the cluster's view alone. The
+ridge penalty shrinks the correction to nothing until outcomes support it; while pooling is full (no signal)
+the correction is off too, and the goal routes exactly as without prompts.
+
 Everything else stays per goal, as without prompts: the sample floor, probes, staleness and change detection
 read the goal's states, which the policy still gets, so clusters add no exploration of their own. When the
 goal's change detector restarts a path, its evidence in every cluster is set aside with it (and given back if
@@ -32,6 +40,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +49,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies.base import ArmState
 from kalibr.policies.drift import RESETS, RESTORES
 
-__all__ = ["MAX_CLUSTERS", "PromptClusters"]
+__all__ = ["MAX_CLUSTERS", "PromptClusters", "PromptHandle", "regression_vector"]
 
 MAX_CLUSTERS = 16
 """Clusters per goal. Enough for the tasks one goal plausibly mixes; pooling makes a spare cluster cheap."""
@@ -51,6 +61,36 @@ _MIN_POOLING = 1.0
 """However different the clusters, the goal's record elsewhere counts as at least one outcome in each."""
 _RATE_BOUND = 0.02
 """Expected rates are kept inside [bound, 1 - bound], where a Pearson term's variance stays finite."""
+RIDGE = 32.0
+"""Ridge penalty of the per-prompt correction, in outcomes of a unit-length vector (measured on the merged
+replay tables: 8 to 64 do alike, 4 overfits)."""
+_PREFIX = 64
+"""Leading values of a longer feature vector the regression reads (a Matryoshka prefix of the embedding)."""
+_TAIL = 12
+"""Trailing values it reads as well (the lexical counts of ``auto_featurizer``)."""
+_MEAN_BOUND = 0.01
+
+
+def regression_vector(features: np.ndarray) -> np.ndarray:
+    """What the per-prompt correction regresses on: a vector of at most ``_PREFIX + _TAIL`` values as it is;
+    a longer one (``auto_featurizer``'s embedding then lexical counts) as its first ``_PREFIX`` values scaled
+    to unit length and its last ``_TAIL``. Small enough that the correction costs microseconds per path."""
+    vector = np.asarray(features, dtype=np.float64).ravel()
+    if vector.size <= _PREFIX + _TAIL:
+        return vector
+    prefix = vector[:_PREFIX]
+    norm = math.sqrt(prefix @ prefix)
+    return np.concatenate((prefix / norm if norm > 0.0 else prefix, vector[-_TAIL:]))
+
+
+@dataclass(slots=True)
+class PromptHandle:
+    """One prompt's place in its goal's clusters, from ``assign`` until its outcome is learned: its cluster,
+    its regression vector, and the view's mean of each path when the policy chose (what the outcome corrects)."""
+
+    cluster: int
+    vector: np.ndarray
+    means: dict[str, float] = field(default_factory=dict)
 
 
 class PromptClusters:
@@ -58,16 +98,18 @@ class PromptClusters:
 
     >>> import numpy as np
     >>> clusters = PromptClusters(max_clusters=2)
-    >>> clusters.assign(np.array([1.0, 0.0])), clusters.assign(np.array([0.0, 1.0]))
+    >>> clusters.assign(np.array([1.0, 0.0])).cluster, clusters.assign(np.array([0.0, 1.0])).cluster
     (0, 1)
-    >>> clusters.assign(np.array([0.9, 0.1]))
+    >>> clusters.assign(np.array([0.9, 0.1])).cluster
     0
     """
 
-    def __init__(self, *, max_clusters: int = MAX_CLUSTERS) -> None:
+    def __init__(self, *, max_clusters: int = MAX_CLUSTERS, ridge: float = RIDGE) -> None:
         if max_clusters < 1:
             raise UserError(f"max_clusters {max_clusters!r} must be at least 1")
-        self.max_clusters = max_clusters
+        if not ridge > 0.0:
+            raise UserError(f"ridge {ridge!r} must be > 0")
+        self.max_clusters, self.ridge = max_clusters, ridge
         self._centroids: np.ndarray | None = None  # (max_clusters, dims), unit rows; the first ``used`` are set
         self._sizes = np.zeros(max_clusters)
         self._used = 0
@@ -76,6 +118,11 @@ class PromptClusters:
         self._failures = np.zeros((0, max_clusters))
         self._held: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # a restarted path's evidence, until restored
         self._outcomes = 0
+        # Per path row: the ridge regression's inverse Gram matrix, its X'y, its coefficients, whether it has data.
+        self._inverse = np.zeros((0, 0, 0))
+        self._moments = np.zeros((0, 0))
+        self._coefficients = np.zeros((0, 0))
+        self._fitted = np.zeros(0, dtype=bool)
         self.pooling = math.inf
         """Pseudo-outcomes the goal's other clusters count for at most (inf: all of them, no prompt signal)."""
 
@@ -83,10 +130,13 @@ class PromptClusters:
     def clusters(self) -> int:
         return self._used
 
-    def assign(self, features: np.ndarray) -> int:
-        """The cluster of a prompt's feature vector (a new one while fewer than ``max_clusters`` exist); the
-        cluster's centroid moves towards it."""
+    def assign(self, features: np.ndarray) -> PromptHandle:
+        """The handle of a prompt's feature vector: its cluster (a new one while fewer than ``max_clusters``
+        exist; the cluster's centroid moves towards it) and its regression vector."""
         vector = np.asarray(features, dtype=np.float64).ravel()
+        return PromptHandle(self._cluster(vector), regression_vector(vector))
+
+    def _cluster(self, vector: np.ndarray) -> int:
         norm = math.sqrt(vector @ vector)  # what np.linalg.norm computes for a vector, without its overhead
         if not math.isfinite(norm):
             raise UserError("prompt features contain NaN or infinity: the featurizer must return finite numbers")
@@ -112,18 +162,29 @@ class PromptClusters:
         return index
 
     def priors(
-        self, cluster: int, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
+        self, prompt: PromptHandle, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
     ) -> Sequence[tuple[float, float]] | None:
         """Beta pseudo-counts that turn the policy's posterior of each of the goal's states (its evidence plus
-        ``goal_priors``, the flat Beta(1, 1) when None) into the cluster's view: the cluster's own evidence plus
-        the pooled rest. The evidence from other clusters beyond the pooled share is taken off the prior, which
-        gives the policy the view without building new states. ``goal_priors`` themselves while pooling is full."""
+        ``goal_priors``, the flat Beta(1, 1) when None) into the prompt's view: its cluster's own evidence plus
+        the pooled rest, corrected by the regression. The evidence from other clusters beyond the pooled share is
+        taken off the prior, which gives the policy the view without building new states. ``goal_priors``
+        themselves while pooling is full."""
         pooling = self.pooling
         if pooling == math.inf:
+            self._goal_means(prompt, goal_arms, goal_priors)
             return goal_priors
-        rows = self._rows
+        rows, cluster = self._rows, prompt.cluster
         own_successes = self._successes[:, cluster].tolist()
         own_failures = self._failures[:, cluster].tolist()
+        vector = prompt.vector
+        paths = len(rows)
+        corrections = (self._coefficients[:paths] @ vector).tolist()
+        dims = vector.size  # one matrix-vector product over every path's inverse (a batched one is slower)
+        vector32 = vector.astype(np.float32)
+        uncertainties = (self._inverse[:paths].reshape(paths * dims, dims) @ vector32).reshape(paths, dims) @ vector32
+        uncertainties = uncertainties.tolist()
+        fitted = self._fitted[:paths].tolist()
+        means = prompt.means
         priors = []
         for index, arm in enumerate(goal_arms):
             prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
@@ -135,20 +196,45 @@ class PromptClusters:
             other_failures = max(arm.failures - own_failures[row], 0.0)
             elsewhere = other_successes + other_failures
             unpooled = elsewhere / (pooling + elsewhere) if elsewhere > 0.0 else 0.0  # the share not pooled
-            priors.append((prior[0] - unpooled * other_successes, prior[1] - unpooled * other_failures))
+            alpha, beta = prior[0] - unpooled * other_successes, prior[1] - unpooled * other_failures
+            view_alpha, view_beta = alpha + arm.successes, beta + arm.failures
+            count = view_alpha + view_beta
+            if count <= 0.0:
+                priors.append((alpha, beta))
+                continue
+            means[arm.path_id] = mean = view_alpha / count
+            if fitted[row]:
+                mean = min(max(mean + corrections[row], _MEAN_BOUND), 1.0 - _MEAN_BOUND)
+                count = 1.0 / (1.0 / count + uncertainties[row])
+                alpha, beta = mean * count - arm.successes, (1.0 - mean) * count - arm.failures
+            priors.append((alpha, beta))
         return priors
 
-    def learn(self, cluster: int, before: ArmState, after: ArmState, score: float) -> None:
-        """Fold one outcome of a prompt of ``cluster`` in: ``before``/``after`` are the goal's state of the path
-        before and after the policy's update, so a restart (or restore) by the change detector reaches every
-        cluster."""
-        row = self._row(after.path_id)
+    @staticmethod
+    def _goal_means(
+        prompt: PromptHandle, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
+    ) -> None:
+        """The goal's posterior means, which the regression corrects while pooling is full."""
+        means = prompt.means
+        for index, arm in enumerate(goal_arms):
+            prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
+            alpha, count = prior[0] + arm.successes, prior[0] + prior[1] + arm.successes + arm.failures
+            if count > 0.0:
+                means[arm.path_id] = alpha / count
+
+    def learn(self, prompt: PromptHandle, before: ArmState, after: ArmState, score: float) -> None:
+        """Fold one outcome of ``prompt`` in: ``before``/``after`` are the goal's state of the path before and
+        after the policy's update, so a restart (or restore) by the change detector reaches every cluster (and
+        a restart drops the path's regression: it learns afresh)."""
+        cluster = prompt.cluster
+        row = self._row(after.path_id, prompt.vector.size)
         resets, restores = RESETS, RESTORES
         if after.extra.get(resets, 0.0) > before.extra.get(resets, 0.0):
             # The goal stopped trusting the path's record: so does every cluster (its evidence is held).
             self._held[after.path_id] = (self._successes[row].copy(), self._failures[row].copy())
             self._successes[row] = 0.0
             self._failures[row] = 0.0
+            self._fitted[row] = False
         else:
             if after.extra.get(restores, 0.0) > before.extra.get(restores, 0.0):
                 held = self._held.pop(after.path_id, None)
@@ -157,20 +243,44 @@ class PromptClusters:
                     self._failures[row] += held[1]
             self._successes[row, cluster] += score
             self._failures[row, cluster] += 1.0 - score
+            mean = prompt.means.get(after.path_id)
+            if mean is None:
+                rate = before.success_rate
+                mean = rate if rate is not None else 0.5
+            self._regress(row, prompt.vector, score - mean)
         self._outcomes += 1
         if self._outcomes % _REESTIMATE_EVERY == 0:
             self.pooling = self._estimate_pooling()
 
-    def _row(self, path_id: str) -> int:
+    def _regress(self, row: int, vector: np.ndarray, residual: float) -> None:
+        """One observation into the path's ridge regression (Sherman-Morrison update of the inverse)."""
+        if not self._fitted[row]:
+            self._inverse[row] = np.eye(vector.size) / self.ridge
+            self._moments[row] = 0.0
+            self._fitted[row] = True
+        inverse = self._inverse[row].astype(np.float64)  # float32 at rest: the decide reads half the bytes
+        projected = inverse @ vector
+        inverse -= np.outer(projected, projected) / (1.0 + projected @ vector)
+        self._inverse[row] = inverse
+        self._moments[row] += residual * vector
+        self._coefficients[row] = inverse @ self._moments[row]
+
+    def _row(self, path_id: str, dims: int) -> int:
         row = self._rows.get(path_id)
         if row is None:
             row = self._rows[path_id] = len(self._rows)
-            if row >= len(self._successes):
-                grown = max(4, 2 * len(self._successes))
+            if row >= len(self._successes) or self._inverse.shape[1] != dims:
+                grown = max(4, 2 * len(self._successes)) if row >= len(self._successes) else len(self._successes)
                 self._successes = np.resize(self._successes, (grown, self.max_clusters))
                 self._failures = np.resize(self._failures, (grown, self.max_clusters))
                 self._successes[row:] = 0.0
                 self._failures[row:] = 0.0
+                self._inverse = _grown(self._inverse, (grown, dims, dims), row, np.float32)
+                self._moments = _grown(self._moments, (grown, dims), row)
+                self._coefficients = _grown(self._coefficients, (grown, dims), row)
+                fitted = np.zeros(grown, dtype=bool)
+                fitted[:row] = self._fitted[:row]
+                self._fitted = fitted
         return row
 
     def _estimate_pooling(self) -> float:
@@ -196,3 +306,13 @@ class PromptClusters:
         spread = float(np.sum(path_counts - (counts**2).sum(axis=1) / path_counts))
         correlation = min(excess / max(spread, 1e-12), 1.0)  # the between-cluster share of an outcome's variance
         return max(1.0 / correlation - 1.0, _MIN_POOLING)
+
+
+def _grown(
+    array: np.ndarray, shape: tuple[int, ...], rows: int, dtype: type[np.floating[Any]] = np.float64
+) -> np.ndarray:
+    """``array``'s first ``rows`` rows in a zeroed array of ``shape``."""
+    grown = np.zeros(shape, dtype=dtype)
+    if rows:
+        grown[:rows] = array[:rows]
+    return grown

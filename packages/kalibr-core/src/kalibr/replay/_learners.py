@@ -9,7 +9,7 @@ import numpy as np
 
 from kalibr._exceptions import MissingExtraError, UserError
 from kalibr.policies import ArmState, Policy, PolicyConfig, default_policy
-from kalibr.policies.contextual import PromptClusters
+from kalibr.policies.contextual import PromptClusters, PromptHandle
 from kalibr.policies.cost import cost_priors_from_model_costs
 from kalibr.policies.priors import priors_from_model_totals
 from kalibr.replay._table import ReplayTable
@@ -98,21 +98,20 @@ class ContextualLearner(PolicyLearner):
             raise UserError("prompt-aware replay needs prompt features for every goal: pass --prompts PROMPTS.csv")
         self.features: list[np.ndarray] = [vectors for vectors in features if vectors is not None]
         self.clusters = [PromptClusters() for _ in table.goals]
-        self._cluster_of: dict[tuple[int, int], int] = {}
+        self._prompt_of: dict[tuple[int, int], PromptHandle] = {}
 
     def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         clusters = self.clusters[goal]
-        cluster = clusters.assign(self.features[goal][row])
-        self._cluster_of[(goal, row)] = cluster
+        prompt = self._prompt_of[(goal, row)] = clusters.assign(self.features[goal][row])
         arms = self.arms[goal]
-        priors = clusters.priors(cluster, arms, priors_from_model_totals(arms, self.totals, **self.prior_options))
+        priors = clusters.priors(prompt, arms, priors_from_model_totals(arms, self.totals, **self.prior_options))
         return self.policy.choose(
             arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(arms)
         ).index
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         before, after = self._learn(goal, arm, outcome, cost, now)
-        self.clusters[goal].learn(self._cluster_of.pop((goal, row)), before, after, outcome)
+        self.clusters[goal].learn(self._prompt_of.pop((goal, row)), before, after, outcome)
 
 
 class MabwiserLearner:
