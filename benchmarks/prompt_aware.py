@@ -39,7 +39,8 @@ def run(quick: bool) -> str:
     parts = [
         "## Prompt-aware routing (replay)\n",
         f"Features: {features}, computed in process. `kalibr+prompts` is the default policy choosing, per prompt "
-        "cluster, over the cluster's evidence plus the goal's evidence elsewhere pooled by how much clusters differ "
+        "cluster, over the cluster's evidence plus the goal's evidence elsewhere pooled by how much clusters differ, "
+        "each path's view corrected for the prompt by a ridge regression on a reduced feature vector "
         "(`kalibr.policies.contextual`); `kalibr` is the same policy without the prompt. Lift: points of share of "
         f"best fixed, seed by seed, mean ± spread over {seeds} seeds. TTR: requests of a goal until its broken "
         "best path gets under 10% of the traffic (median / p90 over goals and seeds).\n",
