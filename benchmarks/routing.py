@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def _split(table: ReplayTable, seed: int) -> tuple[ReplayTable, ReplayTable]:
         for part, rows in ((offline, order[: len(order) // 2]), (live, order[len(order) // 2 :])):
             ids = tuple(goal.query_ids[i] for i in rows)
             part.append(GoalTable(goal.goal, goal.models, ids, goal.scores[rows], goal.costs[rows]))
-    return ReplayTable(tuple(offline), table.cost_source), ReplayTable(tuple(live), table.cost_source)
+    return replace(table, goals=tuple(offline)), replace(table, goals=tuple(live))
 
 
 def _first_requests(table: ReplayTable, seed: int, warm: ReplayTable | None) -> tuple[float, float]:

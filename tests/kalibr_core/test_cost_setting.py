@@ -277,3 +277,43 @@ def test_the_engine_expects_a_new_goals_paths_to_cost_what_they_cost_on_other_go
         fresh.report(Outcome(decision.trace_id, "extract", decision.path_id, 1.0, model=decision.model, cost_usd=cost))
     fresh.close()
     assert picked.count("dear") == 0
+
+
+def fresh_picks(config: PolicyConfig, hints: list[float | None] | None, count: int = 200) -> list[int]:
+    """What a goal with no outcomes anywhere picks, with or without list-price hints for its paths."""
+    arms = [ArmState(model, model=model) for model in ("dear", "cheap", "mid")]
+    cost_priors = None if hints is None else cost_priors_from_model_costs(arms, {}, hints)
+    rng = np.random.default_rng(11)
+    policy = ThompsonPolicy()
+    return [policy.choose(arms, config=config, rng=rng, now=0.0, cost_priors=cost_priors).index for _ in range(count)]
+
+
+def test_with_nothing_measured_a_tight_budget_tries_the_cheapest_path_by_list_price_first() -> None:
+    tight = PolicyConfig(budget_per_1k_calls_usd=0.1)
+    assert set(fresh_picks(tight, None)) == {0, 1, 2}  # no hint: every untried path counts as free
+    assert set(fresh_picks(tight, [40.0, 0.5, 5.0])) == {1}
+
+
+def test_list_price_hints_change_nothing_without_a_cost_setting() -> None:
+    plain = PolicyConfig()
+    assert fresh_picks(plain, [40.0, 0.5, 5.0]) == fresh_picks(plain, None)
+
+
+def test_an_unpriced_path_takes_its_list_price_at_the_dollars_per_price_unit_measured() -> None:
+    measured = ArmState("a", model="m1", cost_sum=0.003, cost_count=3)  # 0.001 per call at a list price of 2
+    priors = cost_priors_from_model_costs(
+        [measured, ArmState("b", model="m2"), ArmState("c", model="m3")], {}, [2.0, 30.0, None]
+    )
+    assert priors == [None, pytest.approx(0.015), None]
+
+
+def test_a_router_tries_the_cheapest_listed_model_first_and_never_an_unaffordable_one() -> None:
+    rates = {"gpt-4.1-nano": 0.0005, "gpt-4o": 0.0125, "claude-opus-4-1": 0.09}  # USD per call, as listed
+    router = kalibr.Router("triage", ["claude-opus-4-1", "gpt-4o", "gpt-4.1-nano"], store="memory:")
+    router.set_config(kalibr.PolicyConfig(budget_per_1k_calls_usd=1.0))
+    models = []
+    for _ in range(40):
+        decision = router.decide()
+        models.append(decision.model)
+        router.report(success=True, trace_id=decision.trace_id, cost_usd=rates[decision.model])
+    assert models == ["gpt-4.1-nano"] * 40

@@ -30,6 +30,7 @@ import numpy as np
 
 from kalibr._domain import Decision, Outcome, Path, check_goal, made_decision
 from kalibr._exceptions import OutcomeNotFound
+from kalibr._pricing import price_for
 from kalibr._types import source_replaces
 from kalibr.intelligence.base import Constraints, PolicyAnswer
 from kalibr.policies import default_policy
@@ -349,14 +350,14 @@ class Engine:
         return cached[1]
 
     def _priors(self, goal: str, paths: Sequence[Path], arms: list[ArmState], now: float) -> _Priors:
-        """Cross-goal priors (a model's record and mean cost on the tenant's other goals), recomputed once per
-        refresh."""
+        """Cross-goal priors (a model's record and mean cost on the tenant's other goals, else its list price at
+        the tenant's dollars per price unit), recomputed once per refresh."""
         ids = self._ids(paths)
         cached = self._prior_cache.get(goal)
         if cached is None or cached[1] != ids or now - cached[0] > self._refresh_interval:
             priors = (
                 priors_from_model_totals(arms, self._totals[1]),
-                cost_priors_from_model_costs(arms, self._model_costs),
+                cost_priors_from_model_costs(arms, self._model_costs, [_price_hint(path) for path in paths]),
             )
             cached = self._prior_cache[goal] = (now, ids, priors)
         return cached[2]
@@ -613,6 +614,12 @@ class Engine:
             self._flusher.join(timeout=10)
         self.flush()
         _flush_at_exit.discard(self)
+
+
+def _price_hint(path: Path) -> float | None:
+    """The path's relative price before any call (input plus output per token), None for an unknown model."""
+    price = price_for(path)
+    return None if price is None else price.input_per_mtok + price.output_per_mtok
 
 
 def _decision(goal: str, paths: Sequence[Path], choice: Choice, now: float) -> Decision:

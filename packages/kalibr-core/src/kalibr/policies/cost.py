@@ -12,12 +12,14 @@ prompt cluster) can apply them after it draws. Three ways to state what cost is 
   over the linear programme "most successes for this cost per call".
 
 An arm whose cost is not measured yet takes its cost prior when the caller has one (``cost_priors``: its model's
-mean cost per call on the tenant's other goals, from ``cost_priors_from_model_costs``), so a dear path is not tried
-just to learn what it costs; without one it counts as free, so it gets tried and its cost measured.
+mean cost per call on the tenant's other goals, else its list price at the dollars per price unit measured, from
+``cost_priors_from_model_costs``), so a dear path is not tried just to learn what it costs; without one it counts as
+free, so it gets tried and its cost measured.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -58,7 +60,9 @@ def mean_costs(arms: Sequence[ArmState], cost_priors: Sequence[float | None] | N
 
 
 def cost_priors_from_model_costs(
-    arms: Sequence[ArmState], model_costs: Mapping[str, tuple[float, int]]
+    arms: Sequence[ArmState],
+    model_costs: Mapping[str, tuple[float, int]],
+    price_hints: Sequence[float | None] | None = None,
 ) -> list[float | None]:
     """Per arm, the cost a path not measured yet should be expected to have (None where nothing is known).
 
@@ -68,10 +72,18 @@ def cost_priors_from_model_costs(
     model), measured on the goal's paths that have costs. Arms with a measured cost get None: their own mean
     decides.
 
+    ``price_hints`` (one per arm, None where unknown) are relative prices known before any call, such as a list
+    price per token. A path whose model has no cost anywhere is expected to cost its hint times the dollars per
+    hint unit of the goal's paths with a measured cost (else of its paths with a cost elsewhere). While no path
+    has a cost yet, nothing sets that scale: the cheapest path by hint counts as free and the dearer hinted ones
+    as out of reach (infinite), so a cost setting tries the cheapest first and its cost anchors the scale.
+
     >>> measured = ArmState("a", model="m1", cost_sum=0.4, cost_count=2)
     >>> untried = ArmState("b", model="m2")
-    >>> cost_priors_from_model_costs([measured, untried], {"m1": (1.4, 7), "m2": (5.0, 5)})
+    >>> cost_priors_from_model_costs([measured, untried], {"m1": (0.9, 7), "m2": (5.0, 5)})
     [None, 2.0]
+    >>> cost_priors_from_model_costs([measured, ArmState("c", model="m3")], {}, price_hints=[0.5, 2.0])
+    [None, 0.8]
     """
     elsewhere = [_cost_elsewhere(arm, model_costs) for arm in arms]
     own = other = 0.0
@@ -80,7 +92,36 @@ def cost_priors_from_model_costs(
             own += arm.cost_sum / arm.cost_count
             other += mean
     scale = own / other if own > 0.0 and other > 0.0 else 1.0
-    return [None if arm.cost_count or mean is None else mean * scale for arm, mean in zip(arms, elsewhere, strict=True)]
+    priors = [
+        None if arm.cost_count or mean is None else mean * scale for arm, mean in zip(arms, elsewhere, strict=True)
+    ]
+    if price_hints is None:
+        return priors
+    if len(price_hints) != len(arms):
+        raise UserError(f"got {len(price_hints)} price hints for {len(arms)} paths: give one (or None) per path")
+    return _hinted(arms, priors, price_hints)
+
+
+def _hinted(arms: Sequence[ArmState], priors: list[float | None], hints: Sequence[float | None]) -> list[float | None]:
+    """``priors`` with a cost from its hint for each hinted arm that has neither a measured cost nor a prior."""
+    own = [
+        (arm.cost_sum / arm.cost_count, hint) for arm, hint in zip(arms, hints, strict=True) if arm.cost_count and hint
+    ]
+    # No own cost yet: the costs the goal's hinted paths have elsewhere set the rate.
+    known = own or [(prior, hint) for prior, hint in zip(priors, hints, strict=True) if prior is not None and hint]
+    hinted = {
+        i: hint
+        for i, (arm, prior, hint) in enumerate(zip(arms, priors, hints, strict=True))
+        if hint is not None and prior is None and not arm.cost_count
+    }
+    if known:
+        rate = sum(cost for cost, _ in known) / sum(hint for _, hint in known)
+        return [hinted[i] * rate if i in hinted else prior for i, prior in enumerate(priors)]
+    # No scale yet: only until a hinted path has an outcome (one reported without a cost must not lock out the rest).
+    if not hinted or any(arms[i].total_samples for i in hinted):
+        return priors
+    cheapest = min(hinted.values())
+    return [(0.0 if hinted[i] <= cheapest else math.inf) if i in hinted else prior for i, prior in enumerate(priors)]
 
 
 def _cost_elsewhere(arm: ArmState, model_costs: Mapping[str, tuple[float, int]]) -> float | None:
@@ -108,8 +149,10 @@ def cost_aware_index(
     """The arm a cost setting picks given one posterior draw (or mean) per arm and each arm's cost (``mean_costs``).
 
     ``rng`` is needed by the budget (it mixes two paths) and None only for a decision that must not gamble:
-    then the budget takes the side its mixture leans to.
+    then the budget takes the side its mixture leans to. A path of infinite cost is out of reach.
     """
+    if math.inf in costs:
+        draws = [-math.inf if cost == math.inf else draw for draw, cost in zip(draws, costs, strict=True)]
     if config.budget_per_1k_calls_usd is not None:
         return _paced(draws, costs, pacing_target(arms, config.budget_per_1k_calls_usd), rng)
     if config.quality_tolerance > 0.0:
@@ -134,7 +177,7 @@ def still_promising(
     the bar (the best mean minus the tolerance); a dearer one must be able to beat the pick by more than the
     tolerance. Under a budget: it must cost no more than the pacer's target, and be able to reach the best mean
     among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs. A path never tried counts
-    as perfect: only its cost (its prior, ``mean_costs``) can rule it out.
+    as perfect: only its cost (its prior, ``mean_costs``) can rule it out; an infinite one always does.
     """
     slack = config.tie_tolerance * max(means)
 
@@ -148,9 +191,11 @@ def still_promising(
         return lambda i: costs[i] <= target and hope(i) >= best - slack
     if config.quality_tolerance > 0.0:
         tolerance = config.quality_tolerance
-        pick = _cheapest_within(means, costs, tolerance)
+        pick = cost_aware_index(arms, means, config, None, costs)
         bar = max(means) - tolerance - slack
-        return lambda i: hope(i) >= bar if costs[i] <= costs[pick] else hope(i) - tolerance > means[pick]
+        return lambda i: (
+            hope(i) >= bar if costs[i] <= costs[pick] else costs[i] < math.inf and hope(i) - tolerance > means[pick]
+        )
     weight = config.cost_weight
     best_net = max(mean - weight * cost for mean, cost in zip(means, costs, strict=True))
     return lambda i: hope(i) - weight * costs[i] >= best_net - slack

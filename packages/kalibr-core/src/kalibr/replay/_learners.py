@@ -36,7 +36,8 @@ class PolicyLearner:
     """Runs a ``Policy`` as the engine does: ``ArmState`` per (goal, path), priors from per-model totals.
 
     ``totals`` mirrors ``Store.model_totals``: per model, the trusted successes and failures over every goal;
-    ``costs`` mirrors ``Store.model_costs``: per model, the cost sum and calls with a cost over every goal.
+    ``costs`` mirrors ``Store.model_costs``: per model, the cost sum and calls with a cost over every goal;
+    ``price_hints`` per goal and path, the table's list price of its model (``price_for`` in the engine).
     """
 
     def __init__(
@@ -55,6 +56,8 @@ class PolicyLearner:
         self.arms = [[ArmState(model, model=model) for model in goal.models] for goal in table.goals]
         self.totals: dict[str, tuple[float, float]] = {}
         self.costs: dict[str, tuple[float, int]] = {}
+        hints = table.price_hints
+        self.price_hints = [[hints.get(model) for model in goal.models] for goal in table.goals]
 
     def choose(self, goal: int, row: int, rng: np.random.Generator, now: float) -> int:
         arms = self.arms[goal]
@@ -62,11 +65,11 @@ class PolicyLearner:
             return self.policy.choose(arms, config=self.config, rng=rng, now=now).index
         priors = priors_from_model_totals(arms, self.totals, **self.prior_options)
         return self.policy.choose(
-            arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(arms)
+            arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(goal)
         ).index
 
-    def cost_priors(self, arms: list[ArmState]) -> list[float | None]:
-        return cost_priors_from_model_costs(arms, self.costs)
+    def cost_priors(self, goal: int) -> list[float | None]:
+        return cost_priors_from_model_costs(self.arms[goal], self.costs, self.price_hints[goal])
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:
         self._learn(goal, arm, outcome, cost, now)
@@ -106,7 +109,7 @@ class ContextualLearner(PolicyLearner):
         arms = self.arms[goal]
         priors = clusters.priors(prompt, arms, priors_from_model_totals(arms, self.totals, **self.prior_options))
         return self.policy.choose(
-            arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(arms)
+            arms, config=self.config, rng=rng, now=now, priors=priors, cost_priors=self.cost_priors(goal)
         ).index
 
     def learn(self, goal: int, row: int, arm: int, outcome: float, cost: float, now: float) -> None:

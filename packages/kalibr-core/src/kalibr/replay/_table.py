@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,14 @@ class GoalTable:
 
 @dataclass(frozen=True)
 class ReplayTable:
-    """Every goal of a table, and where its costs came from (``cost_usd``, ``list prices`` or ``none``)."""
+    """Every goal of a table, and where its costs came from (``cost_usd``, ``list prices`` or ``none``).
+
+    ``price_hints``: per model, its mean list price (in the table's price units) when the table has price
+    columns: what a router knows of a model's relative cost before any call, as the engine's price table."""
 
     goals: tuple[GoalTable, ...]
     cost_source: str
+    price_hints: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def query_count(self) -> int:
@@ -88,8 +92,8 @@ def table_from_rows(rows: Iterable[Mapping[str, str]], *, columns: Iterable[str]
     if not cells:
         raise UserError("the table has no rows: give at least one goal with two models")
     source = _cost_source(cells)
-    table = ReplayTable(tuple(_goal_table(goal, queries, source) for goal, queries in cells.items()), source)
-    return _normalise_costs(table)
+    goals = tuple(_goal_table(goal, queries, source) for goal, queries in cells.items())
+    return _normalise_costs(ReplayTable(goals, source, _price_hints(cells)))
 
 
 def _goal_table(
@@ -123,13 +127,23 @@ def _cost_source(cells: dict[str, dict[str, dict[str, tuple[float, float | None,
     return "none"
 
 
+def _price_hints(cells: dict[str, dict[str, dict[str, tuple[float, float | None, float | None]]]]) -> dict[str, float]:
+    """Per model, the mean of its rows' list prices (models with no price left out)."""
+    prices: dict[str, list[float]] = {}
+    for queries in cells.values():
+        for by_model in queries.values():
+            for model, (_, _, price) in by_model.items():
+                if price is not None:
+                    prices.setdefault(model, []).append(price)
+    return {model: sum(values) / len(values) for model, values in prices.items()}
+
+
 def _normalise_costs(table: ReplayTable) -> ReplayTable:
     """Scale costs so the dearest (query, model) cell costs 1: lambda then reads as score per max cost."""
     peak = max((float(goal.costs.max()) for goal in table.goals), default=0.0)
     if peak <= 0.0:
         return table
-    goals = tuple(replace(g, costs=g.costs / peak) for g in table.goals)
-    return ReplayTable(goals, table.cost_source)
+    return replace(table, goals=tuple(replace(g, costs=g.costs / peak) for g in table.goals))
 
 
 def _number(value: str | None, column: str, number: int) -> float:
@@ -171,7 +185,7 @@ def merge_goals(table: ReplayTable, goal: str = "all") -> ReplayTable:
         np.concatenate([g.costs for g in table.goals]),
         features,
     )
-    return ReplayTable((merged,), table.cost_source)
+    return replace(table, goals=(merged,))
 
 
 def load_prompts(path: str | Path) -> dict[str, str]:
@@ -201,4 +215,4 @@ def with_features(
             )
         vectors = np.stack([np.asarray(featurize(prompts[query]), dtype=np.float32) for query in goal.query_ids])
         goals.append(replace(goal, features=vectors))
-    return ReplayTable(tuple(goals), table.cost_source)
+    return replace(table, goals=tuple(goals))
