@@ -7,7 +7,6 @@ Routes in ``app.py`` only parse, authenticate and call these methods; every fail
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import threading
 import time
@@ -411,17 +410,7 @@ class Backend:
     def set_config(self, tenant: str, body: s.ConfigBody) -> s.ConfigBody:
         current = self.store.get_config(tenant, body.goal)
         try:
-            config = dataclasses.replace(
-                current,
-                exploration_rate=body.exploration_rate,
-                min_samples_before_exploit=body.min_samples_before_exploit,
-                rollback_threshold=body.rollback_threshold,
-                staleness_days=body.staleness_days,
-                exploration_on_high_risk=body.exploration_on_high_risk,
-                cost_weight=body.cost_weight,
-                quality_tolerance=body.quality_tolerance,
-                budget_per_1k_calls_usd=body.budget_per_1k_calls_usd,
-            )
+            config = body.applied_to(current)
         except UserError as exc:  # e.g. two cost settings at once
             raise Invalid(str(exc)) from exc
         self.engine(tenant).set_config(body.goal, config)  # applied by this replica's next decide

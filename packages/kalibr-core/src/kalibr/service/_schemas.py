@@ -7,6 +7,7 @@ never sends them and loses nothing without them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -205,17 +206,11 @@ class ConfigBody(_Request):
     @classmethod
     def of(cls, goal: str, config: PolicyConfig) -> ConfigBody:
         """The wire fields of ``config`` (the rest of a ``PolicyConfig`` stays with the service's defaults)."""
-        return cls(
-            goal=goal,
-            exploration_rate=config.exploration_rate,
-            min_samples_before_exploit=config.min_samples_before_exploit,
-            rollback_threshold=config.rollback_threshold,
-            staleness_days=config.staleness_days,
-            exploration_on_high_risk=config.exploration_on_high_risk,
-            cost_weight=config.cost_weight,
-            quality_tolerance=config.quality_tolerance,
-            budget_per_1k_calls_usd=config.budget_per_1k_calls_usd,
-        )
+        return cls(goal=goal, **{name: getattr(config, name) for name in cls.model_fields if name != "goal"})
+
+    def applied_to(self, config: PolicyConfig) -> PolicyConfig:
+        """``config`` with this body's fields; ``UserError`` when they contradict (two cost settings at once)."""
+        return dataclasses.replace(config, **self.model_dump(exclude={"goal"}))
 
 
 class PolicyConstraints(_Request):
