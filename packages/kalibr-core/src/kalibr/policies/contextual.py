@@ -86,11 +86,33 @@ def regression_vector(features: np.ndarray) -> np.ndarray:
 @dataclass(slots=True)
 class PromptHandle:
     """One prompt's place in its goal's clusters, from ``assign`` until its outcome is learned: its cluster,
-    its regression vector, and the view's mean of each path when the policy chose (what the outcome corrects)."""
+    its regression vector, and the view's mean of each path when the policy chose (what the outcome corrects);
+    while pooling is full, the goal's arms and priors instead, whose mean of the one path that gets an outcome is
+    worked out then (``goal_mean``), off the decide's path."""
 
     cluster: int
     vector: np.ndarray
     means: dict[str, float] = field(default_factory=dict)
+    goal_view: tuple[Sequence[ArmState], Sequence[tuple[float, float]] | None] | None = None
+
+    def mean_of(self, path_id: str) -> float | None:
+        """The view's mean of ``path_id`` when the policy chose, None when it had none."""
+        mean = self.means.get(path_id)
+        if mean is None and self.goal_view is not None:
+            return goal_mean(path_id, *self.goal_view)
+        return mean
+
+
+def goal_mean(
+    path_id: str, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
+) -> float | None:
+    """A path's posterior mean among the goal's arms (evidence plus prior), None without evidence or prior."""
+    for index, arm in enumerate(goal_arms):
+        if arm.path_id == path_id:
+            prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
+            alpha, count = prior[0] + arm.successes, prior[0] + prior[1] + arm.successes + arm.failures
+            return alpha / count if count > 0.0 else None
+    return None
 
 
 class PromptClusters:
@@ -171,7 +193,7 @@ class PromptClusters:
         themselves while pooling is full."""
         pooling = self.pooling
         if pooling == math.inf:
-            self._goal_means(prompt, goal_arms, goal_priors)
+            prompt.goal_view = (tuple(goal_arms), goal_priors)  # a snapshot: a caller may update its list
             return goal_priors
         rows, cluster = self._rows, prompt.cluster
         own_successes = self._successes[:, cluster].tolist()
@@ -210,18 +232,6 @@ class PromptClusters:
             priors.append((alpha, beta))
         return priors
 
-    @staticmethod
-    def _goal_means(
-        prompt: PromptHandle, goal_arms: Sequence[ArmState], goal_priors: Sequence[tuple[float, float]] | None
-    ) -> None:
-        """The goal's posterior means, which the regression corrects while pooling is full."""
-        means = prompt.means
-        for index, arm in enumerate(goal_arms):
-            prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
-            alpha, count = prior[0] + arm.successes, prior[0] + prior[1] + arm.successes + arm.failures
-            if count > 0.0:
-                means[arm.path_id] = alpha / count
-
     def learn(self, prompt: PromptHandle, before: ArmState, after: ArmState, score: float) -> None:
         """Fold one outcome of ``prompt`` in: ``before``/``after`` are the goal's state of the path before and
         after the policy's update, so a restart (or restore) by the change detector reaches every cluster (and
@@ -243,7 +253,7 @@ class PromptClusters:
                     self._failures[row] += held[1]
             self._successes[row, cluster] += score
             self._failures[row, cluster] += 1.0 - score
-            mean = prompt.means.get(after.path_id)
+            mean = prompt.mean_of(after.path_id)
             if mean is None:
                 rate = before.success_rate
                 mean = rate if rate is not None else 0.5
