@@ -264,10 +264,14 @@ class Engine:
         if time.time() - self._loaded_at.get(goal, -1e18) <= self._refresh_interval:
             return self._disabled.get(goal, frozenset())
         try:
-            records = self.store.list_paths(self.tenant, goal, include_disabled=True)
+            return self._stored_disabled(goal)
         except Exception:  # a provider just failed: falling back matters more than the store's latest word
             logger.warning("kalibr: could not read the disabled paths of goal %r; using the last known", goal)
             return self._disabled.get(goal, frozenset())
+
+    def _stored_disabled(self, goal: str) -> frozenset[str]:
+        """The goal's path ids disabled in the store, read now."""
+        records = self.store.list_paths(self.tenant, goal, include_disabled=True)
         return frozenset(record.path.path_id for record in records if not record.enabled)
 
     def _enabled(self, goal: str, paths: Sequence[Path], arms: list[ArmState]) -> tuple[Sequence[Path], list[ArmState]]:
@@ -291,11 +295,7 @@ class Engine:
         """The goal's stored arms, config and disabled path ids; the tenant's model totals too when stale."""
         arms = self.store.load_arms(self.tenant, goal, paths)
         config = self.store.get_config(self.tenant, goal)
-        disabled = frozenset(
-            record.path.path_id
-            for record in self.store.list_paths(self.tenant, goal, include_disabled=True)
-            if not record.enabled
-        )
+        disabled = self._stored_disabled(goal)
         now = time.time()
         if now - self._totals[0] > self._refresh_interval:
             self._totals = (now, self.store.model_totals(self.tenant))
