@@ -23,6 +23,7 @@ from pathlib import Path as FilePath
 from typing import Any
 
 from benchmarks.service import _cpu_seconds, _pairs, _services
+from kalibr.intelligence.remote import WARM_UP_DECIDES
 
 ROOT = FilePath(__file__).resolve().parent.parent
 PG_ENV = "KALIBR_TEST_POSTGRES_URL"
@@ -372,11 +373,12 @@ def run(quick: bool) -> str:
         "| runs | decides | fell back | first decide p50 (probe included) | first decide max | decide timeout |",
         "|---|---|---|---|---|---|",
         f"| {cold['runs']} | {cold['runs'] * 100} | {cold['fallbacks']} | {cold['first_p50_ms']:.1f} ms "
-        f"| {cold['first_max_ms']:.1f} ms | 50 ms (first 20: 250 ms once the probe answered) |",
+        f"| {cold['first_max_ms']:.1f} ms | 50 ms (first {WARM_UP_DECIDES}: 250 ms once the probe answered) |",
         "\nThe service warms up (imports, the policy, numpy's generator) before it accepts connections; "
         "without that the first decide took ~100-250 ms here. The client probes a service it has never heard "
-        "from with the 50 ms timeout, then gives its first 20 decides the warm-up timeout, and counts a timeout "
-        'from a service answering lately like an error (docs/architecture.md, "The wire under faults"). The test '
+        f"from with the 50 ms timeout, then gives its first {WARM_UP_DECIDES} decides the warm-up timeout, and "
+        "counts a timeout from a service answering lately like an error (docs/architecture.md, "
+        '"The wire under faults"). The test '
         "suite asserts the count: 0 of the first 100 decides fall back.",
     ]
     if cold["fell"]:

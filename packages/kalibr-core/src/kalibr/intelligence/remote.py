@@ -63,8 +63,10 @@ _REPORT_BATCH = "/api/v1/intelligence/report-outcomes"
 _UPDATE = "/api/v1/intelligence/update-outcome"
 _HEALTH = "/api/v1/intelligence/health"
 _PATHS = "/api/v1/routing/paths"
-WARM_UP_DECIDES = 20
-"""Decides of a new client that get the warm-up timeout once the service has answered it (see ``_decide_timeout``)."""
+WARM_UP_DECIDES = 100
+"""Decides of a new client that get the warm-up timeout once the service has answered it (see ``_decide_timeout``):
+as many as a cold service and a loaded machine may answer slowly. A timeout among them ends the warm-up, so a
+service that hangs afterwards costs one ``warm_up_timeout``, not one per warm-up decide."""
 
 
 class _Unavailable(Exception):
