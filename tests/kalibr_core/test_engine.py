@@ -8,15 +8,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from tests.hooked_store import HookedStore
 
 from kalibr import Outcome, Path
+from kalibr.intelligence import engine as engine_module
 from kalibr.intelligence.engine import Engine
 from kalibr.policies.base import ArmState
 from kalibr.stores import open_store
+from kalibr.stores.base import PathRecord
 from kalibr.stores.memory import MemoryStore
 
 PATHS = (Path("a"), Path("b"))
@@ -210,6 +213,54 @@ def test_when_every_declared_path_is_disabled_the_engine_still_routes_over_them(
     assert "every declared path of goal 'all_off' is disabled" in caplog.text
     store.set_path_enabled("default", paths[0].path_id, True)
     assert {engine.decide("all_off", paths).path.model for _ in range(20)} == {"model-a"}
+
+
+class PathReadCountingStore(MemoryStore):
+    """A memory store that counts the reads of a goal's paths (where the disabled ones come from); they fail while
+    ``broken`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path_reads = 0
+        self.broken = False
+
+    def list_paths(self, tenant: str, goal: str | None, *, include_disabled: bool = False) -> list[PathRecord]:
+        self.path_reads += 1
+        if self.broken:
+            raise OSError("connection refused")
+        return super().list_paths(tenant, goal, include_disabled=include_disabled)
+
+
+def test_a_burst_of_fallbacks_reads_the_disabled_paths_once_per_refresh_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1_000.0]
+    monkeypatch.setattr(engine_module, "time", SimpleNamespace(time=lambda: now[0]))
+    store = PathReadCountingStore()
+    engine = Engine(store, write_behind=False, refresh_interval=1.0)
+    engine.register_paths("g", PATHS)
+    engine.decide("g", PATHS)  # the goal's first decision reads its arms and disabled paths
+    assert store.path_reads == 1
+    store.set_path_enabled("default", PATHS[0].path_id, False)  # the operator disables path a
+    assert {engine.disabled_paths("g") for _ in range(50)} == {frozenset()}  # as the decision's read saw them
+    assert store.path_reads == 1
+
+    now[0] += 1.5  # no decision since: the fallbacks of forced calls, say
+    assert {engine.disabled_paths("g") for _ in range(50)} == {frozenset({PATHS[0].path_id})}
+    assert store.path_reads == 2
+
+    now[0] += 1.5
+    assert {engine.decide("g", PATHS).model for _ in range(20)} == {"b"}  # due: the arms' re-read, with them ...
+    assert store.path_reads == 3
+    assert engine.disabled_paths("g") == {PATHS[0].path_id}  # ... which the fallbacks share
+    assert store.path_reads == 3
+
+    now[0] += 1.5
+    store.broken = True
+    with caplog.at_level("WARNING", logger="kalibr.engine"):
+        assert {engine.disabled_paths("g") for _ in range(50)} == {frozenset({PATHS[0].path_id})}  # the last known
+    assert store.path_reads == 4, "a failing store is asked once per interval too"
+    assert caplog.text.count("could not read the disabled paths of goal 'g'") == 1
 
 
 def test_a_decision_is_a_frozen_decision_like_any_other() -> None:

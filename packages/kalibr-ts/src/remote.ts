@@ -8,7 +8,10 @@
  *   each with its own trace id) and kept for at most `decideAheadMaxAgeMs`, so a call rarely waits for the
  *   service and a busy process sends one decide per many calls;
  * - reported outcomes go to an outbox and are delivered in the background in batches, kept through outages;
- *   the ones the service refuses for good are kept as dead letters with its reason.
+ *   the ones the service refuses for good are kept as dead letters with its reason;
+ * - the paths an operator disabled on the service (`GET /api/v1/routing/paths`) are read in the background, at most
+ *   once per goal per `refreshIntervalMs`, only while the breaker is closed; a fallback (the decide's, or the
+ *   next path after a provider failure) skips the last known set and never waits for a read.
  *
  * Paths are registered with `POST /api/v1/routing/paths` (once per process), decisions come from
  * `/routing/decide` with `candidate_model_ids`, outcomes go in batches to `/intelligence/report-outcomes`, each
@@ -44,6 +47,8 @@ export interface IntelligenceOptions {
   spool?: SpoolStorage;
   /** A `fetch` of your own (proxies, tests); default the global one. */
   fetch?: typeof fetch;
+  /** Milliseconds a goal's disabled paths, as last read, are trusted before they are read again (default 1000). */
+  refreshIntervalMs?: number;
 }
 
 /** One outcome, as the router reports it. */
@@ -89,10 +94,13 @@ export interface PolicyConstraints {
 }
 
 const DECIDE = "/api/v1/routing/decide";
+const PATHS = "/api/v1/routing/paths";
+const NOTHING_DISABLED: ReadonlySet<string> = new Set();
 const REPORT_BATCH = "/api/v1/intelligence/report-outcomes";
 /** How far the estimated call rate may move with each call (an exponential moving average of the gaps). */
 const RATE_SMOOTHING = 0.2;
 const MAX_AHEAD_QUEUES = 1000;
+const MAX_GOALS_READ = 1000;
 /** The largest batch fetched ahead (the wire takes up to `MAX_DECIDE_COUNT`): more would delay learning. */
 const AHEAD_BATCH = Math.min(32, MAX_DECIDE_COUNT);
 
@@ -164,6 +172,16 @@ class AheadQueue {
   }
 }
 
+/** A goal's paths disabled on the service, as last read. */
+interface DisabledPaths {
+  /** The `Path.key` (model and params) of each path the service lists as disabled. */
+  keys: ReadonlySet<string>;
+  /** When the last read ended, answered or not (`performance.now()`); undefined before the first. */
+  readAt: number | undefined;
+  /** The read on its way, if any. */
+  reading: Promise<ReadonlySet<string>> | undefined;
+}
+
 export class RemoteIntelligence {
   readonly url: string;
   readonly tenantId: string | undefined;
@@ -173,6 +191,8 @@ export class RemoteIntelligence {
   private readonly fetcher: typeof fetch;
   private readonly registered = new Set<string>();
   private readonly ahead = new Map<string, AheadQueue>();
+  private readonly disabled = new Map<string, DisabledPaths>();
+  private readonly refreshIntervalMs: number;
   private readonly spool: SpoolStorage | Promise<SpoolStorage | undefined> | undefined;
   private outboxOnce: Promise<Outbox> | undefined;
 
@@ -192,6 +212,11 @@ export class RemoteIntelligence {
     this.breaker = new CircuitBreaker(this.resilience.breakerAfter, this.resilience.cooldownMs);
     this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
     this.spool = options.spool ?? spoolFromEnv();
+    const refresh = options.refreshIntervalMs ?? 1000;
+    if (typeof refresh !== "number" || !(refresh >= 0)) {
+      throw new UserError(`refreshIntervalMs is ${JSON.stringify(refresh)}: give milliseconds, a number >= 0`);
+    }
+    this.refreshIntervalMs = refresh;
   }
 
   /** Where outcomes go: service URL and tenant (a spool may hold outcomes for several). */
@@ -210,20 +235,22 @@ export class RemoteIntelligence {
     }
     if (ready !== undefined) {
       this.fetchAhead(queue!, goal, paths, highRisk);
+      this.readDisabledSoon(goal, paths);
       return ready;
     }
-    if (!this.breaker.allow()) return fallback(goal, paths, "circuit breaker open");
+    if (!this.breaker.allow()) return this.fallback(goal, paths, "circuit breaker open");
     let decision: Decision;
     try {
       decision = (await this.fetchDecisions(goal, paths, highRisk, 1))[0]!;
     } catch (error) {
-      return fallback(
+      return this.fallback(
         goal,
         paths,
         error instanceof Unavailable || error instanceof UserError ? error.message : String(error),
       );
     }
     if (queue) this.fetchAhead(queue, goal, paths, highRisk);
+    this.readDisabledSoon(goal, paths);
     void this.outbox().then((outbox) => outbox.resume()); // the service answers: deliver what waited
     return decision;
   }
@@ -274,6 +301,97 @@ export class RemoteIntelligence {
     const body = await this.send("POST", DECIDE, request, signal);
     const more = Array.isArray(body["more"]) ? (body["more"] as Array<Record<string, unknown>>) : [];
     return [body, ...more.slice(0, count - 1)].map((draw) => decisionFrom(goal, paths, draw));
+  }
+
+  /** The first path not known to be disabled on the service (the first path when all are). */
+  private fallback(goal: string, paths: readonly Path[], why: string): Decision {
+    const disabled = this.disabled.get(goal)?.keys ?? NOTHING_DISABLED;
+    const path = paths.find((candidate) => !disabled.has(candidate.key)) ?? paths[0]!;
+    const which = path === paths[0] ? "the first path" : `the first path not disabled, ${JSON.stringify(path.model)}`;
+    return {
+      traceId: newTraceId(),
+      goal,
+      model: path.model,
+      path,
+      reason: `intelligence unavailable (${why}): using ${which}`,
+      exploration: false,
+      confidence: 0,
+      fallback: true,
+      forced: false,
+    };
+  }
+
+  // --- disabled paths ------------------------------------------------------------------------------------
+  /**
+   * The keys (`Path.key`) of the goal's paths disabled on the service (`kalibr dashboard`, the disable endpoint), as
+   * last read: no wait, no request. A set older than `refreshIntervalMs` is read again in the background, if the
+   * breaker is closed; until it lands (or when the read fails), the last known set. The router's fallbacks skip
+   * these paths.
+   */
+  knownDisabledPaths(goal: string): ReadonlySet<string> {
+    const known = this.disabledOf(goal);
+    this.refreshDisabled(goal, known);
+    return known.keys;
+  }
+
+  /** Read the goal's disabled paths now unless the last read is fresh (joining a read on its way): the keys, or
+   * the last known set while the breaker is not closed or the service fails. Waits at most the decide timeout. */
+  disabledPaths(goal: string): Promise<ReadonlySet<string>> {
+    const known = this.disabledOf(goal);
+    return this.refreshDisabled(goal, known) ?? Promise.resolve(known.keys);
+  }
+
+  /** After an answered decide: a read when the goal's set is stale, from a timer so the caller's call goes first
+   * (a single path has no fallback to skip). */
+  private readDisabledSoon(goal: string, paths: readonly Path[]): void {
+    if (paths.length > 1 && this.stale(this.disabled.get(goal))) {
+      setTimeout(() => this.refreshDisabled(goal, this.disabledOf(goal)), 0);
+    }
+  }
+
+  /** Is a read of this set due: none on its way, and none ended within `refreshIntervalMs`? */
+  private stale(known: DisabledPaths | undefined): boolean {
+    if (known === undefined) return true;
+    if (known.reading) return false;
+    return known.readAt === undefined || performance.now() - known.readAt >= this.refreshIntervalMs;
+  }
+
+  private disabledOf(goal: string): DisabledPaths {
+    let known = this.disabled.get(goal);
+    if (known === undefined) {
+      this.disabled.set(goal, (known = { keys: NOTHING_DISABLED, readAt: undefined, reading: undefined }));
+      if (this.disabled.size > MAX_GOALS_READ) this.disabled.delete(this.disabled.keys().next().value as string);
+    }
+    return known;
+  }
+
+  /** The read on its way, or a new one when the set is stale and the breaker closed (never a probe's place). */
+  private refreshDisabled(goal: string, known: DisabledPaths): Promise<ReadonlySet<string>> | undefined {
+    if (!this.stale(known) || this.breaker.state !== "closed") return known.reading;
+    known.reading = this.readDisabled(goal, known.keys).then((keys) => {
+      known.keys = keys;
+      known.readAt = performance.now(); // a failure too: one request per interval at most
+      known.reading = undefined;
+      return keys;
+    });
+    return known.reading;
+  }
+
+  private async readDisabled(goal: string, lastKnown: ReadonlySet<string>): Promise<ReadonlySet<string>> {
+    const query = new URLSearchParams({ goal, include_disabled: "true" });
+    try {
+      const signal = AbortSignal.timeout(this.resilience.decideTimeoutMs);
+      const listed = (await this.send("GET", `${PATHS}?${query}`, undefined, signal))["paths"];
+      if (!Array.isArray(listed)) return lastKnown;
+      const off = (listed as Array<{ model_id?: unknown; params?: unknown; enabled?: unknown }>).filter(
+        (path) => path.enabled === false && typeof path.model_id === "string",
+      );
+      return new Set(
+        off.map((path) => pathKey(path.model_id as string, (path.params ?? {}) as Record<string, unknown>)),
+      );
+    } catch {
+      return lastKnown; // unavailable, or refused (a goal the service never saw is a 404): the last known
+    }
   }
 
   /** Register each path once per process (documented `POST /api/v1/routing/paths`; the service keeps one). */
@@ -507,21 +625,6 @@ function decisionFrom(goal: string, paths: readonly Path[], body: Record<string,
     exploration: Boolean(body["exploration"]),
     confidence: Number(body["confidence"] ?? 0),
     fallback: false,
-    forced: false,
-  };
-}
-
-function fallback(goal: string, paths: readonly Path[], why: string): Decision {
-  const path = paths[0]!;
-  return {
-    traceId: newTraceId(),
-    goal,
-    model: path.model,
-    path,
-    reason: `intelligence unavailable (${why}): using the first path`,
-    exploration: false,
-    confidence: 0,
-    fallback: true,
     forced: false,
   };
 }

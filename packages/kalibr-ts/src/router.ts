@@ -174,12 +174,15 @@ export class Router {
     };
   }
 
-  /** The chosen path, then every other path in declared order, each a decision of its own. */
+  /** The chosen path, then every other path in declared order that is not disabled on the service (as last read;
+   * unless all are, as a decision would), each a decision of its own. */
   private *fallbacks(first: Decision, slot: Slot): Generator<Decision> {
     yield first;
     let previous = first;
+    const known = this.intelligence.knownDisabledPaths(this.goal);
+    const disabled = this.paths.every((path) => known.has(path.key)) ? new Set<string>() : known;
     for (const path of this.paths) {
-      if (path.key === first.path.key) continue;
+      if (path.key === first.path.key || disabled.has(path.key)) continue;
       previous = this.forced(path.model, `fallback: ${JSON.stringify(previous.model)} failed`, 0, path);
       this.remember({ decision: previous }, slot);
       yield previous;

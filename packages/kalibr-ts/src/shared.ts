@@ -22,6 +22,7 @@ export function sharedIntelligence(options: IntelligenceOptions = {}): RemoteInt
     options.apiKey ?? env("KALIBR_API_KEY"),
     options.tenantId ?? env("KALIBR_TENANT_ID"),
     options.resilience ?? null,
+    options.refreshIntervalMs ?? null,
     env("KALIBR_SPOOL"),
   ]);
   let client = clients.get(key);

@@ -97,6 +97,58 @@ test("outcomes reported while the service is down all arrive once it is back, no
   }
 });
 
+test("a path the operator disabled is skipped by every fallback, while the service is up, down, or the breaker open", async () => {
+  const goal = "disabled_check";
+  const { url, apiKey } = services.service;
+  let requests = 0;
+  const intelligence = new RemoteIntelligence({
+    url,
+    apiKey,
+    resilience: { decideAhead: false, breakerAfter: 1, cooldownMs: 600_000 },
+    refreshIntervalMs: 0, // every read is due: what the client knows is what its last read saw
+    fetch: (input, init) => {
+      requests += 1;
+      return fetch(input, init);
+    },
+  });
+  const router = new Router({ goal, paths: ["claude-sonnet-4-20250514", "gpt-4o", "broken-model"], intelligence });
+  try {
+    await router.completion("Say hello"); // the service registers the paths
+    const headers = { "X-API-Key": apiKey };
+    const listed = (await (await fetch(`${url}/api/v1/routing/paths?goal=${goal}`, { headers })).json()) as {
+      paths: Array<{ path_id: string; model_id: string }>;
+    };
+    const claude = listed.paths.find((path) => path.model_id === "claude-sonnet-4-20250514")!.path_id;
+    const disable = await fetch(`${url}/api/v1/routing/paths/${claude}`, { method: "DELETE", headers });
+    assert.equal(disable.status, 200); // the dashboard's disable action
+    await intelligence.disabledPaths(goal); // joins a read the first call may have started before the disable
+    assert.deepEqual([...(await intelligence.disabledPaths(goal))], [router.paths[0]!.key]);
+
+    const failed = await router.completion("Say hello", { forceModel: "broken-model" });
+    assert.deepEqual(
+      failed.attempts.map((attempt) => attempt.decision.model),
+      ["broken-model"],
+    );
+    assert.equal(failed.model, "gpt-4o", "the provider failure's fallback skipped the disabled first path");
+
+    await services.service.stop(); // the outage
+    const down = await router.completion("Say hello");
+    assert.equal(down.decision.fallback, true);
+    assert.equal(down.model, "gpt-4o", "the decide's fallback is the first path not disabled");
+    assert.match(down.decision.reason, /using the first path not disabled, "gpt-4o"/);
+    assert.equal(intelligence.breaker.state, "open");
+    const asked = requests;
+    const open = await router.completion("Say hello");
+    assert.match(open.decision.reason, /circuit breaker open/);
+    assert.equal(open.model, "gpt-4o");
+    assert.equal((await router.completion("Say hello", { forceModel: "broken-model" })).model, "gpt-4o");
+    assert.equal(requests, asked, "no request while the breaker is open, not even to read the disabled paths");
+  } finally {
+    await intelligence.close();
+    services.service = await services.service.restart();
+  }
+});
+
 test("outcomes a process could not deliver wait in its file spool for the next process", async () => {
   const spoolFile = join(mkdtempSync(join(tmpdir(), "kalibr-spool-")), "spool.jsonl");
   const { url, apiKey } = services.service;

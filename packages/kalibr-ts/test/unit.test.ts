@@ -14,6 +14,7 @@ import {
   costOf,
   type Resilience,
 } from "@kalibr/sdk";
+import { newTraceId } from "../dist/paths.js";
 import { FileSpool } from "@kalibr/sdk/node";
 import { Outbox, Refused, type Answer, type OutcomePayload } from "../dist/outbox.js";
 import { toAnthropicMessages } from "../dist/providers/anthropic.js";
@@ -298,6 +299,54 @@ test("a decision fetched ahead is never used once older than decideAheadMaxAgeMs
     [first.traceId, second.traceId],
     "the stale decision is never reported",
   );
+});
+
+test("fallbacks skip the paths disabled on the service as last read, and never wait for a read", async () => {
+  let reads = 0;
+  let answerRead = () => {};
+  const readAllowed = new Promise<void>((resolve) => (answerRead = resolve));
+  const service: typeof fetch = async (input) => {
+    const url = new URL(String(input));
+    if (url.pathname.endsWith("/routing/decide")) {
+      return Response.json({ trace_id: newTraceId(), model_id: "m-broken", params: {}, reason: "fake", confidence: 1 });
+    }
+    if (url.pathname.endsWith("/routing/paths") && url.searchParams.get("include_disabled") === "true") {
+      reads += 1;
+      await readAllowed; // the service is slow to list them
+      return Response.json({ paths: [{ model_id: "m-off", params: {}, enabled: false }] });
+    }
+    return Response.json({ status: "accepted" });
+  };
+  const provider: typeof fetch = async (_input, init) => {
+    const { model } = JSON.parse(String(init?.body)) as { model: string };
+    if (model === "m-broken") return new Response("upstream down", { status: 503 });
+    const message = { role: "assistant", content: "ok" };
+    return Response.json({ id: "x", object: "chat.completion", created: 0, model, choices: [{ index: 0, message }] });
+  };
+  const intelligence = new RemoteIntelligence({
+    url: "http://fake",
+    fetch: service,
+    resilience: { decideAhead: false },
+  });
+  const paths = ["m-broken", "m-off", "m-on"].map((model) => ({ model, baseUrl: "http://fake-provider", apiKey: "k" }));
+  const router = new Router({ goal: "unit", paths, intelligence, fetch: provider });
+
+  for (let call = 0; call < 2; call++) {
+    const response = await router.completion("hi"); // resolves while the read is still on its way
+    assert.equal(response.model, "m-off", "nothing known yet: the next path in declared order");
+  }
+  assert.equal(reads, 1, "one read on its way at a time");
+  answerRead();
+  const off = [...(await intelligence.disabledPaths("unit"))];
+  assert.deepEqual(off, [router.paths[1]!.key]);
+  const response = await router.completion("hi");
+  assert.deepEqual(
+    response.attempts.map((attempt) => attempt.decision.model),
+    ["m-broken"],
+  );
+  assert.equal(response.model, "m-on", "m-off, disabled, is skipped");
+  assert.equal(reads, 1, "read again only after refreshIntervalMs");
+  await intelligence.close();
 });
 
 /** A Router over fakes: a service that decides gpt-4o with fresh trace ids, and a provider that echoes. */

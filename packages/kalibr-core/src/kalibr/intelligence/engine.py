@@ -131,6 +131,7 @@ class Engine:
         self._due: dict[str, Sequence[Path]] = {}  # goals whose arms the writer re-reads next, with their paths
         self._configs: dict[str, PolicyConfig] = {}
         self._disabled: dict[str, frozenset[str]] = {}  # goal -> path ids disabled in the store (re-read with arms)
+        self._disabled_at: dict[str, float] = {}  # goal -> when those were read (with the arms, or by disabled_paths)
         self._enabled_paths: dict[str, tuple[Sequence[Path], frozenset[str], tuple[Path, ...]]] = {}
         self._config_changes = 0
         self._totals: tuple[float, Mapping[str, tuple[float, float]]] = (-1e18, {})
@@ -259,15 +260,23 @@ class Engine:
             return [arms[path.path_id] for path in paths]
 
     def disabled_paths(self, goal: str) -> frozenset[str]:
-        """The goal's path ids disabled in the store (the router's fallbacks skip them): as the last decision saw
-        them, or read again when that is older than the refresh interval (a forced call decides nothing)."""
-        if time.time() - self._loaded_at.get(goal, -1e18) <= self._refresh_interval:
+        """The goal's path ids disabled in the store (the router's fallbacks skip them): as last read, with the arms
+        or here, and read again when that is older than the refresh interval (a forced call decides nothing), so a
+        burst of fallbacks costs one store read per interval."""
+        now = time.time()
+        if now - self._disabled_at.get(goal, -1e18) <= self._refresh_interval:
             return self._disabled.get(goal, frozenset())
         try:
-            return self._stored_disabled(goal)
+            disabled = self._stored_disabled(goal)
         except Exception:  # a provider just failed: falling back matters more than the store's latest word
             logger.warning("kalibr: could not read the disabled paths of goal %r; using the last known", goal)
-            return self._disabled.get(goal, frozenset())
+            disabled = self._disabled.get(goal, frozenset())
+        with self._lock:
+            self._disabled_at[goal] = now  # a failure too: one attempt per interval
+            if disabled != self._disabled.get(goal, frozenset()):
+                self._disabled[goal] = disabled
+                self._views.pop(goal, None)  # the next decide leaves the newly disabled paths out too
+        return disabled
 
     def _stored_disabled(self, goal: str) -> frozenset[str]:
         """The goal's path ids disabled in the store, read now."""
@@ -319,7 +328,7 @@ class Engine:
             self._configs[goal] = config
         if disabled != self._disabled.get(goal, frozenset()):
             self._disabled[goal] = disabled
-        self._loaded_at[goal] = time.time()
+        self._loaded_at[goal] = self._disabled_at[goal] = time.time()
         return arms
 
     def _refresh_due(self) -> None:
