@@ -317,3 +317,41 @@ def test_a_router_tries_the_cheapest_listed_model_first_and_never_an_unaffordabl
         models.append(decision.model)
         router.report(success=True, trace_id=decision.trace_id, cost_usd=rates[decision.model])
     assert models == ["gpt-4.1-nano"] * 40
+
+
+def worse_share(policy: ThompsonPolicy, config: PolicyConfig, draws: int = 2000) -> float:
+    """How often the worse of two equally priced proven paths is picked, with no exploration floor."""
+    arms = [proven("better", 0.60, 0.001, 40), proven("worse", 0.50, 0.001, 40)]
+    rng, config = np.random.default_rng(7), replace(config, exploration_rate=0.0)
+    return float(np.mean([policy.choose(arms, config=config, rng=rng, now=0.0).index for _ in range(draws)]))
+
+
+def test_under_a_cost_setting_the_draws_are_sharper() -> None:
+    weighted = PolicyConfig(cost_weight=0.1)
+    as_without_cost = ThompsonPolicy(cost_sharpness=ThompsonPolicy().sharpness)
+    assert worse_share(ThompsonPolicy(), weighted) < 0.5 * worse_share(as_without_cost, weighted)
+
+
+def test_the_cost_sharpness_changes_no_draw_without_a_cost_setting() -> None:
+    plain = PolicyConfig()
+    assert worse_share(ThompsonPolicy(cost_sharpness=1.0), plain) == worse_share(ThompsonPolicy(), plain) > 0.0
+
+
+def forced_dear_share(prior: tuple[float, float]) -> float:
+    """How often the exploration floor sends a call to an untried dear path beside a proven cheap one, given the
+    dear path's prior from the other goals."""
+    arms = [proven("cheap", 0.80, 0.1, 400), ArmState("dear", model="dear")]
+    config = PolicyConfig(cost_weight=0.05, exploration_rate=1.0)  # every call flips the floor's coin
+    rng, policy = np.random.default_rng(9), ThompsonPolicy()
+    chosen = [
+        policy.choose(arms, config=config, rng=rng, now=0.0, priors=[(1.0, 1.0), prior], cost_priors=[None, 1.0])
+        for _ in range(300)
+    ]
+    return float(np.mean([choice.index == 1 and choice.exploration for choice in chosen]))
+
+
+def test_an_untried_dear_path_gets_forced_calls_only_if_its_prior_could_earn_its_cost() -> None:
+    # Net of cost the cheap path is worth 0.80 - 0.005; the dear one pays 0.05 for its call. Judged as perfect
+    # (0.95 net) it would get every forced call; judged on a prior at a third, it cannot win and gets none.
+    assert forced_dear_share((2.0, 4.0)) == 0.0
+    assert forced_dear_share((9.0, 1.0)) > 0.9

@@ -176,29 +176,30 @@ def still_promising(
     cost against the best net score. Under a tolerance: a path no dearer than today's pick must be able to reach
     the bar (the best mean minus the tolerance); a dearer one must be able to beat the pick by more than the
     tolerance. Under a budget: it must cost no more than the pacer's target, and be able to reach the best mean
-    among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs. A path never tried counts
-    as perfect: only its cost (its prior, ``mean_costs``) can rule it out; an infinite one always does.
+    among those. Each comparison keeps ``tie_tolerance`` of slack, as without costs. A path never tried is
+    judged on its prior (``optimistic`` of its prior alone), not as perfect: a forced call to a dear path the
+    other goals say cannot earn its cost is money spent for nothing, and Thompson sampling may still try it.
+    An infinite cost always rules a path out.
     """
     slack = config.tie_tolerance * max(means)
-
-    def hope(i: int) -> float:
-        return 1.0 if arms[i].total_samples == 0 else optimistic(i)
 
     if config.budget_per_1k_calls_usd is not None:
         target = pacing_target(arms, config.budget_per_1k_calls_usd)
         affordable = [mean for mean, cost in zip(means, costs, strict=True) if cost <= target]
         best = max(affordable, default=max(means))
-        return lambda i: costs[i] <= target and hope(i) >= best - slack
+        return lambda i: costs[i] <= target and optimistic(i) >= best - slack
     if config.quality_tolerance > 0.0:
         tolerance = config.quality_tolerance
         pick = cost_aware_index(arms, means, config, None, costs)
         bar = max(means) - tolerance - slack
         return lambda i: (
-            hope(i) >= bar if costs[i] <= costs[pick] else costs[i] < math.inf and hope(i) - tolerance > means[pick]
+            optimistic(i) >= bar
+            if costs[i] <= costs[pick]
+            else costs[i] < math.inf and optimistic(i) - tolerance > means[pick]
         )
     weight = config.cost_weight
     best_net = max(mean - weight * cost for mean, cost in zip(means, costs, strict=True))
-    return lambda i: hope(i) - weight * costs[i] >= best_net - slack
+    return lambda i: optimistic(i) - weight * costs[i] >= best_net - slack
 
 
 def _cheapest_within(values: Sequence[float], costs: Sequence[float], tolerance: float) -> int:

@@ -43,6 +43,11 @@ class ThompsonPolicy:
     evidence, full once it holds this many outcomes (0: always). Sharpening a path judged on one or two
     outcomes locks a big goal out of it for good (plain Thompson would try it again): on llmrouter's 14 goals
     merged into one, full sharpening from the first outcome ends below plain Thompson.
+    ``cost_sharpness``: the full sharpness under a cost setting. There a path is picked by its draw net of cost,
+    so a draw that wins by noise spends money as well as quality. On llmrouter with list prices, 21 (with the
+    floor judging untried paths on their priors, ``still_promising``) takes lambda=0.2 from 96.1% of the
+    strongest model's quality at 25.1% of its cost to 97.0% at 23.2% (``benchmarks/routing.py``, 10 seeds; from
+    96.5% at 25.2% to 96.6% at 23.2% on seeds 10-29). Without a cost setting no draw changes.
 
     >>> import numpy as np
     >>> from kalibr.policies.base import ArmState, PolicyConfig
@@ -59,8 +64,10 @@ class ThompsonPolicy:
         rule_out_z: float = 0.5,
         sharpness: float = 6.0,
         sharpen_after: float = 8.0,
+        cost_sharpness: float = 21.0,
     ) -> None:
         self.sharpness = sharpness
+        self.cost_sharpness = cost_sharpness
         self.sharpen_after = sharpen_after
         self.detector = detector if detector is not None else DropDetector()
         self.rule_out_z = rule_out_z
@@ -114,13 +121,17 @@ class ThompsonPolicy:
             arms[index].samples,
         )
 
-    def _sharpness(self, arms: Sequence[ArmState], alpha: list[float], beta: list[float]) -> list[float]:
-        """Per arm, ``sharpness`` once it has ``sharpen_after`` outcomes (ever, or in its posterior with the prior
-        pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1 (the plain posterior) before that. Outcomes
-        ever: a path whose record a detected drop restarted is not new, and stays sharp."""
+    def _sharpness(
+        self, arms: Sequence[ArmState], alpha: list[float], beta: list[float], costed: bool = False
+    ) -> list[float]:
+        """Per arm, ``sharpness`` (``cost_sharpness`` under a cost setting) once it has ``sharpen_after`` outcomes
+        (ever, or in its posterior with the prior pseudo-counts beyond the flat Beta(1, 1)), ramping up from 1
+        (the plain posterior) before that. Outcomes ever: a path whose record a detected drop restarted is not
+        new, and stays sharp."""
+        full = self.cost_sharpness if costed else self.sharpness
         if self.sharpen_after <= 0.0:
-            return [self.sharpness] * len(arms)
-        ramp, after = self.sharpness - 1.0, self.sharpen_after
+            return [full] * len(arms)
+        ramp, after = full - 1.0, self.sharpen_after
         return [
             1.0 + ramp * min(max(max(a + b - 2.0, arm.total_samples) / after, 0.0), 1.0)
             for arm, a, b in zip(arms, alpha, beta, strict=True)
@@ -170,8 +181,10 @@ class ThompsonPolicy:
         A path under ``min_samples_before_exploit`` whose optimistic estimate (``rule_out_z`` standard deviations
         above its mean) is already below the best mean minus ``tie_tolerance`` has lost: more forced samples of
         it would only add regret, so the floor skips it (Thompson sampling may still try it), but only for
-        ``recheck_hours`` at a time until it has the floor's samples. A path never tried is never ruled out: a
-        prior alone is no verdict on quality (under a cost setting, a path too dear even if perfect is).
+        ``recheck_hours`` at a time until it has the floor's samples. Without a cost setting a path never tried
+        is never ruled out: a prior alone is no verdict on quality. Under one, a forced call costs money too: a
+        path never tried is judged on its prior's optimistic estimate (``still_promising``), and Thompson
+        sampling may still try it.
         """
         if draw < FIRST_PROBE_SHARE:
             # A path just put on probation gets its first probe soon: a false alarm (a burst of bad luck) would
@@ -312,12 +325,12 @@ class PreparedChoice:
         self.exploit_choices: dict[int, Choice] = {}
         self.alpha, self.beta = _posterior(arms, priors if arms else None)
         self.means = [a / (a + b) for a, b in zip(self.alpha, self.beta, strict=True)]
-        sharpness = policy._sharpness(arms, self.alpha, self.beta)
+        self.costed = cost_matters(config)
+        sharpness = policy._sharpness(arms, self.alpha, self.beta, self.costed)
         shapes_a = [a * s for a, s in zip(self.alpha, sharpness, strict=True)]
         shapes_b = [b * s for b, s in zip(self.beta, sharpness, strict=True)]
         self.shapes_a, self.shapes_b = shapes_a, shapes_b
         self.gamma_shapes = np.array([*shapes_a, *shapes_b]) if count > _SCALAR_DRAWS_UP_TO else None
-        self.costed = cost_matters(config)
         # Each arm's cost as the cost setting sees it (measured, else its prior); no setting reads no cost.
         self.costs = mean_costs(arms, cost_priors if arms else None) if self.costed else []
         if not arms:
