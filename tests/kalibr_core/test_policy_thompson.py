@@ -55,6 +55,23 @@ def test_same_seed_same_choices() -> None:
     assert (first == second).all()
 
 
+class _OtherPCG64(np.random.PCG64):
+    """The same stream as PCG64, under another type: the policy draws its coin with ``random()`` for it."""
+
+
+@pytest.mark.parametrize("count", [2, 4])
+@pytest.mark.parametrize("exploration_rate", [0.0, 0.05, 0.1, 0.5, 1.0])
+def test_the_coin_from_raw_bits_is_random(count: int, exploration_rate: float) -> None:
+    # With numpy's PCG64 the exploration coin comes from the generator's raw bits: every choice and every bit
+    # drawn must be what rng.random() gives (forced exploration reads the coin's value too).
+    arms = [arm(f"p{i}", 3 * i, 2, total_samples=[0, 30, 5, 40][i]) for i in range(count)]
+    prepared = default_policy().prepare(arms, config=PolicyConfig(exploration_rate=exploration_rate))
+    raw, reference = np.random.default_rng(11), np.random.Generator(_OtherPCG64(11))
+    for _ in range(3000):
+        assert prepared.choose(raw, 0.0) == prepared.choose(reference, 0.0)
+    assert raw.random() == reference.random()
+
+
 def test_exploration_floor_goes_to_paths_under_min_samples() -> None:
     arms = [arm("proven", 90, 10), arm("new", 0, 0)]
     share = picks(arms, PolicyConfig(exploration_rate=0.1), n=4000)[1] / 4000
