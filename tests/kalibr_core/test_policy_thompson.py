@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy, default_policy
 from kalibr.policies.drift import DropDetector, on_probation
 from kalibr.policies.priors import priors_from_model_totals
+from kalibr.policies.thompson import count_outcome
 
 DAY = 86_400.0
 
@@ -131,6 +133,17 @@ def test_update_counts_fractional_scores_and_costs() -> None:
     assert updated.mean_cost == pytest.approx(0.002)
     assert updated.mean_latency_ms == pytest.approx(120.0)
     assert updated.last_outcome_at == 5.0
+
+
+def test_counting_an_outcome_keeps_every_field_it_does_not_count() -> None:
+    # count_outcome builds the arm whole: a field it does not name would fall back to its default.
+    counted = {"successes", "failures", "samples", "total_samples", "cost_sum", "cost_count", "latency_sum"}
+    counted |= {"latency_count", "last_outcome_at"}
+    before = ArmState("p", "m", 3.0, 2.0, 5, 9, 0.5, 2, 300.0, 3, 7.0, {"statistic": 1.5})
+    after = count_outcome(before, score=1.0, cost_usd=None, latency_ms=None, now=8.0)
+    for name in {f.name for f in dataclasses.fields(ArmState)} - counted:
+        assert getattr(after, name) == getattr(before, name), name
+    assert after == dataclasses.replace(before, successes=4.0, samples=6, total_samples=10, last_outcome_at=8.0)
 
 
 def test_adjust_moves_one_outcome() -> None:
