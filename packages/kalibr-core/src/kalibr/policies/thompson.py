@@ -270,8 +270,9 @@ class ThompsonPolicy:
 class PreparedChoice:
     """``ThompsonPolicy.choose`` over fixed arms, config and priors, with everything that does not depend on the
     random draws computed once: the posterior, the sharpened draw parameters, the cost offsets, and (as they come
-    up) the choice each winning draw leads to. Immutable once built but for those memos, whose concurrent filling
-    is benign (two threads compute the same value), so threads share one without a lock."""
+    up) the choice each winning draw leads to. Immutable once built but for those memos and the generator's raw
+    draw (``_coin``), whose concurrent filling is benign (two threads store the same value, or one a tuple the
+    other replaces whole), so threads share one without a lock."""
 
     __slots__ = (
         "alpha",
