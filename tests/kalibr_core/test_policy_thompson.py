@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy, default_policy
 from kalibr.policies.drift import DropDetector, on_probation
 from kalibr.policies.priors import priors_from_model_totals
+from kalibr.policies.thompson import count_outcome
 
 DAY = 86_400.0
 
@@ -53,6 +55,23 @@ def test_same_seed_same_choices() -> None:
     first = picks(arms, PolicyConfig(), n=200, seed=7)
     second = picks(arms, PolicyConfig(), n=200, seed=7)
     assert (first == second).all()
+
+
+class _OtherPCG64(np.random.PCG64):
+    """The same stream as PCG64, under another type: the policy draws its coin with ``random()`` for it."""
+
+
+@pytest.mark.parametrize("count", [2, 4])
+@pytest.mark.parametrize("exploration_rate", [0.0, 0.05, 0.1, 0.5, 1.0])
+def test_the_coin_from_raw_bits_is_random(count: int, exploration_rate: float) -> None:
+    # With numpy's PCG64 the exploration coin comes from the generator's raw bits: every choice and every bit
+    # drawn must be what rng.random() gives (forced exploration reads the coin's value too).
+    arms = [arm(f"p{i}", 3 * i, 2, total_samples=[0, 30, 5, 40][i]) for i in range(count)]
+    prepared = default_policy().prepare(arms, config=PolicyConfig(exploration_rate=exploration_rate))
+    raw, reference = np.random.default_rng(11), np.random.Generator(_OtherPCG64(11))
+    for _ in range(3000):
+        assert prepared.choose(raw, 0.0) == prepared.choose(reference, 0.0)
+    assert raw.random() == reference.random()
 
 
 def test_exploration_floor_goes_to_paths_under_min_samples() -> None:
@@ -114,6 +133,17 @@ def test_update_counts_fractional_scores_and_costs() -> None:
     assert updated.mean_cost == pytest.approx(0.002)
     assert updated.mean_latency_ms == pytest.approx(120.0)
     assert updated.last_outcome_at == 5.0
+
+
+def test_counting_an_outcome_keeps_every_field_it_does_not_count() -> None:
+    # count_outcome builds the arm whole: a field it does not name would fall back to its default.
+    counted = {"successes", "failures", "samples", "total_samples", "cost_sum", "cost_count", "latency_sum"}
+    counted |= {"latency_count", "last_outcome_at"}
+    before = ArmState("p", "m", 3.0, 2.0, 5, 9, 0.5, 2, 300.0, 3, 7.0, {"statistic": 1.5})
+    after = count_outcome(before, score=1.0, cost_usd=None, latency_ms=None, now=8.0)
+    for name in {f.name for f in dataclasses.fields(ArmState)} - counted:
+        assert getattr(after, name) == getattr(before, name), name
+    assert after == dataclasses.replace(before, successes=4.0, samples=6, total_samples=10, last_outcome_at=8.0)
 
 
 def test_adjust_moves_one_outcome() -> None:

@@ -171,7 +171,7 @@ class Engine:
         if view is None or view.paths is not paths or now > view.fresh_until:
             view = self._view(goal, paths, now)
         choice = view.chooser.choose(self._rng, now, not high_risk or view.explore_on_high_risk)
-        decision = _decision(goal, view.enabled, choice, now)
+        decision = made_decision(goal, view.enabled[choice.index], choice, now)
         if self._write_behind:
             self._pending_decisions.append(decision)  # what _record does, without its call
         else:
@@ -221,7 +221,7 @@ class Engine:
             choice = self.policy.choose(
                 arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore, cost_priors=cost_priors
             )
-            decision = _decision(goal, paths, choice, now)
+            decision = made_decision(goal, paths[choice.index], choice, now)
             self._cluster_of[decision.trace_id] = (goal, prompt)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
                 self._cluster_of.popitem(last=False)
@@ -629,19 +629,6 @@ def _price_hint(path: Path) -> float | None:
     """The path's relative price before any call (input plus output per token), None for an unknown model."""
     price = price_for(path)
     return None if price is None else price.input_per_mtok + price.output_per_mtok
-
-
-def _decision(goal: str, paths: Sequence[Path], choice: Choice, now: float) -> Decision:
-    return made_decision(
-        goal,
-        paths[choice.index],
-        choice.exploration,
-        choice.reason,
-        choice.confidence,
-        choice.success_rate,
-        choice.sample_count,
-        now,
-    )
 
 
 def _unchanged(arm: ArmState, error: Exception) -> ArmState:
