@@ -147,7 +147,8 @@ def test_a_fallback_skips_a_path_disabled_on_the_service(
     url, _ = service
     models = ("no-such-model", "sandbox-base", "sandbox-pro")
     paths = [{"model": model, "base_url": sandbox.openai_base_url} for model in models]
-    remote = RemoteIntelligence(url, refresh_interval=0.0)
+    # A timeout no loaded test machine reaches: this is about which path, not how fast the read is.
+    remote = RemoteIntelligence(url, resilience=kalibr.Resilience(timeout=5.0), refresh_interval=0.0)
     router = kalibr.Router("remote_skip", paths, success_when=lambda text: bool(text.strip()), intelligence=remote)
     router.completion("Hello")  # the service registers the router's paths
     listed = httpx.get(f"{url}/api/v1/routing/paths", params={"goal": "remote_skip"}).json()["paths"]
