@@ -50,11 +50,11 @@ def cost_matters(config: PolicyConfig) -> bool:
 def mean_costs(arms: Sequence[ArmState], cost_priors: Sequence[float | None] | None = None) -> list[float]:
     """Each arm's mean cost; an arm with no cost yet takes its prior, or counts as free (which gets it measured)."""
     if cost_priors is None:
-        return [arm.cost_sum / arm.cost_count if arm.cost_count else 0.0 for arm in arms]
+        return [arm.mean_cost or 0.0 for arm in arms]
     if len(cost_priors) != len(arms):
         raise UserError(f"got {len(cost_priors)} cost priors for {len(arms)} paths: give one (or None) per path")
     return [
-        arm.cost_sum / arm.cost_count if arm.cost_count else (prior or 0.0)
+        mean if (mean := arm.mean_cost) is not None else (prior or 0.0)
         for arm, prior in zip(arms, cost_priors, strict=True)
     ]
 
@@ -88,8 +88,8 @@ def cost_priors_from_model_costs(
     elsewhere = [_cost_elsewhere(arm, model_costs) for arm in arms]
     own = other = 0.0
     for arm, mean in zip(arms, elsewhere, strict=True):
-        if arm.cost_count and mean is not None:
-            own += arm.cost_sum / arm.cost_count
+        if (own_mean := arm.mean_cost) is not None and mean is not None:
+            own += own_mean
             other += mean
     scale = own / other if own > 0.0 and other > 0.0 else 1.0
     priors = [
@@ -104,9 +104,7 @@ def cost_priors_from_model_costs(
 
 def _hinted(arms: Sequence[ArmState], priors: list[float | None], hints: Sequence[float | None]) -> list[float | None]:
     """``priors`` with a cost from its hint for each hinted arm that has neither a measured cost nor a prior."""
-    own = [
-        (arm.cost_sum / arm.cost_count, hint) for arm, hint in zip(arms, hints, strict=True) if arm.cost_count and hint
-    ]
+    own = [(mean, hint) for arm, hint in zip(arms, hints, strict=True) if (mean := arm.mean_cost) is not None and hint]
     # No own cost yet: the costs the goal's hinted paths have elsewhere set the rate.
     known = own or [(prior, hint) for prior, hint in zip(priors, hints, strict=True) if prior is not None and hint]
     hinted = {
