@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -306,6 +307,11 @@ def _ms(value: float) -> str:
     return f"{value:.1f} ms"
 
 
+def _tally(counts: Mapping[int, int]) -> str:
+    """HTTP statuses and how often each was seen, lowest status first: "3 x 404, 5 x 413"."""
+    return ", ".join(f"{count} x {status}" for status, count in sorted(counts.items()))
+
+
 def run(quick: bool) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
@@ -314,7 +320,7 @@ def run(quick: bool) -> str:
         "from a shared machine and quoted beside their baseline.\n",
     ]
     replay = _outage(quick)
-    injected = ", ".join(f"{count} x {status}" for status, count in sorted(replay.injected.items()))
+    injected = _tally(replay.injected)
     lines += [
         "### Outage replay\n",
         f"3 apps (processes), each with its own key and tenant, sharing the host's spool; {replay.reported // 3:,} "
@@ -428,7 +434,7 @@ def run(quick: bool) -> str:
         if not os.environ.get(PG_ENV):
             lines.append(f"\nPostgreSQL row skipped: set {PG_ENV} to include it.")
     schema = _schema_run(quick)
-    statuses = ", ".join(f"{count} x {status}" for status, count in sorted(schema.statuses.items()))
+    statuses = _tally(schema.statuses)
     lines += [
         "\n### Schemathesis against the OpenAPI document\n",
         f"A bounded run ({15 if quick else 50} generated cases per route; the test suite runs 15): every route of "
