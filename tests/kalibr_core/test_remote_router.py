@@ -161,6 +161,29 @@ def test_a_fallback_skips_a_path_disabled_on_the_service(
     remote.close()
 
 
+def test_with_the_service_down_the_decide_skips_a_path_disabled_on_it(
+    sandbox: SandboxServer, tmp_path: FilePath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KALIBR_SPOOL", str(tmp_path / "spool.db"))
+    paths = [{"model": model, "base_url": sandbox.openai_base_url} for model in ("sandbox-mini", "sandbox-base")]
+    with serve_in_thread(create_app(MemoryStore(), auth=False)) as url:
+        remote = RemoteIntelligence(url, resilience=kalibr.Resilience(timeout=5.0), refresh_interval=0.0)
+        router = kalibr.Router("remote_down_skip", paths, intelligence=remote)
+        router.completion("Hello")  # the service registers the router's paths
+        listed = httpx.get(f"{url}/api/v1/routing/paths", params={"goal": "remote_down_skip"}).json()["paths"]
+        mini = next(path["path_id"] for path in listed if path["model_id"] == "sandbox-mini")
+        assert httpx.delete(f"{url}/api/v1/routing/paths/{mini}").status_code == 200
+        assert len(remote.disabled_paths("remote_down_skip")) == 1  # what an earlier fallback or decide had read
+    try:
+        decision = router.decide()  # the service is gone: nothing to ask
+        assert decision.fallback
+        assert decision.model == "sandbox-base"
+        assert decision.reason.endswith("using the first path not disabled, 'sandbox-base'")
+        assert router.completion("Hello again").model == "sandbox-base"
+    finally:
+        remote.close()
+
+
 def test_a_hung_service_costs_a_fallback_one_timeout_then_no_request(
     sandbox: SandboxServer, tmp_path: FilePath
 ) -> None:

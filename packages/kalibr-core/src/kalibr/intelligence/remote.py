@@ -145,7 +145,7 @@ class RemoteIntelligence:
 
     def decide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
         if not self.breaker.allow():
-            return _fallback(goal, paths, "circuit breaker open")
+            return self._fallback(goal, paths, "circuit breaker open")
         try:
             request = self._decide_body(goal, paths, high_risk)
             if self._cold():
@@ -155,14 +155,14 @@ class RemoteIntelligence:
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             self._ensure_sender()  # after the request (the warm-up has usually started it): it delivers the backlog
-            return _fallback(goal, paths, str(exc))
+            return self._fallback(goal, paths, str(exc))
         self._ensure_sender().service_back()
         self._prefetch_disabled(goal)
         return decision
 
     async def adecide(self, goal: str, paths: Sequence[Path], *, high_risk: bool = False) -> Decision:
         if not self.breaker.allow():
-            return _fallback(goal, paths, "circuit breaker open")
+            return self._fallback(goal, paths, "circuit breaker open")
         try:
             request = self._decide_body(goal, paths, high_risk)
             if self._cold():
@@ -172,10 +172,27 @@ class RemoteIntelligence:
             decision = self._decision_from(goal, paths, answer)
         except (_Unavailable, UserError, ValidationError) as exc:  # ValidationError: a path the wire cannot carry
             self._ensure_sender()  # after the request (the warm-up has usually started it): it delivers the backlog
-            return _fallback(goal, paths, str(exc))
+            return self._fallback(goal, paths, str(exc))
         self._ensure_sender().service_back()
         self._prefetch_disabled(goal)
         return decision
+
+    def _fallback(self, goal: str, paths: Sequence[Path], why: str) -> Decision:
+        """The decision when the service cannot be asked: the first path not known to be disabled on it (as last
+        read: no request, the service is what failed), the first path when all are."""
+        with self._lock:
+            disabled = self._disabled.get(goal, (None, frozenset[str]()))[1]
+        path = next((path for path in paths if path.path_id not in disabled), paths[0])
+        which = "the first path" if path is paths[0] else f"the first path not disabled, {path.model!r}"
+        return Decision(
+            trace_id=new_trace_id(),
+            goal=goal,
+            path=path,
+            exploration=False,
+            reason=f"intelligence unavailable ({why}): using {which}",
+            confidence=0.0,
+            fallback=True,
+        )
 
     def _cold(self) -> bool:
         """Has the service never answered this client? Then the first decide is preceded by a health probe with
@@ -555,18 +572,6 @@ class RemoteIntelligence:
         if response.status_code >= 400:
             raise _Rejected(response.status_code, _detail(response))
         return response.content
-
-
-def _fallback(goal: str, paths: Sequence[Path], why: str) -> Decision:
-    return Decision(
-        trace_id=new_trace_id(),
-        goal=goal,
-        path=paths[0],
-        exploration=False,
-        reason=f"intelligence unavailable ({why}): using the first path",
-        confidence=0.0,
-        fallback=True,
-    )
 
 
 def _match(paths: Sequence[Path], model: str, params: Mapping[str, Any]) -> Path:
