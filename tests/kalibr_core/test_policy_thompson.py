@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from kalibr._exceptions import UserError
 from kalibr.policies import ArmState, PolicyConfig, ThompsonPolicy, default_policy
 from kalibr.policies.drift import DropDetector, on_probation
 from kalibr.policies.priors import priors_from_model_totals
-from kalibr.policies.thompson import count_outcome
+from kalibr.policies.thompson import count_outcome, sample_beta
 
 DAY = 86_400.0
 
@@ -320,3 +321,16 @@ def test_paths_with_evidence_are_still_sharpened() -> None:
     # sooner than plain Thompson would.
     arms = [arm("better", 14, 6), arm("worse", 9, 11)]
     assert share_of(arms, 1, ThompsonPolicy(), seed=4) < 0.5 * share_of(arms, 1, ThompsonPolicy(sharpness=1.0), seed=4)
+
+
+def test_many_arms_with_near_zero_priors_draw_numbers_not_nan() -> None:
+    # Shapes this small make gamma draws underflow to 0, where X / (X + Y) would be 0 / 0.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns on 0 / 0
+        draws = sample_beta(np.random.default_rng(0), [1e-3] * 8, [1e-3] * 8)
+        arms = [ArmState(f"p{i}", total_samples=50, samples=50) for i in range(8)]
+        prepared = ThompsonPolicy().prepare(arms, config=PolicyConfig(), priors=[(1e-3, 1e-3)] * 8)
+        rng = np.random.default_rng(1)
+        picks = np.bincount([prepared.choose(rng, 0.0).index for _ in range(4_000)], minlength=8)
+    assert all(0.0 <= draw <= 1.0 for draw in draws)
+    assert picks.min() > 0

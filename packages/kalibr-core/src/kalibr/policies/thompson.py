@@ -30,6 +30,9 @@ FIRST_PROBE_SHARE = 0.1
 """Chance per decision of the first probe of a path just put on probation (so it comes within ~10 decisions)."""
 PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
+_GAMMA_SAFE_SHAPE = 0.05
+"""Below this shape, a gamma draw underflows to 0 often enough (P ~ exp(-744 * shape)) that Beta = X / (X + Y)
+can be 0 / 0; such draws go through ``Generator.beta``, which handles small shapes."""
 _BITS_PER_DOUBLE = 2.0**53
 """``Generator.random()`` is the top 53 of 64 raw bits over this, with numpy's PCG64."""
 
@@ -338,7 +341,7 @@ class PreparedChoice:
         sharpness = policy._sharpness(arms, self.alpha, self.beta, self.costed)
         shapes_a = [a * s for a, s in zip(self.alpha, sharpness, strict=True)]
         shapes_b = [b * s for b, s in zip(self.beta, sharpness, strict=True)]
-        scalar = count <= _SCALAR_DRAWS_UP_TO
+        scalar = count <= _SCALAR_DRAWS_UP_TO or _has_tiny_shape(shapes_a, shapes_b)
         self.gamma_shapes = None if scalar else np.array([*shapes_a, *shapes_b])
         # Up to _SCALAR_DRAWS_UP_TO arms, one scalar Beta draw each, its shapes as 0-d arrays: Generator.beta takes
         # those as they are, where it turns each float into one first (0.1 us per draw). Two arms, as a flat tuple.
@@ -474,12 +477,16 @@ def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence
     handful of arms one ``standard_gamma`` call over both parameter arrays (Beta = X / (X + Y)) is.
     """
     count = len(alpha)
-    if count <= _SCALAR_DRAWS_UP_TO:
+    if count <= _SCALAR_DRAWS_UP_TO or _has_tiny_shape(alpha, beta):
         return [rng.beta(a, b) for a, b in zip(alpha, beta, strict=True)]
     gammas = rng.standard_gamma(np.array([*alpha, *beta]))
     successes = gammas[:count]
     draws: list[float] = (successes / (successes + gammas[count:])).tolist()
     return draws
+
+
+def _has_tiny_shape(alpha: Sequence[float], beta: Sequence[float]) -> bool:
+    return min(alpha) < _GAMMA_SAFE_SHAPE or min(beta) < _GAMMA_SAFE_SHAPE
 
 
 def _argmax(values: list[float]) -> int:
