@@ -94,14 +94,17 @@ OUTCOMES_SINCE = _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.reported_at >= %s
 GOAL_OUTCOMES_SINCE = (
     _SELECT_OUTCOMES + "WHERE o.tenant = %s AND o.goal = %s AND o.reported_at >= %s ORDER BY o.reported_at, o.id"
 )
-# Insights' read: the goal's outcomes as one row of arrays, oldest first (ties in arrival order).
-_ORDER = "ORDER BY reported_at, id"
-GOAL_OUTCOME_COLUMNS = f"""
-    SELECT count(*), array_agg(path_id {_ORDER}), array_agg(model {_ORDER}), array_agg(score {_ORDER}),
-        array_agg(cost_usd {_ORDER}), array_agg(latency_ms {_ORDER}), array_agg(failure_category {_ORDER}),
-        array_agg(source = 'error' {_ORDER}),
-        array_agg((extract(epoch FROM reported_at) * 1000000)::int8 {_ORDER})
-    FROM outcomes WHERE tenant = %s AND goal = %s AND reported_at >= %s
+# Insights' read: the goal's outcomes as one row of arrays, oldest first (ties in arrival order). The arrays are
+# aggregated from one sorted subquery, in its order: PostgreSQL before 16 sorts once per array_agg(... ORDER BY),
+# eight sorts where one does (1.8x the read's time at 20,000 outcomes).
+GOAL_OUTCOME_COLUMNS = """
+    SELECT count(*), array_agg(path_id), array_agg(model), array_agg(score), array_agg(cost_usd),
+        array_agg(latency_ms), array_agg(failure_category), array_agg(source = 'error'),
+        array_agg((extract(epoch FROM reported_at) * 1000000)::int8)
+    FROM (
+        SELECT path_id, model, score, cost_usd, latency_ms, failure_category, source, reported_at FROM outcomes
+        WHERE tenant = %s AND goal = %s AND reported_at >= %s ORDER BY reported_at, id
+    ) oldest_first
 """
 UPDATE_OUTCOME = """
     UPDATE outcomes SET score = %s, success = %s, failure_category = %s, reason = %s, source = %s
