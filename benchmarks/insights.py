@@ -5,10 +5,12 @@ path generation gains on the sandbox's temperature curve; how long an insights d
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import io
 import json
 import logging
+import os
 import random
 import statistics
 import subprocess
@@ -16,7 +18,8 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 from benchmarks._timing import markdown_table, time_calls
 
 GOAL = "bench"
+PG_ENV = "KALIBR_TEST_POSTGRES_URL"
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
 
@@ -217,8 +221,14 @@ def _timing_section(outcomes: int) -> str:
 
     baseline = _baseline_functions()
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for name, store in (("MemoryStore", MemoryStore()), ("SQLiteStore", SQLiteStore(f"{scratch}/bench.db"))):
+    with tempfile.TemporaryDirectory() as scratch, _postgres_store() as postgres:
+        stores: list[tuple[str, Any]] = [
+            ("MemoryStore", MemoryStore()),
+            ("SQLiteStore", SQLiteStore(f"{scratch}/b.db")),
+        ]
+        if postgres is not None:
+            stores.append(("PostgresStore", postgres))
+        for name, store in stores:
             _fill_for_timing(store, outcomes)
             variants: dict[str, Callable[[], Any]] = {
                 "insights": lambda s=store: build_insights(s, "default", GOAL, now=NOW),
@@ -248,6 +258,7 @@ def _timing_section(outcomes: int) -> str:
         if baseline is not None
         else "unavailable (no git checkout with that commit)"
     )
+    skipped = "" if os.environ.get(PG_ENV) else f"\nPostgresStore row skipped: set {PG_ENV} to include it.\n"
     return (
         "### Cost of one answer (one goal, 4 paths, median of 7, old and new taking turns)\n\n"
         f"New: the store's columnar read (`outcome_columns`) analysed with numpy. Old: {where}. "
@@ -267,7 +278,30 @@ def _timing_section(outcomes: int) -> str:
             rows,
         )
         + "\n"
+        + skipped
     )
+
+
+@contextlib.contextmanager
+def _postgres_store() -> Iterator[Any]:
+    """A PostgresStore in a schema of its own (dropped after; the caller closes the store), or None without
+    ``KALIBR_TEST_POSTGRES_URL``."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        yield None
+        return
+    import psycopg
+    from psycopg import sql
+
+    from kalibr.stores.postgres import PostgresStore
+
+    schema = f"kalibr_bench_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema)
+    try:
+        yield store
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def _fill_for_timing(store: Any, outcomes: int) -> None:
