@@ -31,8 +31,8 @@ FIRST_PROBE_SHARE = 0.1
 PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
 _GAMMA_SAFE_SHAPE = 0.05
-"""Below this shape, a gamma draw underflows to 0 often enough (P ~ exp(-744 * shape)) that Beta = X / (X + Y)
-can be 0 / 0; such draws go through ``Generator.beta``, which handles small shapes."""
+"""Below this shape a gamma draw underflows to 0 often enough (P ~ exp(-744 * shape)) that Beta = X / (X + Y) can
+be 0 / 0: draws with such shapes are checked, and an arm whose two gammas are both 0 draws by ``Generator.beta``."""
 _BITS_PER_DOUBLE = 2.0**53
 """``Generator.random()`` is the top 53 of 64 raw bits over this, with numpy's PCG64."""
 
@@ -303,6 +303,7 @@ class PreparedChoice:
         "explore_bits_below",
         "gamma_shapes",
         "may_explore_below",
+        "may_underflow",
         "means",
         "only",
         "pair_shapes",
@@ -341,8 +342,9 @@ class PreparedChoice:
         sharpness = policy._sharpness(arms, self.alpha, self.beta, self.costed)
         shapes_a = [a * s for a, s in zip(self.alpha, sharpness, strict=True)]
         shapes_b = [b * s for b, s in zip(self.beta, sharpness, strict=True)]
-        scalar = count <= _SCALAR_DRAWS_UP_TO or _has_tiny_shape(shapes_a, shapes_b)
+        scalar = count <= _SCALAR_DRAWS_UP_TO
         self.gamma_shapes = None if scalar else np.array([*shapes_a, *shapes_b])
+        self.may_underflow = not scalar and min(*shapes_a, *shapes_b) < _GAMMA_SAFE_SHAPE
         # Up to _SCALAR_DRAWS_UP_TO arms, one scalar Beta draw each, its shapes as 0-d arrays: Generator.beta takes
         # those as they are, where it turns each float into one first (0.1 us per draw). Two arms, as a flat tuple.
         # Typed Any: numpy's stubs say an array argument draws an array, but a 0-d one draws a float.
@@ -407,9 +409,12 @@ class PreparedChoice:
             draws = [beta(a, b) for a, b in self.scalar_shapes]
         else:  # one gamma call over both shape arrays: Beta = X / (X + Y)
             gammas = rng.standard_gamma(gamma_shapes)
-            count = len(self.arms)
-            successes = gammas[:count]
-            draws = (successes / (successes + gammas[count:])).tolist()
+            if self.may_underflow:
+                draws = _ratios_of_gammas(rng, gammas, gamma_shapes)
+            else:
+                count = len(self.arms)
+                successes = gammas[:count]
+                draws = (successes / (successes + gammas[count:])).tolist()
         memo = self.by_winning_draw
         if memo is None:
             return policy._exploit(self, draws, rng)
@@ -476,17 +481,25 @@ def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence
     ``Generator.beta`` on arrays costs ~7 us of fixed overhead; a few scalar draws are cheaper, and beyond a
     handful of arms one ``standard_gamma`` call over both parameter arrays (Beta = X / (X + Y)) is.
     """
-    count = len(alpha)
-    if count <= _SCALAR_DRAWS_UP_TO or _has_tiny_shape(alpha, beta):
+    if len(alpha) <= _SCALAR_DRAWS_UP_TO:
         return [rng.beta(a, b) for a, b in zip(alpha, beta, strict=True)]
-    gammas = rng.standard_gamma(np.array([*alpha, *beta]))
+    shapes = np.array([*alpha, *beta])
+    return _ratios_of_gammas(rng, rng.standard_gamma(shapes), shapes)
+
+
+def _ratios_of_gammas(rng: np.random.Generator, gammas: np.ndarray, shapes: np.ndarray) -> list[float]:
+    """Beta draws X / (X + Y) from gamma draws (the first half X, the second Y). Where both underflowed to 0
+    (shapes near 0), that arm's draw comes from ``Generator.beta``: every other draw is the plain ratio."""
+    count = len(gammas) // 2
     successes = gammas[:count]
-    draws: list[float] = (successes / (successes + gammas[count:])).tolist()
+    totals = successes + gammas[count:]
+    if totals.all():
+        draws: list[float] = (successes / totals).tolist()
+        return draws
+    draws = (successes / np.where(totals > 0.0, totals, 1.0)).tolist()
+    for index in np.flatnonzero(totals == 0.0).tolist():
+        draws[index] = rng.beta(shapes[index], shapes[count + index])
     return draws
-
-
-def _has_tiny_shape(alpha: Sequence[float], beta: Sequence[float]) -> bool:
-    return min(alpha) < _GAMMA_SAFE_SHAPE or min(beta) < _GAMMA_SAFE_SHAPE
 
 
 def _argmax(values: list[float]) -> int:
