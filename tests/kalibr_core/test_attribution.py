@@ -468,3 +468,23 @@ def test_a_run_is_failed_only_by_an_error_that_blames_the_output(sandbox: Sandbo
         "malformed_output",
         "the run raised JSONDecodeError",
     )
+
+
+def test_a_step_that_failed_on_its_answer_is_failed_once_and_left_out_of_its_run(sandbox: SandboxServer) -> None:
+    from tests.recording import RecordingRouter
+
+    router = RecordingRouter("attribution", [{"model": "sandbox-mini", "base_url": sandbox.openai_base_url}])
+    tracker = RunTracker()
+    not_json = json.JSONDecodeError("no JSON", "doc", 0)
+    tracker.start("retry", None)
+    attempts = []
+    for attempt, error in (("bad-json", not_json), ("caller-bug", KeyError("the caller's own code"))):
+        tracker.start(attempt, "retry")
+        attempts.append(_framework_call(tracker, router, f"{attempt}-model", attempt))  # a model step inside it
+        tracker.end(attempt, error)
+    thrown_away, kept = attempts
+    assert [(r.trace_id, r.failure_category) for r in router.reports] == [(thrown_away, "malformed_output")]
+    run = tracker.end("retry", not_json)
+    assert run is not None and run.trace_ids(router) == [kept]  # the caller's bug blames no answer: still a step
+    run.fail(not_json)
+    assert [r.trace_id for r in router.reports] == [thrown_away, kept]  # each failed once

@@ -21,8 +21,13 @@ Usage (an adapter)::
     tracker.record(run_id, router, trace_id)     # a decision was made while run_id was the innermost call
     run = tracker.end(run_id)                    # a root's end returns its Run (None for any other call)
     run.judge(final_output)                      # each router's judge once, its verdict to all its decisions
-    run.fail(error)                              # or, when the run raised: its decisions failed if the error
-                                                 # blames what a model answered (``blames_output``)
+    run = tracker.end(run_id, error)             # or, when the call raised:
+    run.fail(error)                              # a root's decisions failed if the error blames what a model
+                                                 # answered (``blames_output``)
+
+A step that raised such an error while the run went on (the framework caught it: a retry, a fallback) had its
+answer thrown away for being wrong: ``end(step_id, error)`` reports the decisions made inside that step failed at
+once, and takes them out of the run, so neither the run's verdict nor a ``report()`` after it lands on them.
 """
 
 from __future__ import annotations
@@ -177,6 +182,15 @@ class _RootState:
 
 
 @dataclass(eq=False, slots=True)
+class _StepState:
+    """An open call below a root: its parent, and the decisions made inside it (its own steps' included once
+    they end), so a step that fails can take exactly its decisions out of the run."""
+
+    parent_id: Hashable
+    decisions: list[tuple[Router, str]] = field(default_factory=list)
+
+
+@dataclass(eq=False, slots=True)
 class _Scope:
     """The runs started in one thread or asyncio task, and in the tasks and threads it started (which each have
     their own scope too, whose runs are also published here: the caller of ``abatch`` or ``gather`` sees them)."""
@@ -228,6 +242,7 @@ class RunTracker:
 
     def __init__(self) -> None:
         self._roots: OrderedDict[Hashable, _RootState] = OrderedDict()  # every open run -> the root it is under
+        self._steps: dict[Hashable, _StepState] = {}  # every open run below a root
 
     def start(self, run_id: Hashable, parent_id: Hashable | None) -> None:
         """A framework call began; ``parent_id`` None (or not a run of this tracker) makes it a root.
@@ -245,9 +260,12 @@ class RunTracker:
                 while scope is not None:
                     scope.roots.append(root)
                     scope = scope.parent
+            else:
+                self._steps[run_id] = _StepState(parent_id)
             self._roots[run_id] = root
             if len(self._roots) > _MAX_OPEN_RUNS:
-                self._roots.popitem(last=False)
+                forgotten, _ = self._roots.popitem(last=False)
+                self._steps.pop(forgotten, None)
 
     def record(self, run_id: Hashable | None, router: Router, trace_id: str) -> None:
         """A decision of ``router`` was made while ``run_id`` was the innermost framework call."""
@@ -257,16 +275,47 @@ class RunTracker:
             root = self._roots.get(run_id)
             if root is not None:
                 root.decisions.append((router, trace_id))
+                step = self._steps.get(run_id)
+                if step is not None:
+                    step.decisions.append((router, trace_id))
 
-    def end(self, run_id: Hashable) -> Run | None:
-        """The call ended (or failed). A root's end returns its ``Run`` and publishes it to its caller scope;
-        any other call's end returns None (its decisions stay with the root)."""
+    def end(self, run_id: Hashable, error: BaseException | None = None) -> Run | None:
+        """The call ended, or failed with ``error``. A root's end returns its ``Run`` and publishes it to its
+        caller scope; any other call's end returns None (its decisions stay with the root).
+
+        A step (not a root) that failed with an error blaming what a model answered (``blames_output``) takes its
+        decisions out of the run and reports them failed with that category: the framework threw that answer away
+        (a retry, a fallback), so the run's verdict is not about it. If the error reaches the root, the root's
+        failure does not report them a second time.
+        """
         with _lock:
             root = self._roots.pop(run_id, None)
-            if root is None or root.run_id != run_id:
+            if root is None:
                 return None
-            root.ended = next_sequence()
-            return Run(run_id, tuple(root.decisions))
+            if root.run_id == run_id:
+                root.ended = next_sequence()
+                return Run(run_id, tuple(root.decisions))
+            thrown_away = self._step_ended(run_id, root, error)
+        if thrown_away and error is not None:
+            Run(run_id, thrown_away).fail(error)
+        return None
+
+    def _step_ended(
+        self, run_id: Hashable, root: _RootState, error: BaseException | None
+    ) -> tuple[tuple[Router, str], ...]:
+        """Pass a finished step's decisions on to its parent step, or, when its error blames the answer, take
+        them out of the run and return them (call holding ``_lock``)."""
+        step = self._steps.pop(run_id, None)
+        if step is None or not step.decisions:
+            return ()
+        if error is None or blames_output(error) is None:
+            parent = self._steps.get(step.parent_id)
+            if parent is not None:
+                parent.decisions.extend(step.decisions)
+            return ()
+        thrown_away = {trace_id for _, trace_id in step.decisions}
+        root.decisions[:] = [decision for decision in root.decisions if decision[1] not in thrown_away]
+        return tuple(step.decisions)
 
     def root_of(self, run_id: Hashable) -> Hashable | None:
         """The root run ``run_id`` is under, or None when it is not an open run of this tracker."""

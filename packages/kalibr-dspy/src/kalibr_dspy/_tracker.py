@@ -230,7 +230,7 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
             container[0].copy().run(_tracker.start, call_id, None)
 
     def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> None:
-        run = _tracker.end(call_id)
+        run = _tracker.end(call_id, exception)
         if run is None or not run.decisions:
             return
         if exception is not None:
