@@ -174,6 +174,10 @@ class _RootState:
     batch: int  # the shared window it started in (0: none); runs of one window count as concurrent
     decisions: list[tuple[Router, str]] = field(default_factory=list)
     ended: int = 0  # the sequence number of its end; 0 while it runs
+    cached: list[Router] = field(default_factory=list)  # routers whose calls the framework's cache answered
+
+    def used(self, router: Router) -> bool:
+        return any(r is router for r, _ in self.decisions) or any(r is router for r in self.cached)
 
     def overlaps(self, other: _RootState) -> bool:
         if self.batch and self.batch == other.batch:
@@ -279,6 +283,17 @@ class RunTracker:
                 if step is not None:
                     step.decisions.append((router, trace_id))
 
+    def record_cached(self, run_id: Hashable | None, router: Router) -> None:
+        """A call to ``router`` made while ``run_id`` was the innermost framework call was answered by the
+        framework's own cache: no decision made that answer, so ``report()`` after the run must not land on an
+        earlier run's decisions (it raises instead, naming the fix)."""
+        if run_id is None:
+            return
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is not None:
+                root.cached.append(router)
+
     def end(self, run_id: Hashable, error: BaseException | None = None) -> Run | None:
         """The call ended, or failed with ``error``. A root's end returns its ``Run`` and publishes it to its
         caller scope; any other call's end returns None (its decisions stay with the root).
@@ -374,7 +389,7 @@ def run_targets(router: Router, direct_sequence: int) -> list[str] | None:
             "report() without a trace_id while a run is still going: report after the chain, query or agent "
             "returns, or pass trace_id= (each message or response carries kalibr_trace_id)"
         )
-    mine = [root for root in roots if root.ended > direct_sequence and any(r is router for r, _ in root.decisions)]
+    mine = [root for root in roots if root.ended > direct_sequence and root.used(router)]
     if not mine:
         return None
     last = max(mine, key=lambda root: root.ended)
@@ -385,4 +400,11 @@ def run_targets(router: Router, direct_sequence: int) -> list[str] | None:
             f"{router!r}. Pass trace_id= (each message or response carries kalibr_trace_id), report each answer "
             "with the adapter's llm.report(message_or_output, ...), or call report() inside each item"
         )
-    return [trace_id for owner, trace_id in last.decisions if owner is router]
+    targets = [trace_id for owner, trace_id in last.decisions if owner is router]
+    if not targets:
+        raise UserError(
+            f"report() without a trace_id after a run whose calls of {router!r} were all answered from the "
+            "framework's cache: no routed call made that answer. Pass trace_id= of the call that first made it, "
+            "or turn the framework's cache off for this model"
+        )
+    return targets
