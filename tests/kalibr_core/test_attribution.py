@@ -226,6 +226,19 @@ async def test_an_async_run_ended_in_another_task_is_reported_by_the_task_that_s
     assert gatherer.trace_id not in _outcomes(router)  # ...and never reports its older call instead
 
 
+def test_a_task_never_reports_the_call_its_creator_made(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    made_here = router.completion("asked before the event loop started").trace_id
+
+    async def report_in_a_task() -> None:  # its context is a copy of this thread's, last call included
+        with pytest.raises(kalibr.UserError, match="no call to report in this thread or task"):
+            router.report(success=False)
+
+    asyncio.run(report_in_a_task())
+    router.report(success=True)  # here it is still this thread's last call
+    assert {t: o.success for t, o in _outcomes(router).items()} == {made_here: True}
+
+
 def test_unknown_runs_are_ignored_and_only_a_roots_end_returns_a_run(sandbox: SandboxServer) -> None:
     router, tracker = _router(sandbox), RunTracker()
     assert tracker.end("never started") is None

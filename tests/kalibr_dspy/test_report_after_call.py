@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import dspy
@@ -114,3 +115,21 @@ def test_an_answer_from_dspys_cache_makes_no_outcome_and_a_report_after_it_touch
     with pytest.raises(kalibr.UserError, match="answered from the framework's cache"):
         router.report(score=0.1)  # meant for the cached answer: it must not replace the first run's outcome
     assert [(o.trace_id, o.score, o.source) for o in stored_outcomes(router)] == [(made, 0.9, "explicit")]
+
+
+def test_after_asyncify_report_never_lands_on_an_earlier_call(lm: Any, router: RecordingRouter) -> None:
+    import kalibr
+    from kalibr_dspy import report
+
+    earlier = router.completion("asked before the event loop started")
+
+    async def main() -> Any:  # DSPy's docs' asyncify, in a task whose context holds the earlier call
+        with dspy.context(lm=lm):
+            prediction = await dspy.asyncify(dspy.Predict("question -> answer"))(question="What is 2 + 3?")
+        with pytest.raises(kalibr.UserError, match="no call to report"):
+            router.report(success=False)  # the program ran in a worker thread: only the prediction names its run
+        return prediction
+
+    prediction = asyncio.run(main())
+    assert report(prediction, success=False) == _history_ids(lm)
+    assert earlier.trace_id not in _explicit(router)

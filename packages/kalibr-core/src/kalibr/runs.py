@@ -219,6 +219,13 @@ def _own_scope() -> _Scope:
     return scope
 
 
+def owns_scope() -> bool:
+    """Whether the current thread or asyncio task has opened its own run scope (every direct router call
+    does): a context it merely inherited from the thread or task that created it holds that one's scope."""
+    scope = _scope.get()
+    return scope is not None and scope.owner == _owner()
+
+
 def ensure_scope() -> None:
     """Open the current thread's or asyncio task's run scope if it has none (the router does it on every direct
     call), so that roots started later in copies of this context are published here too and ``report()`` here
