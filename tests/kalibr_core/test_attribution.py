@@ -226,6 +226,19 @@ async def test_an_async_run_ended_in_another_task_is_reported_by_the_task_that_s
     assert gatherer.trace_id not in _outcomes(router)  # ...and never reports its older call instead
 
 
+def test_a_task_never_reports_the_call_its_creator_made(sandbox: SandboxServer) -> None:
+    router = _router(sandbox)
+    made_here = router.completion("asked before the event loop started").trace_id
+
+    async def report_in_a_task() -> None:  # its context is a copy of this thread's, last call included
+        with pytest.raises(kalibr.UserError, match="no call to report in this thread or task"):
+            router.report(success=False)
+
+    asyncio.run(report_in_a_task())
+    router.report(success=True)  # here it is still this thread's last call
+    assert {t: o.success for t, o in _outcomes(router).items()} == {made_here: True}
+
+
 def test_unknown_runs_are_ignored_and_only_a_roots_end_returns_a_run(sandbox: SandboxServer) -> None:
     router, tracker = _router(sandbox), RunTracker()
     assert tracker.end("never started") is None
@@ -468,3 +481,23 @@ def test_a_run_is_failed_only_by_an_error_that_blames_the_output(sandbox: Sandbo
         "malformed_output",
         "the run raised JSONDecodeError",
     )
+
+
+def test_a_step_that_failed_on_its_answer_is_failed_once_and_left_out_of_its_run(sandbox: SandboxServer) -> None:
+    from tests.recording import RecordingRouter
+
+    router = RecordingRouter("attribution", [{"model": "sandbox-mini", "base_url": sandbox.openai_base_url}])
+    tracker = RunTracker()
+    not_json = json.JSONDecodeError("no JSON", "doc", 0)
+    tracker.start("retry", None)
+    attempts = []
+    for attempt, error in (("bad-json", not_json), ("caller-bug", KeyError("the caller's own code"))):
+        tracker.start(attempt, "retry")
+        attempts.append(_framework_call(tracker, router, f"{attempt}-model", attempt))  # a model step inside it
+        tracker.end(attempt, error)
+    thrown_away, kept = attempts
+    assert [(r.trace_id, r.failure_category) for r in router.reports] == [(thrown_away, "malformed_output")]
+    run = tracker.end("retry", not_json)
+    assert run is not None and run.trace_ids(router) == [kept]  # the caller's bug blames no answer: still a step
+    run.fail(not_json)
+    assert [r.trace_id for r in router.reports] == [thrown_away, kept]  # each failed once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import dspy
@@ -89,3 +90,46 @@ def test_an_answer_dspy_cannot_parse_is_malformed_output(configured: Any, router
         dspy.Predict(Extract)(text="Ada Lovelace is 36 years old.")
     reports = [(r.success, r.failure_category) for r in router.reports]
     assert reports == [(False, "malformed_output")] * len(configured.history), "the ChatAdapter's and JSON retry's"
+
+
+def test_an_answer_from_dspys_cache_makes_no_outcome_and_a_report_after_it_touches_no_earlier_run(
+    sandbox: SandboxServer,
+) -> None:
+    import uuid
+
+    from tests.recording import stored_outcomes
+
+    import kalibr
+    from kalibr_dspy import decisions_of
+
+    router = RecordingRouter("dspy_cache", sandbox_paths(sandbox), store="memory:", score_when=lambda _: 0.5)
+    lm = router.as_dspy(cache=True)  # the user turned DSPy's cache back on
+    question = f"What is 2 + 3? ({uuid.uuid4().hex})"  # never asked before, in this or another test's cache
+    predict = dspy.Predict("question -> answer")
+    with dspy.context(lm=lm):
+        first = predict(question=question)
+        router.report(score=0.9)
+        second = predict(question=question)  # the same call again: DSPy answers it from its cache
+    ((_, made),) = decisions_of(first)
+    assert decisions_of(second) == [] and lm.history[-1]["response"].id == made  # no phantom decision
+    with pytest.raises(kalibr.UserError, match="answered from the framework's cache"):
+        router.report(score=0.1)  # meant for the cached answer: it must not replace the first run's outcome
+    assert [(o.trace_id, o.score, o.source) for o in stored_outcomes(router)] == [(made, 0.9, "explicit")]
+
+
+def test_after_asyncify_report_never_lands_on_an_earlier_call(lm: Any, router: RecordingRouter) -> None:
+    import kalibr
+    from kalibr_dspy import report
+
+    earlier = router.completion("asked before the event loop started")
+
+    async def main() -> Any:  # DSPy's docs' asyncify, in a task whose context holds the earlier call
+        with dspy.context(lm=lm):
+            prediction = await dspy.asyncify(dspy.Predict("question -> answer"))(question="What is 2 + 3?")
+        with pytest.raises(kalibr.UserError, match="no call to report"):
+            router.report(success=False)  # the program ran in a worker thread: only the prediction names its run
+        return prediction
+
+    prediction = asyncio.run(main())
+    assert report(prediction, success=False) == _history_ids(lm)
+    assert earlier.trace_id not in _explicit(router)

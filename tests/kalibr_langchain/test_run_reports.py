@@ -310,6 +310,48 @@ def test_a_parser_failure_fails_the_run_with_its_category(sandbox: SandboxServer
     )
 
 
+# --- retries and fallbacks: a step whose answer was thrown away -----------------------------------------------
+def _parses_on_second_try() -> RunnableLambda[str, str]:
+    attempts: list[str] = []
+
+    def strict_parse(text: str) -> str:
+        attempts.append(text)
+        if len(attempts) == 1:
+            raise OutputParserException("not the format asked for")
+        return text
+
+    return RunnableLambda(strict_parse)
+
+
+def test_a_retried_attempt_keeps_its_failure_and_the_answer_kept_gets_the_verdict(sandbox: SandboxServer) -> None:
+    router = _router(sandbox, success_when=lambda answer: True)
+    attempt = PROMPT | router.as_langchain() | StrOutputParser() | _parses_on_second_try()
+    chain = attempt.with_retry(retry_if_exception_type=(OutputParserException,), stop_after_attempt=2)
+    seen = Decisions()
+    chain.invoke({"topic": "otters"}, config={"callbacks": [seen]})
+    thrown_away, kept = seen.trace_ids
+    router.report(success=False, failure_category="user_unsatisfied")  # about the answer the user got
+    outcomes = {t: (o.success, o.failure_category) for t, o in stored_outcomes(router).items()}
+    assert outcomes == {thrown_away: (False, "malformed_output"), kept: (False, "user_unsatisfied")}
+
+
+def test_a_failed_kalibr_step_under_fallbacks_is_not_judged_on_the_fallbacks_answer(sandbox: SandboxServer) -> None:
+    from langchain_core.language_models import FakeListChatModel
+
+    router = _router(sandbox, success_when=lambda answer: True)
+
+    def strict_parse(text: str) -> str:
+        raise OutputParserException("not the format asked for")
+
+    primary = PROMPT | router.as_langchain() | StrOutputParser() | RunnableLambda(strict_parse)
+    backup = PROMPT | FakeListChatModel(responses=["a fact from the backup model"]) | StrOutputParser()
+    assert primary.with_fallbacks([backup]).invoke({"topic": "otters"}) == "a fact from the backup model"
+    (outcome,) = stored_outcomes(router).values()
+    assert (outcome.success, outcome.failure_category) == (False, "malformed_output")
+    with pytest.raises(kalibr.UserError, match="no call to report"):
+        router.report(success=True)  # the run's answer is the backup model's: nothing of this router's to report
+
+
 # --- repeated reports, failures, errors while reporting ------------------------------------------------------
 def test_a_second_report_after_a_chain_replaces_the_first_entirely(sandbox: SandboxServer) -> None:
     router = _router(sandbox)

@@ -31,7 +31,7 @@ from kalibr.policies.base import PolicyConfig
 from kalibr.providers import base as provider_io
 from kalibr.providers.base import ProviderRequest, ProviderResponse, StreamChunk
 from kalibr.providers.registry import resolve
-from kalibr.runs import ensure_scope, next_sequence, run_targets
+from kalibr.runs import ensure_scope, next_sequence, owns_scope, run_targets
 from kalibr.stores.base import OutcomeChanges
 
 if TYPE_CHECKING:
@@ -527,7 +527,9 @@ class Router:
             )
 
     def _report_targets(self) -> list[str]:
-        last = self._last_trace.get()
+        # A direct call opens its thread's or task's scope; without one of its own, the last call the context
+        # holds was made elsewhere (a task or thread inherits its creator's context) and is not this one's.
+        last = self._last_trace.get() if owns_scope() else None
         direct_sequence, direct_trace = last if last is not None else (0, None)
         from_run = run_targets(self, direct_sequence)
         if from_run is not None:

@@ -21,8 +21,13 @@ Usage (an adapter)::
     tracker.record(run_id, router, trace_id)     # a decision was made while run_id was the innermost call
     run = tracker.end(run_id)                    # a root's end returns its Run (None for any other call)
     run.judge(final_output)                      # each router's judge once, its verdict to all its decisions
-    run.fail(error)                              # or, when the run raised: its decisions failed if the error
-                                                 # blames what a model answered (``blames_output``)
+    run = tracker.end(run_id, error)             # or, when the call raised:
+    run.fail(error)                              # a root's decisions failed if the error blames what a model
+                                                 # answered (``blames_output``)
+
+A step that raised such an error while the run went on (the framework caught it: a retry, a fallback) had its
+answer thrown away for being wrong: ``end(step_id, error)`` reports the decisions made inside that step failed at
+once, and takes them out of the run, so neither the run's verdict nor a ``report()`` after it lands on them.
 """
 
 from __future__ import annotations
@@ -169,11 +174,24 @@ class _RootState:
     batch: int  # the shared window it started in (0: none); runs of one window count as concurrent
     decisions: list[tuple[Router, str]] = field(default_factory=list)
     ended: int = 0  # the sequence number of its end; 0 while it runs
+    cached: list[Router] = field(default_factory=list)  # routers whose calls the framework's cache answered
+
+    def used(self, router: Router) -> bool:
+        return any(r is router for r, _ in self.decisions) or any(r is router for r in self.cached)
 
     def overlaps(self, other: _RootState) -> bool:
         if self.batch and self.batch == other.batch:
             return True
         return self.started < other.ended and other.started < self.ended
+
+
+@dataclass(eq=False, slots=True)
+class _StepState:
+    """An open call below a root: its parent, and the decisions made inside it (its own steps' included once
+    they end), so a step that fails can take exactly its decisions out of the run."""
+
+    parent_id: Hashable
+    decisions: list[tuple[Router, str]] = field(default_factory=list)
 
 
 @dataclass(eq=False, slots=True)
@@ -199,6 +217,13 @@ def _own_scope() -> _Scope:
         scope = _Scope(owner, scope)
         _scope.set(scope)
     return scope
+
+
+def owns_scope() -> bool:
+    """Whether the current thread or asyncio task has opened its own run scope (every direct router call
+    does): a context it merely inherited from the thread or task that created it holds that one's scope."""
+    scope = _scope.get()
+    return scope is not None and scope.owner == _owner()
 
 
 def ensure_scope() -> None:
@@ -228,6 +253,7 @@ class RunTracker:
 
     def __init__(self) -> None:
         self._roots: OrderedDict[Hashable, _RootState] = OrderedDict()  # every open run -> the root it is under
+        self._steps: dict[Hashable, _StepState] = {}  # every open run below a root
 
     def start(self, run_id: Hashable, parent_id: Hashable | None) -> None:
         """A framework call began; ``parent_id`` None (or not a run of this tracker) makes it a root.
@@ -245,9 +271,12 @@ class RunTracker:
                 while scope is not None:
                     scope.roots.append(root)
                     scope = scope.parent
+            else:
+                self._steps[run_id] = _StepState(parent_id)
             self._roots[run_id] = root
             if len(self._roots) > _MAX_OPEN_RUNS:
-                self._roots.popitem(last=False)
+                forgotten, _ = self._roots.popitem(last=False)
+                self._steps.pop(forgotten, None)
 
     def record(self, run_id: Hashable | None, router: Router, trace_id: str) -> None:
         """A decision of ``router`` was made while ``run_id`` was the innermost framework call."""
@@ -257,16 +286,58 @@ class RunTracker:
             root = self._roots.get(run_id)
             if root is not None:
                 root.decisions.append((router, trace_id))
+                step = self._steps.get(run_id)
+                if step is not None:
+                    step.decisions.append((router, trace_id))
 
-    def end(self, run_id: Hashable) -> Run | None:
-        """The call ended (or failed). A root's end returns its ``Run`` and publishes it to its caller scope;
-        any other call's end returns None (its decisions stay with the root)."""
+    def record_cached(self, run_id: Hashable | None, router: Router) -> None:
+        """A call to ``router`` made while ``run_id`` was the innermost framework call was answered by the
+        framework's own cache: no decision made that answer, so ``report()`` after the run must not land on an
+        earlier run's decisions (it raises instead, naming the fix)."""
+        if run_id is None:
+            return
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is not None:
+                root.cached.append(router)
+
+    def end(self, run_id: Hashable, error: BaseException | None = None) -> Run | None:
+        """The call ended, or failed with ``error``. A root's end returns its ``Run`` and publishes it to its
+        caller scope; any other call's end returns None (its decisions stay with the root).
+
+        A step (not a root) that failed with an error blaming what a model answered (``blames_output``) takes its
+        decisions out of the run and reports them failed with that category: the framework threw that answer away
+        (a retry, a fallback), so the run's verdict is not about it. If the error reaches the root, the root's
+        failure does not report them a second time.
+        """
         with _lock:
             root = self._roots.pop(run_id, None)
-            if root is None or root.run_id != run_id:
+            if root is None:
                 return None
-            root.ended = next_sequence()
-            return Run(run_id, tuple(root.decisions))
+            if root.run_id == run_id:
+                root.ended = next_sequence()
+                return Run(run_id, tuple(root.decisions))
+            thrown_away = self._step_ended(run_id, root, error)
+        if thrown_away and error is not None:
+            Run(run_id, thrown_away).fail(error)
+        return None
+
+    def _step_ended(
+        self, run_id: Hashable, root: _RootState, error: BaseException | None
+    ) -> tuple[tuple[Router, str], ...]:
+        """Pass a finished step's decisions on to its parent step, or, when its error blames the answer, take
+        them out of the run and return them (call holding ``_lock``)."""
+        step = self._steps.pop(run_id, None)
+        if step is None or not step.decisions:
+            return ()
+        if error is None or blames_output(error) is None:
+            parent = self._steps.get(step.parent_id)
+            if parent is not None:
+                parent.decisions.extend(step.decisions)
+            return ()
+        thrown_away = {trace_id for _, trace_id in step.decisions}
+        root.decisions[:] = [decision for decision in root.decisions if decision[1] not in thrown_away]
+        return tuple(step.decisions)
 
     def root_of(self, run_id: Hashable) -> Hashable | None:
         """The root run ``run_id`` is under, or None when it is not an open run of this tracker."""
@@ -325,7 +396,7 @@ def run_targets(router: Router, direct_sequence: int) -> list[str] | None:
             "report() without a trace_id while a run is still going: report after the chain, query or agent "
             "returns, or pass trace_id= (each message or response carries kalibr_trace_id)"
         )
-    mine = [root for root in roots if root.ended > direct_sequence and any(r is router for r, _ in root.decisions)]
+    mine = [root for root in roots if root.ended > direct_sequence and root.used(router)]
     if not mine:
         return None
     last = max(mine, key=lambda root: root.ended)
@@ -336,4 +407,11 @@ def run_targets(router: Router, direct_sequence: int) -> list[str] | None:
             f"{router!r}. Pass trace_id= (each message or response carries kalibr_trace_id), report each answer "
             "with the adapter's llm.report(message_or_output, ...), or call report() inside each item"
         )
-    return [trace_id for owner, trace_id in last.decisions if owner is router]
+    targets = [trace_id for owner, trace_id in last.decisions if owner is router]
+    if not targets:
+        raise UserError(
+            f"report() without a trace_id after a run whose calls of {router!r} were all answered from the "
+            "framework's cache: no routed call made that answer. Pass trace_id= of the call that first made it, "
+            "or turn the framework's cache off for this model"
+        )
+    return targets

@@ -61,6 +61,7 @@ _lock = threading.Lock()
 # started in (a copy of) the caller's context and inside one shared window, so report() afterwards sees a batch.
 _containers: dict[str, tuple[contextvars.Context, contextlib.AbstractContextManager[None]]] = {}
 _wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # Evaluate or compile call id -> (its object, its own metric)
+_unrouted: dict[str, Router] = {}  # LM calls of a Kalibr LM that have not reached the router yet
 _warned = False
 
 
@@ -88,7 +89,7 @@ def routed_completion(router: Router, messages: list[dict[str, Any]], params: di
         completion = contextvars.copy_context().run(lambda: router.completion(messages, evaluate=False, **params))
     else:
         completion = router.completion(messages, **params)
-    _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)
+    _routed(router, completion)
     return completion
 
 
@@ -98,8 +99,25 @@ async def arouted_completion(router: Router, messages: list[dict[str, Any]], par
         completion = await asyncio.create_task(router.acompletion(messages, evaluate=False, **params))
     else:
         completion = await router.acompletion(messages, **params)
-    _tracker.record(ACTIVE_CALL_ID.get(), router, completion.trace_id)
+    _routed(router, completion)
     return completion
+
+
+def _routed(router: Router, completion: Completion) -> None:
+    call_id = ACTIVE_CALL_ID.get()
+    if call_id is not None:
+        with _lock:
+            _unrouted.pop(call_id, None)
+    _tracker.record(call_id, router, completion.trace_id)
+
+
+def _router_of(lm: Any) -> Router | None:
+    """The router behind a Kalibr LM (the engine's on DSPy 3.4+, the legacy LM's own), else None."""
+    for holder in (lm, getattr(lm, "engine", None)):
+        router = getattr(holder, "router", None)
+        if isinstance(router, Router):
+            return router
+    return None
 
 
 def decisions_of(prediction: Any) -> Decisions:
@@ -210,8 +228,16 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._start(call_id)
+        router = _router_of(instance)
+        if router is not None:
+            with _lock:
+                _unrouted[call_id] = router
 
     def on_lm_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
+        with _lock:
+            cached = _unrouted.pop(call_id, None)
+        if cached is not None and exception is None:  # answered without reaching the router: DSPy's cache
+            _tracker.record_cached(call_id, cached)
         self._end(call_id, outputs, exception)
 
     def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
@@ -230,7 +256,7 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
             container[0].copy().run(_tracker.start, call_id, None)
 
     def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> None:
-        run = _tracker.end(call_id)
+        run = _tracker.end(call_id, exception)
         if run is None or not run.decisions:
             return
         if exception is not None:

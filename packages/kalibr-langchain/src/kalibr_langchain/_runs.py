@@ -141,7 +141,7 @@ class _RunHandler(RunFollower):
         run.judge(judged_output(output))
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
-        run = tracker.end(run_id)
+        run = tracker.end(run_id, error)  # a step's error blaming its answer fails that step's decisions
         if run is not None:
             run.fail(error)
 

@@ -130,9 +130,9 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         _tracker.start(id_, parent_span_id)
         return None  # no span objects kept: the tracker holds what we need
 
-    def _end(self, id_: str) -> tuple[Run | None, bool]:
+    def _end(self, id_: str, err: BaseException | None = None) -> tuple[Run | None, bool]:
         """The span's run if it was a root, and whether the router already judged it (a bare LLM call)."""
-        run = _tracker.end(id_)
+        run = _tracker.end(id_, err)
         with _lock:
             judged = id_ in _judged_by_router
             _judged_by_router.discard(id_)
@@ -161,7 +161,7 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         err: BaseException | None = None,
         **kwargs: Any,
     ) -> SimpleSpan | None:
-        run, _ = self._end(id_)
+        run, _ = self._end(id_, err)
         if run is not None and err is not None:
             run.fail(err)
         return None
