@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import kalibr
 from kalibr._exceptions import UserError
 from kalibr.cli.replay import replay as replay_command
 from kalibr.context import SentenceEmbedding, auto_featurizer, lexical_features, prompt_text
+from kalibr.intelligence.engine import Engine
 from kalibr.policies import ArmState, PolicyConfig, default_policy
 from kalibr.policies.contextual import PromptClusters
 from kalibr.replay import (
@@ -26,6 +29,7 @@ from kalibr.replay import (
     to_json,
     with_features,
 )
+from kalibr.stores.memory import MemoryStore
 
 MATHS = "Compute 17 * 23 + 4 = ? Show the arithmetic: {n} + {m}"
 CODE = "```python\ndef solve(items):\n    return sorted(items)  # {n} {m}\n```\nFix this function."
@@ -143,6 +147,49 @@ def test_a_path_that_breaks_is_left_in_every_cluster() -> None:
         after = [pick for k, pick in late if k == kind]
         assert sum(pick == 0 for pick in after) < 0.1 * len(after), kind
         assert sum(pick == 1 + kind for pick in after) > 0.6 * len(after), kind
+
+
+def test_an_engine_decides_a_prompt_as_without_it_until_its_prompts_show_signal() -> None:
+    paths = (kalibr.Path("model-a"), kalibr.Path("model-b"), kalibr.Path("model-c"))
+    # No re-reads of the store during the test: both engines see only their own outcomes.
+    with_prompts, without = (Engine(MemoryStore(), seed=3, write_behind=False, refresh_interval=3_600.0) for _ in "ab")
+    world = np.random.default_rng(0)
+
+    def report(engine: Engine, decision: kalibr.Decision, rate: float, coin: float) -> None:
+        score = float(coin < rate)
+        engine.report(kalibr.Outcome(decision.trace_id, "g", decision.path_id, score, model=decision.model))
+
+    def choice(decision: kalibr.Decision) -> tuple[str, bool, str]:
+        return decision.path_id, decision.exploration, decision.reason
+
+    for step in range(400):  # two kinds of prompt, the same rates on both: no signal
+        kind, coin = step % 2, world.random()
+        prompted = with_prompts.decide_for_prompt("g", paths, np.eye(4)[kind], high_risk=step % 7 == 0)
+        plain = without.decide("g", paths, high_risk=step % 7 == 0)
+        assert choice(prompted) == choice(plain)
+        rate = (0.7, 0.55, 0.4)[paths.index(prompted.path)]
+        report(with_prompts, prompted, rate, coin)
+        report(without, plain, rate, coin)
+    clusters = with_prompts._clusters["g"]
+    assert clusters.pooling == math.inf and clusters.clusters == 2
+    with_prompts.decide_for_prompt("g", paths, np.eye(4)[0])
+    view = with_prompts._views["g"]
+    with_prompts.decide_for_prompt("g", paths, np.eye(4)[1])
+    assert with_prompts._views["g"] is view  # decide's view serves every prompt: none prepares a choice of its own
+
+    for step in range(2_000):  # now model-a serves kind 0 and model-b kind 1
+        kind = step % 2
+        decision = with_prompts.decide_for_prompt("g", paths, np.eye(4)[kind])
+        report(with_prompts, decision, 0.9 if paths.index(decision.path) == kind else 0.1, world.random())
+        if clusters.pooling < math.inf and step > 200:
+            break
+    assert clusters.pooling < math.inf
+    views = {}
+    for kind in (0, 1):
+        decision = with_prompts.decide_for_prompt("g", paths, np.eye(4)[kind])
+        views[kind] = with_prompts._cluster_of[decision.trace_id][1].means
+    assert views[0][paths[0].path_id] > views[0][paths[1].path_id]
+    assert views[1][paths[1].path_id] > views[1][paths[0].path_id]
 
 
 def test_clusters_are_seeded_by_distinct_prompts_and_keep_them_apart() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 import weakref
@@ -88,6 +89,8 @@ class _GoalView:
 
     paths: Sequence[Path]
     enabled: Sequence[Path]
+    arms: tuple[ArmState, ...]  # the enabled paths' arms and the goal's priors the chooser was built from
+    priors: Sequence[tuple[float, float]] | None
     chooser: _Chooser
     explore_on_high_risk: bool
     fresh_until: float
@@ -182,9 +185,10 @@ class Engine:
         """The goal's view for ``paths``, rebuilt from the cached arms (read from the store when due)."""
         check_goal(goal)
         with self._lock:
-            enabled, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
+            enabled, listed = self._enabled(goal, paths, self._arms_for(goal, paths, now))
+            arms = tuple(listed)
             config = self._config(goal)
-            priors, cost_priors = self._priors(goal, enabled, arms, now)
+            priors, cost_priors = self._priors(goal, enabled, listed, now)
             prepare = getattr(self.policy, "prepare", None)
             chooser: _Chooser = (
                 prepare(arms, config=config, priors=priors, cost_priors=cost_priors)
@@ -198,7 +202,7 @@ class Engine:
                 # view is not rebuilt meanwhile, so only the writer's re-read (or a flush) can show a change.
                 self._due[goal] = paths
                 fresh_until = now + self._flush_interval
-            view = _GoalView(paths, enabled, chooser, config.exploration_on_high_risk, fresh_until)
+            view = _GoalView(paths, enabled, arms, priors, chooser, config.exploration_on_high_risk, fresh_until)
             self._views[goal] = view
         return view
 
@@ -207,21 +211,38 @@ class Engine:
     ) -> Decision:
         """``decide`` for a prompt (``Router(context=...)``): the policy chooses over the goal's arm states with the
         priors of the prompt's cluster (``kalibr.policies.contextual``). Features and clusters stay in this
-        process's memory; the store sees the decision and its outcome as usual."""
+        process's memory; the store sees the decision and its outcome as usual.
+
+        While the goal's prompts show no signal (pooling is full) the prompt's view is the goal's own, so the choice
+        is ``decide``'s, made by the same cached view: the same draws, without preparing a choice per prompt."""
         check_goal(goal)
         now = time.time()
         with self._lock:
-            paths, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
-            config = self._config(goal)
-            clusters = self._clusters.setdefault(goal, PromptClusters())
-            prompt = clusters.assign(features)
-            goal_priors, cost_priors = self._priors(goal, paths, arms, now)
-            priors = clusters.priors(prompt, arms, goal_priors)
-            explore = not high_risk or config.exploration_on_high_risk
-            choice = self.policy.choose(
-                arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore, cost_priors=cost_priors
-            )
-            decision = made_decision(goal, paths[choice.index], choice, now)
+            clusters = self._clusters.get(goal)
+            if clusters is None:
+                clusters = self._clusters[goal] = PromptClusters()
+            if clusters.pooling == math.inf:
+                # The view holds what _arms_for, _enabled, _config and _priors would return now: every change to
+                # them drops it, and it is rebuilt once due. (While the writer's re-read is due, decide keeps the
+                # view for a flush interval; so does this, as decide would.)
+                view = self._views.get(goal)
+                if view is None or view.paths is not paths or now > view.fresh_until:
+                    view = self._view(goal, paths, now)
+                prompt = clusters.assign(features)
+                prompt.goal_view = (view.arms, view.priors)  # what clusters.priors keeps while pooling is full
+                enabled = view.enabled
+                choice = view.chooser.choose(self._rng, now, not high_risk or view.explore_on_high_risk)
+            else:
+                enabled, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
+                config = self._config(goal)
+                prompt = clusters.assign(features)
+                goal_priors, cost_priors = self._priors(goal, enabled, arms, now)
+                priors = clusters.priors(prompt, arms, goal_priors)
+                explore = not high_risk or config.exploration_on_high_risk
+                choice = self.policy.choose(
+                    arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore, cost_priors=cost_priors
+                )
+            decision = made_decision(goal, enabled[choice.index], choice, now)
             self._cluster_of[decision.trace_id] = (goal, prompt)
             if len(self._cluster_of) > _RECENT_OUTCOMES:
                 self._cluster_of.popitem(last=False)
