@@ -97,6 +97,21 @@ class _GoalView:
 
 
 @dataclass(frozen=True, slots=True)
+class _GoalState:
+    """What a view is built from: a goal's enabled paths for ``paths``, their arms, its config and priors. The
+    prompt-aware decide, whose choice is per prompt, keeps one per goal while its prompts show signal; it is
+    dropped with the goal's view, so it too holds what the cache holds now."""
+
+    paths: Sequence[Path]
+    enabled: Sequence[Path]
+    arms: tuple[ArmState, ...]
+    config: PolicyConfig
+    priors: Sequence[tuple[float, float]] | None
+    cost_priors: Sequence[float | None] | None
+    fresh_until: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Applied:
     """What the engine remembers of an outcome it applied: enough to let an explicit report override it."""
 
@@ -145,6 +160,7 @@ class Engine:
         self._clusters: dict[str, PromptClusters] = {}  # prompt-aware goals (Router(context=...)), in memory only
         self._cluster_of: OrderedDict[str, tuple[str, PromptHandle]] = OrderedDict()  # trace id -> (goal, prompt)
         self._views: dict[str, _GoalView] = {}
+        self._states: dict[str, _GoalState] = {}  # prompt-aware goals whose prompts show signal (decide_for_prompt)
         # Appended without a lock (deque appends are atomic); the writer drains it after taking the outcomes, so
         # every queued outcome's decision is written with it or before it.
         self._pending_decisions: deque[Decision] = deque()
@@ -183,28 +199,41 @@ class Engine:
 
     def _view(self, goal: str, paths: Sequence[Path], now: float) -> _GoalView:
         """The goal's view for ``paths``, rebuilt from the cached arms (read from the store when due)."""
-        check_goal(goal)
         with self._lock:
-            enabled, listed = self._enabled(goal, paths, self._arms_for(goal, paths, now))
-            arms = tuple(listed)
-            config = self._config(goal)
-            priors, cost_priors = self._priors(goal, enabled, listed, now)
+            state = self._state(goal, paths, now)
+            arms, config, priors, cost_priors = state.arms, state.config, state.priors, state.cost_priors
             prepare = getattr(self.policy, "prepare", None)
             chooser: _Chooser = (
                 prepare(arms, config=config, priors=priors, cost_priors=cost_priors)
                 if prepare is not None
                 else _Unprepared(self.policy, arms, config, priors, cost_priors)
             )
-            fresh_until = min(self._loaded_at.get(goal, now), self._prior_cache[goal][0]) + self._refresh_interval
-            if fresh_until <= now and self._flusher is not None:
-                # The writer re-reads the goal (it is due) and drops this view then; until it does, rebuilding
-                # the view from the same arms on every decide would only cost time. Due even when just read: the
-                # view is not rebuilt meanwhile, so only the writer's re-read (or a flush) can show a change.
-                self._due[goal] = paths
-                fresh_until = now + self._flush_interval
-            view = _GoalView(paths, enabled, arms, priors, chooser, config.exploration_on_high_risk, fresh_until)
+            view = _GoalView(
+                paths, state.enabled, arms, priors, chooser, config.exploration_on_high_risk, state.fresh_until
+            )
             self._views[goal] = view
         return view
+
+    def _state(self, goal: str, paths: Sequence[Path], now: float) -> _GoalState:
+        """The goal's state for ``paths`` from the cached arms (read from the store when due); the caller holds
+        ``_lock``."""
+        check_goal(goal)
+        enabled, listed = self._enabled(goal, paths, self._arms_for(goal, paths, now))
+        config = self._config(goal)
+        priors, cost_priors = self._priors(goal, enabled, listed, now)
+        fresh_until = min(self._loaded_at.get(goal, now), self._prior_cache[goal][0]) + self._refresh_interval
+        if fresh_until <= now and self._flusher is not None:
+            # The writer re-reads the goal (it is due) and drops this view then; until it does, rebuilding
+            # the view from the same arms on every decide would only cost time. Due even when just read: the
+            # view is not rebuilt meanwhile, so only the writer's re-read (or a flush) can show a change.
+            self._due[goal] = paths
+            fresh_until = now + self._flush_interval
+        return _GoalState(paths, enabled, tuple(listed), config, priors, cost_priors, fresh_until)
+
+    def _drop_view(self, goal: str) -> None:
+        """Forget the goal's view and state (the caller holds ``_lock``): its arms, config or paths changed."""
+        self._views.pop(goal, None)
+        self._states.pop(goal, None)
 
     def decide_for_prompt(
         self, goal: str, paths: Sequence[Path], features: np.ndarray, *, high_risk: bool = False
@@ -232,15 +261,23 @@ class Engine:
                 prompt.goal_view = (view.arms, view.priors)  # what clusters.priors keeps while pooling is full
                 enabled = view.enabled
                 choice = view.chooser.choose(self._rng, now, not high_risk or view.explore_on_high_risk)
-            else:
-                enabled, arms = self._enabled(goal, paths, self._arms_for(goal, paths, now))
-                config = self._config(goal)
+            else:  # the same arms and priors, kept like the view (and dropped with it), as a prompt's view reads
+                state = self._states.get(goal)
+                if state is None or state.paths is not paths or now > state.fresh_until:
+                    state = self._states[goal] = self._state(goal, paths, now)
                 prompt = clusters.assign(features)
-                goal_priors, cost_priors = self._priors(goal, enabled, arms, now)
-                priors = clusters.priors(prompt, arms, goal_priors)
+                arms, config = state.arms, state.config
+                priors = clusters.priors(prompt, arms, state.priors)
                 explore = not high_risk or config.exploration_on_high_risk
+                enabled = state.enabled
                 choice = self.policy.choose(
-                    arms, config=config, rng=self._rng, now=now, priors=priors, explore=explore, cost_priors=cost_priors
+                    arms,
+                    config=config,
+                    rng=self._rng,
+                    now=now,
+                    priors=priors,
+                    explore=explore,
+                    cost_priors=state.cost_priors,
                 )
             decision = made_decision(goal, enabled[choice.index], choice, now)
             self._cluster_of[decision.trace_id] = (goal, prompt)
@@ -296,7 +333,7 @@ class Engine:
             self._disabled_at[goal] = now  # a failure too: one attempt per interval
             if disabled != self._disabled.get(goal, frozenset()):
                 self._disabled[goal] = disabled
-                self._views.pop(goal, None)  # the next decide leaves the newly disabled paths out too
+                self._drop_view(goal)  # the next decide leaves the newly disabled paths out too
         return disabled
 
     def _stored_disabled(self, goal: str) -> frozenset[str]:
@@ -344,7 +381,7 @@ class Engine:
             if path_id in arms:
                 arms[path_id] = step(arms[path_id])
         self._arms[goal] = arms
-        self._views.pop(goal, None)
+        self._drop_view(goal)
         if config is not None:
             self._configs[goal] = config
         if disabled != self._disabled.get(goal, frozenset()):
@@ -406,6 +443,7 @@ class Engine:
         with self._lock:
             self._configs.clear()
             self._views.clear()
+            self._states.clear()
             self._config_changes += 1
 
     # --- learning ---------------------------------------------------------------------------------------
@@ -450,7 +488,7 @@ class Engine:
         if outcome.path_id in arms:
             before = arms[outcome.path_id]
             after = arms[outcome.path_id] = step(before)
-            self._views.pop(outcome.goal, None)
+            self._drop_view(outcome.goal)
             if prompt_cluster is not None:
                 goal, prompt = prompt_cluster
                 self._clusters[goal].learn(prompt, before, after, outcome.score)
@@ -479,7 +517,7 @@ class Engine:
         arms = self._arms.get(previous.goal, {})
         if previous.path_id in arms:
             arms[previous.path_id] = self._adjuster(arms[previous.path_id], previous.score, outcome.score)
-            self._views.pop(previous.goal, None)
+            self._drop_view(previous.goal)
 
     def update_outcome(self, trace_id: str, goal: str, changes: OutcomeChanges) -> list[str]:
         self.flush()
@@ -488,7 +526,7 @@ class Engine:
             raise OutcomeNotFound(f"no outcome with trace_id {trace_id!r} for goal {goal!r}: report it first")
         with self._lock:
             self._loaded_at.pop(record.goal, None)  # the corrected arm is re-read after the next decide
-            self._views.pop(record.goal, None)
+            self._drop_view(record.goal)
             if trace_id in self._applied:
                 self._applied[trace_id] = _Applied(record.goal, record.path_id, record.score, "update")
         return changes.fields()
@@ -584,7 +622,7 @@ class Engine:
         with self._lock:
             for outcome in earlier:
                 self._loaded_at.pop(outcome.goal, None)
-                self._views.pop(outcome.goal, None)
+                self._drop_view(outcome.goal)
         return [(outcome.trace_id, _replacement(outcome)) for outcome in earlier]
 
     def _write_replacement(self, trace_id: str, changes: OutcomeChanges) -> None:
