@@ -172,12 +172,12 @@ class PromptClusters:
             )
         used = self._used
         similarity = self._centroids[:used] @ unit
-        if used < self.max_clusters and (used == 0 or float(similarity.max()) < 1.0 - 1e-9):
+        index = int(similarity.argmax()) if used else 0  # the nearest, the first on a tie
+        if used < self.max_clusters and (used == 0 or float(similarity[index]) < 1.0 - 1e-9):
             self._centroids[used] = unit
             self._sizes[used] = 1.0
             self._used = used + 1
             return used
-        index = int(np.argmax(similarity))
         self._sizes[index] += 1.0
         centroid = self._centroids[index] + (unit - self._centroids[index]) / self._sizes[index]
         self._centroids[index] = centroid / max(math.sqrt(centroid @ centroid), 1e-12)

@@ -533,8 +533,10 @@ def _probability_best(
     index: int, best: int, means: Sequence[float], alpha: Sequence[float], beta: Sequence[float]
 ) -> float:
     """Approximate P(chosen arm beats its strongest rival), from the normal approximation of both posteriors."""
-    if index == best:
-        best = max((i for i in range(len(means)) if i != index), key=means.__getitem__)
+    if index == best:  # the strongest other arm, the first on a tie
+        others = [*means[:index], *means[index + 1 :]]
+        rival = others.index(max(others))
+        best = rival if rival < index else rival + 1
     z = (means[index] - means[best]) / math.sqrt(_variance(alpha, beta, index) + _variance(alpha, beta, best))
     return 1.0 / (1.0 + math.exp(-1.702 * z))  # logistic approximation of the normal CDF
 
