@@ -39,7 +39,7 @@ import itertools
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -338,6 +338,32 @@ class RunTracker:
         thrown_away = {trace_id for _, trace_id in step.decisions}
         root.decisions[:] = [decision for decision in root.decisions if decision[1] not in thrown_away]
         return tuple(step.decisions)
+
+    def decisions_in(self, run_id: Hashable) -> tuple[tuple[Router, str], ...]:
+        """The decisions made so far inside the open call ``run_id`` (its ended steps' included); none when it is
+        not an open call of this tracker. An adapter reads a step's before ending it, to know what it made."""
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is None:
+                return ()
+            step = self._steps.get(run_id)
+            return tuple(root.decisions if step is None else step.decisions)
+
+    def set_aside(self, run_id: Hashable, trace_ids: Collection[str]) -> None:
+        """Take the decisions ``trace_ids`` out of the run the open call ``run_id`` is under: the framework threw
+        their answers away (``dspy.BestOfN`` keeps one attempt), so neither the run's verdict nor a ``report()``
+        after it lands on them. Their own outcome is the adapter's to report (the framework's judgement of each)."""
+        if not trace_ids:
+            return
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is None:
+                return
+            root.decisions[:] = [decision for decision in root.decisions if decision[1] not in trace_ids]
+            step = self._steps.get(run_id)
+            while step is not None:  # the open steps up to the root (an ended step passed its decisions on)
+                step.decisions[:] = [decision for decision in step.decisions if decision[1] not in trace_ids]
+                step = self._steps.get(step.parent_id)
 
     def root_of(self, run_id: Hashable) -> Hashable | None:
         """The root run ``run_id`` is under, or None when it is not an open run of this tracker."""
