@@ -51,7 +51,7 @@ def judged_output(output: Any) -> Any:
     message (the last of a graph state's ``messages``), else the output itself (a parsed object, a string)."""
     if isinstance(output, Mapping) and isinstance(messages := output.get("messages"), Sequence) and messages:
         last = messages[-1]
-        if isinstance(last, AIMessage):
+        if isinstance(last, BaseMessage):  # a graph node's update too: a tool node's ToolMessage
             return judged_output(last)
     if isinstance(output, AIMessage):
         return list(output.tool_calls) if output.tool_calls else output.text
@@ -120,7 +120,10 @@ class _RunHandler(RunFollower):
         self._ended(run_id, outputs)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
-        tracker.end(run_id)  # a model called on its own: ChatKalibr judged its answer, which carries its trace id
+        # A model called on its own: ChatKalibr judged its answer. As a step, its answer is one router's part.
+        generations = response.generations[0] if response.generations else []
+        message = getattr(generations[0], "message", None) if len(generations) == 1 else None
+        tracker.end(run_id, output=None if message is None else judged_output(message))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         self._ended(run_id, output)
@@ -134,11 +137,12 @@ class _RunHandler(RunFollower):
     on_llm_error = on_tool_error = on_retriever_error = on_chain_error
 
     def _ended(self, run_id: UUID, output: Any) -> None:
-        run = tracker.end(run_id)
+        judged = judged_output(output)
+        run = tracker.end(run_id, output=judged)  # a step's is one router's part of the run, if only it was there
         if run is None or not run.decisions:
             return
         self._outputs.remember(output, run)
-        run.judge(judged_output(output))
+        run.judge(judged)
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
         run = tracker.end(run_id, error)  # a step's error blaming its answer fails that step's decisions
