@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pydantic
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
@@ -258,6 +259,34 @@ def test_the_readme_judge_passes_a_good_structured_answer(sandbox: SandboxServer
     assert company == Company(company="Apple") and seen == [company]  # the parsed object, judged once
     (outcome,) = stored_outcomes(router).values()
     assert (outcome.success, outcome.source) == (True, "run")
+
+
+class UpperCaseCompany(BaseModel):
+    """The company a text is about, in capitals (which the sandbox's answer is not)."""
+
+    company: str
+
+    @pydantic.field_validator("company")
+    @classmethod
+    def _upper_case(cls, name: str) -> str:
+        if name != name.upper():
+            raise ValueError("not in capitals")
+        return name
+
+
+def test_structured_output_with_include_raw_is_judged_on_the_parsed_object(sandbox: SandboxServer) -> None:
+    seen: list[Any] = []
+    router = _router(sandbox, success_when=lambda company: seen.append(company) is None and company.company != "")
+    question = "Apple makes the iPhone. Which company is this about?"
+    result = router.as_langchain().with_structured_output(Company, include_raw=True).invoke(question)
+    assert seen == [result["parsed"]]  # not the dict with the raw message
+    unparsed = router.as_langchain().with_structured_output(UpperCaseCompany, include_raw=True).invoke(question)
+    assert unparsed["parsed"] is None and len(seen) == 1  # the error LangChain returned: no judge, a failure
+    judged, failed = stored_outcomes(router).values()
+    assert (judged.success, judged.source) == (True, "run")
+    assert (failed.success, failed.failure_category) == (False, "validation_failed")
+    router.report(success=True, reason="the raw answer was fine")  # the user's word on the last run replaces it
+    assert stored_outcomes(router)[failed.trace_id].source == "explicit"
 
 
 def test_a_tool_call_turn_is_judged_on_its_tool_calls(sandbox: SandboxServer) -> None:

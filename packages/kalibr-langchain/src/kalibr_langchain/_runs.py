@@ -46,9 +46,23 @@ def current_llm_run() -> UUID | None:
     return run_id if run_id is not None and tracker.root_of(run_id) is not None else None
 
 
+_RAW_KEYS = frozenset({"raw", "parsed", "parsing_error"})
+
+
+def _parsing_error(output: Any) -> BaseException | None:
+    """The parsing error ``with_structured_output(..., include_raw=True)`` caught and returned, else None."""
+    if isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage):
+        error = output["parsing_error"]
+        return error if isinstance(error, BaseException) else None
+    return None
+
+
 def judged_output(output: Any) -> Any:
     """What a judge sees of a run's output: a message's tool calls (a tool-call turn) or text, an agent's final
-    message (the last of a graph state's ``messages``), else the output itself (a parsed object, a string)."""
+    message (the last of a graph state's ``messages``), the parsed object of ``with_structured_output(...,
+    include_raw=True)``, else the output itself (a parsed object, a string)."""
+    if isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage):
+        return output["parsed"]
     if isinstance(output, Mapping) and isinstance(messages := output.get("messages"), Sequence) and messages:
         last = messages[-1]
         if isinstance(last, BaseMessage):  # a graph node's update too: a tool node's ToolMessage
@@ -142,7 +156,11 @@ class _RunHandler(RunFollower):
         if run is None or not run.decisions:
             return
         self._outputs.remember(output, run)
-        run.judge(judged)
+        error = _parsing_error(output)
+        if error is None:
+            run.judge(judged)
+        else:  # include_raw=True returned the parser's error instead of raising it: the run failed on its answer
+            run.fail(error)
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
         run = tracker.end(run_id, error)  # a step's error blaming its answer fails that step's decisions
