@@ -158,3 +158,21 @@ def test_best_of_n_keeps_one_attempt_the_others_are_judged_by_their_reward(
     before = len(router.reports)
     router.report(success=False)
     assert {(r.trace_id, r.success) for r in router.reports[before:]} == {(t, False) for t in kept}
+
+
+def test_an_attempt_whose_reward_raised_is_left_out_of_the_run_unjudged(sandbox: SandboxServer) -> None:
+    router = RecordingRouter("dspy_best_of", sandbox_paths(sandbox), store="memory:", success_when=lambda p: True)
+    attempts: list[dspy.Prediction] = []
+
+    def reward(inputs: dict[str, Any], prediction: dspy.Prediction) -> float:
+        attempts.append(prediction)
+        if len(attempts) == 1:
+            raise ValueError("the reward could not read this answer")  # BestOfN drops the attempt and goes on
+        return 1.0
+
+    with dspy.context(lm=router.as_dspy()):
+        program = dspy.BestOfN(dspy.Predict("question -> answer"), N=2, reward_fn=reward, threshold=1.0)
+        prediction = program(question="What is 2 + 3?")
+    assert prediction is attempts[1]
+    (kept,) = kalibr_dspy.decisions_of(prediction)
+    assert [(r.trace_id, r.source) for r in router.reports] == [(kept[1], "run")]  # nothing for the dropped one

@@ -221,7 +221,11 @@ def _rewarding(chooser: Any) -> None:
         return
 
     def reporting_reward(inputs: Any, prediction: Any, *args: Any, **kwargs: Any) -> Any:
-        value = reward_fn(inputs, prediction, *args, **kwargs)
+        try:
+            value = reward_fn(inputs, prediction, *args, **kwargs)
+        except Exception:  # the module drops that attempt: out of the run, unjudged
+            _report_reward(ACTIVE_CALL_ID.get(), prediction, None)
+            raise
         _report_reward(ACTIVE_CALL_ID.get(), prediction, value)  # the chooser's call is active while it rewards
         return value
 
@@ -235,6 +239,8 @@ def _report_reward(chooser_id: str | None, prediction: Any, value: Any) -> None:
         if attempt is None or attempt.prediction is not prediction:
             return
         attempt.rewarded = True
+    if value is None:
+        return
     try:
         attempt.score = score_of(value)
     except UserError:
