@@ -24,6 +24,8 @@ Usage (an adapter)::
     run = tracker.end(run_id, error)             # or, when the call raised:
     run.fail(error)                              # a root's decisions failed if the error blames what a model
                                                  # answered (``blames_output``)
+    tracker.end(step_id, output=step_output)     # a step's output: a router's own part when several share the run
+    tracker.set_aside(run_id, trace_ids)         # the framework threw those answers away (BestOfN's other attempts)
 
 A step that raised such an error while the run went on (the framework caught it: a retry, a fallback) had its
 answer thrown away for being wrong: ``end(step_id, error)`` reports the decisions made inside that step failed at
