@@ -501,3 +501,33 @@ def test_a_step_that_failed_on_its_answer_is_failed_once_and_left_out_of_its_run
     assert run is not None and run.trace_ids(router) == [kept]  # the caller's bug blames no answer: still a step
     run.fail(not_json)
     assert [r.trace_id for r in router.reports] == [thrown_away, kept]  # each failed once
+
+
+def test_with_two_routers_in_a_run_each_is_judged_on_the_outermost_step_that_is_all_its_own(
+    sandbox: SandboxServer,
+) -> None:
+    seen: dict[str, list[Any]] = {"mine": [], "theirs": []}
+    routers = {
+        goal: kalibr.Router(
+            goal, [{"model": "sandbox-mini", "base_url": sandbox.openai_base_url}], success_when=seen[goal].append
+        )
+        for goal in seen
+    }
+    tracker = RunTracker()
+    tracker.start("root", None)
+    tracker.start("branch", "root")  # holds both of "mine"'s steps, one inside a step of its own
+    tracker.start("inner", "branch")
+    _framework_call(tracker, routers["mine"], "mine-1", "inner")
+    tracker.end("inner", output="inner's output")
+    _framework_call(tracker, routers["mine"], "mine-2", "branch")
+    tracker.end("branch", output="branch's output")
+    for step in ("theirs-1", "theirs-2"):  # two sibling steps, no step of its own holds both
+        tracker.start(f"{step}-step", "root")
+        _framework_call(tracker, routers["theirs"], step, f"{step}-step")
+        tracker.end(f"{step}-step", output=f"{step}'s output")
+    run = tracker.end("root")
+    assert run is not None
+    for answers in seen.values():
+        answers.clear()  # each model step's answer was judged as the router answered
+    run.judge("the run's output")
+    assert seen == {"mine": ["branch's output"], "theirs": ["the run's output"]}

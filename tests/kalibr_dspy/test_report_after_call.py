@@ -10,6 +10,7 @@ import pytest
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import BaseModel
 
+import kalibr_dspy
 from kalibr.sandbox import SandboxServer
 
 from .conftest import DraftThenAnswer, RecordingRouter, sandbox_paths
@@ -133,3 +134,45 @@ def test_after_asyncify_report_never_lands_on_an_earlier_call(lm: Any, router: R
     prediction = asyncio.run(main())
     assert report(prediction, success=False) == _history_ids(lm)
     assert earlier.trace_id not in _explicit(router)
+
+
+@pytest.mark.parametrize("chooser", [dspy.BestOfN, dspy.Refine], ids=["BestOfN", "Refine"])
+def test_best_of_n_keeps_one_attempt_the_others_are_judged_by_their_reward(
+    sandbox: SandboxServer, chooser: Any
+) -> None:
+    router = RecordingRouter("dspy_best_of", sandbox_paths(sandbox), store="memory:", success_when=lambda p: True)
+    rewards = iter([0.2, 0.9, 0.4])  # none reaches the threshold: three attempts, the second kept
+
+    def reward(inputs: dict[str, Any], prediction: dspy.Prediction) -> float:
+        return next(rewards)
+
+    with dspy.context(lm=router.as_dspy()):
+        program = chooser(dspy.Predict("question -> answer"), N=3, reward_fn=reward, threshold=1.0)
+        prediction = program(question="What is 2 + 3?")
+    rewarded = {r.trace_id: r.score for r in router.reports if r.source == "explicit"}
+    judged = {r.trace_id for r in router.reports if r.source == "run"}
+    assert sorted(rewarded.values()) == [0.2, 0.4]  # the attempts thrown away: their reward, once each
+    kept = {trace_id for _, trace_id in kalibr_dspy.decisions_of(prediction)}
+    assert kept == judged and not kept & rewarded.keys()  # Refine's advice calls are steps of the kept answer
+    assert len(kept) == (1 if chooser is dspy.BestOfN else 3)
+    before = len(router.reports)
+    router.report(success=False)
+    assert {(r.trace_id, r.success) for r in router.reports[before:]} == {(t, False) for t in kept}
+
+
+def test_an_attempt_whose_reward_raised_is_left_out_of_the_run_unjudged(sandbox: SandboxServer) -> None:
+    router = RecordingRouter("dspy_best_of", sandbox_paths(sandbox), store="memory:", success_when=lambda p: True)
+    attempts: list[dspy.Prediction] = []
+
+    def reward(inputs: dict[str, Any], prediction: dspy.Prediction) -> float:
+        attempts.append(prediction)
+        if len(attempts) == 1:
+            raise ValueError("the reward could not read this answer")  # BestOfN drops the attempt and goes on
+        return 1.0
+
+    with dspy.context(lm=router.as_dspy()):
+        program = dspy.BestOfN(dspy.Predict("question -> answer"), N=2, reward_fn=reward, threshold=1.0)
+        prediction = program(question="What is 2 + 3?")
+    assert prediction is attempts[1]
+    (kept,) = kalibr_dspy.decisions_of(prediction)
+    assert [(r.trace_id, r.source) for r in router.reports] == [(kept[1], "run")]  # nothing for the dropped one

@@ -10,13 +10,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pydantic
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableLambda, RunnableParallel
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
@@ -260,6 +261,34 @@ def test_the_readme_judge_passes_a_good_structured_answer(sandbox: SandboxServer
     assert (outcome.success, outcome.source) == (True, "run")
 
 
+class UpperCaseCompany(BaseModel):
+    """The company a text is about, in capitals (which the sandbox's answer is not)."""
+
+    company: str
+
+    @pydantic.field_validator("company")
+    @classmethod
+    def _upper_case(cls, name: str) -> str:
+        if name != name.upper():
+            raise ValueError("not in capitals")
+        return name
+
+
+def test_structured_output_with_include_raw_is_judged_on_the_parsed_object(sandbox: SandboxServer) -> None:
+    seen: list[Any] = []
+    router = _router(sandbox, success_when=lambda company: seen.append(company) is None and company.company != "")
+    question = "Apple makes the iPhone. Which company is this about?"
+    result = router.as_langchain().with_structured_output(Company, include_raw=True).invoke(question)
+    assert seen == [result["parsed"]]  # not the dict with the raw message
+    unparsed = router.as_langchain().with_structured_output(UpperCaseCompany, include_raw=True).invoke(question)
+    assert unparsed["parsed"] is None and len(seen) == 1  # the error LangChain returned: no judge, a failure
+    judged, failed = stored_outcomes(router).values()
+    assert (judged.success, judged.source) == (True, "run")
+    assert (failed.success, failed.failure_category) == (False, "validation_failed")
+    router.report(success=True, reason="the raw answer was fine")  # the user's word on the last run replaces it
+    assert stored_outcomes(router)[failed.trace_id].source == "explicit"
+
+
 def test_a_tool_call_turn_is_judged_on_its_tool_calls(sandbox: SandboxServer) -> None:
     seen: list[Any] = []
     router = _router(sandbox, success_when=lambda answer: seen.append(answer) is None and bool(answer))
@@ -308,6 +337,60 @@ def test_a_parser_failure_fails_the_run_with_its_category(sandbox: SandboxServer
         "malformed_output",
         "the run raised OutputParserException",
     )
+
+
+# --- two routers in one run: each judged on its own part -----------------------------------------------------
+def _judged_router(sandbox: SandboxServer, goal: str, seen: list[Any]) -> kalibr.Router:
+    return kalibr.Router(
+        goal, sandbox_paths(sandbox, "sandbox-mini"), store="memory:", success_when=lambda o: not seen.append(o)
+    )
+
+
+def test_each_branch_of_a_parallel_step_is_judged_on_its_own_output(sandbox: SandboxServer) -> None:
+    seen_fact: list[Any] = []
+    seen_title: list[Any] = []
+    facts = _judged_router(sandbox, "parallel_facts", seen_fact)
+    titles = _judged_router(sandbox, "parallel_titles", seen_title)
+    title = ChatPromptTemplate.from_template("Give a title for an article about {topic}.")
+    both = RunnableParallel(
+        fact=PROMPT | facts.as_langchain() | StrOutputParser(),
+        title=title | titles.as_langchain() | StrOutputParser(),
+    )
+    answer = both.invoke({"topic": "otters"})
+    assert (seen_fact, seen_title) == ([answer["fact"]], [answer["title"]])  # not the whole dict: its own branch
+    for router in (facts, titles):
+        (outcome,) = stored_outcomes(router).values()
+        assert (outcome.source, outcome.success) == ("run", True)
+    facts.report(success=False)  # lands on its own branch's decision only
+    assert [o.success for o in stored_outcomes(facts).values()] == [False]
+    assert [o.success for o in stored_outcomes(titles).values()] == [True]
+
+
+def test_a_router_inside_an_agents_tool_is_judged_on_the_tools_result(sandbox: SandboxServer) -> None:
+    seen_agent: list[Any] = []
+    seen_tool: list[Any] = []
+    agent_router = _judged_router(sandbox, "agent_outer", seen_agent)
+    tool_router = _judged_router(sandbox, "agent_inner_tool", seen_tool)
+    tool_llm = tool_router.as_langchain()
+
+    @tool
+    def get_weather(location: str) -> str:
+        """The weather in a city."""
+        return "forecast: " + str(tool_llm.invoke(f"Make up the weather in {location}.").text)
+
+    import warnings
+
+    from langgraph.prebuilt import create_react_agent
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent = create_react_agent(agent_router.as_langchain(), [get_weather])
+    state = agent.invoke(WEATHER)
+    tool_message = state["messages"][2]
+    assert tool_message.type == "tool" and seen_tool == [tool_message.text]  # the tool's result
+    assert seen_agent == [state["messages"][-1].text]  # the agent's final answer, for both of its turns
+    assert [o.source for o in stored_outcomes(agent_router).values()] == ["run", "run"]
+    assert [o.source for o in stored_outcomes(tool_router).values()] == ["run"]
 
 
 # --- retries and fallbacks: a step whose answer was thrown away -----------------------------------------------

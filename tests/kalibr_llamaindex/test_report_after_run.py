@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import pydantic
 import pytest
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent
@@ -18,6 +19,7 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import StartEvent, StopEvent, Workflow, step
 
 from kalibr import UserError
 from kalibr.sandbox import SandboxServer
@@ -208,3 +210,45 @@ def test_a_direct_call_after_a_run_is_what_report_reports(
     router.report(success=True)
     assert _explicit(router) == {later: (True, None)}
     assert len(decisions) == 1, "the query made its own call, left alone"
+
+
+class Youngster(Person):
+    """A person under 30: the sandbox's answer for a 36-year-old does not validate."""
+
+    @pydantic.field_validator("age")
+    @classmethod
+    def _under_thirty(cls, age: int) -> int:
+        if age >= 30:
+            raise ValueError("not under 30")
+        return age
+
+
+class ExtractWithRetry(Workflow):
+    """A workflow whose step calls ``Settings.llm``, as LlamaIndex's docs write steps, trying each text in turn."""
+
+    @step
+    async def extract(self, ev: StartEvent) -> StopEvent:
+        for text in ev.texts:
+            try:
+                extract = PromptTemplate("Extract the person: {text}")
+                return StopEvent(result=await Settings.llm.astructured_predict(Youngster, extract, text=text))
+            except ValueError:  # LlamaIndex's own error when the tool call does not validate
+                continue
+        return StopEvent(result=None)
+
+
+async def test_a_workflow_step_that_retries_fails_the_attempt_it_threw_away(
+    router: RecordingRouter, llm: KalibrLLM, decisions: list[str]
+) -> None:
+    earlier = _earlier_direct_call(router)
+    Settings.llm = llm
+    try:
+        person = await ExtractWithRetry(timeout=10).run(texts=["Ada is 36 years old.", "Ada is 26 years old."])
+    finally:
+        Settings.llm = None  # type: ignore[assignment]  # LlamaIndex resolves None to its MockLLM
+    assert person == Youngster(name=person.name, age=26)
+    thrown_away, kept = decisions
+    assert [(r.trace_id, r.failure_category) for r in router.reports] == [(thrown_away, "validation_failed")]
+    router.report(success=True)  # about the person the workflow returned
+    assert earlier not in {r.trace_id for r in router.reports}
+    assert _explicit(router) == {thrown_away: (False, "validation_failed"), kept: (True, None)}

@@ -24,6 +24,8 @@ Usage (an adapter)::
     run = tracker.end(run_id, error)             # or, when the call raised:
     run.fail(error)                              # a root's decisions failed if the error blames what a model
                                                  # answered (``blames_output``)
+    tracker.end(step_id, output=step_output)     # a step's output: a router's own part when several share the run
+    tracker.set_aside(run_id, trace_ids)         # the framework threw those answers away (BestOfN's other attempts)
 
 A step that raised such an error while the run went on (the framework caught it: a retry, a fallback) had its
 answer thrown away for being wrong: ``end(step_id, error)`` reports the decisions made inside that step failed at
@@ -39,7 +41,7 @@ import itertools
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +86,9 @@ class Run:
 
     run_id: Hashable
     decisions: tuple[tuple[Router, str], ...]
+    own_outputs: tuple[tuple[Router, Any], ...] = ()
+    """For a run where several routers made decisions: each router's part of it, the output of the outermost step
+    that made all of that router's decisions and none of another router's (a branch of a parallel step, a tool)."""
 
     def trace_ids(self, router: Router) -> list[str]:
         """The trace ids of ``router``'s decisions in this run."""
@@ -95,13 +100,16 @@ class Run:
 
     def judge(self, output: Any) -> None:
         """Judge the run's final ``output``: each router's ``success_when``/``score_when`` runs once and its
-        verdict goes to every decision of that router in the run (``Router.evaluate(..., final=True)``).
+        verdict goes to every decision of that router in the run (``Router.evaluate(..., final=True)``). A router
+        with a part of the run of its own (``own_outputs``) is judged on that part's output instead: when two
+        routers share a run, neither judge sees what the other one's steps answered.
 
         Called from a framework's end-of-run callback, it never raises: a verdict that cannot be reported (a
         decision evicted from the router's memory, a store failure) is logged with the error's type.
         """
+        own = {id(router): part for router, part in self.own_outputs}
         for router in self.routers():
-            _logged(router.evaluate, self.trace_ids(router), output, final=True)
+            _logged(router.evaluate, self.trace_ids(router), own.get(id(router), output), final=True)
 
     def fail(self, error: BaseException) -> None:
         """The run raised ``error``: report its decisions failed when the error blames what a model answered
@@ -175,6 +183,8 @@ class _RootState:
     decisions: list[tuple[Router, str]] = field(default_factory=list)
     ended: int = 0  # the sequence number of its end; 0 while it runs
     cached: list[Router] = field(default_factory=list)  # routers whose calls the framework's cache answered
+    # router id -> (router, the output of the last ended step whose decisions were all that router's, their ids)
+    parts: dict[int, tuple[Router, Any, frozenset[str]]] = field(default_factory=dict)
 
     def used(self, router: Router) -> bool:
         return any(r is router for r, _ in self.decisions) or any(r is router for r in self.cached)
@@ -301,9 +311,13 @@ class RunTracker:
             if root is not None:
                 root.cached.append(router)
 
-    def end(self, run_id: Hashable, error: BaseException | None = None) -> Run | None:
+    def end(self, run_id: Hashable, error: BaseException | None = None, *, output: Any = None) -> Run | None:
         """The call ended, or failed with ``error``. A root's end returns its ``Run`` and publishes it to its
         caller scope; any other call's end returns None (its decisions stay with the root).
+
+        ``output`` is what a step returned, as a judge should see it: a step whose decisions were all one
+        router's gives the run that router's ``own_outputs`` (the outermost such step holding all its decisions),
+        when other routers made decisions in the run too. Without it, that router is judged on the root's output.
 
         A step (not a root) that failed with an error blaming what a model answered (``blames_output``) takes its
         decisions out of the run and reports them failed with that category: the framework threw that answer away
@@ -316,14 +330,14 @@ class RunTracker:
                 return None
             if root.run_id == run_id:
                 root.ended = next_sequence()
-                return Run(run_id, tuple(root.decisions))
-            thrown_away = self._step_ended(run_id, root, error)
+                return Run(run_id, tuple(root.decisions), _own_outputs(root))
+            thrown_away = self._step_ended(run_id, root, error, output)
         if thrown_away and error is not None:
             Run(run_id, thrown_away).fail(error)
         return None
 
     def _step_ended(
-        self, run_id: Hashable, root: _RootState, error: BaseException | None
+        self, run_id: Hashable, root: _RootState, error: BaseException | None, output: Any
     ) -> tuple[tuple[Router, str], ...]:
         """Pass a finished step's decisions on to its parent step, or, when its error blames the answer, take
         them out of the run and return them (call holding ``_lock``)."""
@@ -334,10 +348,41 @@ class RunTracker:
             parent = self._steps.get(step.parent_id)
             if parent is not None:
                 parent.decisions.extend(step.decisions)
+            router = step.decisions[0][0]
+            if output is not None and all(owner is router for owner, _ in step.decisions):
+                # a later step of one router replaces an earlier one: its parent, or a sibling (which a check at
+                # the root's end then finds does not hold all of the router's decisions)
+                root.parts[id(router)] = (router, output, frozenset(trace_id for _, trace_id in step.decisions))
             return ()
         thrown_away = {trace_id for _, trace_id in step.decisions}
         root.decisions[:] = [decision for decision in root.decisions if decision[1] not in thrown_away]
         return tuple(step.decisions)
+
+    def decisions_in(self, run_id: Hashable) -> tuple[tuple[Router, str], ...]:
+        """The decisions made so far inside the open call ``run_id`` (its ended steps' included); none when it is
+        not an open call of this tracker. An adapter reads a step's before ending it, to know what it made."""
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is None:
+                return ()
+            step = self._steps.get(run_id)
+            return tuple(root.decisions if step is None else step.decisions)
+
+    def set_aside(self, run_id: Hashable, trace_ids: Collection[str]) -> None:
+        """Take the decisions ``trace_ids`` out of the run the open call ``run_id`` is under: the framework threw
+        their answers away (``dspy.BestOfN`` keeps one attempt), so neither the run's verdict nor a ``report()``
+        after it lands on them. Their own outcome is the adapter's to report (the framework's judgement of each)."""
+        if not trace_ids:
+            return
+        with _lock:
+            root = self._roots.get(run_id)
+            if root is None:
+                return
+            root.decisions[:] = [decision for decision in root.decisions if decision[1] not in trace_ids]
+            step = self._steps.get(run_id)
+            while step is not None:  # the open steps up to the root (an ended step passed its decisions on)
+                step.decisions[:] = [decision for decision in step.decisions if decision[1] not in trace_ids]
+                step = self._steps.get(step.parent_id)
 
     def root_of(self, run_id: Hashable) -> Hashable | None:
         """The root run ``run_id`` is under, or None when it is not an open run of this tracker."""
@@ -369,6 +414,21 @@ class RunTracker:
         finally:
             with _lock:
                 scope.batch = outer
+
+
+def _own_outputs(root: _RootState) -> tuple[tuple[Router, Any], ...]:
+    """Each router's own part of a run several routers made decisions in: the output of the outermost step that
+    holds all of that router's decisions and no other router's (call holding ``_lock``)."""
+    routers: dict[int, set[str]] = {}
+    for router, trace_id in root.decisions:
+        routers.setdefault(id(router), set()).add(trace_id)
+    if len(routers) < 2:
+        return ()  # the root itself is the one router's part
+    return tuple(
+        (router, output)
+        for key, (router, output, holds) in root.parts.items()
+        if key in routers and routers[key] <= holds
+    )
 
 
 def _window(scope: _Scope | None) -> int:

@@ -27,6 +27,7 @@ import math
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dspy
@@ -62,7 +63,20 @@ _lock = threading.Lock()
 _containers: dict[str, tuple[contextvars.Context, contextlib.AbstractContextManager[None]]] = {}
 _wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # Evaluate or compile call id -> (its object, its own metric)
 _unrouted: dict[str, Router] = {}  # LM calls of a Kalibr LM that have not reached the router yet
+# BestOfN and Refine calls in progress: the module calls they made, by the prediction each returned.
+_choosers: dict[str, dict[int, _Attempt]] = {}
+_CHOOSERS = (dspy.BestOfN, dspy.Refine)  # modules that try several attempts and keep one, by a reward
 _warned = False
+
+
+@dataclass(eq=False, slots=True)
+class _Attempt:
+    """A module call made by a BestOfN or Refine call: its prediction, its decisions, whether a reward judged it."""
+
+    prediction: Prediction
+    decisions: Decisions
+    rewarded: bool = False
+    score: float | None = None  # the reward, when it is a score
 
 
 def _is_step() -> bool:
@@ -200,6 +214,53 @@ def _report_score(prediction: Any, value: Any) -> None:
         _safely(router.report, score=score, reason="DSPy metric", trace_id=trace_id)
 
 
+def _rewarding(chooser: Any) -> None:
+    """Wrap a BestOfN or Refine module's reward function (once), to learn which attempts it judged and how."""
+    reward_fn = getattr(chooser, "reward_fn", None)
+    if not callable(reward_fn) or getattr(reward_fn, "_kalibr_reports", False):
+        return
+
+    def reporting_reward(inputs: Any, prediction: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            value = reward_fn(inputs, prediction, *args, **kwargs)
+        except Exception:  # the module drops that attempt: out of the run, unjudged
+            _report_reward(ACTIVE_CALL_ID.get(), prediction, None)
+            raise
+        _report_reward(ACTIVE_CALL_ID.get(), prediction, value)  # the chooser's call is active while it rewards
+        return value
+
+    reporting_reward._kalibr_reports = True  # type: ignore[attr-defined]
+    chooser.reward_fn = reporting_reward
+
+
+def _report_reward(chooser_id: str | None, prediction: Any, value: Any) -> None:
+    with _lock:
+        attempt = _choosers.get(chooser_id or "", {}).get(id(prediction))
+        if attempt is None or attempt.prediction is not prediction:
+            return
+        attempt.rewarded = True
+    if value is None:
+        return
+    try:
+        attempt.score = score_of(value)
+    except UserError:
+        _warn_once(
+            f"kalibr_dspy: a reward function returned a {type(value).__name__} that is not a bool or a score in "
+            "[0, 1], so the attempts it threw away are not reported: return one from it (for 0-10, grade / 10)"
+        )
+
+
+def _set_aside_thrown_away(chooser_id: str, attempts: dict[int, _Attempt], kept: Any) -> None:
+    """At a BestOfN or Refine call's end: the attempts its reward judged and it did not return leave the run,
+    each with its reward as its outcome (when the reward is a score)."""
+    thrown_away = [a for a in attempts.values() if a.rewarded and a.prediction is not kept]
+    _tracker.set_aside(chooser_id, {trace_id for attempt in thrown_away for _, trace_id in attempt.decisions})
+    for attempt in thrown_away:
+        if attempt.score is not None:
+            for router, trace_id in attempt.decisions:
+                _safely(router.report, score=attempt.score, reason="DSPy reward", trace_id=trace_id)
+
+
 def _reporting(metric: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(metric)
     def reporting_metric(example: Any, prediction: Any, *args: Any, **kwargs: Any) -> Any:
@@ -222,8 +283,24 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
     # --- calls that make decisions: modules, their LM calls, tools -----------------------------------------
     def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._start(call_id)
+        if isinstance(instance, _CHOOSERS):
+            _rewarding(instance)
+            with _lock:
+                _choosers[call_id] = {}
 
     def on_module_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
+        # BestOfN and Refine keep one attempt: the others' rewards judged them, the run's verdict is not theirs.
+        parent = ACTIVE_CALL_ID.get()  # DSPy restores the caller's call id before the end callbacks
+        with _lock:
+            siblings = _choosers.get(parent) if parent is not None else None
+            attempts = _choosers.pop(call_id, None)
+        if siblings is not None and isinstance(outputs, Prediction):
+            made = _tracker.decisions_in(call_id)
+            if made:
+                with _lock:
+                    siblings[id(outputs)] = _Attempt(outputs, list(made))
+        if attempts is not None:
+            _set_aside_thrown_away(call_id, attempts, outputs)
         self._end(call_id, outputs, exception)
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:

@@ -46,12 +46,26 @@ def current_llm_run() -> UUID | None:
     return run_id if run_id is not None and tracker.root_of(run_id) is not None else None
 
 
+_RAW_KEYS = frozenset({"raw", "parsed", "parsing_error"})
+
+
+def _parsing_error(output: Any) -> BaseException | None:
+    """The parsing error ``with_structured_output(..., include_raw=True)`` caught and returned, else None."""
+    if isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage):
+        error = output["parsing_error"]
+        return error if isinstance(error, BaseException) else None
+    return None
+
+
 def judged_output(output: Any) -> Any:
     """What a judge sees of a run's output: a message's tool calls (a tool-call turn) or text, an agent's final
-    message (the last of a graph state's ``messages``), else the output itself (a parsed object, a string)."""
+    message (the last of a graph state's ``messages``), the parsed object of ``with_structured_output(...,
+    include_raw=True)``, else the output itself (a parsed object, a string)."""
+    if isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage):
+        return output["parsed"]
     if isinstance(output, Mapping) and isinstance(messages := output.get("messages"), Sequence) and messages:
         last = messages[-1]
-        if isinstance(last, AIMessage):
+        if isinstance(last, BaseMessage):  # a graph node's update too: a tool node's ToolMessage
             return judged_output(last)
     if isinstance(output, AIMessage):
         return list(output.tool_calls) if output.tool_calls else output.text
@@ -120,7 +134,10 @@ class _RunHandler(RunFollower):
         self._ended(run_id, outputs)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
-        tracker.end(run_id)  # a model called on its own: ChatKalibr judged its answer, which carries its trace id
+        # A model called on its own: ChatKalibr judged its answer. As a step, its answer is one router's part.
+        generations = response.generations[0] if response.generations else []
+        message = getattr(generations[0], "message", None) if len(generations) == 1 else None
+        tracker.end(run_id, output=None if message is None else judged_output(message))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
         self._ended(run_id, output)
@@ -134,11 +151,16 @@ class _RunHandler(RunFollower):
     on_llm_error = on_tool_error = on_retriever_error = on_chain_error
 
     def _ended(self, run_id: UUID, output: Any) -> None:
-        run = tracker.end(run_id)
+        judged = judged_output(output)
+        run = tracker.end(run_id, output=judged)  # a step's is one router's part of the run, if only it was there
         if run is None or not run.decisions:
             return
         self._outputs.remember(output, run)
-        run.judge(judged_output(output))
+        error = _parsing_error(output)
+        if error is None:
+            run.judge(judged)
+        else:  # include_raw=True returned the parser's error instead of raising it: the run failed on its answer
+            run.fail(error)
 
     def _failed(self, run_id: UUID, error: BaseException) -> None:
         run = tracker.end(run_id, error)  # a step's error blaming its answer fails that step's decisions

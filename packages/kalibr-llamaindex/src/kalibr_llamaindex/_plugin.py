@@ -50,7 +50,9 @@ def kalibr_register_providers(register: Any) -> None:
 
 @kalibr.hookimpl
 def kalibr_failure_category(error: BaseException) -> str | None:
-    """LlamaIndex's own failures: an output parser that could not parse, a workflow (agent) that timed out."""
+    """LlamaIndex's own failures: an output parser that could not parse, structured output whose tool call did not
+    validate or never came (``FunctionCallingProgram`` raises a plain ``ValueError`` saying so), a workflow (agent)
+    that timed out."""
     if "llama_index.core" not in sys.modules:
         return None  # LlamaIndex was never imported, so this is not one of its errors
     from llama_index.core.output_parsers.base import OutputParserException
@@ -60,4 +62,15 @@ def kalibr_failure_category(error: BaseException) -> str | None:
         return "malformed_output"
     if isinstance(error, WorkflowTimeoutError):
         return "timeout"
+    if type(error) is ValueError:
+        message = str(error)
+        if message.startswith(_NOT_VALIDATED):
+            return "validation_failed"
+        if message.startswith(_NO_TOOL_CALL):
+            return "malformed_output"
     return None
+
+
+# How llama_index.core.program.function_program words a structured output that failed (it has no error type).
+_NOT_VALIDATED = "Structured output extraction failed: the LLM's tool call could not be parsed"
+_NO_TOOL_CALL = "LLM did not return any tool calls for structured output"
