@@ -1,7 +1,7 @@
 /**
  * The main entry under Bun and Deno (from devDependencies), against the same sandbox and `kalibr serve`: concurrent
- * handlers of one Router each report their own call without a trace id, and the service stores one outcome per
- * call with its handler's success.
+ * handlers of one Router, calling whole and streamed, each report their own call without a trace id, and the service
+ * stores one outcome per call with its handler's success.
  */
 
 import assert from "node:assert/strict";

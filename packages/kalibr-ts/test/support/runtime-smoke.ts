@@ -4,7 +4,7 @@
  * outcomes should be, for the test to compare with what the service stored.
  */
 
-import { Router, flush, perContextReports } from "@kalibr/sdk";
+import { Router, flush, perContextReports, type CompletionOptions } from "@kalibr/sdk";
 
 const goal = process.env["KALIBR_SMOKE_GOAL"]!;
 const router = new Router({ goal, paths: ["gpt-4o", "claude-sonnet-4-20250514"] });
@@ -21,9 +21,19 @@ function barrier(parties: number): () => Promise<void> {
   };
 }
 
-async function handler(success: boolean, allCalled: () => Promise<void>, forceModel?: string): Promise<void> {
-  const response = await router.completion("Say hello", forceModel === undefined ? {} : { forceModel });
-  const tally = (expected[response.model] ??= { samples: 0, successes: 0 });
+async function handler(success: boolean, allCalled: () => Promise<void>, call: CompletionOptions = {}): Promise<void> {
+  let model: string;
+  if (call.stream) {
+    // The SSE path: chunks read from the runtime's `fetch` body.
+    const stream = router.stream("Repeat after me: one two three", call);
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    if (text !== "one two three") throw new Error(`streamed ${JSON.stringify(text)}`);
+    model = stream.decision!.model;
+  } else {
+    model = (await router.completion("Say hello", call)).model;
+  }
+  const tally = (expected[model] ??= { samples: 0, successes: 0 });
   tally.samples += 1;
   tally.successes += success ? 1 : 0;
   // Without per-context reports both would now report the Router's last call, the second handler's.
@@ -31,12 +41,15 @@ async function handler(success: boolean, allCalled: () => Promise<void>, forceMo
   await router.report(success);
 }
 
-// First the two paths for certain, then as the service decides.
+// First the two paths for certain, then as the service decides, one of each pair streamed.
 let allCalled = barrier(2);
-await Promise.all([handler(true, allCalled, "gpt-4o"), handler(false, allCalled, "claude-sonnet-4-20250514")]);
+await Promise.all([
+  handler(true, allCalled, { forceModel: "gpt-4o" }),
+  handler(false, allCalled, { forceModel: "claude-sonnet-4-20250514" }),
+]);
 for (let round = 0; round < 2; round++) {
   allCalled = barrier(2);
-  await Promise.all([handler(true, allCalled), handler(false, allCalled)]);
+  await Promise.all([handler(true, allCalled), handler(false, allCalled, { stream: true })]);
 }
 await flush();
 const runtime = "Bun" in globalThis ? "bun" : "Deno" in globalThis ? "deno" : "node";
