@@ -1,7 +1,8 @@
 /**
  * The main entry under Bun and Deno (from devDependencies), against the same sandbox and `kalibr serve`: concurrent
  * handlers of one Router, calling whole and streamed, each report their own call without a trace id, and the service
- * stores one outcome per call with its handler's success.
+ * stores one outcome per call with its handler's success; outcomes still in their batch window leave before the
+ * script ends, as on Node.
  */
 
 import assert from "node:assert/strict";
@@ -9,30 +10,40 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { test } from "node:test";
-import { PACKAGE_DIR, type Service } from "./support/services.js";
+import { PACKAGE_DIR, countedPerModel, type Service } from "./support/services.js";
 import { withServices } from "./support/hooks.js";
 
 const services = withServices();
 
-const SCRIPT = join(PACKAGE_DIR, "build/support/runtime-smoke.js");
 const BIN = join(PACKAGE_DIR, "node_modules/.bin");
 
 // Deno gets only what the main entry needs: the loopback network (the service, the sandbox) and the environment.
 const RUNTIMES: Record<string, string[]> = {
-  bun: [join(BIN, "bun"), SCRIPT],
-  deno: [join(BIN, "deno"), "run", "--no-lock", "--no-prompt", "--allow-net=127.0.0.1", "--allow-env", SCRIPT],
+  bun: [join(BIN, "bun")],
+  deno: [join(BIN, "deno"), "run", "--no-lock", "--no-prompt", "--allow-net=127.0.0.1", "--allow-env"],
 };
+
+/** Run a script of build/support under `runtime`; its output. */
+async function run(runtime: string, script: string, args: string[] = [], env: Record<string, string> = {}) {
+  const [command, ...options] = RUNTIMES[runtime]!;
+  const { stdout } = await promisify(execFile)(
+    command!,
+    [...options, join(PACKAGE_DIR, "build/support", script), ...args],
+    {
+      cwd: PACKAGE_DIR,
+      env: { ...process.env, ...env, DENO_NO_UPDATE_CHECK: "1" },
+      timeout: 60_000, // a runtime that never exits fails the test instead of hanging the suite
+    },
+  );
+  return stdout;
+}
 
 type Tally = Record<string, { samples: number; successes: number }>;
 
-for (const [runtime, [command, ...args]] of Object.entries(RUNTIMES)) {
+for (const runtime of Object.keys(RUNTIMES)) {
   test(`${runtime}: concurrent handlers of one Router each report their own call`, async () => {
     const goal = `runtime_${runtime}`;
-    const { stdout } = await promisify(execFile)(command!, args, {
-      cwd: PACKAGE_DIR,
-      env: { ...process.env, KALIBR_SMOKE_GOAL: goal, DENO_NO_UPDATE_CHECK: "1" },
-      timeout: 60_000, // a runtime that never exits fails the test instead of hanging the suite
-    });
+    const stdout = await run(runtime, "runtime-smoke.js", [], { KALIBR_SMOKE_GOAL: goal });
     const ran = JSON.parse(stdout.trim().split("\n").at(-1)!) as {
       runtime: string;
       perContextReports: boolean;
@@ -43,6 +54,12 @@ for (const [runtime, [command, ...args]] of Object.entries(RUNTIMES)) {
     assert.equal(sum(ran.expected), 6);
     assert.ok(ran.expected["gpt-4o"] && ran.expected["claude-sonnet-4-20250514"], "both paths were called");
     assert.deepEqual(await storedPerModel(services.service, goal), ran.expected);
+  });
+
+  test(`${runtime}: outcomes still waiting for their batch when a script ends are delivered`, async () => {
+    const goal = `exit_${runtime}`;
+    await run(runtime, "report-and-exit.js", ["3", goal]);
+    assert.deepEqual(await countedPerModel(services.service, goal), { "gpt-4o": 3 });
   });
 }
 
