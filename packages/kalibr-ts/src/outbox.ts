@@ -9,7 +9,8 @@
  *
  * Outcomes reported within `batchDelayMs` leave together (32 waiting leave at once; a request takes at most
  * `MAX_BATCH`), so a busy process sends one request per many calls rather than one per call. The window's
- * timer never keeps a Node process alive: when it would end, what waits is sent first (`beforeExit`).
+ * timer never keeps a Node, Bun or Deno process alive: when it would end, what waits is sent first
+ * (`beforeExit`).
  *
  * The rule for refusals is the Python spool's:
  * a batch the service refuses as a whole (413, 422) is split in halves until the refused outcome is alone;
@@ -180,8 +181,8 @@ export class Outbox {
       windowsOpen.delete(this);
       this.wake();
     }, delayMs);
-    // On Node, no timer keeps the process alive: a batch window is cut short before exit, and a waiting retry
-    // gives up (a file spool keeps the outcomes).
+    // On Node, Bun and Deno, no timer keeps the process alive: a batch window is cut short before exit, and a
+    // waiting retry gives up (a file spool keeps the outcomes).
     (this.timer as { unref?: () => void }).unref?.();
     if (!retrying) sendBeforeExit(this);
   }

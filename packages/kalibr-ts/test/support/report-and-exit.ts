@@ -6,5 +6,6 @@
 import { Router } from "@kalibr/sdk";
 
 const count = Number(process.argv[2]);
-const router = new Router({ goal: "exit_check", paths: ["gpt-4o"], successWhen: (output) => output.length > 0 });
+const goal = process.argv[3] ?? "exit_check";
+const router = new Router({ goal, paths: ["gpt-4o"], successWhen: (output) => output.length > 0 });
 for (let call = 0; call < count; call++) await router.completion("Say hello");
