@@ -30,9 +30,6 @@ FIRST_PROBE_SHARE = 0.1
 """Chance per decision of the first probe of a path just put on probation (so it comes within ~10 decisions)."""
 PROBE_SHARE = 0.2
 """Share of the exploration budget spent probing paths on probation after a detected drop."""
-_GAMMA_SAFE_SHAPE = 0.05
-"""Below this shape a gamma draw underflows to 0 often enough (P ~ exp(-744 * shape)) that Beta = X / (X + Y) can
-be 0 / 0: draws with such shapes are checked, and an arm whose two gammas are both 0 draws by ``Generator.beta``."""
 _BITS_PER_DOUBLE = 2.0**53
 """``Generator.random()`` is the top 53 of 64 raw bits over this, with numpy's PCG64."""
 
@@ -303,7 +300,6 @@ class PreparedChoice:
         "explore_bits_below",
         "gamma_shapes",
         "may_explore_below",
-        "may_underflow",
         "means",
         "only",
         "pair_shapes",
@@ -344,7 +340,6 @@ class PreparedChoice:
         shapes_b = [b * s for b, s in zip(self.beta, sharpness, strict=True)]
         scalar = count <= _SCALAR_DRAWS_UP_TO
         self.gamma_shapes = None if scalar else np.array([*shapes_a, *shapes_b])
-        self.may_underflow = not scalar and min(*shapes_a, *shapes_b) < _GAMMA_SAFE_SHAPE
         # Up to _SCALAR_DRAWS_UP_TO arms, one scalar Beta draw each, its shapes as 0-d arrays: Generator.beta takes
         # those as they are, where it turns each float into one first (0.1 us per draw). Two arms, as a flat tuple.
         # Typed Any: numpy's stubs say an array argument draws an array, but a 0-d one draws a float.
@@ -408,13 +403,7 @@ class PreparedChoice:
             beta = rng.beta
             draws = [beta(a, b) for a, b in self.scalar_shapes]
         else:  # one gamma call over both shape arrays: Beta = X / (X + Y)
-            gammas = rng.standard_gamma(gamma_shapes)
-            if self.may_underflow:
-                draws = _ratios_of_gammas(rng, gammas, gamma_shapes)
-            else:
-                count = len(self.arms)
-                successes = gammas[:count]
-                draws = (successes / (successes + gammas[count:])).tolist()
+            draws = _ratios_of_gammas(rng, rng.standard_gamma(gamma_shapes), gamma_shapes)
         memo = self.by_winning_draw
         if memo is None:
             return policy._exploit(self, draws, rng)
@@ -488,8 +477,9 @@ def sample_beta(rng: np.random.Generator, alpha: Sequence[float], beta: Sequence
 
 
 def _ratios_of_gammas(rng: np.random.Generator, gammas: np.ndarray, shapes: np.ndarray) -> list[float]:
-    """Beta draws X / (X + Y) from gamma draws (the first half X, the second Y). Where both underflowed to 0
-    (shapes near 0), that arm's draw comes from ``Generator.beta``: every other draw is the plain ratio."""
+    """Beta draws X / (X + Y) from gamma draws (the first half X, the second Y). Where both underflowed to 0 (a
+    shape near 0 does, with P ~ exp(-744 * shape)), 0 / 0: that arm draws by ``Generator.beta`` instead, which
+    handles small shapes; every other draw is the plain ratio."""
     count = len(gammas) // 2
     successes = gammas[:count]
     totals = successes + gammas[count:]
