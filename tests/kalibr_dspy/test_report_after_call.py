@@ -9,6 +9,7 @@ import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import BaseModel
+from tests.recording import stored_outcomes
 
 import kalibr_dspy
 from kalibr.sandbox import SandboxServer
@@ -176,3 +177,69 @@ def test_an_attempt_whose_reward_raised_is_left_out_of_the_run_unjudged(sandbox:
     assert prediction is attempts[1]
     (kept,) = kalibr_dspy.decisions_of(prediction)
     assert [(r.trace_id, r.source) for r in router.reports] == [(kept[1], "run")]  # nothing for the dropped one
+
+
+class AnswerAndTitle(dspy.Module):  # type: ignore[misc]  # dspy ships no type information
+    """Two predictors, each with an LM of its own (a different router)."""
+
+    def __init__(self, answer_lm: Any, title_lm: Any) -> None:
+        super().__init__()
+        self.answer = dspy.Predict("question -> answer")
+        self.answer.set_lm(answer_lm)
+        self.title = dspy.Predict("question -> title")
+        self.title.set_lm(title_lm)
+
+    def forward(self, question: str) -> dspy.Prediction:
+        return dspy.Prediction(answer=self.answer(question=question).answer, title=self.title(question=question).title)
+
+
+def test_with_two_routers_in_a_module_each_is_judged_on_its_own_predictors_prediction(
+    sandbox: SandboxServer,
+) -> None:
+    judged: dict[str, list[Any]] = {"answers": [], "titles": []}
+
+    def answer_is_right(prediction: Any) -> bool:
+        judged["answers"].append(prediction)
+        return True
+
+    def title_is_right(prediction: Any) -> bool:
+        judged["titles"].append(prediction)
+        return False
+
+    answers = RecordingRouter("dspy_answers", sandbox_paths(sandbox), store="memory:", success_when=answer_is_right)
+    titles = RecordingRouter("dspy_titles", sandbox_paths(sandbox), store="memory:", success_when=title_is_right)
+    answers_lm, titles_lm = answers.as_dspy(), titles.as_dspy()
+    result = AnswerAndTitle(answers_lm, titles_lm)(question="What is 2 + 3?")
+
+    (answer,), (title,) = judged["answers"], judged["titles"]  # each judge once, on its own predictor's Prediction
+    assert isinstance(answer, dspy.Prediction) and dict(answer) == {"answer": result.answer}
+    assert isinstance(title, dspy.Prediction) and dict(title) == {"title": result.title}
+    for router, lm, verdict in ((answers, answers_lm, True), (titles, titles_lm, False)):
+        (made,) = _history_ids(lm)
+        assert [(r.trace_id, r.source, r.success) for r in stored_outcomes(router)] == [(made, "run", verdict)]
+
+
+def test_with_two_routers_called_as_lms_in_a_module_each_is_judged_on_its_own_answers_text(
+    sandbox: SandboxServer,
+) -> None:
+    judged: dict[str, list[Any]] = {"answers": [], "titles": []}
+    answers = RecordingRouter(
+        "dspy_answers", sandbox_paths(sandbox), store="memory:", success_when=judged["answers"].append
+    )
+    titles = RecordingRouter(
+        "dspy_titles", sandbox_paths(sandbox), store="memory:", success_when=judged["titles"].append
+    )
+
+    class AskBoth(dspy.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.answers_lm, self.titles_lm = answers.as_dspy(), titles.as_dspy()
+
+        def forward(self, question: str) -> dspy.Prediction:
+            (answer,) = self.answers_lm(question)
+            (title,) = self.titles_lm(f"A title for: {question}")
+            return dspy.Prediction(answer=answer, title=title)
+
+    result = AskBoth()(question="What is 2 + 3?")
+    assert judged == {"answers": [result.answer], "titles": [result.title]}
+    assert [r.source for r in answers.reports + titles.reports] == ["run", "run"]

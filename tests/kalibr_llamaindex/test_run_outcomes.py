@@ -9,6 +9,8 @@ from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step
+from tests.recording import stored_outcomes
 
 from kalibr.sandbox import SandboxServer
 
@@ -116,3 +118,73 @@ async def test_an_agent_run_reports_its_final_answer_to_each_step(sandbox: Sandb
     assert len({r.trace_id for r in router.reports}) == 2
     assert judged
     assert all(text == str(output.response.content) for text in judged)
+
+
+class AnswerThenTitle(Workflow):
+    """A workflow whose steps each call an LLM of its own (a different router), as LlamaIndex's docs write them."""
+
+    def __init__(self, answer_llm: Any, title_llm: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.answer_llm, self.title_llm = answer_llm, title_llm
+
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        answer = await self.answer_llm.acomplete(f"Answer: {ev.question}")
+        title = await self.title_llm.acomplete(f"A title for: {answer.text}")
+        return StopEvent(result=f"{title.text}: {answer.text}")
+
+
+async def test_with_two_routers_in_a_workflow_each_is_judged_on_its_own_llms_answer(sandbox: SandboxServer) -> None:
+    judged: dict[str, list[str]] = {"answers": [], "titles": []}
+
+    def answer_is_right(text: str) -> bool:
+        judged["answers"].append(text)
+        return True
+
+    def title_is_right(text: str) -> bool:
+        judged["titles"].append(text)
+        return False
+
+    answers = RecordingRouter("li_answers", sandbox_paths(sandbox), store="memory:", success_when=answer_is_right)
+    titles = RecordingRouter("li_titles", sandbox_paths(sandbox), store="memory:", success_when=title_is_right)
+    result = await AnswerThenTitle(answers.as_llamaindex(), titles.as_llamaindex(), timeout=10).run(question="2 + 3?")
+
+    (answer,), (title,) = judged["answers"], judged["titles"]  # each judge once, on its own LLM's text
+    assert result == f"{title}: {answer}"
+    for router, verdict in ((answers, True), (titles, False)):
+        (decision,) = {r.trace_id for r in router.reports}
+        assert [(r.trace_id, r.source, r.success) for r in stored_outcomes(router)] == [(decision, "run", verdict)]
+
+
+class Drafted(Event):
+    draft: str
+
+
+class DraftThenTitle(Workflow):
+    """Two steps, each with an LLM of its own: the first one's router is judged on the event it returned."""
+
+    def __init__(self, draft_llm: Any, title_llm: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.draft_llm, self.title_llm = draft_llm, title_llm
+
+    @step
+    async def draft(self, ev: StartEvent) -> Drafted:
+        return Drafted(draft=(await self.draft_llm.acomplete(f"Answer: {ev.question}")).text)
+
+    @step
+    async def title(self, ev: Drafted) -> StopEvent:
+        return StopEvent(result=(await self.title_llm.acomplete(f"A title for: {ev.draft}")).text)
+
+
+async def test_with_two_routers_in_workflow_steps_each_is_judged_on_its_own_steps_output(
+    sandbox: SandboxServer,
+) -> None:
+    judged: dict[str, list[Any]] = {"drafts": [], "titles": []}
+    drafts = _router(sandbox, success_when=judged["drafts"].append)
+    titles = RecordingRouter("li_titles", sandbox_paths(sandbox), store="memory:", success_when=judged["titles"].append)
+    title = await DraftThenTitle(drafts.as_llamaindex(), titles.as_llamaindex(), timeout=10).run(question="2 + 3?")
+
+    (drafted,) = judged["drafts"]  # the step's own event: the user's model, as a root's parsed object is judged
+    assert isinstance(drafted, Drafted) and f"A title for: {drafted.draft}" in title
+    assert judged["titles"] == [title]
+    assert [len(router.reports) for router in (drafts, titles)] == [1, 1]

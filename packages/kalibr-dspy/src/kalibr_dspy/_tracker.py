@@ -5,8 +5,10 @@ DSPy gives every module, LM and tool call an id and, while the call runs, keeps 
 core's ``kalibr.runs.RunTracker`` when each call starts and ends; each routed call is recorded under the active
 LM call. The outermost module call is the run: when it ends, its ``Prediction`` carries the run's
 decisions, the router's ``success_when``/``score_when`` judge that prediction for each of them (a module's LM
-calls are steps, not answers), and ``router.report()`` afterwards reports all of them. A module that raised because
-of what a model answered (an ``AdapterParseError``) reports its decisions as failed.
+calls are steps, not answers), and ``router.report()`` afterwards reports all of them. When several routers made
+decisions in one run, each is judged on its own part: the ``Prediction`` of the outermost module call (or the answer
+of the LM call) holding all its decisions and none of another router's. A module that raised because of what a
+model answered (an ``AdapterParseError``) reports its decisions as failed.
 
 Metric scores become outcomes without any wiring: the metric of a ``dspy.Evaluate`` or an optimizer
 (``BootstrapFewShot(metric=...)``) is wrapped for the length of its call, so each score is reported as it is
@@ -63,6 +65,7 @@ _lock = threading.Lock()
 _containers: dict[str, tuple[contextvars.Context, contextlib.AbstractContextManager[None]]] = {}
 _wrapped_metrics: dict[str, tuple[Any, Any]] = {}  # Evaluate or compile call id -> (its object, its own metric)
 _unrouted: dict[str, Router] = {}  # LM calls of a Kalibr LM that have not reached the router yet
+_answers: dict[str, Any] = {}  # LM calls of a Kalibr LM that reached it -> its answer, as its judge sees it
 # BestOfN and Refine calls in progress: the module calls they made, by the prediction each returned.
 _choosers: dict[str, dict[int, _Attempt]] = {}
 _CHOOSERS = (dspy.BestOfN, dspy.Refine)  # modules that try several attempts and keep one, by a reward
@@ -121,7 +124,10 @@ def _routed(router: Router, completion: Completion) -> None:
     call_id = ACTIVE_CALL_ID.get()
     if call_id is not None:
         with _lock:
-            _unrouted.pop(call_id, None)
+            if _unrouted.pop(call_id, None) is not None:  # the first routed call of the LM call
+                _answers[call_id] = completion.output
+            elif call_id in _answers:  # several (DSPy's n > 1): no one answer is the router's part
+                _answers[call_id] = None
     _tracker.record(call_id, router, completion.trace_id)
 
 
@@ -313,9 +319,10 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
     def on_lm_end(self, call_id: str, outputs: Any | None, exception: Exception | None = None) -> None:
         with _lock:
             cached = _unrouted.pop(call_id, None)
+            answer = _answers.pop(call_id, None)
         if cached is not None and exception is None:  # answered without reaching the router: DSPy's cache
             _tracker.record_cached(call_id, cached)
-        self._end(call_id, outputs, exception)
+        self._end(call_id, outputs, exception, answer)
 
     def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         self._start(call_id)
@@ -332,15 +339,18 @@ class DecisionTracker(BaseCallback):  # type: ignore[misc]  # dspy ships no type
         else:  # one example of an evaluation (maybe in a worker thread): a run of its own, published to the caller
             container[0].copy().run(_tracker.start, call_id, None)
 
-    def _end(self, call_id: str, outputs: Any, exception: BaseException | None) -> None:
-        run = _tracker.end(call_id, exception)
+    def _end(self, call_id: str, outputs: Any, exception: BaseException | None, answer: Any = None) -> None:
+        # What a judge sees of a call: a module's Prediction; an LM call's answer as the router judges it
+        # (its text). As a step, it is the part of the run a router is judged on when other routers share the run.
+        prediction = outputs if isinstance(outputs, Prediction) else None
+        run = _tracker.end(call_id, exception, output=answer if prediction is None else prediction)
         if run is None or not run.decisions:
             return
         if exception is not None:
             run.fail(exception)
-        elif isinstance(outputs, Prediction):
-            setattr(outputs, _DECISIONS, decisions_of(outputs) + list(run.decisions))
-            run.judge(outputs)
+        elif prediction is not None:
+            setattr(prediction, _DECISIONS, decisions_of(prediction) + list(run.decisions))
+            run.judge(prediction)
         # A bare LM call's run (outputs: a list of strings) was judged by the router as it answered.
 
     # --- calls that score predictions: Evaluate and optimizers ---------------------------------------------

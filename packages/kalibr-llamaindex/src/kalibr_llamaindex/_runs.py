@@ -3,10 +3,11 @@
 A span handler on the root dispatcher tells the core's ``kalibr.runs.RunTracker`` when each span starts and ends;
 each routed call records its decision under the active span. When a root span ends, the run's final output (the
 query's answer, the parsed object, the agent's final message) is judged by ``success_when``/``score_when`` for
-every decision the run made, replacing the per-call verdicts; a run that raised because of what a model answered
-(an output parser's error) reports them as failed. Inside a run the router does not judge each call (an agent's
-tool-call turns are steps, not answers); a bare LLM call, the root of its own run, is judged by the router as it
-answers.
+every decision the run made, replacing the per-call verdicts (with several routers in a run, each router's on its
+own part: the output of the outermost span holding all its decisions and none of another router's, converted the
+same way); a run that raised because of what a model answered (an output parser's error) reports them as failed.
+Inside a run the router does not judge each call (an agent's tool-call turns are steps, not answers); a bare LLM
+call, the root of its own run, is judged by the router as it answers.
 
 An agent (a workflow) runs in an asyncio task of its own, where the run's root span starts. LlamaIndex asks span
 handlers for what to propagate (``capture_propagation_context``) in the caller's context just before it starts
@@ -130,9 +131,9 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         _tracker.start(id_, parent_span_id)
         return None  # no span objects kept: the tracker holds what we need
 
-    def _end(self, id_: str, err: BaseException | None = None) -> tuple[Run | None, bool]:
+    def _end(self, id_: str, err: BaseException | None = None, output: Any = None) -> tuple[Run | None, bool]:
         """The span's run if it was a root, and whether the router already judged it (a bare LLM call)."""
-        run = _tracker.end(id_, err)
+        run = _tracker.end(id_, err, output=output)
         with _lock:
             judged = id_ in _judged_by_router
             _judged_by_router.discard(id_)
@@ -146,11 +147,15 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         result: Any | None = None,
         **kwargs: Any,
     ) -> SimpleSpan | None:
-        run, judged = self._end(id_)
+        # A step's output is one router's part of the run when only that router's calls were in it (a step that
+        # returned None leaves it to the run's output). Converted only for a span holding decisions: most spans
+        # (retrieval, embedding, parsing) hold none.
+        output = final_output(result) if result is not None and _tracker.decisions_in(id_) else None
+        run, judged = self._end(id_, output=output)
         if run is not None and run.decisions:
             _remember(result, run)
             if not judged:
-                run.judge(final_output(result))
+                run.judge(final_output(result) if output is None else output)
         return None
 
     def prepare_to_drop_span(
