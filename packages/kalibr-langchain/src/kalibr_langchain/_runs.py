@@ -49,19 +49,22 @@ def current_llm_run() -> UUID | None:
 _RAW_KEYS = frozenset({"raw", "parsed", "parsing_error"})
 
 
+def _with_raw(output: Any) -> bool:
+    """Is ``output`` what ``with_structured_output(..., include_raw=True)`` returns (raw, parsed, parsing_error)?"""
+    return isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage)
+
+
 def _parsing_error(output: Any) -> BaseException | None:
     """The parsing error ``with_structured_output(..., include_raw=True)`` caught and returned, else None."""
-    if isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage):
-        error = output["parsing_error"]
-        return error if isinstance(error, BaseException) else None
-    return None
+    error = output["parsing_error"] if _with_raw(output) else None
+    return error if isinstance(error, BaseException) else None
 
 
 def judged_output(output: Any) -> Any:
     """What a judge sees of a run's output: a message's tool calls (a tool-call turn) or text, an agent's final
     message (the last of a graph state's ``messages``), the parsed object of ``with_structured_output(...,
     include_raw=True)``, else the output itself (a parsed object, a string)."""
-    if isinstance(output, Mapping) and output.keys() == _RAW_KEYS and isinstance(output["raw"], BaseMessage):
+    if _with_raw(output):
         return output["parsed"]
     if isinstance(output, Mapping) and isinstance(messages := output.get("messages"), Sequence) and messages:
         last = messages[-1]
