@@ -6,7 +6,7 @@ records each decision under its own LLM run. So ``router.report()`` after ``chai
 ``stream``, ``ainvoke``, ``astream``, a LangGraph agent) lands on that run's decisions, and at the root's end the
 router's ``success_when``/``score_when`` judges the run's final output (the parsed object of structured output,
 an agent's final answer) for every decision of the run. For runs without a Kalibr model the handler only adds
-and removes a dictionary entry per step.
+and removes the step's entries in the tracker.
 """
 
 from __future__ import annotations
@@ -138,8 +138,10 @@ class _RunHandler(RunFollower):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
         # A model called on its own: ChatKalibr judged its answer. As a step, its answer is one router's part.
-        generations = response.generations[0] if response.generations else []
-        message = getattr(generations[0], "message", None) if len(generations) == 1 else None
+        message = None
+        if tracker.decisions_in(run_id):  # most runs hold none: no output to work out
+            generations = response.generations[0] if response.generations else []
+            message = getattr(generations[0], "message", None) if len(generations) == 1 else None
         tracker.end(run_id, output=None if message is None else judged_output(message))
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kw: Any) -> None:
@@ -154,8 +156,10 @@ class _RunHandler(RunFollower):
     on_llm_error = on_tool_error = on_retriever_error = on_chain_error
 
     def _ended(self, run_id: UUID, output: Any) -> None:
-        judged = judged_output(output)
-        run = tracker.end(run_id, output=judged)  # a step's is one router's part of the run, if only it was there
+        # A step's output is one router's part of the run, if only that router was there; most runs hold no
+        # decision, and their output is not worked out.
+        judged = judged_output(output) if tracker.decisions_in(run_id) else None
+        run = tracker.end(run_id, output=judged)
         if run is None or not run.decisions:
             return
         self._outputs.remember(output, run)
