@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import kalibr
 from kalibr.stores.base import OutcomeRecord
 
-__all__ = ["RecordingRouter", "Report", "stored_outcomes"]
+__all__ = ["RecordingRouter", "Report", "recording_judge", "stored_outcomes"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,13 @@ def stored_outcomes(router: kalibr.Router) -> list[OutcomeRecord]:
     engine: Any = router.intelligence
     engine.flush()
     return list(engine.store.outcomes(engine.tenant, router.goal, datetime(2000, 1, 1, tzinfo=UTC)))
+
+
+def recording_judge(seen: list[Any], verdict: bool) -> Callable[[Any], bool]:
+    """A ``success_when`` that keeps each output it is given in ``seen`` and returns ``verdict``."""
+
+    def judge(output: Any) -> bool:
+        seen.append(output)
+        return verdict
+
+    return judge

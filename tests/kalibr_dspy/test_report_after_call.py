@@ -9,7 +9,7 @@ import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 from pydantic import BaseModel
-from tests.recording import stored_outcomes
+from tests.recording import recording_judge, stored_outcomes
 
 import kalibr_dspy
 from kalibr.sandbox import SandboxServer
@@ -197,17 +197,12 @@ def test_with_two_routers_in_a_module_each_is_judged_on_its_own_predictors_predi
     sandbox: SandboxServer,
 ) -> None:
     judged: dict[str, list[Any]] = {"answers": [], "titles": []}
-
-    def answer_is_right(prediction: Any) -> bool:
-        judged["answers"].append(prediction)
-        return True
-
-    def title_is_right(prediction: Any) -> bool:
-        judged["titles"].append(prediction)
-        return False
-
-    answers = RecordingRouter("dspy_answers", sandbox_paths(sandbox), store="memory:", success_when=answer_is_right)
-    titles = RecordingRouter("dspy_titles", sandbox_paths(sandbox), store="memory:", success_when=title_is_right)
+    answers = RecordingRouter(
+        "dspy_answers", sandbox_paths(sandbox), store="memory:", success_when=recording_judge(judged["answers"], True)
+    )
+    titles = RecordingRouter(
+        "dspy_titles", sandbox_paths(sandbox), store="memory:", success_when=recording_judge(judged["titles"], False)
+    )
     answers_lm, titles_lm = answers.as_dspy(), titles.as_dspy()
     result = AnswerAndTitle(answers_lm, titles_lm)(question="What is 2 + 3?")
 

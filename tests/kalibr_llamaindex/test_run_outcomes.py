@@ -10,7 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step
-from tests.recording import stored_outcomes
+from tests.recording import recording_judge, stored_outcomes
 
 from kalibr.sandbox import SandboxServer
 
@@ -136,17 +136,12 @@ class AnswerThenTitle(Workflow):
 
 async def test_with_two_routers_in_a_workflow_each_is_judged_on_its_own_llms_answer(sandbox: SandboxServer) -> None:
     judged: dict[str, list[str]] = {"answers": [], "titles": []}
-
-    def answer_is_right(text: str) -> bool:
-        judged["answers"].append(text)
-        return True
-
-    def title_is_right(text: str) -> bool:
-        judged["titles"].append(text)
-        return False
-
-    answers = RecordingRouter("li_answers", sandbox_paths(sandbox), store="memory:", success_when=answer_is_right)
-    titles = RecordingRouter("li_titles", sandbox_paths(sandbox), store="memory:", success_when=title_is_right)
+    answers = RecordingRouter(
+        "li_answers", sandbox_paths(sandbox), store="memory:", success_when=recording_judge(judged["answers"], True)
+    )
+    titles = RecordingRouter(
+        "li_titles", sandbox_paths(sandbox), store="memory:", success_when=recording_judge(judged["titles"], False)
+    )
     result = await AnswerThenTitle(answers.as_llamaindex(), titles.as_llamaindex(), timeout=10).run(question="2 + 3?")
 
     (answer,), (title,) = judged["answers"], judged["titles"]  # each judge once, on its own LLM's text
