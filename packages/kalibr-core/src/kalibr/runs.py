@@ -355,7 +355,7 @@ class RunTracker:
                 root.parts[id(router)] = (router, output, frozenset(trace_id for _, trace_id in step.decisions))
             return ()
         thrown_away = {trace_id for _, trace_id in step.decisions}
-        root.decisions[:] = [decision for decision in root.decisions if decision[1] not in thrown_away]
+        _drop(root.decisions, thrown_away)
         return tuple(step.decisions)
 
     def decisions_in(self, run_id: Hashable) -> tuple[tuple[Router, str], ...]:
@@ -378,10 +378,10 @@ class RunTracker:
             root = self._roots.get(run_id)
             if root is None:
                 return
-            root.decisions[:] = [decision for decision in root.decisions if decision[1] not in trace_ids]
+            _drop(root.decisions, trace_ids)
             step = self._steps.get(run_id)
             while step is not None:  # the open steps up to the root (an ended step passed its decisions on)
-                step.decisions[:] = [decision for decision in step.decisions if decision[1] not in trace_ids]
+                _drop(step.decisions, trace_ids)
                 step = self._steps.get(step.parent_id)
 
     def root_of(self, run_id: Hashable) -> Hashable | None:
@@ -414,6 +414,11 @@ class RunTracker:
         finally:
             with _lock:
                 scope.batch = outer
+
+
+def _drop(decisions: list[tuple[Router, str]], trace_ids: Collection[str]) -> None:
+    """Take the decisions ``trace_ids`` out of ``decisions``, in place."""
+    decisions[:] = [decision for decision in decisions if decision[1] not in trace_ids]
 
 
 def _own_outputs(root: _RootState) -> tuple[tuple[Router, Any], ...]:
