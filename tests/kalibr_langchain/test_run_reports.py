@@ -332,7 +332,8 @@ def test_a_parser_failure_fails_the_run_with_its_category(sandbox: SandboxServer
     with pytest.raises(OutputParserException):
         chain.invoke({"topic": "otters"})
     (outcome,) = stored_outcomes(router).values()
-    assert (outcome.success, outcome.failure_category, outcome.reason) == (
+    assert (outcome.source, outcome.success, outcome.failure_category, outcome.reason) == (
+        "run",
         False,
         "malformed_output",
         "the run raised OutputParserException",

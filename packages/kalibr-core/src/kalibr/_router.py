@@ -470,6 +470,12 @@ class Router:
         if failed is not None:
             raise failed
 
+    def report_run_failure(self, trace_id: str, *, failure_category: FailureCategory, reason: str) -> None:
+        """Fail ``trace_id`` as the verdict of a run (source ``run``) whose error blames what the model answered: a
+        parser's or a validator's. Adapters call it through ``kalibr.runs``; an explicit ``report()`` replaces it."""
+        category = check_failure_category(failure_category)
+        self._report(trace_id, score=0.0, success=False, source="run", reason=reason, failure_category=category)
+
     def _report_failure(self, decision: Decision, error: ProviderError, started: float) -> Attempt:
         self._remember(_CallRecord(decision, latency_ms=(time.perf_counter() - started) * 1000))
         try:

@@ -119,7 +119,7 @@ class Run:
             return
         reason = f"the run raised {type(error).__name__}"
         for router, trace_id in self.decisions:
-            _logged(router.report, success=False, failure_category=category, reason=reason, trace_id=trace_id)
+            _logged(router.report_run_failure, trace_id, failure_category=category, reason=reason)
 
 
 class RunOutputs:
