@@ -367,6 +367,22 @@ def test_each_branch_of_a_parallel_step_is_judged_on_its_own_output(sandbox: San
     assert [o.success for o in stored_outcomes(titles).values()] == [True]
 
 
+def test_a_parallel_branchs_answer_reports_its_own_routers_decision(sandbox: SandboxServer) -> None:
+    facts = _judged_router(sandbox, "parallel_facts", [])
+    titles = _judged_router(sandbox, "parallel_titles", [])
+    facts_llm, titles_llm = facts.as_langchain(), titles.as_langchain()
+    title = ChatPromptTemplate.from_template("Give a title for an article about {topic}.")
+    both = RunnableParallel(fact=PROMPT | facts_llm | StrOutputParser(), title=title | titles_llm | StrOutputParser())
+    answer = both.invoke({"topic": "otters"})
+    (fact_trace,) = facts_llm.report(answer["fact"], success=False)
+    assert [(o.trace_id, o.source, o.success) for o in stored_outcomes(facts).values()] == [
+        (fact_trace, "explicit", False)
+    ]
+    with pytest.raises(kalibr.UserError, match="found no Kalibr call of goal 'parallel_titles'"):
+        titles_llm.report(answer["fact"], success=False)  # the other branch's answer is none of its calls
+    assert [(o.source, o.success) for o in stored_outcomes(titles).values()] == [("run", True)]
+
+
 def test_a_router_inside_an_agents_tool_is_judged_on_the_tools_result(sandbox: SandboxServer) -> None:
     seen_agent: list[Any] = []
     seen_tool: list[Any] = []

@@ -137,15 +137,22 @@ class RunOutputs:
         self._outputs: OrderedDict[int, tuple[Any, Run | None]] = OrderedDict()  # None: several runs returned it
 
     def remember(self, output: Any, run: Run) -> None:
-        """``run`` returned ``output`` (None is never remembered)."""
+        """``run`` returned ``output`` (None is never remembered); and each router's own part of it (a parallel
+        branch's answer, ``Run.own_outputs``) leads to that router's decisions alone."""
+        with self._lock:
+            self._put(output, run)
+            for router, part in run.own_outputs:
+                if part is not output:
+                    self._put(part, Run(run.run_id, tuple(d for d in run.decisions if d[0] is router)))
+
+    def _put(self, output: Any, run: Run) -> None:
         if output is None:
             return
-        with self._lock:
-            known = self._outputs.get(id(output))
-            shared = known is not None and known[0] is output and known[1] is not run
-            self._outputs[id(output)] = (output, None if shared else run)
-            if len(self._outputs) > self._size:
-                self._outputs.popitem(last=False)
+        known = self._outputs.get(id(output))
+        shared = known is not None and known[0] is output and known[1] is not run
+        self._outputs[id(output)] = (output, None if shared else run)
+        if len(self._outputs) > self._size:
+            self._outputs.popitem(last=False)
 
     def trace_ids(self, output: Any, router: Router) -> list[str] | None:
         """``router``'s decisions in the recent run that returned ``output`` (that very object); None when no
