@@ -248,7 +248,9 @@ async def test_a_workflow_step_that_retries_fails_the_attempt_it_threw_away(
         Settings.llm = None  # type: ignore[assignment]  # LlamaIndex resolves None to its MockLLM
     assert person == Youngster(name=person.name, age=26)
     thrown_away, kept = decisions
-    assert [(r.trace_id, r.failure_category) for r in router.reports] == [(thrown_away, "validation_failed")]
+    assert [(r.trace_id, r.source, r.failure_category) for r in router.reports] == [
+        (thrown_away, "run", "validation_failed")
+    ]
     router.report(success=True)  # about the person the workflow returned
     assert earlier not in {r.trace_id for r in router.reports}
-    assert _explicit(router) == {thrown_away: (False, "validation_failed"), kept: (True, None)}
+    assert _explicit(router) == {kept: (True, None)}

@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse
+from llama_index.core.workflow import Event, StopEvent
 from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.span import SimpleSpan, active_span_id
 from llama_index_instrumentation.span_handlers import BaseSpanHandler
@@ -66,6 +67,11 @@ def final_output(result: Any) -> Any:
         if value is not None and value is not result:
             return final_output(value)
     return "" if result is None else str(result)
+
+
+def _passes_to_a_step(result: Any) -> bool:
+    """Whether a workflow step's ``result`` is an event for another step (anything but the ``StopEvent``)."""
+    return isinstance(result, Event) and not isinstance(result, StopEvent)
 
 
 def _remember(result: Any, run: Run) -> None:
@@ -148,9 +154,11 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         # A step's output is one router's part of the run when only that router's calls were in it (a step that
-        # returned None leaves it to the run's output). Converted only for a span holding decisions: most spans
-        # (retrieval, embedding, parsing) hold none.
-        output = final_output(result) if result is not None and _tracker.decisions_in(id_) else None
+        # returned None leaves it to the run's output, one that returned the workflow's own event to its LLM
+        # calls' answers: an event is plumbing between steps, not an answer). Converted only for a span holding
+        # decisions: most spans (retrieval, embedding, parsing) hold none.
+        is_answer = result is not None and not _passes_to_a_step(result)
+        output = final_output(result) if is_answer and _tracker.decisions_in(id_) else None
         run, judged = self._end(id_, output=output)
         if run is not None and run.decisions:
             _remember(result, run)
