@@ -147,15 +147,19 @@ def test_best_of_n_keeps_one_attempt_the_others_are_judged_by_their_reward(
     def reward(inputs: dict[str, Any], prediction: dspy.Prediction) -> float:
         return next(rewards)
 
-    with dspy.context(lm=router.as_dspy()):
+    lm = router.as_dspy()
+    with dspy.context(lm=lm):
         program = chooser(dspy.Predict("question -> answer"), N=3, reward_fn=reward, threshold=1.0)
         prediction = program(question="What is 2 + 3?")
     rewarded = {r.trace_id: r.score for r in router.reports if r.source == "explicit"}
     judged = {r.trace_id for r in router.reports if r.source == "run"}
     assert sorted(rewarded.values()) == [0.2, 0.4]  # the attempts thrown away: their reward, once each
     kept = {trace_id for _, trace_id in kalibr_dspy.decisions_of(prediction)}
-    assert kept == judged and not kept & rewarded.keys()  # Refine's advice calls are steps of the kept answer
-    assert len(kept) == (1 if chooser is dspy.BestOfN else 3)
+    assert kept == judged and not kept & rewarded.keys()
+    # Refine's advice after the first attempt is a step of the kept answer; its advice after the kept one is not
+    assert len(kept) == (1 if chooser is dspy.BestOfN else 2)
+    unjudged = set(_history_ids(lm)) - kept - rewarded.keys()
+    assert len(unjudged) == (0 if chooser is dspy.BestOfN else 1)
     before = len(router.reports)
     router.report(success=False)
     assert {(r.trace_id, r.success) for r in router.reports[before:]} == {(t, False) for t in kept}

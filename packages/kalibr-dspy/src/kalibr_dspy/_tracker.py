@@ -258,9 +258,15 @@ def _report_reward(chooser_id: str | None, prediction: Any, value: Any) -> None:
 
 def _set_aside_thrown_away(chooser_id: str, attempts: dict[int, _Attempt], kept: Any) -> None:
     """At a BestOfN or Refine call's end: the attempts its reward judged and it did not return leave the run,
-    each with its reward as its outcome (when the reward is a score)."""
-    thrown_away = [a for a in attempts.values() if a.rewarded and a.prediction is not kept]
-    _tracker.set_aside(chooser_id, {trace_id for attempt in thrown_away for _, trace_id in attempt.decisions})
+    each with its reward as its outcome (when the reward is a score); so do Refine's advice calls (the module
+    calls no reward judged) made after the kept attempt, unjudged: the answer kept did not use their advice."""
+    in_order = list(attempts.values())  # as the module calls ended
+    kept_at = next((i for i, a in enumerate(in_order) if a.prediction is kept), len(in_order))
+    thrown_away = [a for a in in_order if a.rewarded and a.prediction is not kept]
+    unused_advice = [a for a in in_order[kept_at + 1 :] if not a.rewarded]
+    _tracker.set_aside(
+        chooser_id, {trace_id for attempt in thrown_away + unused_advice for _, trace_id in attempt.decisions}
+    )
     for attempt in thrown_away:
         if attempt.score is not None:
             for router, trace_id in attempt.decisions:
