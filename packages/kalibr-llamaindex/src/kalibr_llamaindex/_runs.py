@@ -53,7 +53,7 @@ def final_output(result: Any) -> Any:
     Handles a query ``Response``, an agent's ``AgentOutput`` (or the ``StopEvent`` carrying it), a chat or
     completion response (``as_structured_llm`` puts the parsed object in ``raw``) and plain values.
     """
-    if isinstance(result, BaseModel) and type(result).__module__.split(".")[0] not in ("llama_index", "workflows"):
+    if isinstance(result, BaseModel) and not _from_llamaindex(result):
         return result  # the user's own model: structured_predict's answer
     structured = getattr(result, "structured_response", None)
     if structured is not None:
@@ -69,9 +69,14 @@ def final_output(result: Any) -> Any:
     return "" if result is None else str(result)
 
 
+def _from_llamaindex(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] in ("llama_index", "workflows")
+
+
 def _passes_to_a_step(result: Any) -> bool:
-    """Whether a workflow step's ``result`` is an event for another step (anything but the ``StopEvent``)."""
-    return isinstance(result, Event) and not isinstance(result, StopEvent)
+    """Whether a workflow step's ``result`` is the user's own event for another step (an agent's ``AgentOutput``
+    is LlamaIndex's, and carries the answer)."""
+    return isinstance(result, Event) and not isinstance(result, StopEvent) and not _from_llamaindex(result)
 
 
 def _remember(result: Any, run: Run) -> None:
@@ -154,8 +159,8 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         # A step's output is one router's part of the run when only that router's calls were in it (a step that
-        # returned None leaves it to the run's output, one that returned the workflow's own event to its LLM
-        # calls' answers: an event is plumbing between steps, not an answer). Converted only for a span holding
+        # returned None leaves it to the run's output, one that returned the user's own event to its LLM calls'
+        # answers: that event is plumbing between steps, not an answer). Converted only for a span holding
         # decisions: most spans (retrieval, embedding, parsing) hold none.
         is_answer = result is not None and not _passes_to_a_step(result)
         output = final_output(result) if is_answer and _tracker.decisions_in(id_) else None
