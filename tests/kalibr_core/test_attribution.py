@@ -483,7 +483,8 @@ def test_a_run_is_failed_only_by_an_error_that_blames_the_output(sandbox: Sandbo
         "the run raised JSONDecodeError",
     )
     router.report(success=True, trace_id=failed.trace_id)  # the caller's word replaces a run's verdict
-    assert (_outcomes(router)[failed.trace_id].source, _outcomes(router)[failed.trace_id].success) == ("explicit", True)
+    replaced = _outcomes(router)[failed.trace_id]
+    assert (replaced.source, replaced.success) == ("explicit", True)
 
 
 def test_a_step_that_failed_on_its_answer_is_failed_once_and_left_out_of_its_run(sandbox: SandboxServer) -> None:

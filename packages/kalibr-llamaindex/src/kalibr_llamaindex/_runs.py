@@ -162,8 +162,8 @@ class RunOutcomeHandler(BaseSpanHandler[SimpleSpan]):
         # returned None leaves it to the run's output, one that returned the user's own event to its LLM calls'
         # answers: that event is plumbing between steps, not an answer). Converted only for a span holding
         # decisions: most spans (retrieval, embedding, parsing) hold none.
-        is_answer = result is not None and not _passes_to_a_step(result)
-        output = final_output(result) if is_answer and _tracker.decisions_in(id_) else None
+        holds_answer = result is not None and _tracker.decisions_in(id_) and not _passes_to_a_step(result)
+        output = final_output(result) if holds_answer else None
         run, judged = self._end(id_, output=output)
         if run is not None and run.decisions:
             _remember(result, run)
