@@ -135,10 +135,13 @@ class ThompsonPolicy:
         if self.sharpen_after <= 0.0:
             return [full] * len(arms)
         ramp, after = full - 1.0, self.sharpen_after
-        return [
-            1.0 + ramp * min(max(max(a + b - 2.0, arm.total_samples) / after, 0.0), 1.0)
-            for arm, a, b in zip(arms, alpha, beta, strict=True)
-        ]
+        sharpness = []
+        for arm, a, b in zip(arms, alpha, beta, strict=True):  # conditionals, not min/max calls: runs per decide
+            outcomes = a + b - 2.0
+            total = arm.total_samples
+            share = (outcomes if outcomes > total else total) / after  # >= 0: total_samples is
+            sharpness.append(1.0 + ramp * (share if share < 1.0 else 1.0))
+        return sharpness
 
     def _best_now(
         self,
