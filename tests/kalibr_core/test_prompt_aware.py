@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import socket
@@ -18,7 +19,7 @@ from kalibr.cli.replay import replay as replay_command
 from kalibr.context import SentenceEmbedding, auto_featurizer, lexical_features, prompt_text
 from kalibr.intelligence.engine import Engine
 from kalibr.policies import ArmState, PolicyConfig, default_policy
-from kalibr.policies.contextual import PromptClusters
+from kalibr.policies.contextual import PromptClusters, PromptHandle
 from kalibr.replay import (
     ReplayOptions,
     load_prompts,
@@ -190,6 +191,32 @@ def test_an_engine_decides_a_prompt_as_without_it_until_its_prompts_show_signal(
         views[kind] = with_prompts._cluster_of[decision.trace_id][1].means
     assert views[0][paths[0].path_id] > views[0][paths[1].path_id]
     assert views[1][paths[1].path_id] > views[1][paths[0].path_id]
+
+
+def test_a_clusters_view_is_kept_between_outcomes_and_dropped_by_each() -> None:
+    """Between two outcomes every prompt of a cluster reads the same pooled view (only its correction is its own);
+    an outcome, or other goal states, must give the priors a fresh computation would."""
+    _, _, clusters = route(lambda kind: (0.85, 0.35, 0.3) if kind == 0 else (0.35, 0.85, 0.3), steps=800, seed=0,
+                           prompts=True)  # fmt: skip
+    assert clusters.pooling < math.inf
+    goal_arms = [ArmState("a", successes=300, failures=100), ArmState("b", successes=200, failures=200),
+                 ArmState("c", successes=20, failures=60)]  # fmt: skip
+    first, second = clusters.assign(np.array([1.0, 0.1, 0.2, 0.0])), clusters.assign(np.array([1.0, 0.1, 0.2, 0.02]))
+    assert first.cluster == second.cluster
+
+    def fresh(prompt: PromptHandle, arms: list[ArmState]) -> object:
+        computed = copy.deepcopy(clusters)
+        computed._views.clear()  # what an outcome does: the priors computed afresh
+        return computed.priors(copy.deepcopy(prompt), arms, None)
+
+    clusters.priors(first, goal_arms, None)
+    assert clusters.priors(second, goal_arms, None) == fresh(second, goal_arms)
+    before = goal_arms[1]
+    after = goal_arms[1] = default_policy().update(before, score=1.0, cost_usd=None, latency_ms=None, now=900.0)
+    clusters.learn(first, before, after, 1.0)  # the list changes in place: only the outcome says so
+    assert clusters.priors(second, goal_arms, None) == fresh(second, goal_arms)
+    other_states = [*goal_arms[:2], ArmState("c", successes=70, failures=10)]
+    assert clusters.priors(second, other_states, None) == fresh(second, other_states)
 
 
 def test_clusters_are_seeded_by_distinct_prompts_and_keep_them_apart() -> None:
