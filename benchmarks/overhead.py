@@ -48,12 +48,17 @@ def run(quick: bool) -> str:
         measured = _measure(repeat, Path(scratch) / "overhead.db")
     writes: list[float] = []
     contended: list[float] = []
+    embedded: list[float] = []
+    embedding_features: list[float] = []
     for count in PATH_COUNTS:
         decide, report, predict, fit = (percentiles_us(samples) for samples in measured[count][:4])
         writes.append(percentiles_us(measured[count][4])[0])
         beyond = percentiles_us(measured[count][5])[0] - percentiles_us(measured[count][6])[0]
         beyond_signal = percentiles_us(measured[count][7])[0] - percentiles_us(measured[count][8])[0]
         contended.append(percentiles_us(measured[count][9])[0] - percentiles_us(measured[count][8])[0])
+        if measured[count][10]:
+            embedded.append(percentiles_us(measured[count][11])[0] - percentiles_us(measured[count][10])[0])
+            embedding_features.append(percentiles_us(measured[count][10])[0])
         speedup = f"{HTTP_DECIDE_MS[0] * 1000 / decide[0]:,.0f}-{HTTP_DECIDE_MS[1] * 1000 / decide[0]:,.0f}x"
         cells = [
             str(count),
@@ -110,11 +115,24 @@ def run(quick: bool) -> str:
             "decide with signal took, beyond its features, "
             + ", ".join(f"{c:.1f} us at {n} paths" for n, c in zip(PATH_COUNTS, contended, strict=True))
             + ".\n"
-            "\nA report is queued in memory and written to SQLite by a background thread every 50 ms in one "
+            + _embedded_sentence(embedded, embedding_features)
+            + "\nA report is queued in memory and written to SQLite by a background thread every 50 ms in one "
             "transaction per batch; `close()` and interpreter exit flush the queue, so a clean shutdown loses "
             "nothing, and a `kill -9` can lose at most the outcomes of the last 50 ms. A failed write keeps the "
             "batch queued and retries it.\n",
         ]
+    )
+
+
+def _embedded_sentence(beyond: list[float], features: list[float]) -> str:
+    """The prompts-with-signal decide with ``context="auto"``, or why it is missing."""
+    if not beyond:
+        return "\nThe decide with the sentence embedding was not measured: the `context` extra is not installed.\n"
+    return (
+        '\nWith `context="auto"` (the WordLlama embedding and the counts, so the per-prompt correction regresses on '
+        "76 values, not 12), the decide with signal, timed as in the table, took beyond its features "
+        + ", ".join(f"{b:.1f} us at {n} paths" for n, b in zip(PATH_COUNTS, beyond, strict=True))
+        + f"; the features themselves took {features[0]:.1f} us (p50).\n"
     )
 
 
@@ -136,16 +154,19 @@ SIGNAL_PROMPTS = (
 def _measure(repeat: int, db: Path) -> dict[int, list[list[int]]]:
     """Per path count: decide, report, MABWiser predict, partial_fit, writer, prompt-aware decide and feature
     extraction samples (ns), then the same two for prompts with signal, then prompts with signal timed in one
-    batch while the writer flushes.
+    batch while the writer flushes, then (empty without the ``context`` extra) features and decide for prompts
+    with signal with ``auto_featurizer``.
 
     The contenders take turns in ``ROUNDS`` rounds, so a slow spell of a shared machine hits them all alike.
     """
     from kalibr import Router
     from kalibr._intelligence_registry import reset_shared
-    from kalibr.context import lexical_features, prompt_text
+    from kalibr.context import auto_featurizer, embedding_available, lexical_features, prompt_text
 
     def featurize(messages: Any) -> Any:
         return lexical_features(prompt_text(messages))
+
+    embed = auto_featurizer() if embedding_available() else None
 
     messages = [{"role": "user", "content": "What is 17 * 23? Answer with the number only."}]
 
@@ -162,8 +183,11 @@ def _measure(repeat: int, db: Path) -> dict[int, list[list[int]]]:
     for router in (*routers.values(), *prompted.values()):
         for index in range(1_000):  # warm up caches and give every arm evidence
             router.report(success=index % 3 != 0, trace_id=router.decide(messages=messages).trace_id)
+    embedded = {count: Router(f"bench_overhead_embedded_{count}", [f"model-{i}" for i in range(count)],
+                              store=f"sqlite:///{db}", context=embed)
+                for count in PATH_COUNTS} if embed is not None else {}  # fmt: skip
     coins = random.Random(0)
-    for router in signalled.values():
+    for router in (*signalled.values(), *embedded.values()):
         for index in range(SIGNAL_WARM_UP):  # path i mostly succeeds on kind i % 3 and mostly fails on the others
             kind = index % len(kinds)
             decision = router.decide(messages=kinds[kind])
@@ -174,13 +198,13 @@ def _measure(repeat: int, db: Path) -> dict[int, list[list[int]]]:
             raise RuntimeError(
                 f"{router.goal}: the warm-up left pooling full; the column would time the no-signal path"
             )
-    samples: dict[int, list[list[int]]] = {count: [[] for _ in range(10)] for count in PATH_COUNTS}
+    samples: dict[int, list[list[int]]] = {count: [[] for _ in range(12)] for count in PATH_COUNTS}
     per_round = max(1, repeat // ROUNDS)
     for _ in range(ROUNDS):
         for count, router in routers.items():
             decide, report, predict, fit, write, for_prompt, features, for_signal, signal_features, contended = samples[
                 count
-            ]
+            ][:10]
             decisions: list[Any] = []
             decide += time_calls(lambda: decisions.append(router.decide()), per_round)  # noqa: B023
             pending = iter(decisions)
@@ -197,6 +221,10 @@ def _measure(repeat: int, db: Path) -> dict[int, list[list[int]]]:
             for_signal += _between_flushes(signalled[count], lambda: next(turns), per_round)  # noqa: B023
             contended += time_calls(lambda: signalled[count].decide(messages=next(turns)), per_round)  # noqa: B023
             signalled[count].intelligence.flush()
+            if embed is not None:
+                embedded_features, for_embedded = samples[count][10:]
+                embedded_features += time_calls(lambda: embed(next(turns)), per_round)  # noqa: B023
+                for_embedded += _between_flushes(embedded[count], lambda: next(turns), per_round)  # noqa: B023
     reset_shared()
     return samples
 
