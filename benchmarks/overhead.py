@@ -128,9 +128,14 @@ def _embedded_sentence(beyond: list[float], features: list[float]) -> str:
     """The prompts-with-signal decide with ``context="auto"``, or why it is missing."""
     if not beyond:
         return "\nThe decide with the sentence embedding was not measured: the `context` extra is not installed.\n"
+    from kalibr.context import auto_featurizer, lexical_features
+    from kalibr.policies.contextual import regression_vector
+
+    dims = regression_vector(auto_featurizer()(SIGNAL_PROMPTS[0])).size
     return (
         '\nWith `context="auto"` (the WordLlama embedding and the counts, so the per-prompt correction regresses on '
-        "76 values, not 12), the decide with signal, timed as in the table, took beyond its features "
+        f"{dims} values, not {lexical_features('').size}), the decide with signal, timed as in the table, took "
+        "beyond its features "
         + ", ".join(f"{b:.1f} us at {n} paths" for n, b in zip(PATH_COUNTS, beyond, strict=True))
         + f"; the features themselves took {features[0]:.1f} us (p50).\n"
     )
