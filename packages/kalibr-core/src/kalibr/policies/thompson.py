@@ -139,7 +139,7 @@ class ThompsonPolicy:
         for arm, a, b in zip(arms, alpha, beta, strict=True):  # conditionals, not min/max calls: runs per decide
             outcomes = a + b - 2.0
             total = arm.total_samples
-            share = (outcomes if outcomes > total else total) / after  # >= 0: total_samples is
+            share = (outcomes if outcomes > total else total) / after  # never negative: total_samples >= 0
             sharpness.append(1.0 + ramp * (share if share < 1.0 else 1.0))
         return sharpness
 
