@@ -69,8 +69,6 @@ _PREFIX = 64
 _TAIL = 12
 """Trailing values it reads as well (the lexical counts of ``auto_featurizer``)."""
 _MEAN_BOUND = 0.01
-_FLAT = ((1.0, 1.0),)
-"""The flat Beta(1, 1) prior of a path, as a one-path sequence of priors."""
 
 
 def regression_vector(features: np.ndarray) -> np.ndarray:
@@ -249,8 +247,8 @@ class PromptClusters:
         own_failures = self._failures[:, cluster].tolist()
         fitted = self._fitted[: len(rows)].tolist()
         view = _ClusterView(goal_arms, goal_priors)
-        paths_priors = goal_priors if goal_priors is not None else _FLAT * len(goal_arms)
-        for index, (arm, prior) in enumerate(zip(goal_arms, paths_priors, strict=True)):
+        for index, arm in enumerate(goal_arms):
+            prior = goal_priors[index] if goal_priors is not None else (1.0, 1.0)
             row = rows.get(arm.path_id)
             if row is None:
                 view.priors.append(prior)
